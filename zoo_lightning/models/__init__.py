@@ -1,0 +1,15 @@
+"""The model zoo. Importing this package registers every family."""
+
+from zoo_lightning.models.registry import (
+    ModelEntry,
+    UnknownModelError,
+    create_model,
+    list_models,
+    model_entry,
+    register_model,
+)
+
+# Each import registers a family's builders.
+from zoo_lightning.models import cnn, resnet  # noqa: F401,E402
+
+__all__ = ["ModelEntry", "UnknownModelError", "create_model", "list_models", "model_entry", "register_model"]

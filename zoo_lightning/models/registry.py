@@ -1,0 +1,122 @@
+"""The model registry: builders keyed by name, timm-style.
+
+A family file decorates its builders with :func:`register_model`; the CLI, the ``models`` listing
+and the registry-driven tests find them through :func:`list_models` and :func:`create_model`.
+Names with a ``torchvision:`` or ``timm:`` prefix build those libraries' models (random init,
+nothing downloaded).
+"""
+
+from __future__ import annotations
+
+import difflib
+import fnmatch
+import inspect
+from dataclasses import dataclass
+from typing import Any, Callable, TypeVar
+
+from torch import nn
+
+__all__ = ["ModelEntry", "UnknownModelError", "register_model", "create_model", "list_models", "model_entry"]
+
+STEMS = ("cifar", "imagenet")
+
+Builder = TypeVar("Builder", bound=Callable[..., nn.Module])
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    name: str
+    family: str
+    paper: str
+    builder: Callable[..., nn.Module]
+
+
+class UnknownModelError(KeyError):
+    """A model name that neither the registry nor an external prefix knows."""
+
+    def __str__(self) -> str:  # KeyError would wrap the message in quotes
+        return str(self.args[0])
+
+
+_REGISTRY: dict[str, ModelEntry] = {}
+
+
+def register_model(builder: Builder) -> Builder:
+    """Registers ``builder`` under its function name; the family is the name of its module."""
+    name = builder.__name__
+    if name in _REGISTRY:
+        raise ValueError(f"model {name!r} is already registered by {_REGISTRY[name].builder.__module__}")
+    doc = inspect.getdoc(builder) or ""
+    _REGISTRY[name] = ModelEntry(
+        name=name,
+        family=builder.__module__.rsplit(".", 1)[-1],
+        paper=doc.splitlines()[0] if doc else "",
+        builder=builder,
+    )
+    return builder
+
+
+def list_models(pattern: str = "*") -> list[str]:
+    """Registered names matching the fnmatch ``pattern``, sorted."""
+    return sorted(name for name in _REGISTRY if fnmatch.fnmatch(name, pattern))
+
+
+def _unknown(name: str, known: list[str], where: str = "the registry") -> UnknownModelError:
+    close = difflib.get_close_matches(name, known, n=3, cutoff=0.5)
+    hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+    return UnknownModelError(
+        f"Unknown model {name!r} in {where}.{hint} Known: {', '.join(known)}. "
+        "`python -m zoo_lightning models` lists them; prefix `torchvision:` or `timm:` for those libraries."
+    )
+
+
+def model_entry(name: str) -> ModelEntry:
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise _unknown(name, list_models()) from None
+
+
+def _torchvision_model(name: str, num_classes: int, **kwargs: Any) -> nn.Module:
+    import torchvision.models
+
+    known = torchvision.models.list_models(module=torchvision.models)
+    if name not in known:
+        raise _unknown(name, known, "torchvision.models")
+    return torchvision.models.get_model(name, weights=None, num_classes=num_classes, **kwargs)
+
+
+def _timm_model(name: str, num_classes: int, **kwargs: Any) -> nn.Module:
+    try:
+        import timm
+    except ImportError:
+        raise ImportError("`timm:` models need the optional extra: pip install -e '.[timm]'") from None
+    known = timm.list_models()
+    if name not in known:
+        raise _unknown(name, known, "timm")
+    return timm.create_model(name, pretrained=False, num_classes=num_classes, **kwargs)
+
+
+_EXTERNAL = {"torchvision": _torchvision_model, "timm": _timm_model}
+
+
+def create_model(name: str, num_classes: int = 10, stem: str = "cifar", **kwargs: Any) -> nn.Module:
+    """Builds the model registered as ``name``; the caller's kwargs reach the builder.
+
+    Args:
+        name: a registered name (``resnet18``), or ``torchvision:<name>`` / ``timm:<name>``.
+        num_classes: size of the classifier output.
+        stem: ``"cifar"`` keeps 32x32 inputs at a useful resolution; ``"imagenet"`` is the paper's
+            stem. External models always use their library's own (ImageNet) stem.
+        **kwargs: family options (``aux_logits``, ``dropout``, ``se``, ...).
+    """
+    if stem not in STEMS:
+        raise ValueError(f"Unknown stem {stem!r}: choose one of {', '.join(STEMS)}.")
+    if num_classes < 1:
+        raise ValueError(f"num_classes must be >= 1, got {num_classes}.")
+    prefix, sep, external_name = name.partition(":")
+    if sep:
+        if prefix not in _EXTERNAL:
+            raise UnknownModelError(f"Unknown model prefix {prefix!r} in {name!r}: use one of {', '.join(_EXTERNAL)}.")
+        return _EXTERNAL[prefix](external_name, num_classes, **kwargs)
+    return model_entry(name).builder(num_classes=num_classes, stem=stem, **kwargs)
