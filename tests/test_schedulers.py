@@ -1,0 +1,42 @@
+import math
+
+import pytest
+import torch
+
+from zoo_lightning.schedulers import WarmupCosineLR
+
+
+def _lrs(scheduler: WarmupCosineLR, steps: int) -> list[float]:
+    lrs = []
+    for _ in range(steps):
+        lrs.append(scheduler.optimizer.param_groups[0]["lr"])
+        scheduler.optimizer.step()
+        scheduler.step()
+    return lrs
+
+
+def test_warmup_then_cosine_values():
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    scheduler = WarmupCosineLR(optimizer, total_steps=20, warmup_fraction=0.1, warmup_start_factor=0.0)
+    lrs = _lrs(scheduler, 20)
+    # Two warm-up steps: 0, 0.5; then cosine over the remaining 18 steps starting at 1.
+    assert lrs[0] == pytest.approx(0.0)
+    assert lrs[1] == pytest.approx(0.5)
+    assert lrs[2] == pytest.approx(1.0)
+    assert lrs[11] == pytest.approx(0.5 * (1 + math.cos(math.pi * 9 / 18)))
+    assert lrs[19] == pytest.approx(0.5 * (1 + math.cos(math.pi * 17 / 18)))
+    assert all(a >= b for a, b in zip(lrs[2:], lrs[3:]))
+
+
+def test_min_lr_ratio_is_the_floor():
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.2)
+    scheduler = WarmupCosineLR(optimizer, total_steps=10, warmup_fraction=0.0, min_lr_ratio=0.1)
+    assert scheduler.factor(10) == pytest.approx(0.1)
+    assert _lrs(scheduler, 1)[0] == pytest.approx(0.2)
+
+
+@pytest.mark.parametrize("kwargs", [{"total_steps": None}, {"total_steps": 0}, {"total_steps": 10, "warmup_fraction": 1.0}])
+def test_bad_arguments_raise(kwargs):
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+    with pytest.raises(ValueError):
+        WarmupCosineLR(optimizer, **kwargs)

@@ -1,0 +1,149 @@
+"""ImageClassifier: the one LightningModule, wrapping any registered backbone.
+
+It holds the training logic only: the backbone comes from the registry, the loss from an
+:class:`~zoo_lightning.objectives.Objective`, optimizer and LR schedule from LightningCLI callables.
+Devices, precision, DDP and checkpointing stay with the Trainer; the data (and so the dataset)
+stays with the DataModule.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any, Iterable
+
+import lightning as L
+import torch
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from torch import Tensor, nn
+from torchmetrics import MetricCollection
+from torchmetrics.classification import MulticlassAccuracy
+
+from zoo_lightning.models import create_model
+from zoo_lightning.objectives import CrossEntropy, Objective, hard_targets, main_logits
+from zoo_lightning.schedulers import WarmupCosineLR
+
+__all__ = ["ImageClassifier", "parameter_groups"]
+
+
+def default_optimizer(params: Iterable) -> torch.optim.Optimizer:
+    """SGD with Nesterov momentum 0.9, lr 0.1, weight decay 5e-4: the standard CIFAR ResNet recipe."""
+    return torch.optim.SGD(params, lr=0.1, momentum=0.9, nesterov=True, weight_decay=5e-4)
+
+
+def default_lr_scheduler(optimizer: torch.optim.Optimizer) -> WarmupCosineLR:
+    """Linear warm-up over 5% of the steps, then cosine decay to zero, stepped per batch."""
+    return WarmupCosineLR(optimizer)
+
+
+def parameter_groups(module: nn.Module) -> list[dict[str, Any]]:
+    """Splits parameters so weight decay skips normalization weights and biases (1-d tensors)."""
+    decay, no_decay = [], []
+    for param in module.parameters():
+        if param.requires_grad:
+            (no_decay if param.ndim <= 1 else decay).append(param)
+    # The optimizer's own weight_decay applies to the first group; the second overrides it with 0.
+    return [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def _accepts_total_steps(factory: Any) -> bool:
+    target = getattr(factory, "func", factory)  # functools.partial, as jsonargparse builds
+    try:
+        params = inspect.signature(target).parameters
+    except (TypeError, ValueError):
+        return False
+    given = getattr(factory, "keywords", {}) or {}
+    return "total_steps" in params and given.get("total_steps") is None
+
+
+class ImageClassifier(L.LightningModule):
+    """Image classification with any backbone of the registry.
+
+    Args:
+        backbone: a registered model name (``python -m zoo_lightning models``), or
+            ``torchvision:<name>`` / ``timm:<name>``.
+        num_classes: classifier outputs; the CLI links it from the DataModule.
+        stem: ``"cifar"`` for small inputs (32x32), ``"imagenet"`` for the paper's stem.
+        backbone_kwargs: family options passed to the builder (``aux_logits``, ``se``, ...).
+        objective: the loss; cross-entropy with label smoothing 0.1 when left out.
+        optimizer: builds the optimizer from parameter groups (no weight decay on norms and biases).
+        lr_scheduler: builds the LR schedule, stepped every optimizer step; ``total_steps`` is
+            filled in from the Trainer when the scheduler takes it.
+        channels_last: run the backbone and its inputs in NHWC memory format.
+        compile: wrap the backbone's forward in ``torch.compile``.
+    """
+
+    def __init__(
+        self,
+        backbone: str = "resnet20",
+        num_classes: int = 10,
+        stem: str = "cifar",
+        backbone_kwargs: dict[str, Any] | None = None,
+        objective: Objective | None = None,
+        optimizer: OptimizerCallable = default_optimizer,
+        lr_scheduler: LRSchedulerCallable | None = default_lr_scheduler,
+        channels_last: bool = False,
+        compile: bool = False,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters(ignore=["objective", "optimizer", "lr_scheduler"])
+        self.backbone = create_model(backbone, num_classes=num_classes, stem=stem, **(backbone_kwargs or {}))
+        self.objective = objective if objective is not None else CrossEntropy()
+        self.optimizer_factory = optimizer
+        self.lr_scheduler_factory = lr_scheduler
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        if channels_last:
+            self.backbone.to(memory_format=torch.channels_last)
+        # Kept off the module tree so state_dict keys stay those of the plain backbone.
+        self._forward = torch.compile(self.backbone) if compile else self.backbone
+
+        top_k = min(5, num_classes)
+        metrics = MetricCollection(
+            {
+                "top1": MulticlassAccuracy(num_classes, top_k=1, average="micro"),
+                f"top{top_k}": MulticlassAccuracy(num_classes, top_k=top_k, average="micro"),
+            }
+        )
+        self.train_metrics = metrics.clone(prefix="train/")
+        self.val_metrics = metrics.clone(prefix="val/")
+        self.test_metrics = metrics.clone(prefix="test/")
+
+    def forward(self, images: Tensor) -> Any:
+        return self._forward(images.contiguous(memory_format=self.memory_format))
+
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        images, targets = batch
+        outputs = self(images)
+        terms = self.objective(outputs, targets, images)
+        self.train_metrics(main_logits(outputs).detach(), hard_targets(targets))
+        self.log_dict({f"train/{name}": value.detach() for name, value in terms.items()}, prog_bar=False)
+        self.log_dict(self.train_metrics, on_step=False, on_epoch=True)
+        return terms["loss"]
+
+    def _evaluate(self, batch: tuple[Tensor, Tensor], metrics: MetricCollection, stage: str) -> Tensor:
+        images, targets = batch
+        logits = main_logits(self(images))
+        loss = nn.functional.cross_entropy(logits, targets)
+        metrics.update(logits, targets)
+        self.log(f"{stage}/loss", loss, on_epoch=True, sync_dist=True)
+        self.log_dict(metrics, on_epoch=True, prog_bar=True)
+        return logits
+
+    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        return self._evaluate(batch, self.val_metrics, "val")
+
+    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        return self._evaluate(batch, self.test_metrics, "test")
+
+    def predict_step(self, batch: Any, batch_idx: int) -> Tensor:
+        images = batch[0] if isinstance(batch, (tuple, list)) else batch
+        return main_logits(self(images)).softmax(dim=1)
+
+    def configure_optimizers(self) -> Any:
+        optimizer = self.optimizer_factory(parameter_groups(self.backbone))
+        if self.lr_scheduler_factory is None:
+            return optimizer
+        if _accepts_total_steps(self.lr_scheduler_factory):
+            scheduler = self.lr_scheduler_factory(optimizer, total_steps=int(self.trainer.estimated_stepping_batches))
+        else:
+            scheduler = self.lr_scheduler_factory(optimizer)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

@@ -1,0 +1,127 @@
+"""``python -m zoo_lightning``: LightningCLI's fit/validate/test/predict plus the project's own tools.
+
+    python -m zoo_lightning fit --config configs/resnet20_cifar.yaml --data.data_dir data
+    python -m zoo_lightning models 'resnet*'
+
+A ``--config`` that is not an existing path is looked up in the project's ``configs/`` folder.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Callable
+
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, RichProgressBar
+from lightning.pytorch.cli import LightningCLI, LightningArgumentParser
+
+from zoo_lightning.classifier import ImageClassifier
+from zoo_lightning.data import ImageDataModule
+from zoo_lightning.models import UnknownModelError
+
+__all__ = ["ZooCLI", "main", "CONFIG_DIR", "EXTRA_COMMANDS"]
+
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+DEFAULT_EXPERIMENT = "default"
+
+
+class ZooCLI(LightningCLI):
+    """LightningCLI with the project's defaults: versioned TensorBoard runs, best/last checkpoints."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("subclass_mode_data", True)
+        kwargs.setdefault("save_config_kwargs", {"overwrite": False})
+        trainer_defaults = {
+            "logger": {
+                "class_path": "lightning.pytorch.loggers.TensorBoardLogger",
+                "init_args": {"save_dir": "lightning_logs", "name": DEFAULT_EXPERIMENT, "default_hp_metric": False},
+            },
+        }
+        trainer_defaults.update(kwargs.pop("trainer_defaults", None) or {})
+        super().__init__(ImageClassifier, ImageDataModule, *args, trainer_defaults=trainer_defaults, **kwargs)
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        parser.link_arguments("data.num_classes", "model.num_classes", apply_on="instantiate")
+        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        parser.set_defaults(
+            {
+                "checkpoint.monitor": "val/top1",
+                "checkpoint.mode": "max",
+                "checkpoint.filename": "best",
+                "checkpoint.save_last": True,
+                "checkpoint.auto_insert_metric_name": False,
+            }
+        )
+        parser.add_lightning_class_args(LearningRateMonitor, "lr_monitor")
+        parser.set_defaults({"lr_monitor.logging_interval": "step"})
+        parser.add_lightning_class_args(RichProgressBar, "progress_bar")
+
+    def parse_arguments(self, parser: LightningArgumentParser, args) -> None:
+        if args is None or isinstance(args, (list, tuple)):
+            self.config = parser.parse_args(resolve_config_args(list(sys.argv[1:] if args is None else args)))
+        else:
+            super().parse_arguments(parser, args)
+
+    def before_instantiate_classes(self) -> None:
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        logger = config.trainer.get("logger")
+        # Runs without an experiment name are filed under their backbone, not all under "default".
+        if logger and hasattr(logger, "init_args") and logger.init_args.get("name") == DEFAULT_EXPERIMENT:
+            logger.init_args.name = str(config.model.backbone).replace(":", "_")
+
+
+def resolve_config_args(argv: list[str]) -> list[str]:
+    """Rewrites ``--config NAME`` to ``configs/NAME`` when NAME is no file but the project has it."""
+    resolved = list(argv)
+    for i, arg in enumerate(resolved):
+        name, value = (arg.split("=", 1) + [None])[:2] if arg.startswith("--config=") else (arg, None)
+        if name != "--config":
+            continue
+        if value is None:
+            if i + 1 >= len(resolved):
+                break
+            value, slot = resolved[i + 1], i + 1
+        else:
+            slot = i
+        if not Path(value).exists():
+            for candidate in (CONFIG_DIR / value, CONFIG_DIR / f"{value}.yaml"):
+                if candidate.is_file():
+                    resolved[slot] = str(candidate) if slot != i else f"--config={candidate}"
+                    break
+    return resolved
+
+
+def run_models(argv: list[str]) -> None:
+    """``models [PATTERN]``: the registry as a table."""
+    import argparse
+
+    from zoo_lightning.models.summary import print_model_table
+
+    parser = argparse.ArgumentParser(prog="python -m zoo_lightning models", description=run_models.__doc__)
+    parser.add_argument("pattern", nargs="?", default="*", help="fnmatch pattern, e.g. 'resnet*'")
+    print_model_table(parser.parse_args(argv).pattern)
+
+
+# Subcommands beyond LightningCLI's trainer verbs: name -> function taking the remaining argv.
+EXTRA_COMMANDS: dict[str, Callable[[list[str]], None]] = {
+    "models": run_models,
+}
+
+# Errors that mean the input was wrong, not the program: shown as one line, no traceback.
+USER_ERRORS = (UnknownModelError, ValueError, FileNotFoundError, NotADirectoryError)
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        if argv and argv[0] in EXTRA_COMMANDS:
+            EXTRA_COMMANDS[argv[0]](argv[1:])
+        else:
+            ZooCLI(args=argv)
+    except USER_ERRORS as error:
+        if os.environ.get("ZOO_DEBUG"):
+            raise
+        print(f"error: {error}", file=sys.stderr)
+        print("(set ZOO_DEBUG=1 to see the traceback)", file=sys.stderr)
+        sys.exit(2)

@@ -1,0 +1,52 @@
+"""Learning-rate schedules stepped once per optimizer step.
+
+The classifier passes ``total_steps`` (the Trainer's estimate of all optimizer steps of the run) to
+any scheduler whose constructor takes it and was not given one, so configs need not know the data
+size; torch's ``OneCycleLR`` works the same way.
+"""
+
+from __future__ import annotations
+
+import math
+
+from torch.optim import Optimizer
+from torch.optim.lr_scheduler import LambdaLR
+
+__all__ = ["WarmupCosineLR"]
+
+
+class WarmupCosineLR(LambdaLR):
+    """Linear warm-up from ``warmup_start_factor`` to the base LR, then cosine decay to ``min_lr_ratio``.
+
+    Args:
+        optimizer: the wrapped optimizer.
+        total_steps: optimizer steps of the whole run (filled in by the classifier when left out).
+        warmup_fraction: share of ``total_steps`` spent warming up.
+        warmup_start_factor: LR multiplier at step 0.
+        min_lr_ratio: LR multiplier reached at the last step.
+    """
+
+    def __init__(
+        self,
+        optimizer: Optimizer,
+        total_steps: int | None = None,
+        warmup_fraction: float = 0.05,
+        warmup_start_factor: float = 0.1,
+        min_lr_ratio: float = 0.0,
+        last_epoch: int = -1,
+    ) -> None:
+        if total_steps is None or total_steps < 1:
+            raise ValueError(f"WarmupCosineLR needs total_steps >= 1, got {total_steps}.")
+        if not 0.0 <= warmup_fraction < 1.0:
+            raise ValueError(f"warmup_fraction must be in [0, 1), got {warmup_fraction}.")
+        self.total_steps = total_steps
+        self.warmup_steps = int(round(warmup_fraction * total_steps))
+        self.warmup_start_factor = warmup_start_factor
+        self.min_lr_ratio = min_lr_ratio
+        super().__init__(optimizer, self.factor, last_epoch=last_epoch)
+
+    def factor(self, step: int) -> float:
+        if step < self.warmup_steps:
+            return self.warmup_start_factor + (1.0 - self.warmup_start_factor) * step / self.warmup_steps
+        progress = min(1.0, (step - self.warmup_steps) / max(1, self.total_steps - self.warmup_steps))
+        return self.min_lr_ratio + (1.0 - self.min_lr_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
