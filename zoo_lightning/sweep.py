@@ -1,0 +1,116 @@
+"""``python -m zoo_lightning sweep``: one versioned ``fit`` per combination of a hyper-parameter grid.
+
+    python -m zoo_lightning sweep --config resnet20_cifar.yaml \
+        --grid model.optimizer.init_args.lr=0.1,0.05 data.init_args.batch_size=128,256
+
+Each combination runs as its own process (one after another), in the config's experiment folder,
+as a version named after its values (``lr=0.1,batch_size=128``); a run that fails is reported and
+the sweep goes on. The swept keys are written to ``sweep.json`` beside the run's config so
+``report`` can group runs by them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+__all__ = ["parse_grid", "combinations", "run_name", "main"]
+
+
+def parse_grid(items: list[str]) -> dict[str, list[str]]:
+    """``["a.b=1,2", "c=x"]`` -> ``{"a.b": ["1", "2"], "c": ["x"]}``."""
+    grid: dict[str, list[str]] = {}
+    for item in items:
+        key, sep, values = item.partition("=")
+        key = key.strip().removeprefix("--")
+        if not sep or not key or not values:
+            raise ValueError(f"Bad --grid item {item!r}: write KEY=V1,V2 (e.g. model.optimizer.init_args.lr=0.1,0.05).")
+        if key in grid:
+            raise ValueError(f"--grid names {key!r} twice.")
+        grid[key] = [v.strip() for v in values.split(",") if v.strip()]
+    if not grid:
+        raise ValueError("sweep needs at least one --grid KEY=V1,V2.")
+    return grid
+
+
+def combinations(grid: dict[str, list[str]]) -> list[dict[str, str]]:
+    keys = list(grid)
+    return [dict(zip(keys, values)) for values in itertools.product(*(grid[k] for k in keys))]
+
+
+def _short_key(key: str) -> str:
+    return key.rsplit(".", 1)[-1]
+
+
+def run_name(combo: dict[str, str]) -> str:
+    """A version name from the swept values, e.g. ``lr=0.1,batch_size=128``."""
+    short = [_short_key(k) for k in combo]
+    # Two keys with the same last part (model...lr, other...lr) keep their full path.
+    names = [s if short.count(s) == 1 else k for s, k in zip(short, combo)]
+    return ",".join(f"{n}={v}".replace("/", "_") for n, v in zip(names, combo.values()))
+
+
+@dataclass
+class SweepRun:
+    name: str
+    combo: dict[str, str]
+    returncode: int
+    seconds: float
+
+
+def _experiment(config: Path) -> tuple[str, str]:
+    """The (save_dir, name) of the config's TensorBoard logger, with the CLI's defaults."""
+    cfg = yaml.safe_load(config.read_text()) or {}
+    logger = (cfg.get("trainer") or {}).get("logger") or {}
+    init = logger.get("init_args", {}) if isinstance(logger, dict) else {}
+    name = init.get("name") or (cfg.get("model") or {}).get("backbone") or config.stem
+    return init.get("save_dir", "lightning_logs"), name
+
+
+def main(argv: list[str]) -> None:
+    from zoo_lightning.cli import resolve_config_args
+
+    parser = argparse.ArgumentParser(prog="python -m zoo_lightning sweep", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", required=True, help="the base config (a path or a name in configs/)")
+    parser.add_argument("--grid", nargs="+", required=True, metavar="KEY=V1,V2", help="CLI keys and their values")
+    args, passthrough = parser.parse_known_args(argv)
+    config = Path(resolve_config_args(["--config", args.config])[1])
+    if not config.is_file():
+        raise FileNotFoundError(f"Config {args.config!r} not found (looked in . and configs/).")
+    grid = parse_grid(args.grid)
+    save_dir, experiment = _experiment(config)
+    runs: list[SweepRun] = []
+    combos = combinations(grid)
+    for i, combo in enumerate(combos, 1):
+        name = run_name(combo)
+        version, suffix = name, 1
+        while (Path(save_dir) / experiment / version).exists():  # never reuse a finished run's folder
+            suffix += 1
+            version = f"{name}_v{suffix}"
+        cmd = [sys.executable, "-m", "zoo_lightning", "fit", "--config", str(config), *passthrough,
+               "--trainer.logger.init_args.version", version]
+        for key, value in combo.items():
+            cmd += [f"--{key}", value]
+        print(f"[sweep {i}/{len(combos)}] {experiment}/{version}", flush=True)
+        start = time.perf_counter()
+        returncode = subprocess.call(cmd)
+        runs.append(SweepRun(version, combo, returncode, time.perf_counter() - start))
+        run_dir = Path(save_dir) / experiment / version
+        if run_dir.is_dir():
+            (run_dir / "sweep.json").write_text(json.dumps({"grid": list(grid), "values": combo}, indent=1))
+        if returncode:
+            print(f"[sweep] run {version} failed with exit code {returncode}; going on.", file=sys.stderr)
+    print("\n| run | exit code | minutes |\n|---|---|---|")
+    for run in runs:
+        print(f"| {experiment}/{run.name} | {run.returncode} | {run.seconds / 60:.1f} |")
+    if any(run.returncode for run in runs):
+        sys.exit(1)
