@@ -1,0 +1,310 @@
+"""ResNet and its variants: "Deep Residual Learning for Image Recognition" (He et al., 2016).
+
+One family file: the ImageNet-style ResNet-18..152 (torchvision's layout and parameter counts with
+the ImageNet stem), the CIFAR ResNets of the paper's section 4.2 (ResNet-20..110: three stages of
+16/32/64 channels, parameter-free option-A shortcuts), and, as block options rather than copies,
+squeeze-and-excitation (SE-ResNet), grouped convolutions (ResNeXt) and wider bottlenecks (WRN-50-2).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from zoo_lightning.models.registry import register_model
+
+__all__ = ["BasicBlock", "Bottleneck", "ResNet", "CifarResNet", "SqueezeExcite"]
+
+
+def conv3x3(in_planes: int, out_planes: int, stride: int = 1, groups: int = 1) -> nn.Conv2d:
+    return nn.Conv2d(in_planes, out_planes, 3, stride=stride, padding=1, groups=groups, bias=False)
+
+
+def conv1x1(in_planes: int, out_planes: int, stride: int = 1) -> nn.Conv2d:
+    return nn.Conv2d(in_planes, out_planes, 1, stride=stride, bias=False)
+
+
+class SqueezeExcite(nn.Module):
+    """Channel gating of "Squeeze-and-Excitation Networks" (Hu et al., 2018)."""
+
+    def __init__(self, channels: int, reduction: int = 16) -> None:
+        super().__init__()
+        hidden = max(8, channels // reduction)
+        self.fc1 = nn.Conv2d(channels, hidden, 1)
+        self.fc2 = nn.Conv2d(hidden, channels, 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        scale = F.adaptive_avg_pool2d(x, 1)
+        return x * torch.sigmoid(self.fc2(F.relu(self.fc1(scale), inplace=True)))
+
+
+class BasicBlock(nn.Module):
+    """Two 3x3 convolutions with an identity (or projection) shortcut."""
+
+    expansion = 1
+
+    def __init__(
+        self,
+        inplanes: int,
+        planes: int,
+        stride: int = 1,
+        downsample: nn.Module | None = None,
+        groups: int = 1,
+        base_width: int = 64,
+        se: bool = False,
+    ) -> None:
+        super().__init__()
+        if groups != 1 or base_width != 64:
+            raise ValueError("BasicBlock supports only groups=1 and base_width=64 (use Bottleneck for ResNeXt/WRN).")
+        self.conv1 = conv3x3(inplanes, planes, stride)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.relu = nn.ReLU(inplace=True)
+        self.conv2 = conv3x3(planes, planes)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.se = SqueezeExcite(planes) if se else nn.Identity()
+        self.downsample = downsample
+
+    def forward(self, x: Tensor) -> Tensor:
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.se(self.bn2(self.conv2(out)))
+        return self.relu(out + identity)
+
+
+class Bottleneck(nn.Module):
+    """1x1 reduce, 3x3 (stride here, as torchvision's "ResNet v1.5"), 1x1 expand by ``expansion``."""
+
+    expansion = 4
+
+    def __init__(
+        self,
+        inplanes: int,
+        planes: int,
+        stride: int = 1,
+        downsample: nn.Module | None = None,
+        groups: int = 1,
+        base_width: int = 64,
+        se: bool = False,
+    ) -> None:
+        super().__init__()
+        width = int(planes * (base_width / 64.0)) * groups
+        self.conv1 = conv1x1(inplanes, width)
+        self.bn1 = nn.BatchNorm2d(width)
+        self.conv2 = conv3x3(width, width, stride, groups)
+        self.bn2 = nn.BatchNorm2d(width)
+        self.conv3 = conv1x1(width, planes * self.expansion)
+        self.bn3 = nn.BatchNorm2d(planes * self.expansion)
+        self.relu = nn.ReLU(inplace=True)
+        self.se = SqueezeExcite(planes * self.expansion) if se else nn.Identity()
+        self.downsample = downsample
+
+    def forward(self, x: Tensor) -> Tensor:
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.relu(self.bn2(self.conv2(out)))
+        out = self.se(self.bn3(self.conv3(out)))
+        return self.relu(out + identity)
+
+
+Block = type[BasicBlock] | type[Bottleneck]
+
+
+def _stem(stem: str, width: int) -> tuple[nn.Conv2d, nn.Module]:
+    """(conv1, maxpool): 7x7/2 + 3x3/2 max-pool for ImageNet, a 3x3/1 conv and no pooling for CIFAR."""
+    if stem == "imagenet":
+        return nn.Conv2d(3, width, 7, stride=2, padding=3, bias=False), nn.MaxPool2d(3, stride=2, padding=1)
+    return conv3x3(3, width), nn.Identity()
+
+
+def _init_weights(model: nn.Module, zero_init_residual: bool) -> None:
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+    if zero_init_residual:  # each residual branch starts as identity (Goyal et al., 2017)
+        for m in model.modules():
+            last_bn = getattr(m, "bn3", None) if isinstance(m, Bottleneck) else getattr(m, "bn2", None)
+            if isinstance(m, (BasicBlock, Bottleneck)) and last_bn is not None:
+                nn.init.zeros_(last_bn.weight)
+
+
+class ResNet(nn.Module):
+    """The four-stage ResNet of the paper's ImageNet experiments.
+
+    Args:
+        block: ``BasicBlock`` or ``Bottleneck``.
+        layers: blocks per stage.
+        num_classes: classifier outputs.
+        stem: ``"imagenet"`` (7x7/2 conv + max-pool) or ``"cifar"`` (3x3/1 conv, no max-pool).
+        groups: grouped 3x3 convolutions (ResNeXt cardinality).
+        width_per_group: bottleneck width per group (64 plain, 128 for WRN-50-2).
+        se: squeeze-and-excitation on every block's residual branch (SE-ResNet).
+        zero_init_residual: start every residual branch at zero.
+    """
+
+    def __init__(
+        self,
+        block: Block,
+        layers: Sequence[int],
+        num_classes: int = 10,
+        stem: str = "cifar",
+        groups: int = 1,
+        width_per_group: int = 64,
+        se: bool = False,
+        zero_init_residual: bool = False,
+    ) -> None:
+        super().__init__()
+        self.inplanes = 64
+        self.groups, self.base_width, self.se = groups, width_per_group, se
+        self.conv1, self.maxpool = _stem(stem, self.inplanes)
+        self.bn1 = nn.BatchNorm2d(self.inplanes)
+        self.relu = nn.ReLU(inplace=True)
+        self.layer1 = self._make_layer(block, 64, layers[0])
+        self.layer2 = self._make_layer(block, 128, layers[1], stride=2)
+        self.layer3 = self._make_layer(block, 256, layers[2], stride=2)
+        self.layer4 = self._make_layer(block, 512, layers[3], stride=2)
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(512 * block.expansion, num_classes)
+        _init_weights(self, zero_init_residual)
+
+    def _make_layer(self, block: Block, planes: int, blocks: int, stride: int = 1) -> nn.Sequential:
+        downsample = None
+        if stride != 1 or self.inplanes != planes * block.expansion:
+            downsample = nn.Sequential(
+                conv1x1(self.inplanes, planes * block.expansion, stride), nn.BatchNorm2d(planes * block.expansion)
+            )
+        options = dict(groups=self.groups, base_width=self.base_width, se=self.se)
+        layers = [block(self.inplanes, planes, stride, downsample, **options)]
+        self.inplanes = planes * block.expansion
+        layers += [block(self.inplanes, planes, **options) for _ in range(1, blocks)]
+        return nn.Sequential(*layers)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
+        return self.fc(torch.flatten(self.avgpool(x), 1))
+
+
+class ShortcutA(nn.Module):
+    """The paper's parameter-free option-A shortcut: subsample by 2, zero-pad the new channels."""
+
+    def __init__(self, extra_channels: int) -> None:
+        super().__init__()
+        self.extra_channels = extra_channels
+
+    def forward(self, x: Tensor) -> Tensor:
+        pad = self.extra_channels // 2
+        return F.pad(x[:, :, ::2, ::2], (0, 0, 0, 0, pad, self.extra_channels - pad))
+
+
+class CifarResNet(nn.Module):
+    """The 6n+2-layer CIFAR ResNet: three stages of ``n`` basic blocks at 16, 32 and 64 channels.
+
+    Args:
+        depth: 6n+2 (20, 32, 44, 56, 110).
+        num_classes: classifier outputs.
+        stem: ``"cifar"`` (the paper's 3x3 conv) or ``"imagenet"`` (7x7/2 conv + max-pool, for
+            large inputs such as 224x224).
+        se: squeeze-and-excitation in every block.
+    """
+
+    def __init__(self, depth: int, num_classes: int = 10, stem: str = "cifar", se: bool = False) -> None:
+        super().__init__()
+        if (depth - 2) % 6:
+            raise ValueError(f"CIFAR ResNet depth must be 6n+2 (20, 32, 44, 56, 110), got {depth}.")
+        n = (depth - 2) // 6
+        self.conv1, self.maxpool = _stem(stem, 16)
+        self.bn1 = nn.BatchNorm2d(16)
+        self.relu = nn.ReLU(inplace=True)
+        self.inplanes = 16
+        self.layer1 = self._make_layer(16, n, 1, se)
+        self.layer2 = self._make_layer(32, n, 2, se)
+        self.layer3 = self._make_layer(64, n, 2, se)
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(64, num_classes)
+        _init_weights(self, zero_init_residual=False)
+
+    def _make_layer(self, planes: int, blocks: int, stride: int, se: bool) -> nn.Sequential:
+        shortcut = ShortcutA(planes - self.inplanes) if stride != 1 or self.inplanes != planes else None
+        layers = [BasicBlock(self.inplanes, planes, stride, shortcut, se=se)]
+        self.inplanes = planes
+        layers += [BasicBlock(planes, planes, se=se) for _ in range(1, blocks)]
+        return nn.Sequential(*layers)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        x = self.layer3(self.layer2(self.layer1(x)))
+        return self.fc(torch.flatten(self.avgpool(x), 1))
+
+
+def _resnet(block: Block, layers: Sequence[int], **kwargs: Any) -> ResNet:
+    return ResNet(block, layers, **kwargs)
+
+
+def _cifar_resnet(depth: int, **kwargs: Any) -> CifarResNet:
+    return CifarResNet(depth, **kwargs)
+
+
+@register_model
+def resnet18(**kwargs: Any) -> ResNet:
+    """ResNet-18 from "Deep Residual Learning for Image Recognition" (He et al., 2016)."""
+    return _resnet(BasicBlock, (2, 2, 2, 2), **kwargs)
+
+
+@register_model
+def resnet34(**kwargs: Any) -> ResNet:
+    """ResNet-34 from "Deep Residual Learning for Image Recognition" (He et al., 2016)."""
+    return _resnet(BasicBlock, (3, 4, 6, 3), **kwargs)
+
+
+@register_model
+def resnet50(**kwargs: Any) -> ResNet:
+    """ResNet-50 from "Deep Residual Learning for Image Recognition" (He et al., 2016)."""
+    return _resnet(Bottleneck, (3, 4, 6, 3), **kwargs)
+
+
+@register_model
+def resnet101(**kwargs: Any) -> ResNet:
+    """ResNet-101 from "Deep Residual Learning for Image Recognition" (He et al., 2016)."""
+    return _resnet(Bottleneck, (3, 4, 23, 3), **kwargs)
+
+
+@register_model
+def resnet152(**kwargs: Any) -> ResNet:
+    """ResNet-152 from "Deep Residual Learning for Image Recognition" (He et al., 2016)."""
+    return _resnet(Bottleneck, (3, 8, 36, 3), **kwargs)
+
+
+@register_model
+def resnet20(**kwargs: Any) -> CifarResNet:
+    """CIFAR ResNet-20 from "Deep Residual Learning for Image Recognition" (He et al., 2016)."""
+    return _cifar_resnet(20, **kwargs)
+
+
+@register_model
+def resnet32(**kwargs: Any) -> CifarResNet:
+    """CIFAR ResNet-32 from "Deep Residual Learning for Image Recognition" (He et al., 2016)."""
+    return _cifar_resnet(32, **kwargs)
+
+
+@register_model
+def resnet44(**kwargs: Any) -> CifarResNet:
+    """CIFAR ResNet-44 from "Deep Residual Learning for Image Recognition" (He et al., 2016)."""
+    return _cifar_resnet(44, **kwargs)
+
+
+@register_model
+def resnet56(**kwargs: Any) -> CifarResNet:
+    """CIFAR ResNet-56 from "Deep Residual Learning for Image Recognition" (He et al., 2016)."""
+    return _cifar_resnet(56, **kwargs)
+
+
+@register_model
+def resnet110(**kwargs: Any) -> CifarResNet:
+    """CIFAR ResNet-110 from "Deep Residual Learning for Image Recognition" (He et al., 2016)."""
+    return _cifar_resnet(110, **kwargs)
