@@ -30,9 +30,9 @@ def default_optimizer(params: Iterable) -> torch.optim.Optimizer:
     return torch.optim.SGD(params, lr=0.1, momentum=0.9, nesterov=True, weight_decay=5e-4)
 
 
-def default_lr_scheduler(optimizer: torch.optim.Optimizer) -> WarmupCosineLR:
+def default_lr_scheduler(optimizer: torch.optim.Optimizer, total_steps: int | None = None) -> WarmupCosineLR:
     """Linear warm-up over 5% of the steps, then cosine decay to zero, stepped per batch."""
-    return WarmupCosineLR(optimizer)
+    return WarmupCosineLR(optimizer, total_steps=total_steps)
 
 
 def parameter_groups(module: nn.Module) -> list[dict[str, Any]]:

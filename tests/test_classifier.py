@@ -1,0 +1,109 @@
+import functools
+
+import lightning as L
+import pytest
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+from zoo_lightning.classifier import ImageClassifier, _accepts_total_steps, parameter_groups
+from zoo_lightning.objectives import CrossEntropy
+from zoo_lightning.schedulers import WarmupCosineLR
+
+
+def _loader(n: int = 24, num_classes: int = 5, batch_size: int = 8, seed: int = 0) -> DataLoader:
+    g = torch.Generator().manual_seed(seed)
+    images = torch.randn(n, 3, 32, 32, generator=g)
+    labels = torch.randint(0, num_classes, (n,), generator=g)
+    return DataLoader(TensorDataset(images, labels), batch_size=batch_size)
+
+
+def _trainer(tmp_path, **kwargs) -> L.Trainer:
+    defaults = dict(
+        default_root_dir=tmp_path, accelerator="cpu", logger=False, enable_checkpointing=False,
+        enable_progress_bar=False, enable_model_summary=False,
+    )
+    return L.Trainer(**{**defaults, **kwargs})
+
+
+def test_parameter_groups_keep_decay_off_norms_and_biases():
+    model = ImageClassifier("cnn", num_classes=5)
+    decay, no_decay = parameter_groups(model.backbone)
+    assert all(p.ndim > 1 for p in decay["params"]) and decay.get("weight_decay") is None
+    assert all(p.ndim == 1 for p in no_decay["params"]) and no_decay["weight_decay"] == 0.0
+    bn = next(m for m in model.backbone.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    assert any(p is bn.weight for p in no_decay["params"])
+    assert len(decay["params"]) + len(no_decay["params"]) == len(list(model.backbone.parameters()))
+
+
+def test_default_recipe_is_nesterov_sgd_with_per_step_warmup_cosine(tmp_path):
+    model = ImageClassifier("cnn", num_classes=5)
+    trainer = _trainer(tmp_path, max_steps=6)
+    trainer.fit(model, _loader())
+    optimizer = trainer.optimizers[0]
+    assert isinstance(optimizer, torch.optim.SGD)
+    assert optimizer.defaults["nesterov"] and optimizer.defaults["momentum"] == 0.9
+    assert [g["weight_decay"] for g in optimizer.param_groups] == [5e-4, 0.0]
+    config = trainer.lr_scheduler_configs[0]
+    assert config.interval == "step" and isinstance(config.scheduler, WarmupCosineLR)
+    assert config.scheduler.total_steps == 6  # taken from the Trainer, not from a config
+    assert isinstance(model.objective, CrossEntropy) and model.objective.label_smoothing == 0.1
+
+
+def test_total_steps_is_injected_only_when_missing():
+    assert _accepts_total_steps(functools.partial(torch.optim.lr_scheduler.OneCycleLR, max_lr=0.1))
+    assert not _accepts_total_steps(functools.partial(torch.optim.lr_scheduler.OneCycleLR, total_steps=5))
+    assert not _accepts_total_steps(functools.partial(torch.optim.lr_scheduler.StepLR, step_size=3))
+
+
+def test_training_lowers_the_loss_on_a_fixed_batch(tmp_path):
+    L.seed_everything(0)
+    loader = _loader(n=16, batch_size=16)
+    model = ImageClassifier("cnn", num_classes=5, lr_scheduler=None)
+    images, labels = next(iter(loader))
+
+    def loss() -> float:  # batch statistics: the running ones lag behind after a few steps
+        with torch.no_grad():
+            return torch.nn.functional.cross_entropy(model.train()(images), labels).item()
+
+    before = loss()
+    _trainer(tmp_path, max_steps=15).fit(model, loader)
+    assert loss() < before * 0.5
+
+
+def test_validation_accuracy_matches_a_hand_count(tmp_path):
+    model = ImageClassifier("cnn", num_classes=5)
+    loader = _loader(n=40, batch_size=16, seed=3)
+    results = _trainer(tmp_path).validate(model, loader, verbose=False)[0]
+    model.eval()
+    with torch.no_grad():
+        correct = sum((model(x).argmax(1) == y).sum().item() for x, y in loader)
+    assert results["val/top1"] == pytest.approx(correct / 40)
+    assert 0.0 <= results["val/top1"] <= results["val/top5"] <= 1.0
+
+
+def test_channels_last_gives_the_same_logits():
+    torch.manual_seed(0)
+    plain = ImageClassifier("cnn", num_classes=5).eval()
+    nhwc = ImageClassifier("cnn", num_classes=5, channels_last=True).eval()
+    nhwc.load_state_dict(plain.state_dict())
+    conv = next(m for m in nhwc.backbone.modules() if isinstance(m, torch.nn.Conv2d))
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last)
+    x = torch.randn(2, 3, 32, 32)
+    torch.testing.assert_close(nhwc(x), plain(x), atol=1e-5, rtol=1e-4)
+
+
+def test_checkpoint_rebuilds_the_backbone(tmp_path):
+    model = ImageClassifier("cnn", num_classes=7, stem="cifar")
+    trainer = _trainer(tmp_path, max_steps=1)
+    trainer.fit(model, _loader(num_classes=7))
+    path = tmp_path / "model.ckpt"
+    trainer.save_checkpoint(path)
+    restored = ImageClassifier.load_from_checkpoint(path).eval()
+    x = torch.randn(2, 3, 32, 32)
+    torch.testing.assert_close(restored(x), model.eval()(x))
+    assert restored.hparams.num_classes == 7 and restored.hparams.backbone == "cnn"
+
+
+def test_unknown_backbone_names_the_closest_match():
+    with pytest.raises(KeyError, match="resnet20"):
+        ImageClassifier("resnet2O")
