@@ -53,6 +53,8 @@ def test_total_steps_is_injected_only_when_missing():
     assert _accepts_total_steps(functools.partial(torch.optim.lr_scheduler.OneCycleLR, max_lr=0.1))
     assert not _accepts_total_steps(functools.partial(torch.optim.lr_scheduler.OneCycleLR, total_steps=5))
     assert not _accepts_total_steps(functools.partial(torch.optim.lr_scheduler.StepLR, step_size=3))
+    # jsonargparse builds partial(instantiator, cls, **init_args), defaults included
+    assert _accepts_total_steps(functools.partial(lambda cls, **kw: cls(**kw), WarmupCosineLR, total_steps=None))
 
 
 def test_training_lowers_the_loss_on_a_fixed_batch(tmp_path):

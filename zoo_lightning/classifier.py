@@ -46,7 +46,8 @@ def parameter_groups(module: nn.Module) -> list[dict[str, Any]]:
 
 
 def _accepts_total_steps(factory: Any) -> bool:
-    target = getattr(factory, "func", factory)  # functools.partial, as jsonargparse builds
+    # jsonargparse hands partial(call, instantiator, SchedulerClass, **init_args): the class is in args.
+    target = next((a for a in getattr(factory, "args", ()) if isinstance(a, type)), getattr(factory, "func", factory))
     try:
         params = inspect.signature(target).parameters
     except (TypeError, ValueError):

@@ -1,0 +1,6 @@
+"""DataModules: CIFAR-10 and STL-10 as uint8 arrays in memory, normalized and augmented on the device."""
+
+from zoo_lightning.data.base import ImageDataModule
+from zoo_lightning.data.cifar10 import CIFAR10DataModule
+
+__all__ = ["ImageDataModule", "CIFAR10DataModule"]

@@ -1,0 +1,90 @@
+"""Batched image transforms that run on the device, after the uint8 batch arrives there.
+
+Every module works on a whole (N, C, H, W) batch at once (random offsets and flips are drawn per
+image, applied with indexing, never with a Python loop over images) and runs under no_grad.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+__all__ = ["Normalize", "RandomCrop", "RandomHorizontalFlip", "Resize"]
+
+
+class Normalize(nn.Module):
+    """uint8 images -> float32 ``(x / 255 - mean) / std``; ``inverse`` undoes it (for image grids)."""
+
+    def __init__(self, mean: Sequence[float], std: Sequence[float]) -> None:
+        super().__init__()
+        std_t = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1), persistent=False)
+        self.register_buffer("std", std_t, persistent=False)
+        # (x / 255 - mean) / std == x * scale - shift: one multiply-add over the batch.
+        self.register_buffer("scale", 1.0 / (255.0 * std_t), persistent=False)
+        self.register_buffer("shift", self.mean / std_t, persistent=False)
+
+    @torch.no_grad()
+    def forward(self, images: Tensor) -> Tensor:
+        return torch.addcmul(-self.shift, images.float(), self.scale)
+
+    @torch.no_grad()
+    def inverse(self, images: Tensor) -> Tensor:
+        """Normalized float images back to [0, 1]."""
+        return (images * self.std + self.mean).clamp(0.0, 1.0)
+
+
+class RandomCrop(nn.Module):
+    """Zero-pads every side by ``padding`` and crops back to the input size at a random offset per image."""
+
+    def __init__(self, padding: int) -> None:
+        super().__init__()
+        if padding < 0:
+            raise ValueError(f"padding must be >= 0, got {padding}.")
+        self.padding = padding
+
+    @torch.no_grad()
+    def forward(self, images: Tensor) -> Tensor:
+        if self.padding == 0:
+            return images
+        n, _, h, w = images.shape
+        p = self.padding
+        padded = F.pad(images, (p, p, p, p))
+        dy = torch.randint(0, 2 * p + 1, (n, 1), device=images.device)
+        dx = torch.randint(0, 2 * p + 1, (n, 1), device=images.device)
+        rows = (dy + torch.arange(h, device=images.device)).view(n, 1, h, 1)
+        cols = (dx + torch.arange(w, device=images.device)).view(n, 1, 1, w)
+        batch = torch.arange(n, device=images.device).view(n, 1, 1, 1)
+        channels = torch.arange(images.shape[1], device=images.device).view(1, -1, 1, 1)
+        return padded[batch, channels, rows, cols]
+
+
+class RandomHorizontalFlip(nn.Module):
+    """Mirrors each image left-right with probability ``p``."""
+
+    def __init__(self, p: float = 0.5) -> None:
+        super().__init__()
+        self.p = p
+
+    @torch.no_grad()
+    def forward(self, images: Tensor) -> Tensor:
+        flip = torch.rand(images.shape[0], device=images.device) < self.p
+        return torch.where(flip.view(-1, 1, 1, 1), images.flip(3), images)
+
+
+class Resize(nn.Module):
+    """Bilinear (antialiased when shrinking) resize of float images to ``size`` x ``size``."""
+
+    def __init__(self, size: int) -> None:
+        super().__init__()
+        self.size = size
+
+    @torch.no_grad()
+    def forward(self, images: Tensor) -> Tensor:
+        if images.shape[-2:] == (self.size, self.size):
+            return images
+        shrink = images.shape[-1] > self.size
+        return F.interpolate(images, size=(self.size, self.size), mode="bilinear", align_corners=False, antialias=shrink)

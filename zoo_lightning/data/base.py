@@ -1,0 +1,234 @@
+"""ImageDataModule: the shared path of every dataset, from uint8 arrays in memory to device batches.
+
+A subclass reads its release files into uint8 (N, 3, H, W) arrays (:meth:`load_splits`); this base
+splits off a seeded validation part, computes the normalization statistics of the training part
+(cached in a small JSON beside the data), serves whole batches with :class:`BatchLoader`, and on the
+device turns them into normalized float, augmented only while the Trainer trains.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import lightning as L
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from zoo_lightning.data.augment import Normalize, RandomCrop, RandomHorizontalFlip, Resize
+from zoo_lightning.data.tensors import BatchLoader, as_tensor, channel_stats
+
+__all__ = ["ImageDataModule", "Splits", "fingerprint", "atomic_write"]
+
+CACHE_DIR = ".zoo_cache"
+
+
+@dataclass
+class Splits:
+    """What a dataset's release holds, as uint8 (N, 3, H, W) arrays and int64 labels."""
+
+    train_images: np.ndarray
+    train_labels: np.ndarray
+    test_images: np.ndarray
+    test_labels: np.ndarray
+    class_names: Sequence[str]
+
+
+def fingerprint(paths: Sequence[Path]) -> str:
+    """Changes whenever a file is added, removed, resized or rewritten."""
+    digest = hashlib.sha1()
+    for path in sorted(paths):
+        stat = path.stat()
+        digest.update(f"{path}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()
+
+
+def atomic_write(path: Path, write: Any) -> None:
+    """Writes through a temporary file and renames it, so a crash never leaves half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+class ImageDataModule(L.LightningDataModule):
+    """Base of the image-classification DataModules.
+
+    Args:
+        data_dir: folder holding the dataset (see the subclass for the layouts it reads).
+        batch_size: images per batch (per device under DDP).
+        val_size: images of the train set held out for validation, drawn with ``split_seed``;
+            None takes the dataset's default (10,000 for CIFAR-10).
+        split_seed: seed of the train/val split; the same seed gives the same split everywhere.
+        download: fetch the official archive in ``prepare_data`` when it is not there.
+        crop_padding: zero padding of the random crop (0 turns the crop off).
+        flip: random horizontal flips.
+        image_size: resize batches on the device to this size (e.g. 224 for ImageNet stems);
+            None keeps the native size.
+        eval_batch_size: batch size of validation and test (defaults to ``batch_size``).
+        shuffle_seed: base seed of the per-epoch training shuffle.
+    """
+
+    num_classes: int = 0
+    class_names: Sequence[str] = ()
+    native_size: int = 0
+    default_val_size: int = 0
+
+    def __init__(
+        self,
+        data_dir: str = "data",
+        batch_size: int = 128,
+        val_size: int | None = None,
+        split_seed: int = 0,
+        download: bool = False,
+        crop_padding: int = 4,
+        flip: bool = True,
+        image_size: int | None = None,
+        eval_batch_size: int | None = None,
+        shuffle_seed: int = 0,
+    ) -> None:
+        super().__init__()
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
+        if eval_batch_size is not None and eval_batch_size < 1:
+            raise ValueError(f"eval_batch_size must be >= 1, got {eval_batch_size}.")
+        val_size = self.default_val_size if val_size is None else val_size
+        if val_size < 0:
+            raise ValueError(f"val_size must be >= 0, got {val_size}.")
+        if image_size is not None and image_size < 8:
+            raise ValueError(f"image_size must be >= 8 pixels, got {image_size}.")
+        self.save_hyperparameters()
+        self.hparams.val_size = val_size
+        self.data_dir = Path(data_dir)
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size or batch_size
+        self.image_size = image_size or self.native_size
+        self.mean: list[float] | None = None
+        self.std: list[float] | None = None
+        self.class_names = list(self.class_names)
+        self.augment = nn.Sequential(
+            *([RandomCrop(crop_padding)] if crop_padding else []),
+            *([RandomHorizontalFlip()] if flip else []),
+        )
+        self.resize = Resize(self.image_size) if image_size else nn.Identity()
+        self.normalize: Normalize | None = None
+        self._splits: dict[str, tuple[Tensor, Tensor]] = {}
+
+    # --- what a subclass provides ---------------------------------------------------------------
+
+    def load_splits(self) -> Splits:
+        """Reads (or loads the decoded cache of) the release files."""
+        raise NotImplementedError
+
+    def source_files(self) -> list[Path]:
+        """The files the data is read from; their fingerprint keys the statistics cache."""
+        raise NotImplementedError
+
+    def split_train(self, splits: Splits) -> tuple[np.ndarray, np.ndarray]:
+        """Indices of the training and validation parts of the train set: a seeded random split."""
+        n = len(splits.train_labels)
+        val_size = self.hparams.val_size
+        if val_size >= n:
+            raise ValueError(f"val_size={val_size} leaves no training images: the train set has {n}; use val_size < {n}.")
+        order = np.random.default_rng(self.hparams.split_seed).permutation(n)
+        return np.sort(order[val_size:]), np.sort(order[:val_size])
+
+    # --- Lightning hooks --------------------------------------------------------------------------
+
+    def setup(self, stage: str | None = None) -> None:
+        if self._splits:
+            return
+        splits = self.load_splits()
+        self.class_names = list(splits.class_names)
+        train_idx, val_idx = self.split_train(splits)
+        images, labels = splits.train_images, splits.train_labels
+        self._splits = {
+            "train": (as_tensor(images[train_idx]), as_tensor(labels[train_idx])),
+            "val": (as_tensor(images[val_idx]), as_tensor(labels[val_idx])),
+            "test": (as_tensor(splits.test_images), as_tensor(splits.test_labels)),
+        }
+        if self.mean is None:  # a checkpoint's statistics win over recomputing them
+            self.mean, self.std = self.stats()
+        self.normalize = Normalize(self.mean, self.std)
+
+    def stats(self) -> tuple[list[float], list[float]]:
+        """Per-channel mean/std of the training part, cached beside the data by source and split."""
+        key = json.dumps({"source": fingerprint(self.source_files()), "split": self._split_key()}, sort_keys=True)
+        cache = self.data_dir / CACHE_DIR / f"{type(self).__name__.lower()}_stats.json"
+        try:
+            cached = json.loads(cache.read_text())
+            if cached.get("key") == key:
+                return cached["mean"], cached["std"]
+        except (OSError, ValueError, KeyError):
+            pass  # absent, unreadable or stale: recompute
+        if "train" not in self._splits:
+            self.setup("fit")
+            if self.mean is not None:
+                return self.mean, self.std
+        mean, std = channel_stats(self._splits["train"][0])
+        atomic_write(cache, lambda tmp: tmp.write_text(json.dumps({"key": key, "mean": mean, "std": std})))
+        return mean, std
+
+    def _split_key(self) -> dict[str, Any]:
+        return {"val_size": self.hparams.val_size, "split_seed": self.hparams.split_seed}
+
+    def _rank_and_world(self) -> tuple[int, int]:
+        trainer = self.trainer
+        return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+
+    def _loader(self, split: str, train: bool) -> BatchLoader:
+        if not self._splits:
+            self.setup()
+        images, labels = self._splits[split]
+        rank, world_size = self._rank_and_world()
+        return BatchLoader(
+            images, labels,
+            batch_size=self.batch_size if train else self.eval_batch_size,
+            shuffle=train, drop_last=train, seed=self.hparams.shuffle_seed,
+            rank=rank, world_size=world_size,
+            epoch=lambda: self.trainer.current_epoch if self.trainer is not None else 0,
+        )
+
+    def train_dataloader(self) -> BatchLoader:
+        return self._loader("train", train=True)
+
+    def val_dataloader(self) -> BatchLoader | list:
+        return self._loader("val", train=False) if self.hparams.val_size > 0 else []
+
+    def test_dataloader(self) -> BatchLoader:
+        return self._loader("test", train=False)
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        images, *rest = batch if isinstance(batch, (tuple, list)) else (batch,)
+        if images.dtype != torch.uint8:
+            return batch  # already prepared (e.g. by a caller feeding float tensors)
+        if self.trainer is not None and self.trainer.training:
+            images = self.augment(images)
+        images = self.resize(self.normalizer(images.device)(images))
+        return (images, *rest) if rest else images
+
+    def normalizer(self, device: torch.device) -> Normalize:
+        if self.normalize is None:
+            if self.mean is None:
+                raise RuntimeError("Normalization statistics are unknown: call setup() or load a checkpoint first.")
+            self.normalize = Normalize(self.mean, self.std)
+        return self.normalize.to(device)
+
+    # --- what a checkpoint carries for prediction -------------------------------------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"mean": self.mean, "std": self.std, "class_names": list(self.class_names), "image_size": self.image_size}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.mean, self.std = state_dict["mean"], state_dict["std"]
+        self.class_names = list(state_dict["class_names"])
+        self.image_size = state_dict["image_size"]
+        self.normalize = None
