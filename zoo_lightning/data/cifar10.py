@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import pickle
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -137,7 +138,7 @@ class CIFAR10DataModule(ImageDataModule):
                 if str(stored["fingerprint"]) == key:
                     return Splits(stored["train_images"], stored["train_labels"], stored["test_images"],
                                   stored["test_labels"], class_names=list(stored["class_names"]))
-        except (OSError, ValueError, KeyError, EOFError):
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
             pass  # absent, truncated, foreign or stale: rebuild from the source
         splits = read_python_release(folder) if layout == "python" else read_image_folder(folder)
 

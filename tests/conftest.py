@@ -1,0 +1,74 @@
+"""Tiny datasets written in the exact on-disk formats of the real releases."""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+
+
+def write_cifar_python_release(root: Path, per_batch: int = 20, test: int = 20, seed: int = 0) -> dict:
+    """``root/cifar-10-batches-py/`` as the official archive unpacks: pickled dicts of byte keys.
+
+    Returns the images as (N, 3, 32, 32) uint8 and labels, train then test, for comparison.
+    """
+    rng = np.random.default_rng(seed)
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir(parents=True, exist_ok=True)
+    arrays = {}
+
+    def dump(name: str, n: int) -> tuple[np.ndarray, list[int]]:
+        rows = rng.integers(0, 256, (n, 3072), dtype=np.uint8)  # R plane, G plane, B plane per row
+        labels = [int(v) for v in rng.integers(0, 10, n)]
+        with open(folder / name, "wb") as f:
+            pickle.dump({b"batch_label": name.encode(), b"labels": labels, b"data": rows,
+                         b"filenames": [f"{name}_{i}.png".encode() for i in range(n)]}, f)
+        return rows.reshape(n, 3, 32, 32), labels
+
+    train = [dump(f"data_batch_{i}", per_batch) for i in range(1, 6)]
+    arrays["train_images"] = np.concatenate([t[0] for t in train])
+    arrays["train_labels"] = np.concatenate([t[1] for t in train]).astype(np.int64)
+    arrays["test_images"], test_labels = dump("test_batch", test)
+    arrays["test_labels"] = np.asarray(test_labels, dtype=np.int64)
+    with open(folder / "batches.meta", "wb") as f:
+        pickle.dump({b"label_names": [c.encode() for c in CLASSES], b"num_cases_per_batch": per_batch,
+                     b"num_vis": 3072}, f)
+    return arrays
+
+
+def write_image_folder(root: Path, per_class: int = 3, classes: list[str] = CLASSES[:3], size: int = 32,
+                       seed: int = 0, suffix: str = ".png") -> dict[str, list[tuple[Path, np.ndarray]]]:
+    """``root/{train,test}/<class>/NNNN.png``; returns each split's (path, HxWx3 pixels) in sorted order."""
+    rng = np.random.default_rng(seed)
+    written: dict[str, list[tuple[Path, np.ndarray]]] = {}
+    for split in ("train", "test"):
+        written[split] = []
+        for name in classes:
+            (root / split / name).mkdir(parents=True, exist_ok=True)
+            for i in range(per_class):
+                pixels = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
+                path = root / split / name / f"{i:04d}{suffix}"
+                Image.fromarray(pixels).save(path)
+                written[split].append((path, pixels))
+    return written
+
+
+@pytest.fixture
+def cifar_python(tmp_path: Path) -> tuple[Path, dict]:
+    """A data_dir with a 100-image train / 20-image test CIFAR-10 python release."""
+    return tmp_path, write_cifar_python_release(tmp_path)
+
+
+@pytest.fixture
+def cifar_writer():
+    return write_cifar_python_release
+
+
+@pytest.fixture
+def image_folder_writer():
+    return write_image_folder

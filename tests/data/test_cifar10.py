@@ -1,0 +1,148 @@
+import os
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from zoo_lightning.data import CIFAR10DataModule
+from zoo_lightning.data.base import CACHE_DIR
+
+
+def _module(root, **kwargs) -> CIFAR10DataModule:
+    kwargs.setdefault("val_size", 20)
+    data = CIFAR10DataModule(data_dir=str(root), batch_size=8, **kwargs)
+    data.prepare_data()
+    data.setup("fit")
+    return data
+
+
+def test_python_release_pixels_land_in_the_right_place_and_channel(cifar_python):
+    root, arrays = cifar_python
+    data = _module(root, val_size=0)
+    images, labels = data._splits["train"]
+    # Row layout: bytes 0..1023 red, 1024..2047 green, 2048..3071 blue, each 32x32 row-major.
+    raw_row = arrays["train_images"].reshape(-1, 3072)[7]
+    assert images[7, 1, 2, 5].item() == raw_row[1024 + 2 * 32 + 5]
+    assert torch.equal(images, torch.from_numpy(arrays["train_images"]))
+    assert labels.tolist() == arrays["train_labels"].tolist()
+    test_images, test_labels = data._splits["test"]
+    assert torch.equal(test_images, torch.from_numpy(arrays["test_images"]))
+    assert data.class_names[0] == "airplane" and data.class_names[9] == "truck"
+
+
+def test_split_sizes_and_determinism(cifar_python):
+    root, _ = cifar_python
+    a, b = _module(root, split_seed=3), _module(root, split_seed=3)
+    assert len(a._splits["train"][0]) == 80 and len(a._splits["val"][0]) == 20 and len(a._splits["test"][0]) == 20
+    assert torch.equal(a._splits["val"][0], b._splits["val"][0])
+    other = _module(root, split_seed=4)
+    assert not torch.equal(a._splits["val"][0], other._splits["val"][0])
+    # Train and val partition the train set: no image in both, none lost.
+    train_val = torch.cat([a._splits["train"][0], a._splits["val"][0]]).flatten(1)
+    assert torch.unique(train_val, dim=0).shape[0] == 100
+
+
+def test_split_indices_are_fixed_for_a_seed(cifar_python):
+    """The same seed gives the same split on every machine: numpy's PCG64 permutation."""
+    root, arrays = cifar_python
+    data = _module(root, split_seed=0, val_size=10)
+    val_idx = np.sort(np.random.default_rng(0).permutation(100)[:10])
+    assert torch.equal(data._splits["val"][0], torch.from_numpy(arrays["train_images"][val_idx]))
+
+
+def test_mean_std_equal_numpys_on_the_training_part(cifar_python):
+    root, _ = cifar_python
+    data = _module(root)
+    pixels = data._splits["train"][0].numpy().astype(np.float64) / 255
+    np.testing.assert_allclose(data.mean, pixels.mean(axis=(0, 2, 3)), rtol=1e-10)
+    np.testing.assert_allclose(data.std, pixels.std(axis=(0, 2, 3)), rtol=1e-10)
+
+
+def test_image_folder_round_trip(tmp_path, image_folder_writer):
+    written = image_folder_writer(tmp_path / "cifar-like", per_class=4)
+    data = _module(tmp_path, val_size=0)  # found one level below data_dir
+    images, labels = data._splits["train"]
+    path, pixels = written["train"][5]  # class 1 ("automobile"), second file
+    assert labels[5].item() == 1
+    assert images[5, 2, 10, 3].item() == pixels[10, 3, 2]  # channel-first, same row and column
+    assert data.class_names == ["airplane", "automobile", "bird"]
+    assert len(data._splits["test"][0]) == 12
+
+
+def test_cache_is_used_then_rebuilt_when_the_source_changes(cifar_python, cifar_writer):
+    root, _ = cifar_python
+    _module(root)
+    cache = next((root / CACHE_DIR).glob("cifar10_python_*.npz"))
+    first_write = cache.stat().st_mtime_ns
+    _module(root)
+    assert cache.stat().st_mtime_ns == first_write  # reused
+    time.sleep(0.01)
+    new_arrays = cifar_writer(root, seed=1)
+    data = _module(root, val_size=0)
+    assert torch.equal(data._splits["train"][0], torch.from_numpy(new_arrays["train_images"]))
+
+
+def test_corrupt_cache_is_rebuilt_not_trusted(cifar_python):
+    root, arrays = cifar_python
+    _module(root)
+    cache = next((root / CACHE_DIR).glob("cifar10_python_*.npz"))
+    cache.write_bytes(cache.read_bytes()[:1000])  # truncated
+    data = _module(root, val_size=0)
+    assert torch.equal(data._splits["train"][0], torch.from_numpy(arrays["train_images"]))
+    stats = next((root / CACHE_DIR).glob("*_stats.json"))
+    stats.write_text("{not json")
+    assert _module(root).mean == pytest.approx(data.mean, rel=0.5)  # recomputed, not a crash
+
+
+def test_missing_data_says_where_to_put_which_files(tmp_path):
+    data = CIFAR10DataModule(data_dir=str(tmp_path / "nothing"))
+    with pytest.raises(FileNotFoundError) as error:
+        data.prepare_data()
+    message = str(error.value)
+    assert "cifar-10-batches-py" in message and "data_batch_1" in message and "--data.download true" in message
+
+
+def test_unreadable_image_is_named(tmp_path, image_folder_writer):
+    image_folder_writer(tmp_path, per_class=2)
+    bad = tmp_path / "train" / "bird" / "broken.png"
+    bad.write_bytes(b"not a png")
+    with pytest.raises(ValueError, match="broken.png"):
+        _module(tmp_path, val_size=0)
+
+
+@pytest.mark.parametrize("kwargs", [{"batch_size": 0}, {"val_size": -1}, {"eval_batch_size": 0}])
+def test_bad_arguments_are_refused(tmp_path, kwargs):
+    with pytest.raises(ValueError):
+        CIFAR10DataModule(data_dir=str(tmp_path), **kwargs)
+
+
+def test_val_size_larger_than_the_train_set(cifar_python):
+    root, _ = cifar_python
+    with pytest.raises(ValueError, match="train set has 100"):
+        _module(root, val_size=100)
+
+
+def test_checkpoint_state_carries_what_prediction_needs(cifar_python):
+    root, _ = cifar_python
+    data = _module(root)
+    state = data.state_dict()
+    fresh = CIFAR10DataModule(data_dir="/nonexistent")
+    fresh.load_state_dict(state)
+    assert fresh.mean == data.mean and fresh.std == data.std and fresh.class_names == data.class_names
+    batch = fresh.on_after_batch_transfer((torch.full((1, 3, 32, 32), 255, dtype=torch.uint8), torch.zeros(1)), 0)
+    expected = (1 - torch.tensor(data.mean)) / torch.tensor(data.std)
+    torch.testing.assert_close(batch[0][0, :, 0, 0], expected.float())
+
+
+@pytest.mark.real
+def test_real_cifar10_jpeg_split_and_statistics():
+    root = "data"
+    if not os.path.isdir(os.path.join(root, "cifar10-jpeg")):
+        pytest.skip("run `make data` to unpack ../shared/datasets/cifar10-jpeg.tar.gz")
+    data = CIFAR10DataModule(data_dir=root)
+    data.setup("fit")
+    assert [len(data._splits[s][1]) for s in ("train", "val", "test")] == [40000, 10000, 10000]
+    # The shared README gives the statistics over all 50k train images; the 40k part is close.
+    np.testing.assert_allclose(data.mean, [0.49125, 0.48209, 0.44652], atol=2e-3)
+    np.testing.assert_allclose(data.std, [0.24523, 0.24278, 0.26063], atol=2e-3)

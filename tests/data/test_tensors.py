@@ -1,0 +1,82 @@
+import numpy as np
+import pytest
+import torch
+
+from zoo_lightning.data.tensors import BatchLoader, channel_stats
+
+
+def _data(n: int = 50):
+    images = torch.arange(n, dtype=torch.uint8).view(n, 1, 1, 1).expand(n, 3, 2, 2).contiguous()
+    return images, torch.arange(n)
+
+
+def _epoch_labels(loader: BatchLoader) -> list[int]:
+    return [int(v) for _, labels in loader for v in labels]
+
+
+def test_batches_hold_matching_images_and_labels():
+    images, labels = _data()
+    loader = BatchLoader(images, labels, batch_size=16, shuffle=True)
+    batches = list(loader)
+    assert len(batches) == len(loader) == 4 and batches[-1][0].shape == (2, 3, 2, 2)
+    for x, y in batches:
+        assert x.dtype == torch.uint8 and torch.equal(x[:, 0, 0, 0].long(), y)
+
+
+def test_drop_last_keeps_only_full_batches():
+    images, labels = _data()
+    loader = BatchLoader(images, labels, batch_size=16, shuffle=True, drop_last=True)
+    assert len(loader) == 3 and all(len(y) == 16 for _, y in loader)
+
+
+@pytest.mark.parametrize("drop_last", [False, True])
+def test_ranks_get_disjoint_shards_whose_union_is_the_epoch(drop_last):
+    images, labels = _data(50)
+    epoch = [0]
+    loaders = [BatchLoader(images, labels, batch_size=8, shuffle=True, drop_last=drop_last, seed=5, rank=r,
+                           world_size=2, epoch=lambda: epoch[0]) for r in range(2)]
+    shards = [_epoch_labels(loader) for loader in loaders]
+    assert not set(shards[0]) & set(shards[1])
+    if drop_last:  # same number of steps on both ranks for the gradient all-reduce
+        assert len(loaders[0]) == len(loaders[1]) == 3
+    else:  # evaluation sees every sample exactly once
+        assert sorted(shards[0] + shards[1]) == list(range(50))
+    epoch[0] = 1
+    assert _epoch_labels(loaders[0]) != shards[0]
+
+
+def test_shuffle_differs_per_epoch_and_repeats_per_seed():
+    images, labels = _data()
+    epoch = [0]
+    loader = BatchLoader(images, labels, batch_size=50, shuffle=True, seed=1, epoch=lambda: epoch[0])
+    first = _epoch_labels(loader)
+    assert _epoch_labels(loader) == first
+    epoch[0] = 1
+    assert _epoch_labels(loader) != first and sorted(_epoch_labels(loader)) == sorted(first)
+    assert _epoch_labels(BatchLoader(images, labels, batch_size=50, shuffle=False)) == list(range(50))
+
+
+def test_memmapped_images_stay_memmapped(tmp_path):
+    path = tmp_path / "x.u8"
+    array = np.lib.format.open_memmap(path, mode="w+", dtype=np.uint8, shape=(20, 3, 4, 4))
+    array[:] = np.arange(20, dtype=np.uint8).reshape(20, 1, 1, 1)
+    array.flush()
+    mapped = np.load(path, mmap_mode="r")
+    images = torch.from_numpy(mapped)  # warns (read-only) but shares the pages
+    assert images.data_ptr() == mapped.ctypes.data
+    batch = next(iter(BatchLoader(images, None, batch_size=5, shuffle=False)))
+    assert batch.shape == (5, 3, 4, 4) and batch[:, 0, 0, 0].tolist() == [0, 1, 2, 3, 4]
+
+
+def test_channel_stats_match_numpy():
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (37, 3, 5, 6), dtype=np.uint8)
+    mean, std = channel_stats(images, chunk=8)
+    pixels = images.astype(np.float64) / 255
+    np.testing.assert_allclose(mean, pixels.mean(axis=(0, 2, 3)), rtol=1e-12)
+    np.testing.assert_allclose(std, pixels.std(axis=(0, 2, 3)), rtol=1e-10)
+
+
+def test_bad_batch_size():
+    with pytest.raises(ValueError, match="batch_size"):
+        BatchLoader(*_data(), batch_size=0)
