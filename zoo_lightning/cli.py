@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import Callable
 
-from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, RichProgressBar
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, ProgressBar, RichProgressBar
 from lightning.pytorch.cli import LightningCLI, LightningArgumentParser
 
 from zoo_lightning.classifier import ImageClassifier
@@ -32,6 +32,8 @@ class ZooCLI(LightningCLI):
     def __init__(self, *args, **kwargs) -> None:
         kwargs.setdefault("subclass_mode_data", True)
         kwargs.setdefault("save_config_kwargs", {"overwrite": False})
+        # `--trainer.max_epoch 3` must be an error, not silently taken as max_epochs.
+        kwargs.setdefault("parser_kwargs", {"allow_abbrev": False})
         trainer_defaults = {
             "logger": {
                 "class_path": "lightning.pytorch.loggers.TensorBoardLogger",
@@ -55,7 +57,13 @@ class ZooCLI(LightningCLI):
         )
         parser.add_lightning_class_args(LearningRateMonitor, "lr_monitor")
         parser.set_defaults({"lr_monitor.logging_interval": "step"})
-        parser.add_lightning_class_args(RichProgressBar, "progress_bar")
+
+    def _instantiate_trainer(self, config: dict, callbacks: list):
+        # A rich progress bar unless the user turned bars off or brought their own.
+        given = [*callbacks, *(config.get("callbacks") or [])]
+        if config.get("enable_progress_bar") is not False and not any(isinstance(c, ProgressBar) for c in given):
+            callbacks = [*callbacks, RichProgressBar()]
+        return super()._instantiate_trainer(config, callbacks)
 
     def parse_arguments(self, parser: LightningArgumentParser, args) -> None:
         if args is None or isinstance(args, (list, tuple)):

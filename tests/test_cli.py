@@ -1,0 +1,110 @@
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from zoo_lightning.cli import CONFIG_DIR, main, resolve_config_args
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _fit_args(data_dir: Path, logs: Path, *extra: str) -> list[str]:
+    return [
+        "fit", "--config", "cnn_cifar.yaml", "--data.data_dir", str(data_dir), "--data.val_size", "20",
+        "--data.batch_size", "16", "--trainer.max_epochs", "1", "--trainer.log_every_n_steps", "1",
+        "--trainer.logger.init_args.save_dir", str(logs), "--trainer.enable_progress_bar", "false", *extra,
+    ]
+
+
+def _run(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run([sys.executable, "-m", "zoo_lightning", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_fit_then_test_from_the_checkpoint(cifar_python, tmp_path):
+    data_dir, _ = cifar_python
+    logs = tmp_path / "logs"
+    fit = _run(_fit_args(data_dir, logs), cwd=tmp_path)
+    assert fit.returncode == 0, fit.stderr[-3000:]
+    run = logs / "cnn_cifar" / "version_0"
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    assert config["model"]["backbone"] == "cnn"
+    assert config["data"]["init_args"]["val_size"] == 20
+    best, last = run / "checkpoints" / "best.ckpt", run / "checkpoints" / "last.ckpt"
+    assert best.is_file() and last.is_file()
+    checkpoint = torch.load(best, map_location="cpu", weights_only=False)
+    assert checkpoint["global_step"] == 5  # 80 train images / 16
+    assert checkpoint["hyper_parameters"]["backbone"] == "cnn"
+    assert checkpoint["hyper_parameters"]["num_classes"] == 10  # linked from the DataModule
+    events = EventAccumulator(str(run)).Reload()
+    tags = events.Tags()["scalars"]
+    assert {"train/loss", "val/top1", "val/loss"} <= set(tags) and any(t.startswith("lr-") for t in tags)
+
+    test = _run(["test", "--config", "cnn_cifar.yaml", "--data.data_dir", str(data_dir), "--data.val_size", "20",
+                 "--trainer.logger.init_args.save_dir", str(logs), "--ckpt_path", str(best)], cwd=tmp_path)
+    assert test.returncode == 0, test.stderr[-3000:]
+    assert "test/top1" in test.stdout
+    # A second command never writes into the first run's folder.
+    assert (logs / "cnn_cifar" / "version_1").is_dir()
+    assert (run / "checkpoints" / "best.ckpt").stat().st_mtime_ns == best.stat().st_mtime_ns
+
+
+def test_config_names_resolve_against_the_configs_folder(tmp_path):
+    args = resolve_config_args(["fit", "--config", "resnet20_cifar.yaml", "--config=cnn_cifar"])
+    assert args[2] == str(CONFIG_DIR / "resnet20_cifar.yaml")
+    assert args[3] == f"--config={CONFIG_DIR / 'cnn_cifar.yaml'}"
+    local = tmp_path / "mine.yaml"
+    local.write_text("trainer: {}\n")
+    assert resolve_config_args(["--config", str(local)])[1] == str(local)
+
+
+def test_unknown_backbone_is_one_line_with_the_closest_match(cifar_python, tmp_path, capsys):
+    data_dir, _ = cifar_python
+    with pytest.raises(SystemExit) as exit_info:
+        main(_fit_args(data_dir, tmp_path, "--model.backbone", "resnet2O"))
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "Unknown model 'resnet2O'" in err and "'resnet20'" in err and "Traceback" not in err
+
+
+def test_missing_data_says_what_to_do(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        main(_fit_args(tmp_path / "empty", tmp_path))
+    err = capsys.readouterr().err
+    assert "No CIFAR-10 under" in err and "--data.download true" in err and "Traceback" not in err
+
+
+def test_mistyped_config_key_gets_jsonargparses_message(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # were the key accepted, nothing would train on real data
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", "--config", "cnn_cifar.yaml", "--trainer.max_epoch", "3"])
+    assert exit_info.value.code != 0
+    err = capsys.readouterr().err
+    assert "max_epoch" in err and "Traceback" not in err
+
+
+class _Parsed(Exception):
+    pass
+
+
+def test_every_config_parses_and_names_a_registered_backbone():
+    from zoo_lightning.cli import ZooCLI
+    from zoo_lightning.models import list_models
+
+    class ParseOnly(ZooCLI):
+        def before_instantiate_classes(self) -> None:
+            raise _Parsed(self.config["fit"])
+
+    configs = sorted(CONFIG_DIR.glob("*.yaml"))
+    assert len(configs) >= 3
+    for config in configs:
+        with pytest.raises(_Parsed) as parsed:
+            ParseOnly(args=["fit", "--config", str(config)])
+        backbone = parsed.value.args[0].model.backbone
+        assert backbone in list_models() or ":" in backbone, f"{config.name}: unknown backbone {backbone}"
