@@ -10,6 +10,16 @@ from zoo_lightning.models.registry import (
 )
 
 # Each import registers a family's builders.
-from zoo_lightning.models import cnn, resnet  # noqa: F401,E402
+from zoo_lightning.models import (  # noqa: F401,E402
+    alexnet,
+    cnn,
+    densenet,
+    efficientnet,
+    googlenet,
+    mobilenet,
+    preact_resnet,
+    resnet,
+    vgg,
+)
 
 __all__ = ["ModelEntry", "UnknownModelError", "create_model", "list_models", "model_entry", "register_model"]

@@ -14,9 +14,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from zoo_lightning.models.layers import SqueezeExcite
 from zoo_lightning.models.registry import register_model
 
-__all__ = ["BasicBlock", "Bottleneck", "ResNet", "CifarResNet", "SqueezeExcite"]
+__all__ = ["BasicBlock", "Bottleneck", "ResNet", "CifarResNet"]
+
+SE_REDUCTION = 16  # the SENet paper's r
 
 
 def conv3x3(in_planes: int, out_planes: int, stride: int = 1, groups: int = 1) -> nn.Conv2d:
@@ -25,20 +28,6 @@ def conv3x3(in_planes: int, out_planes: int, stride: int = 1, groups: int = 1) -
 
 def conv1x1(in_planes: int, out_planes: int, stride: int = 1) -> nn.Conv2d:
     return nn.Conv2d(in_planes, out_planes, 1, stride=stride, bias=False)
-
-
-class SqueezeExcite(nn.Module):
-    """Channel gating of "Squeeze-and-Excitation Networks" (Hu et al., 2018)."""
-
-    def __init__(self, channels: int, reduction: int = 16) -> None:
-        super().__init__()
-        hidden = max(8, channels // reduction)
-        self.fc1 = nn.Conv2d(channels, hidden, 1)
-        self.fc2 = nn.Conv2d(hidden, channels, 1)
-
-    def forward(self, x: Tensor) -> Tensor:
-        scale = F.adaptive_avg_pool2d(x, 1)
-        return x * torch.sigmoid(self.fc2(F.relu(self.fc1(scale), inplace=True)))
 
 
 class BasicBlock(nn.Module):
@@ -64,7 +53,7 @@ class BasicBlock(nn.Module):
         self.relu = nn.ReLU(inplace=True)
         self.conv2 = conv3x3(planes, planes)
         self.bn2 = nn.BatchNorm2d(planes)
-        self.se = SqueezeExcite(planes) if se else nn.Identity()
+        self.se = SqueezeExcite(planes, planes // SE_REDUCTION) if se else nn.Identity()
         self.downsample = downsample
 
     def forward(self, x: Tensor) -> Tensor:
@@ -98,7 +87,8 @@ class Bottleneck(nn.Module):
         self.conv3 = conv1x1(width, planes * self.expansion)
         self.bn3 = nn.BatchNorm2d(planes * self.expansion)
         self.relu = nn.ReLU(inplace=True)
-        self.se = SqueezeExcite(planes * self.expansion) if se else nn.Identity()
+        out_channels = planes * self.expansion
+        self.se = SqueezeExcite(out_channels, out_channels // SE_REDUCTION) if se else nn.Identity()
         self.downsample = downsample
 
     def forward(self, x: Tensor) -> Tensor:
@@ -134,13 +124,15 @@ def _init_weights(model: nn.Module, zero_init_residual: bool) -> None:
 
 
 class ResNet(nn.Module):
-    """The four-stage ResNet of the paper's ImageNet experiments.
+    """The ResNet of the paper's ImageNet experiments; also ResNeXt, WRN-50-2 and SE-ResNet by options.
 
     Args:
         block: ``BasicBlock`` or ``Bottleneck``.
         layers: blocks per stage.
         num_classes: classifier outputs.
         stem: ``"imagenet"`` (7x7/2 conv + max-pool) or ``"cifar"`` (3x3/1 conv, no max-pool).
+        planes: base width of each stage (the block multiplies it by ``expansion``); the first stage
+            keeps the resolution, every later one halves it.
         groups: grouped 3x3 convolutions (ResNeXt cardinality).
         width_per_group: bottleneck width per group (64 plain, 128 for WRN-50-2).
         se: squeeze-and-excitation on every block's residual branch (SE-ResNet).
@@ -153,23 +145,25 @@ class ResNet(nn.Module):
         layers: Sequence[int],
         num_classes: int = 10,
         stem: str = "cifar",
+        planes: Sequence[int] = (64, 128, 256, 512),
         groups: int = 1,
         width_per_group: int = 64,
         se: bool = False,
         zero_init_residual: bool = False,
     ) -> None:
         super().__init__()
+        if len(planes) != len(layers):
+            raise ValueError(f"planes {tuple(planes)} and layers {tuple(layers)} must have one entry per stage.")
         self.inplanes = 64
         self.groups, self.base_width, self.se = groups, width_per_group, se
         self.conv1, self.maxpool = _stem(stem, self.inplanes)
         self.bn1 = nn.BatchNorm2d(self.inplanes)
         self.relu = nn.ReLU(inplace=True)
-        self.layer1 = self._make_layer(block, 64, layers[0])
-        self.layer2 = self._make_layer(block, 128, layers[1], stride=2)
-        self.layer3 = self._make_layer(block, 256, layers[2], stride=2)
-        self.layer4 = self._make_layer(block, 512, layers[3], stride=2)
+        self.stages = len(layers)
+        for i, (width, blocks) in enumerate(zip(planes, layers)):  # layer1, layer2, ... as torchvision names them
+            setattr(self, f"layer{i + 1}", self._make_layer(block, width, blocks, stride=1 if i == 0 else 2))
         self.avgpool = nn.AdaptiveAvgPool2d(1)
-        self.fc = nn.Linear(512 * block.expansion, num_classes)
+        self.fc = nn.Linear(planes[-1] * block.expansion, num_classes)
         _init_weights(self, zero_init_residual)
 
     def _make_layer(self, block: Block, planes: int, blocks: int, stride: int = 1) -> nn.Sequential:
@@ -186,7 +180,8 @@ class ResNet(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
-        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
+        for i in range(1, self.stages + 1):
+            x = getattr(self, f"layer{i}")(x)
         return self.fc(torch.flatten(self.avgpool(x), 1))
 
 
@@ -308,3 +303,39 @@ def resnet56(**kwargs: Any) -> CifarResNet:
 def resnet110(**kwargs: Any) -> CifarResNet:
     """CIFAR ResNet-110 from "Deep Residual Learning for Image Recognition" (He et al., 2016)."""
     return _cifar_resnet(110, **kwargs)
+
+
+@register_model
+def seresnet18(**kwargs: Any) -> ResNet:
+    """SE-ResNet-18 from "Squeeze-and-Excitation Networks" (Hu et al., 2018)."""
+    return _resnet(BasicBlock, (2, 2, 2, 2), se=True, **kwargs)
+
+
+@register_model
+def seresnet34(**kwargs: Any) -> ResNet:
+    """SE-ResNet-34 from "Squeeze-and-Excitation Networks" (Hu et al., 2018)."""
+    return _resnet(BasicBlock, (3, 4, 6, 3), se=True, **kwargs)
+
+
+@register_model
+def seresnet50(**kwargs: Any) -> ResNet:
+    """SE-ResNet-50 from "Squeeze-and-Excitation Networks" (Hu et al., 2018)."""
+    return _resnet(Bottleneck, (3, 4, 6, 3), se=True, **kwargs)
+
+
+@register_model
+def resnext50_32x4d(**kwargs: Any) -> ResNet:
+    """ResNeXt-50 32x4d from "Aggregated Residual Transformations for Deep Neural Networks" (Xie et al., 2017)."""
+    return _resnet(Bottleneck, (3, 4, 6, 3), groups=32, width_per_group=4, **kwargs)
+
+
+@register_model
+def resnext29_32x4d(**kwargs: Any) -> ResNet:
+    """CIFAR ResNeXt-29 32x4d (three stages) from "Aggregated Residual Transformations for Deep Neural Networks" (Xie et al., 2017)."""
+    return _resnet(Bottleneck, (3, 3, 3), planes=(64, 128, 256), groups=32, width_per_group=4, **kwargs)
+
+
+@register_model
+def wide_resnet50_2(**kwargs: Any) -> ResNet:
+    """WRN-50-2 (bottlenecks twice as wide) from "Wide Residual Networks" (Zagoruyko & Komodakis, 2016)."""
+    return _resnet(Bottleneck, (3, 4, 6, 3), width_per_group=128, **kwargs)
