@@ -104,6 +104,7 @@ def test_checkpoint_rebuilds_the_backbone(tmp_path):
     x = torch.randn(2, 3, 32, 32)
     torch.testing.assert_close(restored(x), model.eval()(x))
     assert restored.hparams.num_classes == 7 and restored.hparams.backbone == "cnn"
+    assert all(key.startswith("backbone.") for key in restored.state_dict())
 
 
 def test_unknown_backbone_names_the_closest_match():

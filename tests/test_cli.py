@@ -54,6 +54,17 @@ def test_fit_then_test_from_the_checkpoint(cifar_python, tmp_path):
     assert (logs / "cnn_cifar" / "version_1").is_dir()
     assert (run / "checkpoints" / "best.ckpt").stat().st_mtime_ns == best.stat().st_mtime_ns
 
+    # The checkpoint teaches a student of another family through the distillation config.
+    distill = _run(["fit", "--config", "distill_resnet56_to_resnet20_cifar.yaml", *_fit_args(data_dir, logs)[3:],
+                    "--model.objective.init_args.teacher", str(best)], cwd=tmp_path)
+    assert distill.returncode == 0, distill.stderr[-3000:]
+    student_run = logs / "distill_resnet56_to_resnet20_cifar" / "version_0"
+    student = torch.load(student_run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert student["hyper_parameters"]["backbone"] == "resnet20"
+    assert all(k.startswith("backbone.") for k in student["state_dict"])  # no teacher weights inside
+    tags = EventAccumulator(str(student_run)).Reload().Tags()["scalars"]
+    assert {"train/kd", "train/ce", "val/agreement", "val/teacher_top1"} <= set(tags)
+
 
 def test_config_names_resolve_against_the_configs_folder(tmp_path):
     args = resolve_config_args(["fit", "--config", "resnet20_cifar.yaml", "--config=cnn_cifar"])

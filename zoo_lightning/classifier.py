@@ -89,13 +89,14 @@ class ImageClassifier(L.LightningModule):
         self.save_hyperparameters(ignore=["objective", "optimizer", "lr_scheduler"])
         self.backbone = create_model(backbone, num_classes=num_classes, stem=stem, **(backbone_kwargs or {}))
         self.objective = objective if objective is not None else CrossEntropy()
+        self.objective.attach(num_classes)
         self.optimizer_factory = optimizer
         self.lr_scheduler_factory = lr_scheduler
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         if channels_last:
             self.backbone.to(memory_format=torch.channels_last)
-        # Kept off the module tree so state_dict keys stay those of the plain backbone.
-        self._forward = torch.compile(self.backbone) if compile else self.backbone
+        # Set past nn.Module.__setattr__ so the (compiled) alias is not registered twice in state_dict.
+        object.__setattr__(self, "_forward", torch.compile(self.backbone) if compile else self.backbone)
 
         top_k = min(5, num_classes)
         metrics = MetricCollection(
@@ -111,10 +112,15 @@ class ImageClassifier(L.LightningModule):
     def forward(self, images: Tensor) -> Any:
         return self._forward(images.contiguous(memory_format=self.memory_format))
 
-    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
-        images, targets = batch
+    def training_step(self, batch: tuple[Tensor, Tensor] | dict[str, Any], batch_idx: int) -> Tensor:
+        # A dict batch carries a second, unlabeled stream: {"labeled": (images, targets), "unlabeled": images}.
+        unlabeled = batch.get("unlabeled") if isinstance(batch, dict) else None
+        images, targets = batch["labeled"] if isinstance(batch, dict) else batch
         outputs = self(images)
         terms = self.objective(outputs, targets, images)
+        if unlabeled is not None:
+            extra = self.objective.unlabeled(self(unlabeled), unlabeled)
+            terms = {**terms, **{k: v for k, v in extra.items() if k != "loss"}, "loss": terms["loss"] + extra["loss"]}
         self.train_metrics(main_logits(outputs).detach(), hard_targets(targets))
         self.log_dict({f"train/{name}": value.detach() for name, value in terms.items()}, prog_bar=False)
         self.log_dict(self.train_metrics, on_step=False, on_epoch=True)
@@ -127,6 +133,8 @@ class ImageClassifier(L.LightningModule):
         metrics.update(logits, targets)
         self.log(f"{stage}/loss", loss, on_epoch=True, sync_dist=True)
         self.log_dict(metrics, on_epoch=True, prog_bar=True)
+        for name, metric in self.objective.eval_metrics(logits, targets, images).items():
+            self.log(f"{stage}/{name}", metric, on_epoch=True)
         return logits
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
