@@ -72,3 +72,34 @@ def cifar_writer():
 @pytest.fixture
 def image_folder_writer():
     return write_image_folder
+
+
+def write_stl10_release(root: Path, train: int = 20, test: int = 10, unlabeled: int = 30, seed: int = 0) -> dict:
+    """``root/stl10_binary/`` in the official layout: column-major 3x96x96 bytes, labels 1..10.
+
+    Returns the images as (N, 3, 96, 96) row-major arrays and the 0-based labels.
+    """
+    rng = np.random.default_rng(seed)
+    folder = root / "stl10_binary"
+    folder.mkdir(parents=True, exist_ok=True)
+    arrays = {}
+    for split, n in (("train", train), ("test", test), ("unlabeled", unlabeled)):
+        images = rng.integers(0, 256, (n, 3, 96, 96), dtype=np.uint8)
+        # The release stores each channel column by column: transpose rows and columns on disk.
+        images.transpose(0, 1, 3, 2).tofile(folder / f"{split}_X.bin")
+        arrays[f"{split}_images"] = images
+        if split != "unlabeled":
+            labels = rng.integers(0, 10, n)
+            (labels + 1).astype(np.uint8).tofile(folder / f"{split}_y.bin")
+            arrays[f"{split}_labels"] = labels
+    (folder / "class_names.txt").write_text("\n".join(
+        ["airplane", "bird", "car", "cat", "deer", "dog", "horse", "monkey", "ship", "truck"]) + "\n")
+    folds = [rng.permutation(train)[: max(1, train // 5)] for _ in range(10)]
+    (folder / "fold_indices.txt").write_text("".join(" ".join(map(str, f)) + " \n" for f in folds))
+    arrays["folds"] = folds
+    return arrays
+
+
+@pytest.fixture
+def stl10(tmp_path: Path) -> tuple[Path, dict]:
+    return tmp_path, write_stl10_release(tmp_path)

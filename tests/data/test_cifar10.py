@@ -146,3 +146,11 @@ def test_real_cifar10_jpeg_split_and_statistics():
     # The shared README gives the statistics over all 50k train images; the 40k part is close.
     np.testing.assert_allclose(data.mean, [0.49125, 0.48209, 0.44652], atol=2e-3)
     np.testing.assert_allclose(data.std, [0.24523, 0.24278, 0.26063], atol=2e-3)
+
+
+def test_class_names_from_the_cache_are_plain_str(tmp_path, image_folder_writer):
+    """numpy strings would make checkpoints fail to load with torch.load(weights_only=True)."""
+    image_folder_writer(tmp_path, per_class=2)
+    _module(tmp_path, val_size=0)
+    data = _module(tmp_path, val_size=0)  # second time: from the .npz cache
+    assert all(type(name) is str for name in data.state_dict()["class_names"])

@@ -147,7 +147,7 @@ class ImageDataModule(L.LightningDataModule):
         if self._splits:
             return
         splits = self.load_splits()
-        self.class_names = list(splits.class_names)
+        self.class_names = [str(name) for name in splits.class_names]  # plain str: checkpoints load weights-only
         train_idx, val_idx = self.split_train(splits)
         images, labels = splits.train_images, splits.train_labels
         self._splits = {
@@ -207,6 +207,8 @@ class ImageDataModule(L.LightningDataModule):
         return self._loader("test", train=False)
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        if isinstance(batch, dict):  # several streams, e.g. {"labeled": (x, y), "unlabeled": x_u}
+            return {key: self.on_after_batch_transfer(value, dataloader_idx) for key, value in batch.items()}
         images, *rest = batch if isinstance(batch, (tuple, list)) else (batch,)
         if images.dtype != torch.uint8:
             return batch  # already prepared (e.g. by a caller feeding float tensors)

@@ -8,6 +8,7 @@ disjoint shard of each epoch's permutation, with the same number of batches on e
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Callable, Iterator
 
 import numpy as np
@@ -19,7 +20,11 @@ __all__ = ["BatchLoader", "as_tensor", "channel_stats"]
 
 def as_tensor(array: np.ndarray | Tensor) -> Tensor:
     """A tensor view of ``array`` without copying (memmaps stay memmaps)."""
-    return array if isinstance(array, Tensor) else torch.from_numpy(array)
+    if isinstance(array, Tensor):
+        return array
+    with warnings.catch_warnings():  # read-only memmaps: batches are gathered copies, never written
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        return torch.from_numpy(array)
 
 
 def channel_stats(images: np.ndarray | Tensor, chunk: int = 2048) -> tuple[list[float], list[float]]:
@@ -45,7 +50,8 @@ class BatchLoader:
     """Iterates ``(images[idx], labels[idx])`` batches over a per-epoch permutation.
 
     Args:
-        images: uint8 (N, C, H, W) tensor.
+        images: uint8 (N, C, H, W) tensor, or a function opening one (e.g. a fresh memmap view per
+            epoch, so the pages an epoch touched are not kept resident by a long-lived mapping).
         labels: int64 (N,) tensor, or None for unlabeled data (batches are then images alone).
         batch_size: images per batch on each rank.
         shuffle: a new permutation every epoch, from ``seed + epoch``: the same on every machine.
@@ -57,7 +63,7 @@ class BatchLoader:
 
     def __init__(
         self,
-        images: Tensor,
+        images: Tensor | Callable[[], Tensor],
         labels: Tensor | None,
         batch_size: int,
         shuffle: bool = False,
@@ -70,11 +76,12 @@ class BatchLoader:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
         self.images, self.labels = images, labels
+        self.num_samples = len(images) if isinstance(images, Tensor) else len(images())
         self.batch_size, self.shuffle, self.drop_last = batch_size, shuffle, drop_last
         self.seed, self.rank, self.world_size, self.epoch = seed, rank, world_size, epoch
 
     def _shard_size(self) -> int:
-        n = len(self.images)
+        n = self.num_samples
         # Training drops the remainder so every rank steps the same number of times (DDP all-reduce);
         # evaluation keeps every sample exactly once, so metrics summed over ranks are exact.
         return n // self.world_size if self.drop_last else math.ceil((n - self.rank) / self.world_size)
@@ -85,7 +92,7 @@ class BatchLoader:
 
     def indices(self) -> Tensor:
         """This rank's sample indices for the current epoch, in iteration order."""
-        n = len(self.images)
+        n = self.num_samples
         if self.shuffle:
             generator = torch.Generator().manual_seed(self.seed + self.epoch())
             order = torch.randperm(n, generator=generator)
@@ -95,9 +102,11 @@ class BatchLoader:
 
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor] | Tensor]:
         order = self.indices()
+        images = self.images if isinstance(self.images, Tensor) else self.images()
         for i in range(len(self)):
             batch = order[i * self.batch_size : (i + 1) * self.batch_size]
             if self.labels is None:
-                yield self.images[batch]
+                # Sorted indices read a memmap front to back; the order within a batch is irrelevant.
+                yield images[batch.sort().values]
             else:
-                yield self.images[batch], self.labels[batch]
+                yield images[batch], self.labels[batch]

@@ -1,0 +1,117 @@
+import numpy as np
+import pytest
+import torch
+
+from zoo_lightning.data import STL10DataModule
+from zoo_lightning.data.stl10 import read_stl10_images
+
+
+def _module(root, **kwargs) -> STL10DataModule:
+    kwargs.setdefault("val_size", 5)
+    data = STL10DataModule(data_dir=str(root), batch_size=4, **kwargs)
+    data.prepare_data()
+    data.setup("fit")
+    return data
+
+
+def test_pattern_in_one_corner_of_one_channel_comes_out_there(tmp_path, stl10):
+    root, _ = stl10
+    image = np.zeros((3, 96, 96), dtype=np.uint8)
+    image[1, 0:4, 90:96] = 255  # green, top-right corner, 4 rows x 6 columns
+    path = tmp_path / "one_X.bin"
+    image.transpose(0, 2, 1).tofile(path)  # as the release stores it: column by column
+    read = read_stl10_images(path)
+    assert read.shape == (1, 3, 96, 96)
+    assert read[0, 1, 0:4, 90:96].min() == 255 and read[0].sum() == 255 * 24
+
+
+def test_labels_shift_to_zero_based_and_images_round_trip(stl10):
+    root, arrays = stl10
+    data = _module(root, val_size=0)
+    images, labels = data._splits["train"]
+    assert torch.equal(images, torch.from_numpy(arrays["train_images"]))
+    assert labels.tolist() == arrays["train_labels"].tolist() and labels.min() >= 0
+    test_images, test_labels = data._splits["test"]
+    assert torch.equal(test_images, torch.from_numpy(arrays["test_images"]))
+    assert data.class_names[2] == "car" and data.image_size == 96
+
+
+def test_folds_come_from_fold_indices(stl10):
+    root, arrays = stl10
+    data = _module(root, fold=3, val_size=6)
+    fold = np.sort(arrays["folds"][3])
+    assert torch.equal(data._splits["train"][0], torch.from_numpy(arrays["train_images"][fold]))
+    assert len(data._splits["val"][0]) == 6
+    val_rows = {bytes(x.numpy()) for x in data._splits["val"][0].flatten(1)[:, :64]}
+    assert not val_rows & {bytes(x) for x in arrays["train_images"][fold].reshape(len(fold), -1)[:, :64]}
+    with pytest.raises(ValueError, match="fold"):
+        STL10DataModule(data_dir=str(root), fold=10)
+
+
+def test_mean_std_equal_numpys_and_the_cache_follows_the_source(stl10):
+    root, _ = stl10
+    data = _module(root)
+    pixels = data._splits["train"][0].numpy().astype(np.float64) / 255
+    np.testing.assert_allclose(data.mean, pixels.mean(axis=(0, 2, 3)), rtol=1e-10)
+    np.testing.assert_allclose(data.std, pixels.std(axis=(0, 2, 3)), rtol=1e-10)
+
+
+def test_unlabeled_split_is_a_memmap_not_a_copy(stl10):
+    root, arrays = stl10
+    data = _module(root, unlabeled=True)
+    unlabeled = data.unlabeled_images()
+    # A view over the on-disk (column-major) bytes, mapped from the file: no copy was made.
+    assert unlabeled.stride() == (3 * 96 * 96, 96 * 96, 1, 96)
+    assert str(root / "stl10_binary" / "unlabeled_X.bin") in open("/proc/self/maps").read()
+    assert torch.equal(unlabeled[7], torch.from_numpy(arrays["unlabeled_images"][7]))
+    loader = data.train_dataloader()
+    batch, _, _ = next(iter(loader))
+    assert set(batch) == {"labeled", "unlabeled"} and batch["unlabeled"].shape == (4, 3, 96, 96)
+    out = data.on_after_batch_transfer(batch, 0)
+    assert out["unlabeled"].dtype == torch.float32 and out["labeled"][0].dtype == torch.float32
+
+
+def test_bad_files_name_the_file_and_sizes(stl10):
+    root, _ = stl10
+    folder = root / "stl10_binary"
+    (folder / "train_X.bin").write_bytes((folder / "train_X.bin").read_bytes()[:-100])
+    with pytest.raises(ValueError, match=r"train_X.bin has 552,860 bytes.*27,648"):
+        _module(root)
+
+
+def test_label_count_mismatch(stl10):
+    root, _ = stl10
+    folder = root / "stl10_binary"
+    (folder / "train_y.bin").write_bytes((folder / "train_y.bin").read_bytes()[:-1])
+    with pytest.raises(ValueError, match="19 labels but its images file 20 images"):
+        _module(root)
+
+
+def test_missing_release_lists_the_files(tmp_path):
+    with pytest.raises(FileNotFoundError, match="train_X.bin.*--data.download true"):
+        STL10DataModule(data_dir=str(tmp_path)).prepare_data()
+
+
+def test_resize_for_imagenet_stems(stl10):
+    root, _ = stl10
+    data = _module(root, image_size=224)
+    images = data.on_after_batch_transfer(next(iter(data.val_dataloader())), 0)[0]
+    assert images.shape == (4, 3, 224, 224)
+
+
+def test_cli_fit_then_distill_with_the_unlabeled_stream(stl10, tmp_path):
+    from zoo_lightning.cli import main
+
+    root, _ = stl10
+    common = ["--data.data_dir", str(root), "--data.val_size", "4", "--data.batch_size", "4",
+              "--data.image_size", "32", "--trainer.max_steps", "2", "--trainer.log_every_n_steps", "1", "--trainer.enable_progress_bar", "false",
+              "--trainer.logger.init_args.save_dir", str(tmp_path / "logs")]
+    main(["fit", "--config", "resnet18_stl10.yaml", "--model.backbone", "cnn", *common])
+    teacher = tmp_path / "logs" / "resnet18_stl10" / "version_0" / "checkpoints" / "last.ckpt"
+    assert teacher.is_file()
+    main(["fit", "--config", "distill_resnet50_to_resnet18_stl10.yaml", "--model.backbone", "cnn", "--model.stem", "cifar",
+          "--model.objective.init_args.teacher", str(teacher), *common])
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run = tmp_path / "logs" / "distill_resnet50_to_resnet18_stl10" / "version_0"
+    assert "train/kd_unlabeled" in EventAccumulator(str(run)).Reload().Tags()["scalars"]
