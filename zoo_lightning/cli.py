@@ -59,6 +59,10 @@ class ZooCLI(LightningCLI):
         parser.set_defaults({"lr_monitor.logging_interval": "step"})
 
     def _instantiate_trainer(self, config: dict, callbacks: list):
+        if self.subcommand == "predict":
+            from zoo_lightning.predict import PredictionWriter
+
+            callbacks = [*callbacks, PredictionWriter()]
         # A rich progress bar unless the user turned bars off or brought their own.
         given = [*callbacks, *(config.get("callbacks") or [])]
         if config.get("enable_progress_bar") is not False and not any(isinstance(c, ProgressBar) for c in given):
@@ -67,7 +71,8 @@ class ZooCLI(LightningCLI):
 
     def parse_arguments(self, parser: LightningArgumentParser, args) -> None:
         if args is None or isinstance(args, (list, tuple)):
-            self.config = parser.parse_args(resolve_config_args(list(sys.argv[1:] if args is None else args)))
+            args = resolve_config_args(list(sys.argv[1:] if args is None else args))
+            self.config = parser.parse_args(data_args_from_checkpoint(args))
         else:
             super().parse_arguments(parser, args)
 
@@ -100,6 +105,45 @@ def resolve_config_args(argv: list[str]) -> list[str]:
     return resolved
 
 
+def option_value(argv: list[str], name: str) -> str | None:
+    """The value of ``--name VALUE`` or ``--name=VALUE`` in ``argv`` (the last one wins), else None."""
+    value = None
+    for i, arg in enumerate(argv):
+        if arg.startswith(f"{name}="):
+            value = arg.split("=", 1)[1]
+        elif arg == name and i + 1 < len(argv):
+            value = argv[i + 1]
+    return value
+
+
+def data_args_from_checkpoint(argv: list[str]) -> list[str]:
+    """For validate/test/predict with ``--ckpt_path``: the DataModule the checkpoint was trained with.
+
+    Inserted right after the subcommand, so a ``--config`` or ``--data.*`` the user gives still wins;
+    ``predict --ckpt_path X --data.predict_dir DIR`` then needs nothing else.
+    """
+    if not argv or argv[0] not in ("validate", "test", "predict"):
+        return argv
+    path = option_value(argv, "--ckpt_path")
+    if not path or not Path(path).is_file():
+        return argv
+    import json
+
+    import torch
+
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:
+        raise ValueError(f"Cannot read checkpoint {path!r} ({type(error).__name__}); is it a file written by `fit`?") from None
+    state = next((v for v in checkpoint.values() if isinstance(v, dict) and "class_path" in v and "mean" in v), None)
+    if state is None:
+        return argv
+    hparams = dict(checkpoint.get("datamodule_hyper_parameters") or {})
+    class_path = hparams.get("_class_path", state["class_path"])
+    init_args = {k: v for k, v in hparams.items() if not k.startswith("_")}  # drop the CLI's bookkeeping keys
+    return [argv[0], "--data", json.dumps({"class_path": class_path, "init_args": init_args}), *argv[1:]]
+
+
 def run_models(argv: list[str]) -> None:
     """``models [PATTERN]``: the registry as a table."""
     import argparse
@@ -111,9 +155,43 @@ def run_models(argv: list[str]) -> None:
     print_model_table(parser.parse_args(argv).pattern)
 
 
+def run_stats(argv: list[str]) -> None:
+    """``stats --data.class_path X --data.init_args.data_dir D`` (or ``--config``): normalization statistics."""
+    from jsonargparse import ActionConfigFile, ArgumentParser
+
+    parser = ArgumentParser(prog="python -m zoo_lightning stats", description=run_stats.__doc__)
+    parser.add_argument("--config", action=ActionConfigFile, help="a data-only YAML, or a full fit config")
+    parser.add_subclass_arguments(ImageDataModule, "data", required=True)
+    # A fit config also holds trainer/model sections: accepted and ignored here.
+    for section in ("trainer", "model", "seed_everything", "ckpt_path", "optimizer", "lr_scheduler"):
+        parser.add_argument(f"--{section}", type=object, default=None, help="ignored")
+    config = parser.parse_args(resolve_config_args(argv))
+    data = parser.instantiate_classes(config).data
+    data.prepare_data()
+    mean, std = data.stats()
+    print(f"{type(data).__name__} at {data.data_dir} (training part of the split, per channel R, G, B):")
+    print(f"  mean = ({', '.join(f'{v:.5f}' for v in mean)})")
+    print(f"  std  = ({', '.join(f'{v:.5f}' for v in std)})")
+
+
+def run_export(argv: list[str]) -> None:
+    from zoo_lightning.export import main as export_main
+
+    export_main(argv)
+
+
+def run_sweep(argv: list[str]) -> None:
+    from zoo_lightning.sweep import main as sweep_main
+
+    sweep_main(argv)
+
+
 # Subcommands beyond LightningCLI's trainer verbs: name -> function taking the remaining argv.
 EXTRA_COMMANDS: dict[str, Callable[[list[str]], None]] = {
     "models": run_models,
+    "stats": run_stats,
+    "export": run_export,
+    "sweep": run_sweep,
 }
 
 # Errors that mean the input was wrong, not the program: shown as one line, no traceback.

@@ -39,12 +39,16 @@ class Splits:
     class_names: Sequence[str]
 
 
-def fingerprint(paths: Sequence[Path]) -> str:
-    """Changes whenever a file is added, removed, resized or rewritten."""
+def fingerprint(paths: Sequence[Path], root: Path | None = None) -> str:
+    """Changes whenever a file is added, removed, resized or rewritten.
+
+    Paths enter relative to ``root``, so ``data``, ``./data`` and ``/abs/data`` give one fingerprint.
+    """
     digest = hashlib.sha1()
     for path in sorted(paths):
         stat = path.stat()
-        digest.update(f"{path}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+        name = os.path.relpath(path, root) if root is not None else str(path)
+        digest.update(f"{name}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
     return digest.hexdigest()
 
 
@@ -57,6 +61,11 @@ def atomic_write(path: Path, write: Any) -> None:
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _valid_stats(mean: Any, std: Any) -> bool:
+    return (isinstance(mean, list) and isinstance(std, list) and len(mean) == len(std) > 0
+            and all(isinstance(v, float) for v in mean + std) and all(v > 0 for v in std))
 
 
 class ImageDataModule(L.LightningDataModule):
@@ -75,6 +84,7 @@ class ImageDataModule(L.LightningDataModule):
             None keeps the native size.
         eval_batch_size: batch size of validation and test (defaults to ``batch_size``).
         shuffle_seed: base seed of the per-epoch training shuffle.
+        predict_dir: a folder of one's own images for ``predict`` (any size and format).
     """
 
     num_classes: int = 0
@@ -94,6 +104,7 @@ class ImageDataModule(L.LightningDataModule):
         image_size: int | None = None,
         eval_batch_size: int | None = None,
         shuffle_seed: int = 0,
+        predict_dir: str | None = None,
     ) -> None:
         super().__init__()
         if batch_size < 1:
@@ -114,15 +125,27 @@ class ImageDataModule(L.LightningDataModule):
         self.mean: list[float] | None = None
         self.std: list[float] | None = None
         self.class_names = list(self.class_names)
-        self.augment = nn.Sequential(
-            *([RandomCrop(crop_padding)] if crop_padding else []),
-            *([RandomHorizontalFlip()] if flip else []),
-        )
+        if crop_padding < 0:
+            raise ValueError(f"crop_padding must be >= 0 (0 turns the crop off), got {crop_padding}.")
+        self.augment = self.train_augmentation()
+        self._augment_epoch, self._augment_calls = -1, 0
         self.resize = Resize(self.image_size) if image_size else nn.Identity()
         self.normalize: Normalize | None = None
         self._splits: dict[str, tuple[Tensor, Tensor]] = {}
+        self.predict_paths: list[Path] = []
 
     # --- what a subclass provides ---------------------------------------------------------------
+
+    def train_augmentation(self) -> nn.Module:
+        """The batched uint8 transforms of training batches (override to add CutOut, MixUp, ...)."""
+        return nn.Sequential(
+            *([RandomCrop(self.hparams.crop_padding)] if self.hparams.crop_padding else []),
+            *([RandomHorizontalFlip()] if self.hparams.flip else []),
+        )
+
+    def find_or_download(self) -> None:
+        """Checks the release files are there, downloads them if allowed, or says what to put where."""
+        raise NotImplementedError
 
     def load_splits(self) -> Splits:
         """Reads (or loads the decoded cache of) the release files."""
@@ -143,9 +166,21 @@ class ImageDataModule(L.LightningDataModule):
 
     # --- Lightning hooks --------------------------------------------------------------------------
 
+    def prepare_data(self) -> None:
+        if self.trainer is not None and self.trainer.predicting:
+            return  # prediction reads predict_dir and the checkpoint, never the dataset
+        self.find_or_download()
+
     def setup(self, stage: str | None = None) -> None:
-        if self._splits:
+        if self._splits or stage == "predict":  # prediction needs only what the checkpoint carries
             return
+        self._load()
+        if self.mean is None:  # a checkpoint's statistics win over recomputing them
+            self.mean, self.std = self.stats()
+        self.normalize = Normalize(self.mean, self.std)
+
+    def _load(self) -> None:
+        """Reads the release (or its cache) and splits the train set; statistics stay untouched."""
         splits = self.load_splits()
         self.class_names = [str(name) for name in splits.class_names]  # plain str: checkpoints load weights-only
         train_idx, val_idx = self.split_train(splits)
@@ -155,26 +190,29 @@ class ImageDataModule(L.LightningDataModule):
             "val": (as_tensor(images[val_idx]), as_tensor(labels[val_idx])),
             "test": (as_tensor(splits.test_images), as_tensor(splits.test_labels)),
         }
-        if self.mean is None:  # a checkpoint's statistics win over recomputing them
-            self.mean, self.std = self.stats()
-        self.normalize = Normalize(self.mean, self.std)
 
     def stats(self) -> tuple[list[float], list[float]]:
-        """Per-channel mean/std of the training part, cached beside the data by source and split."""
-        key = json.dumps({"source": fingerprint(self.source_files()), "split": self._split_key()}, sort_keys=True)
+        """Per-channel mean/std of the training part, in [0, 1] units (float64, one pass over the uint8 pixels).
+
+        Cached in ``<data_dir>/.zoo_cache/<module>_stats.json`` under the source files' fingerprint and
+        the split, so a changed file or another split recomputes them; a damaged file is ignored.
+        """
+        key = json.dumps({"source": fingerprint(self.source_files(), self.data_dir), "split": self._split_key()},
+                         sort_keys=True)
         cache = self.data_dir / CACHE_DIR / f"{type(self).__name__.lower()}_stats.json"
         try:
-            cached = json.loads(cache.read_text())
-            if cached.get("key") == key:
-                return cached["mean"], cached["std"]
-        except (OSError, ValueError, KeyError):
-            pass  # absent, unreadable or stale: recompute
+            entries = json.loads(cache.read_text())
+            entries = entries if isinstance(entries, dict) else {}
+        except (OSError, ValueError):
+            entries = {}  # absent or unreadable: recompute
+        entry = entries.get(key)
+        if isinstance(entry, dict) and _valid_stats(entry.get("mean"), entry.get("std")):
+            return entry["mean"], entry["std"]
         if "train" not in self._splits:
-            self.setup("fit")
-            if self.mean is not None:
-                return self.mean, self.std
+            self._load()
         mean, std = channel_stats(self._splits["train"][0])
-        atomic_write(cache, lambda tmp: tmp.write_text(json.dumps({"key": key, "mean": mean, "std": std})))
+        entries[key] = {"mean": mean, "std": std}
+        atomic_write(cache, lambda tmp: tmp.write_text(json.dumps(entries, indent=1)))
         return mean, std
 
     def _split_key(self) -> dict[str, Any]:
@@ -183,6 +221,10 @@ class ImageDataModule(L.LightningDataModule):
     def _rank_and_world(self) -> tuple[int, int]:
         trainer = self.trainer
         return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+
+    def _pin_memory(self) -> bool:
+        trainer = self.trainer
+        return trainer is not None and trainer.strategy.root_device.type == "cuda"
 
     def _loader(self, split: str, train: bool) -> BatchLoader:
         if not self._splits:
@@ -194,7 +236,9 @@ class ImageDataModule(L.LightningDataModule):
             batch_size=self.batch_size if train else self.eval_batch_size,
             shuffle=train, drop_last=train, seed=self.hparams.shuffle_seed,
             rank=rank, world_size=world_size,
+            # Read when each epoch's iteration starts, so every epoch gets its own permutation.
             epoch=lambda: self.trainer.current_epoch if self.trainer is not None else 0,
+            pin_memory=self._pin_memory(),
         )
 
     def train_dataloader(self) -> BatchLoader:
@@ -206,6 +250,15 @@ class ImageDataModule(L.LightningDataModule):
     def test_dataloader(self) -> BatchLoader:
         return self._loader("test", train=False)
 
+    def predict_dataloader(self) -> BatchLoader:
+        """The images under ``predict_dir``, batched with their index into :attr:`predict_paths`."""
+        from zoo_lightning.predict import load_folder
+
+        if not self.hparams.predict_dir:
+            raise ValueError("predict needs images: pass --data.predict_dir DIR (a folder of .jpg/.png files).")
+        images, self.predict_paths = load_folder(self.hparams.predict_dir, self.image_size)
+        return BatchLoader(images, torch.arange(len(images)), batch_size=self.eval_batch_size)
+
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         if isinstance(batch, dict):  # several streams, e.g. {"labeled": (x, y), "unlabeled": x_u}
             return {key: self.on_after_batch_transfer(value, dataloader_idx) for key, value in batch.items()}
@@ -213,9 +266,31 @@ class ImageDataModule(L.LightningDataModule):
         if images.dtype != torch.uint8:
             return batch  # already prepared (e.g. by a caller feeding float tensors)
         if self.trainer is not None and self.trainer.training:
-            images = self.augment(images)
+            images = self._augment(images)
         images = self.resize(self.normalizer(images.device)(images))
         return (images, *rest) if rest else images
+
+    def _augment(self, images: Tensor) -> Tensor:
+        """Runs :attr:`augment` with its random draws seeded by (shuffle_seed, rank, epoch, batch).
+
+        The same crops and flips on every machine, independent of the global RNG, and a run resumed
+        from an end-of-epoch checkpoint repeats the uninterrupted run's augmentation.
+        """
+        epoch = self.trainer.current_epoch
+        if epoch != self._augment_epoch:
+            self._augment_epoch, self._augment_calls = epoch, 0
+        entropy = [self.hparams.shuffle_seed, self.trainer.global_rank, epoch, self._augment_calls]
+        seed = int(np.random.SeedSequence(entropy).generate_state(1, np.uint64)[0] >> 1)
+        self._augment_calls += 1
+        device = images.device
+        if device.type not in ("cpu", "cuda"):
+            return self.augment(images)  # other backends: their global generator, unseeded
+        cuda = [device] if device.type == "cuda" else []
+        with torch.random.fork_rng(devices=cuda, device_type="cuda"):
+            torch.random.default_generator.manual_seed(seed)
+            if cuda:
+                torch.cuda.default_generators[device.index or 0].manual_seed(seed)
+            return self.augment(images)
 
     def normalizer(self, device: torch.device) -> Normalize:
         if self.normalize is None:
@@ -227,7 +302,8 @@ class ImageDataModule(L.LightningDataModule):
     # --- what a checkpoint carries for prediction -------------------------------------------------
 
     def state_dict(self) -> dict[str, Any]:
-        return {"mean": self.mean, "std": self.std, "class_names": list(self.class_names), "image_size": self.image_size}
+        return {"mean": self.mean, "std": self.std, "class_names": list(self.class_names), "image_size": self.image_size,
+                "class_path": f"{type(self).__module__}.{type(self).__qualname__}"}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.mean, self.std = state_dict["mean"], state_dict["std"]

@@ -2,8 +2,8 @@
 
 ``data_dir`` (or a folder one level below it) holds either ``cifar-10-batches-py/`` with the pickled
 ``data_batch_1..5``, ``test_batch`` and ``batches.meta``, or ``train/<class>/*`` and
-``test/<class>/*`` image files. Either is decoded once into uint8 arrays, cached under
-``<root>/.zoo_cache/`` and rebuilt when the source files change or the cache is unreadable.
+``test/<class>/*`` image files. Either is decoded once into uint8 arrays, cached in
+``<data_dir>/.zoo_cache/`` and rebuilt when the source files change or the cache is unreadable.
 """
 
 from __future__ import annotations
@@ -28,23 +28,35 @@ CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "hors
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm"}
 
 
-def _unpickle(path: Path) -> dict:
-    with open(path, "rb") as f:
-        return pickle.load(f, encoding="bytes")
+def _unpickle(path: Path, keys: tuple[bytes, ...]) -> dict:
+    try:
+        with open(path, "rb") as f:
+            content = pickle.load(f, encoding="bytes")
+    except Exception as error:  # truncated or foreign: pickle raises many kinds
+        raise ValueError(f"Cannot read {path}: {error!r}. Unpack cifar-10-python.tar.gz again.") from None
+    if not isinstance(content, dict) or any(key not in content for key in keys):
+        raise ValueError(f"{path} is not a CIFAR-10 python batch (a dict with keys {list(keys)}).")
+    return content
+
+
+def _read_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    content = _unpickle(path, (b"data", b"labels"))
+    rows = np.asarray(content[b"data"], dtype=np.uint8)
+    labels = np.asarray(content[b"labels"], dtype=np.int64)
+    if rows.ndim != 2 or rows.shape[1] != 3072 or len(labels) != len(rows):
+        raise ValueError(f"{path}: expected N x 3072 bytes and N labels, found data {rows.shape} and "
+                         f"{len(labels)} labels.")
+    return rows.reshape(-1, 3, 32, 32), labels  # each row: the R, G, B planes, 32x32 row-major
 
 
 def read_python_release(folder: Path) -> Splits:
     """The pickled batches: rows of 3072 bytes, the R, G and B planes of a 32x32 image in turn."""
-
-    def batch(names: list[str]) -> tuple[np.ndarray, np.ndarray]:
-        parts = [_unpickle(folder / name) for name in names]
-        images = np.concatenate([np.asarray(p[b"data"], dtype=np.uint8) for p in parts]).reshape(-1, 3, 32, 32)
-        labels = np.concatenate([np.asarray(p[b"labels"], dtype=np.int64) for p in parts])
-        return images, labels
-
-    meta = _unpickle(folder / "batches.meta")
-    names = [n.decode() if isinstance(n, bytes) else n for n in meta[b"label_names"]]
-    return Splits(*batch(TRAIN_BATCHES), *batch(["test_batch"]), class_names=names)
+    train = [_read_batch(folder / name) for name in TRAIN_BATCHES]
+    test_images, test_labels = _read_batch(folder / "test_batch")
+    meta = _unpickle(folder / "batches.meta", (b"label_names",))
+    names = [n.decode() if isinstance(n, bytes) else str(n) for n in meta[b"label_names"]]
+    return Splits(np.concatenate([t[0] for t in train]), np.concatenate([t[1] for t in train]),
+                  test_images, test_labels, class_names=names)
 
 
 def _image_files(folder: Path) -> list[Path]:
@@ -54,10 +66,14 @@ def _image_files(folder: Path) -> list[Path]:
 def read_image_folder(root: Path, size: int = 32) -> Splits:
     """``train/<class>/*`` and ``test/<class>/*``; labels follow the sorted class folder names."""
     classes = sorted(p.name for p in (root / "train").iterdir() if p.is_dir())
+    if not classes:
+        raise ValueError(f"{root / 'train'} has no class folders: expected train/<class>/<image files>.")
     index = {name: i for i, name in enumerate(classes)}
 
     def read(split: str) -> tuple[np.ndarray, np.ndarray]:
         files = _image_files(root / split)
+        if not files:
+            raise ValueError(f"No image files ({', '.join(sorted(IMAGE_SUFFIXES))}) under {root / split}/<class>/.")
         images = np.empty((len(files), 3, size, size), dtype=np.uint8)
         labels = np.empty(len(files), dtype=np.int64)
         for i, path in enumerate(files):
@@ -67,7 +83,7 @@ def read_image_folder(root: Path, size: int = 32) -> Splits:
             try:
                 with Image.open(path) as image:
                     pixels = np.asarray(image.convert("RGB"))
-            except OSError as error:
+            except Exception as error:  # Pillow raises OSError, SyntaxError, ValueError, ... for bad files
                 raise ValueError(f"Cannot read image {path}: {error}. Remove or replace the file.") from None
             if pixels.shape[:2] != (size, size):
                 raise ValueError(f"{path} is {pixels.shape[1]}x{pixels.shape[0]}; CIFAR-10 images are {size}x{size}.")
@@ -76,6 +92,13 @@ def read_image_folder(root: Path, size: int = 32) -> Splits:
         return images, labels
 
     return Splits(*read("train"), *read("test"), class_names=classes)
+
+
+def _consistent(splits: Splits) -> bool:
+    """Whether arrays read back from a cache have the shapes and types a decode gives."""
+    pairs = ((splits.train_images, splits.train_labels), (splits.test_images, splits.test_labels))
+    return all(x.dtype == np.uint8 and x.ndim == 4 and x.shape[1:] == (3, 32, 32) and y.dtype == np.int64
+               and y.shape == (len(x),) for x, y in pairs)
 
 
 class CIFAR10DataModule(ImageDataModule):
@@ -103,6 +126,18 @@ class CIFAR10DataModule(ImageDataModule):
         return None
 
     def _missing_error(self) -> FileNotFoundError:
+        for release in [self.data_dir / RELEASE, *self.data_dir.glob(f"*/{RELEASE}")]:
+            missing = [name for name in RELEASE_FILES if not (release / name).is_file()]
+            if release.is_dir() and missing:
+                return FileNotFoundError(
+                    f"The CIFAR-10 release in {release} is incomplete: {', '.join(missing)} missing. "
+                    "Unpack cifar-10-python.tar.gz there again, or pass --data.download true."
+                )
+        for base in [self.data_dir, *self.data_dir.glob("*")]:
+            if (base / "train").is_dir() != (base / "test").is_dir():
+                have, lack = ("train", "test") if (base / "train").is_dir() else ("test", "train")
+                return FileNotFoundError(f"{base} has {have}/ but no {lack}/: an image-folder CIFAR-10 needs "
+                                         f"both {base / 'train'}/<class>/* and {base / 'test'}/<class>/*.")
         return FileNotFoundError(
             f"No CIFAR-10 under {str(self.data_dir)!r}. Put the official python release there as "
             f"{self.data_dir / RELEASE}/ ({', '.join(RELEASE_FILES)}), or an image folder as "
@@ -110,7 +145,7 @@ class CIFAR10DataModule(ImageDataModule):
             "or pass --data.download true to fetch the official archive (about 163 MB)."
         )
 
-    def prepare_data(self) -> None:
+    def find_or_download(self) -> None:
         if self._locate() is not None:
             return
         if not self.hparams.download:
@@ -124,20 +159,24 @@ class CIFAR10DataModule(ImageDataModule):
         if found is None:
             raise self._missing_error()
         layout, folder = found
-        return [folder / name for name in RELEASE_FILES] if layout == "python" else _image_files(folder)
+        if layout == "python":
+            return [folder / name for name in RELEASE_FILES]
+        return _image_files(folder / "train") + _image_files(folder / "test")
 
     def load_splits(self) -> Splits:
         found = self._locate()
         if found is None:
             raise self._missing_error()
         layout, folder = found
-        key = fingerprint(self.source_files())
-        cache = folder.parent / CACHE_DIR / f"cifar10_{layout}_{folder.name}.npz"
+        key = fingerprint(self.source_files(), folder)
+        cache = self.data_dir / CACHE_DIR / f"cifar10_{layout}_{folder.resolve().name}.npz"
         try:
             with np.load(cache, allow_pickle=False) as stored:
                 if str(stored["fingerprint"]) == key:
-                    return Splits(stored["train_images"], stored["train_labels"], stored["test_images"],
-                                  stored["test_labels"], class_names=list(stored["class_names"]))
+                    splits = Splits(stored["train_images"], stored["train_labels"], stored["test_images"],
+                                    stored["test_labels"], class_names=[str(n) for n in stored["class_names"]])
+                    if _consistent(splits):
+                        return splits
         except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
             pass  # absent, truncated, foreign or stale: rebuild from the source
         splits = read_python_release(folder) if layout == "python" else read_image_folder(folder)

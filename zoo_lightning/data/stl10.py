@@ -85,11 +85,12 @@ class STL10DataModule(ImageDataModule):
         fold: int | None = None,
         unlabeled: bool = False,
         unlabeled_batch_size: int | None = None,
+        predict_dir: str | None = None,
     ) -> None:
         if fold is not None and not 0 <= fold <= 9:
             raise ValueError(f"fold must be 0..9 (the ten official folds) or None, got {fold}.")
         super().__init__(data_dir, batch_size, val_size, split_seed, download, crop_padding, flip, image_size,
-                         eval_batch_size, shuffle_seed)
+                         eval_batch_size, shuffle_seed, predict_dir)
 
     def folder(self) -> Path:
         for base in (self.data_dir / RELEASE, self.data_dir):
@@ -101,7 +102,7 @@ class STL10DataModule(ImageDataModule):
         needed = LABELED_FILES + (["unlabeled_X.bin"] if self.hparams.unlabeled else [])
         return [name for name in needed if not (self.folder() / name).is_file()]
 
-    def prepare_data(self) -> None:
+    def find_or_download(self) -> None:
         if not self._missing():
             return
         if self.hparams.download:
@@ -120,7 +121,7 @@ class STL10DataModule(ImageDataModule):
     def load_splits(self) -> Splits:
         missing = self._missing()
         if missing:
-            self.prepare_data()  # raises with the list of files to put where
+            self.find_or_download()  # raises with the list of files to put where
         folder = self.folder()
         train = read_stl10_images(folder / "train_X.bin")
         test = read_stl10_images(folder / "test_X.bin")

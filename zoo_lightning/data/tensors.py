@@ -49,16 +49,22 @@ def channel_stats(images: np.ndarray | Tensor, chunk: int = 2048) -> tuple[list[
 class BatchLoader:
     """Iterates ``(images[idx], labels[idx])`` batches over a per-epoch permutation.
 
+    An iterable with ``__len__``, which Lightning takes as a dataloader as it is: being no
+    ``DataLoader``, it is never re-instantiated with a ``DistributedSampler``
+    (``use_distributed_sampler`` does not apply); it shards by rank itself.
+
     Args:
         images: uint8 (N, C, H, W) tensor, or a function opening one (e.g. a fresh memmap view per
             epoch, so the pages an epoch touched are not kept resident by a long-lived mapping).
         labels: int64 (N,) tensor, or None for unlabeled data (batches are then images alone).
         batch_size: images per batch on each rank.
         shuffle: a new permutation every epoch, from ``seed + epoch``: the same on every machine.
-        drop_last: drop the last incomplete batch (training).
+        drop_last: drop the last incomplete batch (training); a shard smaller than one batch still
+            gives that one batch, so a tiny training set never trains on nothing.
         seed: base of the per-epoch shuffle.
         rank, world_size: this process's shard under DDP.
         epoch: returns the current epoch when iteration starts (the Trainer's ``current_epoch``).
+        pin_memory: gather each batch into page-locked memory, so the copy to a GPU is asynchronous.
     """
 
     def __init__(
@@ -72,23 +78,34 @@ class BatchLoader:
         rank: int = 0,
         world_size: int = 1,
         epoch: Callable[[], int] = lambda: 0,
+        pin_memory: bool = False,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank must be in 0..world_size-1, got rank={rank}, world_size={world_size}.")
         self.images, self.labels = images, labels
         self.num_samples = len(images) if isinstance(images, Tensor) else len(images())
+        if labels is not None and len(labels) != self.num_samples:
+            raise ValueError(f"{self.num_samples} images but {len(labels)} labels.")
+        if self.num_samples < world_size:
+            raise ValueError(f"{self.num_samples} images cannot be shared by {world_size} processes: "
+                             "every rank needs at least one; use fewer devices or a larger split.")
         self.batch_size, self.shuffle, self.drop_last = batch_size, shuffle, drop_last
         self.seed, self.rank, self.world_size, self.epoch = seed, rank, world_size, epoch
+        self.pin_memory = pin_memory
 
     def _shard_size(self) -> int:
-        n = self.num_samples
-        # Training drops the remainder so every rank steps the same number of times (DDP all-reduce);
-        # evaluation keeps every sample exactly once, so metrics summed over ranks are exact.
-        return n // self.world_size if self.drop_last else math.ceil((n - self.rank) / self.world_size)
+        n, w = self.num_samples, self.world_size
+        # Training cuts every shard to n // w so all ranks step together (DDP all-reduce); evaluation
+        # gives the first n % w ranks one sample more, so every sample is seen exactly once.
+        return n // w if self.drop_last else n // w + (self.rank < n % w)
 
     def __len__(self) -> int:
-        size = self._shard_size()
-        return size // self.batch_size if self.drop_last else math.ceil(size / self.batch_size)
+        # Counted from the smallest shard, so it is the same on every rank; a rank with one sample
+        # more puts it into its last batch.
+        smallest = self.num_samples // self.world_size
+        return max(1, smallest // self.batch_size) if self.drop_last else math.ceil(smallest / self.batch_size)
 
     def indices(self) -> Tensor:
         """This rank's sample indices for the current epoch, in iteration order."""
@@ -100,13 +117,23 @@ class BatchLoader:
             order = torch.arange(n)
         return order[self.rank :: self.world_size][: self._shard_size()]
 
+    def batches(self) -> list[Tensor]:
+        """This rank's index batches for the current epoch."""
+        order, size, count = self.indices(), self.batch_size, len(self)
+        end = min(count * size, len(order)) if self.drop_last else len(order)
+        return [order[i * size : (i + 1) * size if i < count - 1 else end] for i in range(count)]
+
+    def _gather(self, source: Tensor, index: Tensor) -> Tensor:
+        if not self.pin_memory:
+            return source[index]
+        out = torch.empty((len(index), *source.shape[1:]), dtype=source.dtype, pin_memory=True)
+        return torch.index_select(source, 0, index, out=out)
+
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor] | Tensor]:
-        order = self.indices()
         images = self.images if isinstance(self.images, Tensor) else self.images()
-        for i in range(len(self)):
-            batch = order[i * self.batch_size : (i + 1) * self.batch_size]
+        for batch in self.batches():
             if self.labels is None:
                 # Sorted indices read a memmap front to back; the order within a batch is irrelevant.
-                yield images[batch.sort().values]
+                yield self._gather(images, batch.sort().values)
             else:
-                yield images[batch], self.labels[batch]
+                yield self._gather(images, batch), self._gather(self.labels, batch)
