@@ -1,9 +1,13 @@
+import json
 import os
+import shutil
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from zoo_lightning.data import CIFAR10DataModule
 from zoo_lightning.data.base import CACHE_DIR
@@ -135,17 +139,25 @@ def test_checkpoint_state_carries_what_prediction_needs(cifar_python):
     torch.testing.assert_close(batch[0][0, :, 0, 0], expected.float())
 
 
+REAL_DATA = Path(__file__).resolve().parents[2] / "data"
+
+
 @pytest.mark.real
 def test_real_cifar10_jpeg_split_and_statistics():
-    root = "data"
-    if not os.path.isdir(os.path.join(root, "cifar10-jpeg")):
+    if not (REAL_DATA / "cifar10-jpeg").is_dir():
         pytest.skip("run `make data` to unpack ../shared/datasets/cifar10-jpeg.tar.gz")
-    data = CIFAR10DataModule(data_dir=root)
+    data = CIFAR10DataModule(data_dir=str(REAL_DATA))
     data.setup("fit")
     assert [len(data._splits[s][1]) for s in ("train", "val", "test")] == [40000, 10000, 10000]
-    # The shared README gives the statistics over all 50k train images; the 40k part is close.
-    np.testing.assert_allclose(data.mean, [0.49125, 0.48209, 0.44652], atol=2e-3)
-    np.testing.assert_allclose(data.std, [0.24523, 0.24278, 0.26063], atol=2e-3)
+    assert data.class_names == ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+    assert torch.bincount(data._splits["test"][1]).tolist() == [1000] * 10
+    # The shared README gives the statistics over all 50k train images; the 40k part is within ~1e-3.
+    np.testing.assert_allclose(data.mean, [0.49125, 0.48209, 0.44652], atol=1.5e-3)
+    np.testing.assert_allclose(data.std, [0.24523, 0.24278, 0.26063], atol=1.5e-3)
+    # And over all 50k (val_size=0) they are the README's to its five digits.
+    full = CIFAR10DataModule(data_dir=str(REAL_DATA), val_size=0)
+    np.testing.assert_allclose(full.stats()[0], [0.49125, 0.48209, 0.44652], atol=6e-6)
+    np.testing.assert_allclose(full.stats()[1], [0.24523, 0.24278, 0.26063], atol=6e-6)
 
 
 def test_class_names_from_the_cache_are_plain_str(tmp_path, image_folder_writer):
@@ -154,3 +166,90 @@ def test_class_names_from_the_cache_are_plain_str(tmp_path, image_folder_writer)
     _module(tmp_path, val_size=0)
     data = _module(tmp_path, val_size=0)  # second time: from the .npz cache
     assert all(type(name) is str for name in data.state_dict()["class_names"])
+
+
+def test_cache_with_flipped_bytes_is_rebuilt(cifar_python):
+    root, arrays = cifar_python
+    _module(root)
+    cache = next((root / CACHE_DIR).glob("cifar10_python_*.npz"))
+    raw = bytearray(cache.read_bytes())
+    raw[len(raw) // 2] ^= 0xFF  # inside the image array: the zip CRC no longer matches
+    cache.write_bytes(bytes(raw))
+    data = _module(root, val_size=0)
+    assert torch.equal(data._splits["train"][0], torch.from_numpy(arrays["train_images"]))
+
+
+def test_cache_does_not_depend_on_how_data_dir_is_spelled(cifar_python, monkeypatch):
+    root, _ = cifar_python
+    monkeypatch.chdir(root.parent)
+    _module(root)  # absolute path
+    cache = next((root / CACHE_DIR).glob("cifar10_python_*.npz"))
+    written = cache.stat().st_mtime_ns
+    stats = next((root / CACHE_DIR).glob("*_stats.json")).stat().st_mtime_ns
+    _module(root.name)  # relative path: same files, no rebuild
+    _module(f"./{root.name}/")
+    assert cache.stat().st_mtime_ns == written
+    assert next((root / CACHE_DIR).glob("*_stats.json")).stat().st_mtime_ns == stats
+
+
+def test_statistics_cache_keeps_one_entry_per_split(cifar_python):
+    root, _ = cifar_python
+    a, b = _module(root, val_size=20), _module(root, val_size=30)
+    assert a.mean != b.mean
+    entries = json.loads(next((root / CACHE_DIR).glob("*_stats.json")).read_text())
+    assert len(entries) == 2
+    assert _module(root, val_size=20).mean == a.mean
+
+
+def test_folder_cache_lives_under_data_dir(tmp_path, image_folder_writer):
+    image_folder_writer(tmp_path / "mine", per_class=2)
+    _module(tmp_path / "mine", val_size=0)  # data_dir is the folder holding train/ and test/
+    assert list((tmp_path / "mine" / CACHE_DIR).glob("cifar10_folder_mine.npz"))
+
+
+def test_incomplete_release_names_the_missing_files(cifar_python):
+    root, _ = cifar_python
+    (root / "cifar-10-batches-py" / "data_batch_3").unlink()
+    with pytest.raises(FileNotFoundError, match="incomplete: data_batch_3 missing"):
+        CIFAR10DataModule(data_dir=str(root)).prepare_data()
+
+
+def test_corrupt_release_batch_is_named(cifar_python):
+    root, _ = cifar_python
+    batch = root / "cifar-10-batches-py" / "data_batch_2"
+    batch.write_bytes(batch.read_bytes()[:500])
+    with pytest.raises(ValueError, match="data_batch_2"):
+        _module(root)
+
+
+def test_image_folder_without_test_split(tmp_path, image_folder_writer):
+    image_folder_writer(tmp_path, per_class=1)
+    shutil.rmtree(tmp_path / "test")
+    with pytest.raises(FileNotFoundError, match="has train/ but no test/"):
+        CIFAR10DataModule(data_dir=str(tmp_path)).prepare_data()
+
+
+def test_image_folder_without_images(tmp_path):
+    for split in ("train", "test"):
+        (tmp_path / split / "cat").mkdir(parents=True)
+    with pytest.raises(ValueError, match="No image files"):
+        _module(tmp_path, val_size=0)
+
+
+def test_truncated_jpeg_is_named(tmp_path, image_folder_writer):
+    written = image_folder_writer(tmp_path, per_class=2, suffix=".jpg")
+    path = written["test"][1][0]
+    path.write_bytes(path.read_bytes()[:200])
+    with pytest.raises(ValueError, match=path.name):
+        _module(tmp_path, val_size=0)
+
+
+def test_grayscale_and_rgba_files_become_rgb(tmp_path, image_folder_writer):
+    written = image_folder_writer(tmp_path, per_class=1)
+    gray = np.arange(32 * 32, dtype=np.uint8).reshape(32, 32)
+    Image.fromarray(gray, mode="L").save(written["train"][0][0])
+    rgba = np.full((32, 32, 4), 77, dtype=np.uint8)
+    Image.fromarray(rgba, mode="RGBA").save(written["train"][1][0])
+    images, _ = _module(tmp_path, val_size=0)._splits["train"]
+    assert torch.equal(images[0], torch.from_numpy(gray).expand(3, 32, 32))
+    assert (images[1] == 77).all()

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from zoo_lightning.data.tensors import BatchLoader, channel_stats
+from zoo_lightning.data.tensors import BatchLoader, as_tensor, channel_stats
 
 
 def _data(n: int = 50):
@@ -62,7 +62,7 @@ def test_memmapped_images_stay_memmapped(tmp_path):
     array[:] = np.arange(20, dtype=np.uint8).reshape(20, 1, 1, 1)
     array.flush()
     mapped = np.load(path, mmap_mode="r")
-    images = torch.from_numpy(mapped)  # warns (read-only) but shares the pages
+    images = as_tensor(mapped)  # read-only, shares the pages
     assert images.data_ptr() == mapped.ctypes.data
     batch = next(iter(BatchLoader(images, None, batch_size=5, shuffle=False)))
     assert batch.shape == (5, 3, 4, 4) and batch[:, 0, 0, 0].tolist() == [0, 1, 2, 3, 4]
@@ -80,3 +80,50 @@ def test_channel_stats_match_numpy():
 def test_bad_batch_size():
     with pytest.raises(ValueError, match="batch_size"):
         BatchLoader(*_data(), batch_size=0)
+
+
+@pytest.mark.parametrize("n, world_size, batch_size", [(50, 2, 8), (49, 2, 8), (33, 2, 16), (10, 3, 3), (7, 4, 5)])
+def test_eval_shards_step_together_and_cover_the_epoch_once(n, world_size, batch_size):
+    """Every rank makes the same number of steps; the spare samples join last batches, none repeats."""
+    images, labels = _data(n)
+    loaders = [BatchLoader(images, labels, batch_size=batch_size, shuffle=True, seed=3, rank=r, world_size=world_size)
+               for r in range(world_size)]
+    assert len({len(loader) for loader in loaders}) == 1
+    shards = [[y.tolist() for _, y in loader] for loader in loaders]
+    assert all(len(batches) == len(loaders[0]) for batches in shards)
+    seen = [v for batches in shards for batch in batches for v in batch]
+    assert sorted(seen) == list(range(n))
+
+
+def test_training_shards_are_equal_and_disjoint():
+    images, labels = _data(53)
+    loaders = [BatchLoader(images, labels, batch_size=4, shuffle=True, drop_last=True, rank=r, world_size=3)
+               for r in range(3)]
+    shards = [_epoch_labels(loader) for loader in loaders]
+    assert [len(s) for s in shards] == [16, 16, 16] and len(set().union(*shards)) == 48
+
+
+def test_a_shard_smaller_than_a_batch_still_trains():
+    images, labels = _data(6)
+    loader = BatchLoader(images, labels, batch_size=16, shuffle=True, drop_last=True)
+    assert len(loader) == 1 and sorted(_epoch_labels(loader)) == list(range(6))
+
+
+def test_same_seed_same_order_on_separate_loaders_other_seed_differs():
+    images, labels = _data()
+    order = [_epoch_labels(BatchLoader(images, labels, batch_size=7, shuffle=True, seed=s)) for s in (4, 4, 5)]
+    assert order[0] == order[1] and order[0] != order[2]
+
+
+def test_fewer_images_than_processes_is_an_error():
+    with pytest.raises(ValueError, match="3 images cannot be shared by 4 processes"):
+        BatchLoader(*_data(3), batch_size=2, world_size=4, rank=0)
+    with pytest.raises(ValueError, match="rank"):
+        BatchLoader(*_data(8), batch_size=2, world_size=2, rank=2)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="page-locked memory needs CUDA")
+def test_pinned_batches():
+    images, labels = _data()
+    x, y = next(iter(BatchLoader(images, labels, batch_size=8, shuffle=True, pin_memory=True)))
+    assert x.is_pinned() and y.is_pinned() and torch.equal(x[:, 0, 0, 0].long(), y)

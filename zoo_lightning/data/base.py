@@ -202,11 +202,11 @@ class ImageDataModule(L.LightningDataModule):
         cache = self.data_dir / CACHE_DIR / f"{type(self).__name__.lower()}_stats.json"
         try:
             entries = json.loads(cache.read_text())
-            entries = entries if isinstance(entries, dict) else {}
         except (OSError, ValueError):
             entries = {}  # absent or unreadable: recompute
+        entries = {k: v for k, v in entries.items() if isinstance(v, dict)} if isinstance(entries, dict) else {}
         entry = entries.get(key)
-        if isinstance(entry, dict) and _valid_stats(entry.get("mean"), entry.get("std")):
+        if entry is not None and _valid_stats(entry.get("mean"), entry.get("std")):
             return entry["mean"], entry["std"]
         if "train" not in self._splits:
             self._load()
