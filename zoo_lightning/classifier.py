@@ -112,6 +112,10 @@ class ImageClassifier(L.LightningModule):
     def forward(self, images: Tensor) -> Any:
         return self._forward(images.contiguous(memory_format=self.memory_format))
 
+    def on_train_start(self) -> None:
+        # The objective's chance to look at the data once before training (a teacher's val accuracy).
+        self.objective.on_train_start(self)
+
     def training_step(self, batch: tuple[Tensor, Tensor] | dict[str, Any], batch_idx: int) -> Tensor:
         # A dict batch carries a second, unlabeled stream: {"labeled": (images, targets), "unlabeled": images}.
         unlabeled = batch.get("unlabeled") if isinstance(batch, dict) else None
