@@ -1,144 +1,99 @@
+"""Objectives: the KD loss by hand, the T^2 scale, a frozen teacher, auxiliary heads, every bad input."""
+
 import math
 
 import lightning as L
 import pytest
 import torch
+import torch.nn.functional as F
+from lightning.pytorch.loggers import Logger
+from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from zoo_lightning.classifier import ImageClassifier
-from zoo_lightning.models import create_model
-from zoo_lightning.models.googlenet import GoogLeNetOutputs
+from zoo_lightning.models import create_model, register_model
+from zoo_lightning.models.registry import _REGISTRY
 from zoo_lightning.objectives import AuxiliaryLoss, CrossEntropy, Distillation, distillation_kl
 
+TINY_CNN = {"widths": (8, 16, 16)}
 
-def _trainer(tmp_path, **kwargs) -> L.Trainer:
-    return L.Trainer(default_root_dir=tmp_path, accelerator="cpu", logger=False, enable_checkpointing=False,
+
+class _Recorder(Logger):
+    """Keeps every logged (step, metrics) row in memory."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rows: list[tuple[int, dict[str, float]]] = []
+
+    name = "recorder"
+    version = 0
+
+    def log_metrics(self, metrics, step=None) -> None:
+        self.rows.append((step, dict(metrics)))
+
+    def log_hyperparams(self, params, *args, **kwargs) -> None:
+        pass
+
+    def values(self, key: str) -> list[tuple[int, float]]:
+        return [(step, row[key]) for step, row in self.rows if key in row]
+
+
+def _trainer(tmp_path, logger=False, **kwargs) -> L.Trainer:
+    return L.Trainer(default_root_dir=tmp_path, accelerator="cpu", logger=logger, enable_checkpointing=False,
                      enable_progress_bar=False, enable_model_summary=False, **kwargs)
 
 
-def _loader(n: int = 16, num_classes: int = 10) -> DataLoader:
-    g = torch.Generator().manual_seed(0)
-    return DataLoader(TensorDataset(torch.randn(n, 3, 32, 32, generator=g), torch.randint(0, num_classes, (n,), generator=g)),
-                      batch_size=8)
+def _data(n: int = 16, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(n, 3, 32, 32, generator=g), torch.randint(0, 10, (n,), generator=g)
 
 
-@pytest.fixture
-def teacher_ckpt(tmp_path):
-    """A checkpoint of this project: a resnet20 trained for two steps."""
-    model = ImageClassifier("resnet20", num_classes=10)
-    trainer = _trainer(tmp_path, max_steps=2)
+def _loader(n: int = 16, seed: int = 0) -> DataLoader:
+    return DataLoader(TensorDataset(*_data(n, seed)), batch_size=8)
+
+
+@pytest.fixture(scope="module")
+def teacher_ckpt(tmp_path_factory):
+    """A checkpoint of this project: a tiny cnn with the ImageNet stem (the students use the CIFAR stem)."""
+    tmp_path = tmp_path_factory.mktemp("teacher")
+    model = ImageClassifier("cnn", num_classes=10, stem="imagenet", backbone_kwargs=TINY_CNN)
+    trainer = _trainer(tmp_path, max_steps=4)
     trainer.fit(model, _loader())
     path = tmp_path / "teacher.ckpt"
     trainer.save_checkpoint(path)
     return path
 
 
+# --- the loss itself ----------------------------------------------------------------------------
+
+
 def test_kd_loss_equals_a_hand_computation():
-    student = torch.tensor([[1.0, 2.0, 0.0], [0.5, 0.5, 3.0]])
-    teacher = torch.tensor([[2.0, 1.0, 0.0], [0.0, 1.0, 2.0]])
+    student = [[1.0, 2.0, 0.0], [0.5, 0.5, 3.0]]
+    teacher = [[2.0, 1.0, 0.0], [0.0, 1.0, 2.0]]
     t = 2.0
-    expected = 0.0
-    for s_row, t_row in zip(student.tolist(), teacher.tolist()):
-        p = [math.exp(v / t) for v in t_row]
-        q = [math.exp(v / t) for v in s_row]
-        p = [v / sum(p) for v in p]
-        q = [v / sum(q) for v in q]
-        expected += sum(pi * math.log(pi / qi) for pi, qi in zip(p, q))
-    expected = expected / 2 * t * t
-    assert distillation_kl(student, teacher, t).item() == pytest.approx(expected, rel=1e-6)
+
+    def softmax(row):
+        e = [math.exp(v / t) for v in row]
+        return [v / sum(e) for v in e]
+
+    kl = sum(sum(p * math.log(p / q) for p, q in zip(softmax(tr), softmax(sr))) for sr, tr in zip(student, teacher))
+    expected = kl / 2 * t * t  # batchmean over 2 rows, times T^2
+    # Worked out on paper: row 1 KL = (0.5065 - 0.3072) x 0.5 = 0.0997, row 2 = 0.0497; (sum / 2) x 4:
+    assert expected == pytest.approx(0.2987, abs=1e-4)
+    assert distillation_kl(torch.tensor(student), torch.tensor(teacher), t).item() == pytest.approx(expected, rel=1e-6)
 
 
 def test_t_squared_keeps_the_soft_gradient_scale():
-    torch.manual_seed(0)
-    teacher = torch.randn(64, 10) * 3
+    teacher = torch.randn(64, 10, generator=torch.Generator().manual_seed(0)) * 3
     norms = {}
     for t in (2.0, 8.0):
         student = torch.randn(64, 10, generator=torch.Generator().manual_seed(1)).requires_grad_()
         distillation_kl(student, teacher, t).backward()
         norms[t] = student.grad.norm().item()
-    # Without T^2 the gradient would shrink about 16x from T=2 to T=8 (1/T^2); with it, within ~2x.
-    assert 0.5 < norms[8.0] / norms[2.0] < 2.0
-
-
-def test_teacher_stays_frozen_out_of_the_optimizer_and_the_checkpoint(teacher_ckpt, tmp_path):
-    objective = Distillation(str(teacher_ckpt), temperature=4.0, alpha=0.9)
-    teacher = objective.teacher
-    before = {k: v.clone() for k, v in teacher.state_dict().items()}
-    student = ImageClassifier("cnn", num_classes=10, objective=objective)
-    trainer = _trainer(tmp_path, max_steps=3)
-    trainer.fit(student, _loader())
-    after = teacher.state_dict()
-    assert all(torch.equal(before[k], after[k]) for k in before)  # BN running stats included
-    assert not teacher.training and all(p.grad is None and not p.requires_grad for p in teacher.parameters())
-    optimized = {id(p) for group in trainer.optimizers[0].param_groups for p in group["params"]}
-    assert not optimized & {id(p) for p in teacher.parameters()}
-    path = tmp_path / "student.ckpt"
-    trainer.save_checkpoint(path)
-    state = torch.load(path, weights_only=False)["state_dict"]
-    assert all(k.startswith(("backbone.",)) for k in state), [k for k in state if not k.startswith("backbone.")][:5]
-
-
-def test_distillation_terms_and_weights(teacher_ckpt):
-    objective = Distillation(str(teacher_ckpt), temperature=3.0, alpha=0.25)
-    images, targets = torch.randn(4, 3, 32, 32), torch.tensor([0, 1, 2, 3])
-    student_logits = torch.randn(4, 10)
-    terms = objective(student_logits, targets, images)
-    ce = torch.nn.functional.cross_entropy(student_logits, targets)
-    kd = distillation_kl(student_logits, objective.teacher(images), 3.0)
-    torch.testing.assert_close(terms["ce"], ce)
-    torch.testing.assert_close(terms["kd"], kd)
-    torch.testing.assert_close(terms["loss"], 0.75 * ce + 0.25 * kd)
-    unlabeled = objective.unlabeled(student_logits, images)
-    torch.testing.assert_close(unlabeled["loss"], 0.25 * kd)
-
-
-def test_teacher_from_a_registry_name_and_state_dict(tmp_path):
-    weights = tmp_path / "cnn.pt"
-    source = create_model("cnn", num_classes=10)
-    torch.save(source.state_dict(), weights)
-    objective = Distillation("cnn", teacher_weights=str(weights), teacher_kwargs={"num_classes": 10})
-    x = torch.randn(2, 3, 32, 32)
-    torch.testing.assert_close(objective.teacher(x), source.eval()(x))
-
-
-def test_aux_heads_count_in_training_with_their_weight():
-    logits, aux2, aux1 = torch.randn(4, 5), torch.randn(4, 5), torch.randn(4, 5)
-    targets = torch.tensor([0, 1, 2, 3])
-    terms = AuxiliaryLoss(weight=0.3, label_smoothing=0.0)(GoogLeNetOutputs(logits, aux2, aux1), targets, None)
-    ce = torch.nn.functional.cross_entropy
-    torch.testing.assert_close(terms["loss"], ce(logits, targets) + 0.3 * (ce(aux1, targets) + ce(aux2, targets)))
-
-
-def test_googlenet_trains_with_aux_loss_and_evaluates_without_heads(tmp_path):
-    model = ImageClassifier("googlenet", num_classes=10, objective=AuxiliaryLoss(), backbone_kwargs={"aux_logits": True})
-    calls = []
-    original = model.objective.forward
-    model.objective.forward = lambda outputs, *a: calls.append(type(outputs)) or original(outputs, *a)
-    _trainer(tmp_path, max_steps=1, limit_val_batches=1).fit(model, _loader(8), _loader(8))
-    assert calls == [GoogLeNetOutputs]  # validation never hands the objective aux outputs
-
-
-def test_aux_loss_on_a_backbone_without_heads_is_a_clear_error():
-    with pytest.raises(ValueError, match="aux_logits"):
-        AuxiliaryLoss()(torch.randn(2, 5), torch.tensor([0, 1]), None)
-
-
-@pytest.mark.parametrize("kwargs, match", [({"temperature": 0}, "temperature"), ({"alpha": 1.5}, "alpha"),
-                                           ({"alpha": -0.1}, "alpha")])
-def test_bad_distillation_settings(teacher_ckpt, kwargs, match):
-    with pytest.raises(ValueError, match=match):
-        Distillation(str(teacher_ckpt), **kwargs)
-
-
-def test_bad_teachers(teacher_ckpt, tmp_path):
-    with pytest.raises(FileNotFoundError, match="does not exist"):
-        Distillation(str(tmp_path / "missing.ckpt"))
-    broken = tmp_path / "broken.ckpt"
-    broken.write_bytes(teacher_ckpt.read_bytes()[:2000])
-    with pytest.raises(ValueError, match="Cannot load the teacher"):
-        Distillation(str(broken))
-    with pytest.raises(ValueError, match="teacher predicts 10 classes but the student 7"):
-        ImageClassifier("cnn", num_classes=7, objective=Distillation(str(teacher_ckpt)))
+    ratio = norms[8.0] / norms[2.0]
+    assert 0.5 < ratio < 2.0
+    # Without the T^2 factor the same gradients would shrink about 16x from T=2 to T=8.
+    assert ratio * (2.0 / 8.0) ** 2 < 0.1
 
 
 def test_cross_entropy_accepts_soft_targets():
@@ -146,3 +101,210 @@ def test_cross_entropy_accepts_soft_targets():
     soft = torch.softmax(torch.randn(3, 4), dim=1)
     expected = -(soft * torch.log_softmax(logits, 1)).sum(1).mean()
     torch.testing.assert_close(CrossEntropy(label_smoothing=0.0)(logits, soft, None)["loss"], expected)
+
+
+def test_distillation_terms_weights_soft_targets_and_unlabeled(teacher_ckpt):
+    objective = Distillation(str(teacher_ckpt), temperature=3.0, alpha=0.25)
+    images, targets = torch.randn(4, 3, 32, 32), torch.tensor([0, 1, 2, 3])
+    student_logits = torch.randn(4, 10)
+    kd = distillation_kl(student_logits, objective.teacher(images), 3.0)
+    for y in (targets, F.one_hot(targets, 10).float() * 0.6 + 0.04):  # hard, then soft (MixUp-like) targets
+        terms = objective(student_logits, y, images)
+        ce = F.cross_entropy(student_logits, y)
+        torch.testing.assert_close(terms["ce"], ce)
+        torch.testing.assert_close(terms["kd"], kd)
+        torch.testing.assert_close(terms["loss"], 0.75 * ce + 0.25 * kd)
+    unlabeled = objective.unlabeled(student_logits, images)
+    torch.testing.assert_close(unlabeled["loss"], 0.25 * kd)
+
+
+def test_distillation_under_bf16_autocast_stays_float32(teacher_ckpt):
+    objective = Distillation(str(teacher_ckpt))
+    images, targets = torch.randn(4, 3, 32, 32), torch.tensor([0, 1, 2, 3])
+    student = nn.Sequential(nn.Flatten(), nn.Linear(3 * 32 * 32, 10))
+    reference = objective(student(images), targets, images)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        logits = student(images)
+        terms = objective(logits, targets, images)
+    assert logits.dtype == torch.bfloat16 and terms["kd"].dtype == torch.float32
+    assert torch.isfinite(terms["loss"])
+    torch.testing.assert_close(terms["kd"], reference["kd"], rtol=0.05, atol=0.05)
+
+
+# --- the teacher --------------------------------------------------------------------------------
+
+
+def test_teacher_stays_frozen_out_of_the_optimizer_and_the_checkpoint(teacher_ckpt, tmp_path):
+    objective = Distillation(str(teacher_ckpt), temperature=4.0, alpha=0.9)
+    teacher = objective.teacher
+    before = {k: v.clone() for k, v in teacher.state_dict().items()}
+    assert any("running_mean" in k for k in before)  # BatchNorm statistics are part of the comparison
+    student = ImageClassifier("resnet20", num_classes=10, objective=objective)  # another family and stem
+    student.train()  # a blanket .train() must not reach the teacher's BatchNorm
+    assert not teacher.training
+    trainer = _trainer(tmp_path, max_steps=3)
+    trainer.fit(student, _loader(24))
+    assert trainer.global_step == 3
+    after = teacher.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert not teacher.training and all(p.grad is None and not p.requires_grad for p in teacher.parameters())
+    optimized = {id(p) for group in trainer.optimizers[0].param_groups for p in group["params"]}
+    assert not optimized & {id(p) for p in teacher.parameters()}
+
+    path = tmp_path / "student.ckpt"
+    trainer.save_checkpoint(path)
+    state = torch.load(path, weights_only=False)["state_dict"]
+    assert state and all(k.startswith("backbone.") for k in state), [k for k in state if not k.startswith("backbone.")]
+    restored = ImageClassifier.load_from_checkpoint(path)  # no teacher needed to load the student
+    assert isinstance(restored.objective, CrossEntropy)
+    x = torch.randn(2, 3, 32, 32)
+    torch.testing.assert_close(restored.eval()(x), student.eval()(x))
+
+
+def test_teacher_top1_once_at_the_start_and_agreement_each_epoch(teacher_ckpt, tmp_path):
+    objective = Distillation(str(teacher_ckpt))
+    calls = []
+    objective.teacher.register_forward_hook(lambda module, args, out: calls.append(len(args[0])))
+    student = ImageClassifier("cnn", num_classes=10, backbone_kwargs=TINY_CNN, objective=objective)
+    val_x, val_y = _data(24, seed=1)
+    recorder = _Recorder()
+    trainer = _trainer(tmp_path, logger=recorder, max_epochs=2, limit_train_batches=2)
+    trainer.fit(student, _loader(16), DataLoader(TensorDataset(val_x, val_y), batch_size=8))
+
+    teacher_pred = objective.teacher(val_x).argmax(1)
+    [(step, value)] = [(s, v) for s, v in recorder.values("val/teacher_top1") if s == 0]
+    assert value == pytest.approx((teacher_pred == val_y).float().mean().item())
+    agreement = recorder.values("val/agreement")
+    assert [s for s, _ in agreement] == [1, 3]  # once per validation epoch
+    with torch.no_grad():
+        expected = (student.eval()(val_x).argmax(1) == teacher_pred).float().mean().item()
+    assert agreement[-1][1] == pytest.approx(expected)
+    # 2 epochs x 2 training batches of 8, and the 24 validation images once: later epochs reuse them.
+    calls.pop()  # the hand computation above
+    assert sum(calls) == 2 * 2 * 8 + 24
+
+
+def test_teacher_from_a_registry_name_and_state_dict(tmp_path):
+    weights = tmp_path / "cnn.pt"
+    source = create_model("cnn", num_classes=10, **TINY_CNN)
+    torch.save(source.state_dict(), weights)
+    objective = Distillation("cnn", teacher_weights=str(weights), teacher_kwargs={"num_classes": 10, **TINY_CNN})
+    x = torch.randn(2, 3, 32, 32)
+    torch.testing.assert_close(objective.teacher(x), source.eval()(x))
+    with pytest.raises(ValueError, match="give its trained weights with teacher_weights"):
+        Distillation("cnn")
+    with pytest.raises(ValueError, match="check teacher_kwargs"):
+        Distillation("cnn", teacher_weights=str(weights), teacher_kwargs={"num_classes": 7, **TINY_CNN})
+
+
+def test_unlabeled_stream_adds_kd_only(teacher_ckpt):
+    objective = Distillation(str(teacher_ckpt), alpha=0.5)
+    model = ImageClassifier("cnn", num_classes=10, backbone_kwargs=TINY_CNN, objective=objective).eval()
+    (x, y), x_u = _data(4), torch.randn(6, 3, 32, 32)
+    with pytest.warns(Warning, match="self.log"):  # no Trainer attached: logging is skipped
+        loss = model.training_step({"labeled": (x, y), "unlabeled": x_u}, 0)
+    student, teacher = model.backbone, objective.teacher
+    expected = (0.5 * F.cross_entropy(student(x), y) + 0.5 * distillation_kl(student(x), teacher(x), 4.0)
+                + 0.5 * distillation_kl(student(x_u), teacher(x_u), 4.0))
+    torch.testing.assert_close(loss, expected)
+    with pytest.raises(ValueError, match="use the Distillation objective"):
+        CrossEntropy().unlabeled(student(x_u), x_u)
+
+
+# --- auxiliary heads ----------------------------------------------------------------------------
+
+
+class _TwoHeads(nn.Module):
+    """Linear main and auxiliary heads on 2x2-pooled pixels; the aux head only while training."""
+
+    def __init__(self, num_classes: int = 10, stem: str = "cifar") -> None:
+        super().__init__()
+        self.pool = nn.AdaptiveAvgPool2d(2)
+        self.main, self.aux = nn.Linear(12, num_classes), nn.Linear(12, num_classes)
+
+    def forward(self, x):
+        features = self.pool(x).flatten(1)
+        return (self.main(features), self.aux(features)) if self.training else self.main(features)
+
+
+@pytest.fixture
+def two_heads():
+    def test_objectives_two_heads(**kwargs) -> _TwoHeads:
+        """A fake backbone with one auxiliary head (tests only)."""
+        return _TwoHeads(**kwargs)
+
+    register_model(test_objectives_two_heads)
+    yield "test_objectives_two_heads"
+    del _REGISTRY["test_objectives_two_heads"]
+
+
+def test_aux_loss_by_hand():
+    logits, aux2, aux1 = torch.randn(4, 5), torch.randn(4, 5), torch.randn(4, 5)
+    targets = torch.tensor([0, 1, 2, 3])
+    terms = AuxiliaryLoss(weight=0.3, label_smoothing=0.0)((logits, aux2, aux1), targets, None)
+    ce = F.cross_entropy
+    torch.testing.assert_close(terms["aux"], ce(aux1, targets) + ce(aux2, targets))
+    torch.testing.assert_close(terms["loss"], ce(logits, targets) + 0.3 * (ce(aux1, targets) + ce(aux2, targets)))
+
+
+def test_aux_heads_count_in_training_only_with_their_weight(two_heads, tmp_path):
+    model = ImageClassifier(two_heads, num_classes=10, objective=AuxiliaryLoss(weight=0.25, label_smoothing=0.1),
+                            lr_scheduler=None)
+    (x, y), (val_x, val_y) = _data(8), _data(8, seed=1)
+    with torch.no_grad():
+        main, aux = model.backbone.train()(x)
+        expected_train = (F.cross_entropy(main, y, label_smoothing=0.1)
+                          + 0.25 * F.cross_entropy(aux, y, label_smoothing=0.1)).item()
+    calls = []
+    original = model.objective.forward
+    model.objective.forward = lambda outputs, *a: calls.append(type(outputs)) or original(outputs, *a)
+    recorder = _Recorder()
+    trainer = _trainer(tmp_path, logger=recorder, max_steps=1, log_every_n_steps=1, num_sanity_val_steps=0)
+    trainer.fit(model, DataLoader(TensorDataset(x, y), batch_size=8), DataLoader(TensorDataset(val_x, val_y), batch_size=8))
+    assert calls == [tuple]  # validation never calls the objective
+    [(_, train_loss)] = recorder.values("train/loss")
+    assert train_loss == pytest.approx(expected_train, rel=1e-5)
+    [(_, val_loss)] = recorder.values("val/loss")  # the main head alone, no smoothing
+    with torch.no_grad():
+        assert val_loss == pytest.approx(F.cross_entropy(model.backbone.eval()(val_x), val_y).item(), rel=1e-5)
+
+
+# --- bad input ----------------------------------------------------------------------------------
+
+
+def test_aux_loss_on_a_backbone_without_heads_is_a_clear_error():
+    with pytest.raises(ValueError, match="aux_logits: true.*Use CrossEntropy"):
+        AuxiliaryLoss()(torch.randn(2, 5), torch.tensor([0, 1]), None)
+    with pytest.raises(ValueError, match="main logits only"):  # a tuple whose heads are switched off
+        AuxiliaryLoss()((torch.randn(2, 5), None, None), torch.tensor([0, 1]), None)
+    with pytest.raises(ValueError, match="weight must be >= 0"):
+        AuxiliaryLoss(weight=-0.3)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"temperature": 0}, "temperature must be > 0"), ({"temperature": -2.0}, "temperature must be > 0"),
+    ({"alpha": 1.5}, r"alpha must be in \[0, 1\]"), ({"alpha": -0.1}, r"alpha must be in \[0, 1\]"),
+    ({"label_smoothing": 1.0}, "label_smoothing"),
+])
+def test_bad_distillation_settings(teacher_ckpt, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        Distillation(str(teacher_ckpt), **kwargs)
+
+
+def test_bad_teachers(teacher_ckpt, tmp_path):
+    with pytest.raises(FileNotFoundError, match="no existing checkpoint file. Train the teacher first"):
+        Distillation(str(tmp_path / "missing.ckpt"))
+    with pytest.raises(FileNotFoundError, match=r"nor a registered model name \(closest: resnet56"):
+        Distillation("resnet65")
+    broken = tmp_path / "broken.ckpt"
+    broken.write_bytes(teacher_ckpt.read_bytes()[:2000])
+    with pytest.raises(ValueError, match="Cannot read the teacher checkpoint.*complete .ckpt"):
+        Distillation(str(broken))
+    foreign = tmp_path / "foreign.ckpt"
+    torch.save({"state_dict": {"fc.weight": torch.zeros(2, 2)}}, foreign)
+    with pytest.raises(ValueError, match="no checkpoint of this project"):
+        Distillation(str(foreign))
+    with pytest.raises(ValueError, match="rebuilt from its own saved hyper-parameters"):
+        Distillation(str(teacher_ckpt), teacher_kwargs={"num_classes": 10})
+    with pytest.raises(ValueError, match="teacher predicts 10 classes but the student 7"):
+        ImageClassifier("cnn", num_classes=7, objective=Distillation(str(teacher_ckpt)))
