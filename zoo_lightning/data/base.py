@@ -46,7 +46,7 @@ def fingerprint(paths: Sequence[Path], root: Path | None = None) -> str:
     """
     digest = hashlib.sha1()
     for path in sorted(paths):
-        stat = path.stat()
+        stat = os.stat(path)
         name = os.path.relpath(path, root) if root is not None else str(path)
         digest.update(f"{name}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
     return digest.hexdigest()
@@ -132,6 +132,7 @@ class ImageDataModule(L.LightningDataModule):
         self.resize = Resize(self.image_size) if image_size else nn.Identity()
         self.normalize: Normalize | None = None
         self._splits: dict[str, tuple[Tensor, Tensor]] = {}
+        self._fingerprint: str | None = None
         self.predict_paths: list[Path] = []
 
     # --- what a subclass provides ---------------------------------------------------------------
@@ -154,6 +155,12 @@ class ImageDataModule(L.LightningDataModule):
     def source_files(self) -> list[Path]:
         """The files the data is read from; their fingerprint keys the statistics cache."""
         raise NotImplementedError
+
+    def source_fingerprint(self) -> str:
+        """:func:`fingerprint` of :meth:`source_files`, once per instance (60k files take a moment to list)."""
+        if self._fingerprint is None:
+            self._fingerprint = fingerprint(self.source_files(), self.data_dir)
+        return self._fingerprint
 
     def split_train(self, splits: Splits) -> tuple[np.ndarray, np.ndarray]:
         """Indices of the training and validation parts of the train set: a seeded random split."""
@@ -197,8 +204,7 @@ class ImageDataModule(L.LightningDataModule):
         Cached in ``<data_dir>/.zoo_cache/<module>_stats.json`` under the source files' fingerprint and
         the split, so a changed file or another split recomputes them; a damaged file is ignored.
         """
-        key = json.dumps({"source": fingerprint(self.source_files(), self.data_dir), "split": self._split_key()},
-                         sort_keys=True)
+        key = json.dumps({"source": self.source_fingerprint(), "split": self._split_key()}, sort_keys=True)
         cache = self.data_dir / CACHE_DIR / f"{type(self).__name__.lower()}_stats.json"
         try:
             entries = json.loads(cache.read_text())

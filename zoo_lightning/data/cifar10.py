@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import os
 import pickle
 import zipfile
 from pathlib import Path
@@ -15,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from zoo_lightning.data.base import CACHE_DIR, ImageDataModule, Splits, atomic_write, fingerprint
+from zoo_lightning.data.base import CACHE_DIR, ImageDataModule, Splits, atomic_write
 
 __all__ = ["CIFAR10DataModule"]
 
@@ -60,7 +61,11 @@ def read_python_release(folder: Path) -> Splits:
 
 
 def _image_files(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    """Image files under ``folder`` in sorted order (os.walk: several times faster than Path.rglob)."""
+    found = []
+    for parent, _, names in os.walk(folder):
+        found.extend(os.path.join(parent, n) for n in names if os.path.splitext(n)[1].lower() in IMAGE_SUFFIXES)
+    return [Path(p) for p in sorted(found, key=lambda p: p.split(os.sep))]  # class folders in name order
 
 
 def read_image_folder(root: Path, size: int = 32) -> Splits:
@@ -168,7 +173,7 @@ class CIFAR10DataModule(ImageDataModule):
         if found is None:
             raise self._missing_error()
         layout, folder = found
-        key = fingerprint(self.source_files(), folder)
+        key = self.source_fingerprint()
         cache = self.data_dir / CACHE_DIR / f"cifar10_{layout}_{folder.resolve().name}.npz"
         try:
             with np.load(cache, allow_pickle=False) as stored:

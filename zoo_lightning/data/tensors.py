@@ -124,8 +124,9 @@ class BatchLoader:
         return [order[i * size : (i + 1) * size if i < count - 1 else end] for i in range(count)]
 
     def _gather(self, source: Tensor, index: Tensor) -> Tensor:
+        # index_select, not source[index]: an order of magnitude faster for uint8 image rows on CPU.
         if not self.pin_memory:
-            return source[index]
+            return torch.index_select(source, 0, index)
         out = torch.empty((len(index), *source.shape[1:]), dtype=source.dtype, pin_memory=True)
         return torch.index_select(source, 0, index, out=out)
 
