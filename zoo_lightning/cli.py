@@ -16,6 +16,7 @@ from typing import Callable
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, ProgressBar, RichProgressBar
 from lightning.pytorch.cli import LightningCLI, LightningArgumentParser
 
+from zoo_lightning.callbacks import ClassificationDashboard, ImagesPerSecond
 from zoo_lightning.classifier import ImageClassifier
 from zoo_lightning.data import ImageDataModule
 from zoo_lightning.models import UnknownModelError
@@ -55,6 +56,8 @@ class ZooCLI(LightningCLI):
                 "checkpoint.auto_insert_metric_name": False,
             }
         )
+        parser.add_lightning_class_args(ClassificationDashboard, "dashboard")
+        parser.add_lightning_class_args(ImagesPerSecond, "throughput")
         parser.add_lightning_class_args(LearningRateMonitor, "lr_monitor")
         parser.set_defaults({"lr_monitor.logging_interval": "step"})
 
@@ -180,6 +183,12 @@ def run_export(argv: list[str]) -> None:
     export_main(argv)
 
 
+def run_report(argv: list[str]) -> None:
+    from zoo_lightning.report import main as report_main
+
+    report_main(argv)
+
+
 def run_sweep(argv: list[str]) -> None:
     from zoo_lightning.sweep import main as sweep_main
 
@@ -192,6 +201,7 @@ EXTRA_COMMANDS: dict[str, Callable[[list[str]], None]] = {
     "stats": run_stats,
     "export": run_export,
     "sweep": run_sweep,
+    "report": run_report,
 }
 
 # Errors that mean the input was wrong, not the program: shown as one line, no traceback.

@@ -76,7 +76,7 @@ def _experiment(config: Path) -> tuple[str, str]:
 
 
 def main(argv: list[str]) -> None:
-    from zoo_lightning.cli import resolve_config_args
+    from zoo_lightning.cli import option_value, resolve_config_args
 
     parser = argparse.ArgumentParser(prog="python -m zoo_lightning sweep", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -88,6 +88,8 @@ def main(argv: list[str]) -> None:
         raise FileNotFoundError(f"Config {args.config!r} not found (looked in . and configs/).")
     grid = parse_grid(args.grid)
     save_dir, experiment = _experiment(config)
+    save_dir = option_value(passthrough, "--trainer.logger.init_args.save_dir") or save_dir
+    experiment = option_value(passthrough, "--trainer.logger.init_args.name") or experiment
     runs: list[SweepRun] = []
     combos = combinations(grid)
     for i, combo in enumerate(combos, 1):
