@@ -1,5 +1,6 @@
 import json
 import os
+import pickle
 import shutil
 import time
 from pathlib import Path
@@ -253,3 +254,30 @@ def test_grayscale_and_rgba_files_become_rgb(tmp_path, image_folder_writer):
     images, _ = _module(tmp_path, val_size=0)._splits["train"]
     assert torch.equal(images[0], torch.from_numpy(gray).expand(3, 32, 32))
     assert (images[1] == 77).all()
+
+
+def test_download_fetches_the_official_archive_only_when_missing(tmp_path, monkeypatch, cifar_writer):
+    import torchvision.datasets.utils as tv_utils
+
+    calls = []
+
+    def fake_download(url, download_root, md5=None, **kwargs):
+        calls.append((url, download_root, md5))
+        cifar_writer(tmp_path / "data")  # what extracting the archive leaves behind
+
+    monkeypatch.setattr(tv_utils, "download_and_extract_archive", fake_download)
+    data = CIFAR10DataModule(data_dir=str(tmp_path / "data"), download=True, val_size=10)
+    data.prepare_data()
+    assert calls == [("https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz", str(tmp_path / "data"),
+                      "c58f30108f718f92721af3b95e9a4b55")]
+    data.prepare_data()  # now there: nothing fetched
+    data.setup("fit")
+    assert len(calls) == 1 and len(data._splits["test"][1]) == 20
+
+
+def test_release_batch_with_wrong_row_length_is_named(cifar_python):
+    root, _ = cifar_python
+    with open(root / "cifar-10-batches-py" / "test_batch", "wb") as f:
+        pickle.dump({b"data": np.zeros((4, 1024), dtype=np.uint8), b"labels": [0, 1, 2, 3]}, f)
+    with pytest.raises(ValueError, match=r"test_batch: expected N x 3072 bytes"):
+        _module(root)
