@@ -110,3 +110,45 @@ def test_checkpoint_rebuilds_the_backbone(tmp_path):
 def test_unknown_backbone_names_the_closest_match():
     with pytest.raises(KeyError, match="resnet20"):
         ImageClassifier("resnet2O")
+
+
+def test_flip_tta_is_the_mean_of_plain_and_flipped_logits():
+    torch.manual_seed(0)
+    model = ImageClassifier("cnn", num_classes=5, tta="flip").eval()
+    x = torch.randn(3, 3, 32, 32)
+    with torch.no_grad():
+        expected = (model.backbone(x) + model.backbone(x.flip(3))) / 2
+        torch.testing.assert_close(model.evaluate_logits(x), expected)
+        model.hparams.tta = "flip_translate"
+        shifted = torch.nn.functional.pad(x, (1, 1, 1, 1))[:, :, :32, :32]  # content moved right and down
+        assert torch.equal(shifted[:, :, 1:, 1:], x[:, :, :31, :31])
+        four = torch.stack([model.backbone(v) for v in (x, x.flip(3), shifted,
+                            torch.nn.functional.pad(x.flip(3), (1, 1, 1, 1))[:, :, 2:, 2:])]).mean(0)
+        torch.testing.assert_close(model.evaluate_logits(x), four)
+    with pytest.raises(ValueError, match="tta"):
+        ImageClassifier("cnn", tta="rotate")
+
+
+def test_ema_weights_are_the_ones_evaluated(tmp_path):
+    """Lightning's EMAWeightAveraging: validation and the checkpoint use the averaged weights."""
+    from lightning.pytorch.callbacks import EMAWeightAveraging
+
+    L.seed_everything(0)
+    model = ImageClassifier("cnn", num_classes=5, lr_scheduler=None)
+    ema = EMAWeightAveraging(decay=0.5)
+    seen = {}
+
+    class Spy(L.Callback):
+        def on_validation_batch_start(self, trainer, module, batch, batch_idx, dataloader_idx=0):
+            if not trainer.sanity_checking:
+                seen["val"] = [p.detach().clone() for p in module.backbone.parameters()]
+
+        def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+            seen["raw"] = [p.detach().clone() for p in module.backbone.parameters()]
+
+    trainer = L.Trainer(default_root_dir=tmp_path, accelerator="cpu", max_epochs=1, logger=False,
+                        enable_progress_bar=False, enable_checkpointing=False, callbacks=[ema, Spy()])
+    trainer.fit(model, _loader(n=32), _loader(n=8))
+    assert any(not torch.equal(a, b) for a, b in zip(seen["val"], seen["raw"]))  # averaged != raw
+    # Training ends by copying the average into the module, so what was validated is what is kept.
+    assert all(torch.allclose(a, b) for a, b in zip(seen["val"], model.backbone.parameters()))

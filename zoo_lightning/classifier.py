@@ -24,6 +24,16 @@ from zoo_lightning.schedulers import WarmupCosineLR
 
 __all__ = ["ImageClassifier", "parameter_groups"]
 
+TTA_MODES = (None, "flip", "flip_translate")
+
+
+def _translate(images: Tensor, shift: int) -> Tensor:
+    """Shifts images by ``shift`` pixels down and right (negative: up and left), zero-filling the edge."""
+    n, c, h, w = images.shape
+    padded = nn.functional.pad(images, (abs(shift),) * 4)
+    start = abs(shift) - shift
+    return padded[:, :, start : start + h, start : start + w]
+
 
 def default_optimizer(params: Iterable) -> torch.optim.Optimizer:
     """SGD with Nesterov momentum 0.9, lr 0.1, weight decay 5e-4: the standard CIFAR ResNet recipe."""
@@ -71,6 +81,9 @@ class ImageClassifier(L.LightningModule):
             filled in from the Trainer when the scheduler takes it.
         channels_last: run the backbone and its inputs in NHWC memory format.
         compile: wrap the backbone's forward in ``torch.compile``.
+        tta: test-time augmentation in validate/test/predict: ``"flip"`` averages the logits of the
+            image and its mirror; ``"flip_translate"`` adds both views shifted by one pixel
+            (right-down and left-up), four views in all.
     """
 
     def __init__(
@@ -84,8 +97,11 @@ class ImageClassifier(L.LightningModule):
         lr_scheduler: LRSchedulerCallable | None = default_lr_scheduler,
         channels_last: bool = False,
         compile: bool = False,
+        tta: str | None = None,
     ) -> None:
         super().__init__()
+        if tta not in TTA_MODES:
+            raise ValueError(f"Unknown tta {tta!r}: choose one of {', '.join(map(str, TTA_MODES))}.")
         self.save_hyperparameters(ignore=["objective", "optimizer", "lr_scheduler"])
         self.backbone = create_model(backbone, num_classes=num_classes, stem=stem, **(backbone_kwargs or {}))
         self.objective = objective if objective is not None else CrossEntropy()
@@ -112,6 +128,15 @@ class ImageClassifier(L.LightningModule):
     def forward(self, images: Tensor) -> Any:
         return self._forward(images.contiguous(memory_format=self.memory_format))
 
+    def evaluate_logits(self, images: Tensor) -> Tensor:
+        """Main logits, averaged over the test-time views when ``tta`` is set."""
+        views = [images]
+        if self.hparams.tta:
+            views.append(images.flip(3))
+        if self.hparams.tta == "flip_translate":
+            views += [_translate(images, 1), _translate(views[1], -1)]
+        return torch.stack([main_logits(self(v)) for v in views]).mean(dim=0)
+
     def on_train_start(self) -> None:
         # The objective's chance to look at the data once before training (a teacher's val accuracy).
         self.objective.on_train_start(self)
@@ -132,7 +157,7 @@ class ImageClassifier(L.LightningModule):
 
     def _evaluate(self, batch: tuple[Tensor, Tensor], metrics: MetricCollection, stage: str) -> Tensor:
         images, targets = batch
-        logits = main_logits(self(images))
+        logits = self.evaluate_logits(images)
         loss = nn.functional.cross_entropy(logits, targets)
         metrics.update(logits, targets)
         self.log(f"{stage}/loss", loss, on_epoch=True, sync_dist=True)
@@ -149,7 +174,7 @@ class ImageClassifier(L.LightningModule):
 
     def predict_step(self, batch: Any, batch_idx: int) -> Tensor:
         images = batch[0] if isinstance(batch, (tuple, list)) else batch
-        return main_logits(self(images)).softmax(dim=1)
+        return self.evaluate_logits(images).softmax(dim=1)
 
     def configure_optimizers(self) -> Any:
         optimizer = self.optimizer_factory(parameter_groups(self.backbone))
