@@ -26,6 +26,7 @@ from zoo_lightning.data.tensors import BatchLoader, as_tensor, channel_stats
 __all__ = ["ImageDataModule", "Splits", "fingerprint", "atomic_write"]
 
 CACHE_DIR = ".zoo_cache"
+MIX_MODES = (None, "mixup", "cutmix", "mixup_cutmix")
 
 
 @dataclass
@@ -85,6 +86,10 @@ class ImageDataModule(L.LightningDataModule):
         eval_batch_size: batch size of validation and test (defaults to ``batch_size``).
         shuffle_seed: base seed of the per-epoch training shuffle.
         predict_dir: a folder of one's own images for ``predict`` (any size and format).
+        mix: batch mixing in training, torchvision.transforms.v2's ``"mixup"``, ``"cutmix"`` or
+            ``"mixup_cutmix"`` (one of the two per batch); targets become soft (N, C) labels,
+            which every objective accepts.
+        mix_alpha: the Beta(alpha, alpha) parameter of the mixing ratio.
     """
 
     num_classes: int = 0
@@ -105,8 +110,12 @@ class ImageDataModule(L.LightningDataModule):
         eval_batch_size: int | None = None,
         shuffle_seed: int = 0,
         predict_dir: str | None = None,
+        mix: str | None = None,
+        mix_alpha: float = 1.0,
     ) -> None:
         super().__init__()
+        if mix not in MIX_MODES:
+            raise ValueError(f"Unknown mix {mix!r}: choose one of {', '.join(map(str, MIX_MODES))}.")
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
         if eval_batch_size is not None and eval_batch_size < 1:
@@ -128,6 +137,7 @@ class ImageDataModule(L.LightningDataModule):
         if crop_padding < 0:
             raise ValueError(f"crop_padding must be >= 0 (0 turns the crop off), got {crop_padding}.")
         self.augment = self.train_augmentation()
+        self.mix = self.batch_mix()
         self._augment_epoch, self._augment_calls = -1, 0
         self.resize = Resize(self.image_size) if image_size else nn.Identity()
         self.normalize: Normalize | None = None
@@ -143,6 +153,18 @@ class ImageDataModule(L.LightningDataModule):
             *([RandomCrop(self.hparams.crop_padding)] if self.hparams.crop_padding else []),
             *([RandomHorizontalFlip()] if self.hparams.flip else []),
         )
+
+    def batch_mix(self) -> Any:
+        """torchvision's batched MixUp/CutMix on (images, labels), or None."""
+        mode = self.hparams.mix
+        if mode is None:
+            return None
+        from torchvision.transforms import v2
+
+        kwargs = dict(alpha=self.hparams.mix_alpha, num_classes=self.num_classes)
+        options = {"mixup": [v2.MixUp(**kwargs)], "cutmix": [v2.CutMix(**kwargs)],
+                   "mixup_cutmix": [v2.MixUp(**kwargs), v2.CutMix(**kwargs)]}[mode]
+        return options[0] if len(options) == 1 else v2.RandomChoice(options)
 
     def find_or_download(self) -> None:
         """Checks the release files are there, downloads them if allowed, or says what to put where."""
@@ -271,9 +293,13 @@ class ImageDataModule(L.LightningDataModule):
         images, *rest = batch if isinstance(batch, (tuple, list)) else (batch,)
         if images.dtype != torch.uint8:
             return batch  # already prepared (e.g. by a caller feeding float tensors)
-        if self.trainer is not None and self.trainer.training:
+        training = self.trainer is not None and self.trainer.training
+        if training:
             images = self._augment(images)
         images = self.resize(self.normalizer(images.device)(images))
+        if training and self.mix is not None and rest:
+            images, targets = self.mix(images, rest[0])
+            rest = [targets, *rest[1:]]
         return (images, *rest) if rest else images
 
     def _augment(self, images: Tensor) -> Tensor:
