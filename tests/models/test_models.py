@@ -69,7 +69,7 @@ def test_parameter_count_equals_torchvisions(name):
 
 def test_googlenet_aux_outputs_in_training_only():
     model = create_model("googlenet", num_classes=7)
-    x = torch.randn(2, 3, 32, 32)
+    x = torch.randn(2, 3, 16, 16)  # the CIFAR variant at half size: same heads, a quarter of the work
     out = model.train()(x)
     assert isinstance(out, GoogLeNetOutputs)
     assert out.logits.shape == out.aux_logits1.shape == out.aux_logits2.shape == (2, 7)
@@ -93,3 +93,16 @@ def test_se_is_a_block_option_not_a_copy():
     assert type(plain) is type(se)
     assert sum(p.numel() for p in se.parameters()) > sum(p.numel() for p in plain.parameters())
     assert set(n for n, _ in plain.named_parameters()) < set(n for n, _ in se.named_parameters())
+
+
+def test_plain_cnn_parameters_equal_a_hand_count():
+    convs = [(3, 32), (32, 64), (64, 128), (128, 256)]  # 3x3 conv weights plus BatchNorm's weight and bias
+    expected = sum(9 * i * o + 2 * o for i, o in convs) + 256 * 10 + 10
+    assert sum(p.numel() for p in create_model("cnn").parameters()) == expected
+    assert 0.3e6 < expected < 1e6
+
+
+def test_preact_imagenet_stem_normalizes_before_pooling():
+    model = create_model("preact_resnet18", stem="imagenet")
+    assert [type(m) for m in model.maxpool] == [torch.nn.BatchNorm2d, torch.nn.ReLU, torch.nn.MaxPool2d]
+    assert isinstance(create_model("preact_resnet18").maxpool, torch.nn.Identity)

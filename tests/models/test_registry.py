@@ -27,10 +27,21 @@ def test_unknown_name_lists_the_closest_matches():
 
 
 def test_torchvision_prefix_builds_any_classifier():
-    model = create_model("torchvision:squeezenet1_0", num_classes=7)
-    assert model(torch.randn(1, 3, 64, 64)).shape == (1, 7)
-    with pytest.raises(UnknownModelError, match="torchvision"):
-        create_model("torchvision:resnet_eighteen")
+    for name in ("torchvision:resnet18", "torchvision:squeezenet1_0"):
+        model = create_model(name, num_classes=7).eval()
+        with torch.no_grad():
+            assert model(torch.randn(1, 3, 64, 64)).shape == (1, 7)
+    with pytest.raises(UnknownModelError, match="resnet18"):  # the closest torchvision name is offered
+        create_model("torchvision:resnet_18")
+
+
+def test_timm_prefix_builds_when_timm_is_installed():
+    pytest.importorskip("timm")
+    model = create_model("timm:resnet18", num_classes=7).eval()
+    with torch.no_grad():
+        assert model(torch.randn(1, 3, 64, 64)).shape == (1, 7)
+    with pytest.raises(UnknownModelError, match="timm"):
+        create_model("timm:resnet_eighteen")
 
 
 def test_bad_stem_and_prefix():
@@ -56,6 +67,13 @@ def test_a_new_backbone_is_one_decorator(tmp_path):
         assert create_model("test_registry_tiny", num_classes=3)(torch.randn(2, 3, 8, 8)).shape == (2, 3)
     finally:
         del _REGISTRY["test_registry_tiny"]
+
+
+def test_flops_of_the_plain_cnn_equal_a_hand_count():
+    # 3x3 convs 3->32 at 32x32, 32->64 at 16x16, 64->128 at 8x8, 128->256 at 4x4, then a 256->10 linear;
+    # FlopCounterMode counts convolutions and matmuls only (not BatchNorm, ReLU or pooling).
+    macs = 9 * (3 * 32 * 32 * 32 + 32 * 64 * 16 * 16 + 64 * 128 * 8 * 8 + 128 * 256 * 4 * 4) + 256 * 10
+    assert count_mflops("cnn", "cifar", 32) == pytest.approx(2 * macs / 1e6, abs=1e-9)
 
 
 def test_flops_follow_the_two_per_multiply_add_convention():

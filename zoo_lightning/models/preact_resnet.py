@@ -47,7 +47,8 @@ class PreActResNet(nn.Module):
         layers: blocks per stage.
         planes: channels per stage.
         num_classes: classifier outputs.
-        stem: ``"cifar"`` (3x3/1 conv) or ``"imagenet"`` (7x7/2 conv + max-pool).
+        stem: ``"cifar"`` (3x3/1 conv, normalized by the first block) or ``"imagenet"`` (7x7/2 conv,
+            BN-ReLU, max-pool).
         stem_width: channels of the stem convolution.
         dropout: between the two convolutions of each block (WRN uses 0.3 on CIFAR).
     """
@@ -63,6 +64,8 @@ class PreActResNet(nn.Module):
     ) -> None:
         super().__init__()
         self.conv1, self.maxpool = _stem(stem, stem_width)
+        if stem == "imagenet":  # He et al.'s pre-activation ImageNet nets normalize before the max-pool
+            self.maxpool = nn.Sequential(nn.BatchNorm2d(stem_width), nn.ReLU(inplace=True), self.maxpool)
         inplanes, stages = stem_width, []
         for i, (width, blocks) in enumerate(zip(planes, layers)):
             for j in range(blocks):
