@@ -119,3 +119,28 @@ def test_every_config_parses_and_names_a_registered_backbone():
             ParseOnly(args=["fit", "--config", str(config)])
         backbone = parsed.value.args[0].model.backbone
         assert backbone in list_models() or ":" in backbone, f"{config.name}: unknown backbone {backbone}"
+
+
+def test_a_backbone_registered_in_user_code_trains_through_the_cli(cifar_python, tmp_path):
+    """The README's "Add your own backbone": one function, one decorator, nothing else edited."""
+    from torch import nn
+
+    from zoo_lightning.models import list_models, register_model
+    from zoo_lightning.models.registry import _REGISTRY
+
+    @register_model
+    def readme_tiny_net(num_classes: int = 10, stem: str = "cifar", width: int = 8) -> nn.Module:
+        """A two-layer test net."""
+        return nn.Sequential(nn.Conv2d(3, width, 3, padding=1), nn.BatchNorm2d(width), nn.ReLU(),
+                             nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(width, num_classes))
+
+    try:
+        assert "readme_tiny_net" in list_models()
+        data_dir, _ = cifar_python
+        main(_fit_args(data_dir, tmp_path / "logs", "--model.backbone", "readme_tiny_net",
+                       "--model.backbone_kwargs", "{width: 4}", "--trainer.max_epochs", "1"))
+        checkpoint = torch.load(next((tmp_path / "logs").rglob("last.ckpt")), weights_only=True)
+        assert checkpoint["state_dict"]["backbone.0.weight"].shape == (4, 3, 3, 3)
+        assert checkpoint["global_step"] == 5
+    finally:
+        del _REGISTRY["readme_tiny_net"]
