@@ -4,7 +4,7 @@ from torch import nn
 
 from zoo_lightning.models import UnknownModelError, create_model, list_models, model_entry, register_model
 from zoo_lightning.models.registry import _REGISTRY
-from zoo_lightning.models.summary import count_mflops, model_rows
+from zoo_lightning.models.summary import count_mflops, model_rows, print_model_table
 
 
 def test_duplicate_names_are_refused():
@@ -37,9 +37,10 @@ def test_torchvision_prefix_builds_any_classifier():
 
 def test_timm_prefix_builds_when_timm_is_installed():
     pytest.importorskip("timm")
-    model = create_model("timm:resnet18", num_classes=7).eval()
-    with torch.no_grad():
-        assert model(torch.randn(1, 3, 64, 64)).shape == (1, 7)
+    for name in ("timm:resnet18", "timm:resnet18.a1_in1k"):  # a pretrained tag only names a config here
+        model = create_model(name, num_classes=7).eval()
+        with torch.no_grad():
+            assert model(torch.randn(1, 3, 64, 64)).shape == (1, 7)
     with pytest.raises(UnknownModelError, match="timm"):
         create_model("timm:resnet_eighteen")
 
@@ -82,3 +83,12 @@ def test_flops_follow_the_two_per_multiply_add_convention():
     rows = {row.name: row for row in model_rows("resnet20")}
     assert rows["resnet20"].params_m == pytest.approx(0.27, abs=0.005)
     assert rows["resnet20"].mflops_cifar == pytest.approx(2 * 40.8, rel=0.03)  # He et al.: 41M FLOPs (MACs)
+
+
+def test_model_table_prints_matching_rows_and_states_the_convention(capsys):
+    print_model_table("resnet2*")
+    out = capsys.readouterr().out
+    assert "1 multiply-add = 2 FLOPs" in out and "MFLOPs 224x224 imagenet" in out
+    assert "resnet20" in out and "0.27" in out and "resnet18" not in out
+    with pytest.raises(ValueError, match="No registered model matches"):
+        print_model_table("no_such_model*")

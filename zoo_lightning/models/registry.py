@@ -91,9 +91,8 @@ def _timm_model(name: str, num_classes: int, **kwargs: Any) -> nn.Module:
         import timm
     except ImportError:
         raise ImportError("`timm:` models need the optional extra: pip install -e '.[timm]'") from None
-    known = timm.list_models()
-    if name not in known:
-        raise _unknown(name, known, "timm")
+    if not timm.is_model(name):  # is_model also accepts pretrained tags such as resnet18.a1_in1k
+        raise _unknown(name, timm.list_models(), "timm")
     return timm.create_model(name, pretrained=False, num_classes=num_classes, **kwargs)
 
 

@@ -48,7 +48,7 @@ class VGG(nn.Module):
         num_classes: classifier outputs.
         stem: ``"imagenet"``: 7x7 adaptive pooling and 4096-wide layers; ``"cifar"``: 1x1 pooling and
             512-wide layers.
-        dropout: before each hidden fully connected layer's successor.
+        dropout: after each of the two hidden fully connected layers.
     """
 
     def __init__(self, features: nn.Sequential, num_classes: int = 10, stem: str = "cifar", dropout: float = 0.5) -> None:
