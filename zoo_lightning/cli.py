@@ -52,10 +52,16 @@ class ZooCLI(LightningCLI):
                 "checkpoint.monitor": "val/top1",
                 "checkpoint.mode": "max",
                 "checkpoint.filename": "best",
-                "checkpoint.save_last": True,
+                "checkpoint.save_last": False,
                 "checkpoint.auto_insert_metric_name": False,
             }
         )
+        # Lightning 2.6 refreshes `save_last` only when a top-k checkpoint was written at that step,
+        # so last.ckpt would go stale whenever val/top1 does not improve; this one is rewritten every
+        # epoch, which is what `--ckpt_path last` resumes from.
+        parser.add_lightning_class_args(ModelCheckpoint, "last_checkpoint")
+        parser.set_defaults({"last_checkpoint.filename": "last", "last_checkpoint.monitor": None,
+                             "last_checkpoint.save_top_k": 1, "last_checkpoint.enable_version_counter": False})
         parser.add_lightning_class_args(ClassificationDashboard, "dashboard")
         parser.add_lightning_class_args(ImagesPerSecond, "throughput")
         parser.add_lightning_class_args(LearningRateMonitor, "lr_monitor")
@@ -85,6 +91,31 @@ class ZooCLI(LightningCLI):
         # Runs without an experiment name are filed under their backbone, not all under "default".
         if logger and hasattr(logger, "init_args") and logger.init_args.get("name") == DEFAULT_EXPERIMENT:
             logger.init_args.name = str(config.model.backbone).replace(":", "_")
+        if self.subcommand == "fit" and config.get("ckpt_path") == "last" and logger and hasattr(logger, "init_args"):
+            self._resume_in_place(config, logger.init_args)
+
+    def _resume_in_place(self, config, logger_args) -> None:
+        """``fit --ckpt_path last``: continue the experiment's newest run in its own folder.
+
+        The run's ``checkpoints/last.ckpt`` is restored (global step, epoch, optimizer and LR
+        schedule), TensorBoard appends to the same version, and the resolved config is saved beside
+        the original one as ``config.resume-N.yaml``, never over it.
+        """
+        experiment = Path(logger_args.get("save_dir") or "lightning_logs") / str(logger_args.get("name"))
+        version = logger_args.get("version")
+        candidates = [experiment / str(version)] if version is not None else sorted(
+            (p for p in experiment.glob("*") if (p / "checkpoints" / "last.ckpt").is_file()),
+            key=lambda p: (p / "checkpoints" / "last.ckpt").stat().st_mtime)
+        run = candidates[-1] if candidates else None
+        if run is None or not (run / "checkpoints" / "last.ckpt").is_file():
+            raise FileNotFoundError(
+                f"Nothing to resume: no {experiment}/<version>/checkpoints/last.ckpt. "
+                "Drop `--ckpt_path last` to start a new run, or pass a checkpoint path."
+            )
+        logger_args.version = run.name
+        config.ckpt_path = str(run / "checkpoints" / "last.ckpt")
+        resumes = len(list(run.glob("config.resume-*.yaml")))
+        self.save_config_kwargs = {**self.save_config_kwargs, "config_filename": f"config.resume-{resumes + 1}.yaml"}
 
 
 def resolve_config_args(argv: list[str]) -> list[str]:
