@@ -8,6 +8,7 @@ A ``--config`` that is not an existing path is looked up in the project's ``conf
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from pathlib import Path
@@ -27,6 +28,14 @@ CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 DEFAULT_EXPERIMENT = "default"
 
 
+class ZooArgumentParser(LightningArgumentParser):
+    """Errors show one usage line and the message, not the hundred-line usage of every option."""
+
+    def print_usage(self, file=None) -> None:
+        prog = self.prog.replace(" [options]", "")
+        print(f"usage: {prog} [--config CONFIG] [--trainer.* ...] [--model.* ...] [--data.* ...]", file=file)
+
+
 class ZooCLI(LightningCLI):
     """LightningCLI with the project's defaults: versioned TensorBoard runs, best/last checkpoints."""
 
@@ -35,6 +44,7 @@ class ZooCLI(LightningCLI):
         kwargs.setdefault("save_config_kwargs", {"overwrite": False})
         # `--trainer.max_epoch 3` must be an error, not silently taken as max_epochs.
         kwargs.setdefault("parser_kwargs", {"allow_abbrev": False})
+        kwargs.setdefault("parser_class", ZooArgumentParser)
         trainer_defaults = {
             "logger": {
                 "class_path": "lightning.pytorch.loggers.TensorBoardLogger",
@@ -150,25 +160,37 @@ def option_value(argv: list[str], name: str) -> str | None:
     return value
 
 
+def read_checkpoint(path: str) -> dict:
+    """A checkpoint written by ``fit``, or a one-line error saying what is wrong with the file."""
+    import torch
+
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"Checkpoint {path!r} does not exist.")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:
+        raise ValueError(f"Cannot read checkpoint {path!r} ({type(error).__name__}): the file is truncated or "
+                         "not a PyTorch checkpoint. Use another one, e.g. the run's checkpoints/last.ckpt.") from None
+    if not isinstance(checkpoint, dict) or not {"state_dict", "hyper_parameters"} <= checkpoint.keys():
+        raise ValueError(f"{path!r} is not a checkpoint written by `python -m zoo_lightning fit` "
+                         "(no state_dict/hyper_parameters).")
+    return checkpoint
+
+
 def data_args_from_checkpoint(argv: list[str]) -> list[str]:
     """For validate/test/predict with ``--ckpt_path``: the DataModule the checkpoint was trained with.
 
     Inserted right after the subcommand, so a ``--config`` or ``--data.*`` the user gives still wins;
     ``predict --ckpt_path X --data.predict_dir DIR`` then needs nothing else.
     """
-    if not argv or argv[0] not in ("validate", "test", "predict"):
+    if not argv or argv[0] not in ("fit", "validate", "test", "predict"):
         return argv
     path = option_value(argv, "--ckpt_path")
-    if not path or not Path(path).is_file():
+    if not path or path in ("last", "best", "hpc"):
         return argv
-    import json
-
-    import torch
-
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:
-        raise ValueError(f"Cannot read checkpoint {path!r} ({type(error).__name__}); is it a file written by `fit`?") from None
+    checkpoint = read_checkpoint(path)
+    if argv[0] == "fit":
+        return argv
     state = next((v for v in checkpoint.values() if isinstance(v, dict) and "class_path" in v and "mean" in v), None)
     if state is None:
         return argv
@@ -239,6 +261,15 @@ EXTRA_COMMANDS: dict[str, Callable[[list[str]], None]] = {
 USER_ERRORS = (UnknownModelError, ValueError, FileNotFoundError, NotADirectoryError)
 
 
+def _first_cause(message: str) -> str:
+    """jsonargparse wraps an error raised while building an object in a list of union subtypes that
+    failed; the first entry is the user's error."""
+    import re
+
+    found = re.search(r"Errors:\s*\n\s*- (.+)", message)
+    return found.group(1) if found else message
+
+
 def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
@@ -249,6 +280,6 @@ def main(argv: list[str] | None = None) -> None:
     except USER_ERRORS as error:
         if os.environ.get("ZOO_DEBUG"):
             raise
-        print(f"error: {error}", file=sys.stderr)
+        print(f"error: {_first_cause(str(error))}", file=sys.stderr)
         print("(set ZOO_DEBUG=1 to see the traceback)", file=sys.stderr)
         sys.exit(2)

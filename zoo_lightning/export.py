@@ -49,16 +49,10 @@ def checkpoint_data_state(checkpoint: dict[str, Any]) -> dict[str, Any]:
 
 def load_standalone(ckpt_path: str | Path) -> tuple[StandaloneClassifier, dict[str, Any]]:
     from zoo_lightning.classifier import ImageClassifier
+    from zoo_lightning.cli import read_checkpoint
 
     path = Path(ckpt_path)
-    if not path.is_file():
-        raise FileNotFoundError(f"Checkpoint {str(path)!r} does not exist.")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as error:  # truncated, not a zip/pickle, ...
-        raise ValueError(f"Cannot read checkpoint {str(path)!r} ({type(error).__name__}: {error}).") from None
-    if not isinstance(checkpoint, dict) or "hyper_parameters" not in checkpoint or "state_dict" not in checkpoint:
-        raise ValueError(f"{str(path)!r} is not a zoo_lightning checkpoint (no hyper_parameters/state_dict).")
+    checkpoint = read_checkpoint(str(path))
     data_state = checkpoint_data_state(checkpoint)
     module = ImageClassifier.load_from_checkpoint(path, map_location="cpu").eval()
     return StandaloneClassifier(module.backbone, tuple(data_state["mean"]), tuple(data_state["std"])).eval(), data_state
