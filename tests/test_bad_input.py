@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from zoo_lightning.cli import main
+from zoo_lightning.models import create_model
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +29,7 @@ def world(tmp_path_factory):
     ckpt = next((root / "logs").rglob("last.ckpt"))
     (root / "truncated.ckpt").write_bytes(ckpt.read_bytes()[:5000])
     torch.save({"weights": torch.zeros(3)}, root / "foreign.ckpt")
-    torch.save(torch.nn.Linear(2, 2).state_dict(), root / "linear.pt")
+    torch.save(create_model("cnn", num_classes=7).state_dict(), root / "cnn7.pt")  # a 7-class teacher
     return root, ckpt
 
 
@@ -67,8 +68,8 @@ CASES = [
     ("teacher checkpoint truncated", lambda r, c: distill(r, "--model.objective.teacher", str(r / "truncated.ckpt")),
      "Cannot read the teacher checkpoint"),
     ("teacher with other class count", lambda r, c: distill(
-        r, "--model.objective.teacher", "cnn", "--model.objective.teacher_weights", str(r / "linear.pt"),
-        "--model.objective.teacher_kwargs", "{num_classes: 7}"), "teacher"),
+        r, "--model.objective.teacher", "cnn", "--model.objective.teacher_weights", str(r / "cnn7.pt"),
+        "--model.objective.teacher_kwargs", "{num_classes: 7}"), "teacher predicts 7 classes but the student 10"),
     ("temperature <= 0", lambda r, c: distill(r, "--model.objective.teacher", str(c),
                                               "--model.objective.temperature", "0"), "temperature must be > 0"),
     ("alpha outside [0, 1]", lambda r, c: distill(r, "--model.objective.teacher", str(c),
