@@ -64,12 +64,13 @@ def cifar_python(tmp_path: Path) -> tuple[Path, dict]:
     return tmp_path, write_cifar_python_release(tmp_path)
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def cifar_writer():
+    """The python-release writer, for module-scoped fixtures too (``import conftest`` is ambiguous)."""
     return write_cifar_python_release
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def image_folder_writer():
     return write_image_folder
 

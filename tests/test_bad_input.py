@@ -13,13 +13,11 @@ from zoo_lightning.models import create_model
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory):
+def world(tmp_path_factory, cifar_writer, image_folder_writer):
     """Tiny CIFAR data, a trained checkpoint, and broken files to feed the CLI."""
-    from conftest import write_cifar_python_release, write_image_folder
-
     root = tmp_path_factory.mktemp("bad")
-    write_cifar_python_release(root / "data")
-    write_image_folder(root / "folder", per_class=2)
+    cifar_writer(root / "data")
+    image_folder_writer(root / "folder", per_class=2)
     (root / "folder" / "train" / "bird" / "broken.png").write_bytes(b"not a png")
     (root / "empty").mkdir()
     (root / "photos").mkdir()
@@ -85,6 +83,8 @@ CASES = [
      "No readable image"),
     ("export of a foreign file", lambda r, c: ["export", "--ckpt_path", str(r / "foreign.ckpt")],
      "not a checkpoint written by"),
+    ("learning rate so high the loss diverges", lambda r, c: fit(r, "--model.optimizer.init_args.lr", "1e12",
+                                                                   "--trainer.max_steps", "30"), "Non-finite loss"),
     ("models pattern that matches nothing", lambda r, c: ["models", "zzz*"], "No registered model matches"),
 ]
 

@@ -17,12 +17,10 @@ from zoo_lightning.predict import _resize_center_crop, load_folder
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
+def trained(tmp_path_factory, cifar_writer):
     """A cnn fitted for two steps through the CLI on a tiny CIFAR-10 python release."""
-    from conftest import write_cifar_python_release
-
     root = tmp_path_factory.mktemp("predict")
-    write_cifar_python_release(root / "data")
+    cifar_writer(root / "data")
     main(["fit", "--config", "cnn_cifar.yaml", "--data.data_dir", str(root / "data"), "--data.val_size", "20",
           "--trainer.max_steps", "2", "--trainer.enable_progress_bar", "false",
           "--trainer.logger.init_args.save_dir", str(root / "logs")])

@@ -18,11 +18,9 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="module")
-def two_runs(tmp_path_factory):
-    from conftest import write_cifar_python_release
-
+def two_runs(tmp_path_factory, cifar_writer):
     root = tmp_path_factory.mktemp("report")
-    write_cifar_python_release(root / "data")
+    cifar_writer(root / "data")
     logs = root / "logs"
     for backbone in ("cnn", "resnet20"):
         main(["fit", "--config", "cnn_cifar.yaml", "--model.backbone", backbone, "--data.data_dir", str(root / "data"),

@@ -21,6 +21,7 @@ from zoo_lightning.callbacks import ClassificationDashboard, ImagesPerSecond
 from zoo_lightning.classifier import ImageClassifier
 from zoo_lightning.data import ImageDataModule
 from zoo_lightning.models import UnknownModelError
+from zoo_lightning.safety import NonFiniteLossStop
 
 __all__ = ["ZooCLI", "main", "CONFIG_DIR", "EXTRA_COMMANDS"]
 
@@ -74,6 +75,7 @@ class ZooCLI(LightningCLI):
                              "last_checkpoint.save_top_k": 1, "last_checkpoint.enable_version_counter": False})
         parser.add_lightning_class_args(ClassificationDashboard, "dashboard")
         parser.add_lightning_class_args(ImagesPerSecond, "throughput")
+        parser.add_lightning_class_args(NonFiniteLossStop, "nonfinite")
         parser.add_lightning_class_args(LearningRateMonitor, "lr_monitor")
         parser.set_defaults({"lr_monitor.logging_interval": "step"})
 

@@ -1,0 +1,37 @@
+"""Callbacks that keep a run from wasting hours or a user's checkpoints when training goes wrong."""
+
+from __future__ import annotations
+
+import lightning as L
+import torch
+
+__all__ = ["NonFiniteLossError", "NonFiniteLossStop"]
+
+
+class NonFiniteLossError(ValueError):
+    """Training produced a NaN or infinite loss."""
+
+
+class NonFiniteLossStop(L.Callback):
+    """Stops training at the first NaN/inf loss, naming the step and the likely causes.
+
+    Reading the loss on the host waits for the device, so on a GPU the check runs every
+    ``every_n_steps`` steps; on the CPU it costs nothing and runs every step. Checkpoints already
+    written stay as they were, so the last good one remains usable with ``--ckpt_path``.
+    """
+
+    def __init__(self, every_n_steps: int = 50) -> None:
+        super().__init__()
+        self.every_n_steps = every_n_steps
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx) -> None:
+        loss = outputs["loss"] if isinstance(outputs, dict) else outputs
+        if loss is None or (loss.device.type != "cpu" and trainer.global_step % self.every_n_steps):
+            return
+        if not torch.isfinite(loss.detach()).all():
+            raise NonFiniteLossError(
+                f"Non-finite loss ({loss.item()}) at step {trainer.global_step}, epoch {trainer.current_epoch}. "
+                "Likely causes: a learning rate too high for this batch size (try --model.optimizer.init_args.lr "
+                f"10x lower) or fp16 overflow under precision={trainer.precision} (try bf16-mixed or 32-true). "
+                "The checkpoints written so far are intact: resume from one with --ckpt_path."
+            )
