@@ -49,11 +49,6 @@ def test_two_process_cpu_ddp_fit_and_synced_validation(cifar_python, tmp_path):
     assert two.returncode == 0 and one.returncode == 0, (two.stderr + one.stderr)[-3000:]
     assert _val_top1(two.stdout) == pytest.approx(_val_top1(one.stdout), abs=1e-6)
 
-    # PyTorch's SyncBatchNorm is CUDA-only: on CPU the flag ends in one clear line, not a traceback.
-    sync = _cli(["fit", *common, "--trainer.accelerator", "cpu", "--trainer.devices", "2", "--trainer.strategy", "ddp",
-                 "--trainer.sync_batchnorm", "true", "--trainer.max_steps", "1"], tmp_path)
-    assert sync.returncode != 0 and "SyncBatchNorm" in sync.stderr and "Traceback" not in sync.stderr
-
 
 def _loader() -> DataLoader:
     g = torch.Generator().manual_seed(0)
