@@ -193,11 +193,11 @@ def data_args_from_checkpoint(argv: list[str]) -> list[str]:
     checkpoint = read_checkpoint(path)
     if argv[0] == "fit":
         return argv
-    state = next((v for v in checkpoint.values() if isinstance(v, dict) and "class_path" in v and "mean" in v), None)
-    if state is None:
-        return argv
+    state = next((v for v in checkpoint.values() if isinstance(v, dict) and "mean" in v and "std" in v), {})
     hparams = dict(checkpoint.get("datamodule_hyper_parameters") or {})
-    class_path = hparams.get("_class_path", state["class_path"])
+    class_path = hparams.get("_class_path") or state.get("class_path")
+    if class_path is None:
+        return argv
     init_args = {k: v for k, v in hparams.items() if not k.startswith("_")}  # drop the CLI's bookkeeping keys
     return [argv[0], "--data", json.dumps({"class_path": class_path, "init_args": init_args}), *argv[1:]]
 
