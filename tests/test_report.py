@@ -1,100 +1,186 @@
-"""Dashboards (what the event files hold) and the cross-run report."""
+"""The cross-run report: its numbers against the event files, its plots, and the odd logdirs users have."""
+
+from __future__ import annotations
 
 import os
+import statistics
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import lightning as L
 import pytest
-import torch
+import yaml
+from lightning.pytorch.loggers import TensorBoardLogger
 from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from torch.utils.tensorboard import SummaryWriter
 
-from zoo_lightning.callbacks import per_class_accuracy
+from test_callbacks import TINY_NET, TinyData, fit_tiny, tiny_net  # noqa: F401  (tiny_net is a fixture)
+from zoo_lightning.callbacks import ClassificationDashboard
+from zoo_lightning.classifier import ImageClassifier
 from zoo_lightning.cli import main
 from zoo_lightning.report import load_runs, write_report
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def scalars(run_dir: Path, tag: str) -> list[float]:
+    return [e.value for e in EventAccumulator(str(run_dir), size_guidance={"scalars": 0}).Reload().Scalars(tag)]
+
+
+def row(text: str, run: str) -> str:
+    return next(line for line in text.splitlines() if line.startswith(f"| {run} |"))
+
+
 @pytest.fixture(scope="module")
-def two_runs(tmp_path_factory, cifar_writer):
-    root = tmp_path_factory.mktemp("report")
-    cifar_writer(root / "data")
-    logs = root / "logs"
-    for backbone in ("cnn", "resnet20"):
-        main(["fit", "--config", "cnn_cifar.yaml", "--model.backbone", backbone, "--data.data_dir", str(root / "data"),
-              "--data.val_size", "20", "--data.batch_size", "16", "--trainer.max_epochs", "2",
-              "--trainer.log_every_n_steps", "1", "--trainer.enable_progress_bar", "false",
-              "--trainer.logger.init_args.name", backbone, "--trainer.logger.init_args.save_dir", str(logs)])
-    return root, logs
+def logs(tiny_net, tmp_path_factory):
+    """Two tiny fits (different lr and seed) and a separate test of the first one's best checkpoint."""
+    root = tmp_path_factory.mktemp("report") / "lightning_logs"
+    first, _, _ = fit_tiny(root, "tiny_a", epochs=2, lr=0.1, seed=0)
+    fit_tiny(root, "tiny_b", epochs=2, lr=0.02, seed=1)
+    # What `python -m zoo_lightning test --ckpt_path .../best.ckpt` does: a run of its own.
+    tester = L.Trainer(accelerator="cpu", devices=1, enable_progress_bar=False, enable_model_summary=False,
+                       logger=TensorBoardLogger(root, name="eval", default_hp_metric=False),
+                       callbacks=[ClassificationDashboard(print_table=False)])
+    tester.test(ImageClassifier(TINY_NET, num_classes=3), datamodule=TinyData(),
+                ckpt_path=first.checkpoint_callback.best_model_path, verbose=False)
+    return root
 
 
-def test_event_file_holds_per_class_scalars_confusion_image_and_hparams(two_runs):
-    _, logs = two_runs
-    events = EventAccumulator(str(logs / "cnn" / "version_0"), size_guidance={"images": 0}).Reload()
-    scalars = events.Tags()["scalars"]
-    assert {f"val_class/{name}" for name in ("airplane", "truck")} <= set(scalars)
-    assert "train/images_per_sec" in scalars and events.Scalars("train/images_per_sec")[-1].value > 0
-    images = events.Tags()["images"]
-    assert "val/confusion_matrix" in images and "val/misclassified" in images
-    assert events.Images("val/confusion_matrix")[-1].width > 300
-    plugins = events.PluginTagToContent("hparams")
-    assert "_hparams_/session_start_info" in plugins
-    assert b"backbone" in plugins["_hparams_/session_start_info"]
+@pytest.fixture(scope="module")
+def report(logs, tmp_path_factory):
+    out = tmp_path_factory.mktemp("out")
+    return write_report(logs, out), out
 
 
-def test_per_class_accuracy_is_recall_per_row():
-    confusion = torch.tensor([[3, 1, 0], [0, 0, 0], [2, 2, 4]])
-    accuracy = per_class_accuracy(confusion)
-    assert accuracy[0] == pytest.approx(0.75) and torch.isnan(accuracy[1]) and accuracy[2] == pytest.approx(0.5)
+def test_rows_equal_the_logged_numbers(logs, report):
+    text = report[0].read_text()
+    for name, lr in (("tiny_a", 0.1), ("tiny_b", 0.02)):
+        run_dir = logs / name / "version_0"
+        line = row(text, f"{name}/version_0")
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        assert cells[1:5] == [TINY_NET, "CrossEntropy", "163", "2"]  # backbone, objective, params, epochs
+        assert cells[5] == f"{100 * max(scalars(run_dir, 'val/top1')):.2f}%"
+        assert cells[8] == f"{statistics.median(scalars(run_dir, 'train/images_per_sec')):,.0f}"
+        hours, minutes, seconds = map(int, cells[7].split(":"))
+        assert 0 < 3600 * hours + 60 * minutes + seconds < 600
+    # The separate test run lands in the row of the run whose checkpoint it tested, and in its own table.
+    test_top1 = scalars(logs / "eval" / "version_0", "test/top1")[-1]
+    assert [c.strip() for c in row(text, "tiny_a/version_0").split("|")][7] == f"{100 * test_top1:.2f}% (best.ckpt)"
+    assert [c.strip() for c in row(text, "tiny_b/version_0").split("|")][7] == "-"
+    assert "| eval/version_0 |" not in text.split("## Evaluations")[0]
+    evaluation = row(text.split("## Evaluations")[1], "eval/version_0")
+    assert "tiny_a/version_0" in evaluation and f"{100 * test_top1:.2f}%" in evaluation
+    # Ranked by best val top-1.
+    order = [name for name in ("tiny_a", "tiny_b")]
+    order.sort(key=lambda n: -max(scalars(logs / n / "version_0", "val/top1")))
+    assert text.index(f"| {order[0]}/version_0 |") < text.index(f"| {order[1]}/version_0 |")
 
 
-def test_report_numbers_equal_the_logged_ones(two_runs, tmp_path):
-    _, logs = two_runs
-    report = write_report(logs, tmp_path / "out")
-    text = report.read_text()
-    for name in ("cnn", "resnet20"):
-        events = EventAccumulator(str(logs / name / "version_0")).Reload()
-        best = max(e.value for e in events.Scalars("val/top1"))
-        row = next(line for line in text.splitlines() if line.startswith(f"| {name}/version_0 "))
-        assert f"{100 * best:.2f}%" in row and f"| {name} |" in row
+def test_per_class_table_is_taken_at_the_best_epoch(logs, report):
+    text = report[0].read_text()
+    section = text.split("## Per-class val accuracy")[1]
+    acc = EventAccumulator(str(logs / "tiny_a" / "version_0"), size_guidance={"scalars": 0}).Reload()
+    best = max(acc.Scalars("val/top1"), key=lambda e: e.value).step
+    for name in ("red", "green", "blue"):
+        value = next(e.value for e in acc.Scalars(f"val_class/{name}") if e.step == best)
+        cells = [c.strip() for c in row(section, name).strip("|").split("|")]
+        header = [c.strip() for c in section.strip().splitlines()[2].strip("|").split("|")]
+        assert cells[header.index("tiny_a/version_0")] == f"{100 * value:.2f}%"
+
+
+def test_plots_are_real_pngs(report):
+    text, out = report[0].read_text(), report[1]
     for png in ("val_top1.png", "val_loss.png", "per_class_accuracy.png"):
-        path = tmp_path / "out" / png
-        with Image.open(path) as image:
-            assert image.width > 300 and image.height > 200
+        path = out / png
+        assert f"]({png})" in text
         assert path.stat().st_size > 5000
-        assert f"({png})" in text
+        with Image.open(path) as image:
+            assert image.format == "PNG" and image.width > 300 and image.height > 200
+            assert len(image.convert("RGB").getcolors(1 << 20)) > 20  # drawn, not blank
 
 
-def test_test_prints_the_per_class_table(two_runs, capsys):
-    root, logs = two_runs
-    ckpt = logs / "cnn" / "version_0" / "checkpoints" / "last.ckpt"
-    main(["test", "--ckpt_path", str(ckpt), "--trainer.enable_progress_bar", "false",
-          "--trainer.logger.init_args.save_dir", str(logs)])
+def _write_run(run_dir: Path, steps: list[int], top1: list[float], wall: list[float], epochs: list[int]) -> None:
+    writer = SummaryWriter(str(run_dir))
+    for step, value, at, epoch in zip(steps, top1, wall, epochs):
+        writer.add_scalar("val/top1", value, step, walltime=at)
+        writer.add_scalar("train/loss", 1.0, step, walltime=at)
+        writer.add_scalar("epoch", epoch, step, walltime=at)
+    writer.close()
+
+
+def test_unfinished_and_resumed_runs(tmp_path):
+    now = time.time()
+    running = tmp_path / "logs" / "long" / "version_0"
+    _write_run(running, [9, 19], [0.3, 0.4], [now + 30, now + 60], [0, 1])
+    (running / "config.yaml").write_text(yaml.safe_dump({"trainer": {"max_epochs": 10}, "model": {"backbone": "cnn"}}))
+    resumed = tmp_path / "logs" / "resumed" / "version_0"
+    _write_run(resumed, [9, 19, 29], [0.3, 0.5, 0.9], [now + 10, now + 20, now + 30], [0, 1, 2])  # killed after 29
+    time.sleep(1.1)  # the second session's event file is named one second later
+    later = time.time()
+    _write_run(resumed, [19, 29], [0.45, 0.6], [later + 10, later + 40], [1, 2])  # resumed from the step-19 checkpoint
+    runs = {r.name: r for r in load_runs(tmp_path / "logs")}
+    assert runs["resumed/version_0"].scalars["val/top1"] == [(9, pytest.approx(0.3)), (19, pytest.approx(0.45)),
+                                                            (29, pytest.approx(0.6))]
+    assert runs["resumed/version_0"].wall_seconds == pytest.approx(30 + 40, abs=3)  # not the gap between sessions
+    text = write_report(tmp_path / "logs", tmp_path / "out").read_text()
+    long_row = [c.strip() for c in row(text, "long/version_0").strip("|").split("|")]
+    assert long_row[1] == "cnn" and long_row[4] == "2/10 (unfinished)" and long_row[5] == "40.00%"
+    assert long_row[6] == "-" and long_row[8] == "-"  # no test, no throughput logged
+    assert [c.strip() for c in row(text, "resumed/version_0").strip("|").split("|")][5] == "60.00%"
+
+
+def test_empty_or_missing_logdir_is_a_clear_error(tmp_path, capsys):
+    (tmp_path / "empty" / "cnn" / "version_0").mkdir(parents=True)
+    with pytest.raises(FileNotFoundError, match="No runs under .* no TensorBoard event files"):
+        write_report(tmp_path / "empty", tmp_path / "out")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["report", str(tmp_path / "nowhere"), "--out", str(tmp_path / "out")])
+    assert exit_info.value.code == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_runs_option_picks_the_per_class_runs(logs, tmp_path):
+    text = write_report(logs, tmp_path / "one", ["tiny_b"]).read_text()
+    header = text.split("## Per-class val accuracy")[1].strip().splitlines()[2]
+    assert "tiny_b/version_0" in header and "tiny_a/version_0" not in header
+    with pytest.raises(ValueError, match="matches no run"):
+        write_report(logs, tmp_path / "none", ["resnet*"])
+
+
+def test_cli_report_prints_and_writes(logs, tmp_path, capsys):
+    main(["report", str(logs), "--out", str(tmp_path / "cli")])
+    out = capsys.readouterr().out
+    assert "| tiny_a/version_0 |" in out and (tmp_path / "cli" / "report.md").is_file()
+
+
+def test_cli_fit_then_test_then_report(tiny_net, cifar_python, tmp_path, monkeypatch, capsys):
+    """The CLI's default callbacks, `test` printing its table, and a relative --ckpt_path joined by `report`."""
+    data_dir, arrays = cifar_python
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    main(["fit", "--config", "cnn_cifar.yaml", "--model.backbone", TINY_NET, "--data.data_dir", str(data_dir),
+          "--data.val_size", "20", "--data.batch_size", "16", "--trainer.max_epochs", "1",
+          "--trainer.enable_progress_bar", "false"])
+    run = work / "lightning_logs" / "cnn_cifar" / "version_0"
+    tags = EventAccumulator(str(run), size_guidance={"images": 1}).Reload().Tags()
+    assert {"val_class/airplane", "train/images_per_sec", "hp/best_val_top1"} <= set(tags["scalars"])
+    assert {"val/confusion_matrix", "val/misclassified"} <= set(tags["images"])
+    capsys.readouterr()
+    main(["test", "--ckpt_path", "lightning_logs/cnn_cifar/version_0/checkpoints/best.ckpt",
+          "--trainer.enable_progress_bar", "false"])
     out = capsys.readouterr().out
     assert "Test accuracy per class" in out
-    # Hand count on the same 20 test images.
-    from zoo_lightning.classifier import ImageClassifier
-    from zoo_lightning.data import CIFAR10DataModule
+    test_top1 = scalars(work / "lightning_logs" / TINY_NET / "version_0", "test/top1")[-1]
+    total = next(line for line in out.splitlines() if line.startswith("│ all "))
+    assert [cell.strip() for cell in total.split("│")[1:4]] == ["all", f"{100 * test_top1:.2f}%", "20"]
 
-    data = CIFAR10DataModule(data_dir=str(root / "data"), val_size=20)
-    data.setup()
-    model = ImageClassifier.load_from_checkpoint(ckpt).eval()
-    images, labels = data._splits["test"]
-    with torch.no_grad():
-        predictions = model(data.on_after_batch_transfer((images, labels), 0)[0]).argmax(1)
-    for c, name in enumerate(data.class_names):
-        count = int((labels == c).sum())
-        if count:
-            correct = int(((predictions == c) & (labels == c)).sum())
-            assert any(name in line and f"{100 * correct / count:.2f}%" in line and str(count) in line
-                       for line in out.splitlines()), name
-
-
-def test_empty_logdir_is_a_clear_error(tmp_path):
-    with pytest.raises(FileNotFoundError, match="No runs"):
-        write_report(tmp_path, tmp_path / "out")
+    monkeypatch.chdir(tmp_path)  # the report runs from elsewhere: the relative ckpt_path still finds its run
+    text = write_report(work / "lightning_logs", tmp_path / "out").read_text()
+    assert row(text, "cnn_cifar/version_0").split("|")[7].strip().endswith("(best.ckpt)")
 
 
 def test_sweep_runs_every_combination_and_the_report_groups_them(cifar_python, tmp_path):
