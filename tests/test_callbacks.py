@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import re
+from functools import partial
 from pathlib import Path
 
 import lightning as L
@@ -82,7 +83,7 @@ def fit_tiny(root: Path, name: str, epochs: int = 2, lr: float = 0.1, seed: int 
     """A fit with the dashboard callbacks and a TensorBoard logger under ``root``; returns (trainer, model, data)."""
     L.seed_everything(seed, verbose=False)
     data = TinyData(seed=seed, **data_kwargs)
-    model = ImageClassifier(TINY_NET, num_classes=3, optimizer=lambda p: torch.optim.SGD(p, lr=lr, momentum=0.9))
+    model = ImageClassifier(TINY_NET, num_classes=3, optimizer=partial(torch.optim.SGD, lr=lr, momentum=0.9))
     trainer = L.Trainer(
         max_epochs=epochs, accelerator="cpu", devices=1, log_every_n_steps=1, enable_progress_bar=False,
         enable_model_summary=False,
@@ -244,3 +245,25 @@ def test_bad_arguments_are_refused():
         ClassificationDashboard(misclassified=-1)
     with pytest.raises(ValueError, match="figures_every_n_epochs"):
         ClassificationDashboard(figures_every_n_epochs=0)
+
+
+def test_ddp_validation_sums_the_confusion_matrix_over_ranks_and_only_rank_0_writes(tiny_run, tmp_path, capfd):
+    """Two CPU processes (gloo) validate 15 images each: the counts and accuracies are those of all 30."""
+    _, _, model, data = tiny_run
+    trainer = L.Trainer(accelerator="cpu", devices=2, strategy="ddp_spawn", enable_progress_bar=False,
+                        enable_model_summary=False, logger=TensorBoardLogger(tmp_path, name="ddp"),
+                        callbacks=[ClassificationDashboard()])
+    trainer.validate(model, datamodule=data, verbose=False)
+    run = tmp_path / "ddp" / "version_0"
+    assert len(list(run.glob("events.out.tfevents.*"))) == 1  # rank 1 wrote nothing
+    acc = events(run)
+    hand = hand_per_class(model, data)
+    for name, (right, count) in zip(CLASSES, hand):
+        assert acc.Scalars(f"val_class/{name}")[-1].value == pytest.approx(right / count), name
+    assert "val/confusion_matrix" in acc.Tags()["images"]
+    # Rank 0's table (printed once) counts every image of both ranks.
+    out = capfd.readouterr().out
+    assert out.count("Validation accuracy per class") == 1
+    total = next(line for line in out.splitlines() if line.startswith("│ all "))
+    right = sum(r for r, _ in hand)
+    assert [cell.strip() for cell in total.split("│")[1:4]] == ["all", f"{100 * right / 30:.2f}%", "30"]

@@ -25,12 +25,14 @@ from torchmetrics.classification import MulticlassConfusionMatrix
 
 __all__ = ["ClassificationDashboard", "ImagesPerSecond", "per_class_accuracy", "class_names", "denormalize"]
 
+# The hyper-parameters the HPARAMS table opens on (the others are a tick away).
+KEY_HPARAMS = ("backbone", "objective", "lr", "batch_size", "max_epochs")
 # Scalars the HPARAMS tab shows beside the hyper-parameters (blank where a run never logged one).
 HPARAM_METRICS = ("hp/best_val_top1", "val/top1", "val/loss", "test/top1", "test/loss", "train/images_per_sec")
 
 
 class ImagesPerSecond(L.Callback):
-    """Logs ``train/images_per_sec`` once per training epoch, summed over DDP ranks.
+    """Logs ``train/images_per_sec`` once per training epoch: the images of all DDP ranks per second.
 
     Timed with ``time.perf_counter`` from the epoch start to the end of its last batch, so the loop
     gets no device synchronization (on a GPU the last batch's queued kernels are not waited for: a
@@ -52,7 +54,8 @@ class ImagesPerSecond(L.Callback):
         self.images, self.seconds, self._since = 0, 0.0, time.perf_counter()
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        labeled = batch["labeled"] if isinstance(batch, dict) else batch  # an unlabeled stream is extra work, not counted
+        # An unlabeled stream (distillation) is extra work per step, not more training images.
+        labeled = batch["labeled"] if isinstance(batch, dict) else batch
         self.images += int(labeled[0].shape[0]) * trainer.world_size
         self._pause()
         self._since = time.perf_counter()
@@ -68,7 +71,8 @@ class ImagesPerSecond(L.Callback):
         # The time since the last batch ended is epoch bookkeeping, not throughput: drop it.
         self._since = None
         if self.images and self.seconds > 0:
-            pl_module.log("train/images_per_sec", self.images / self.seconds, rank_zero_only=True)
+            # Every rank logs its own estimate of the global rate; sync_dist averages them.
+            pl_module.log("train/images_per_sec", self.images / self.seconds, sync_dist=True)
 
 
 def per_class_accuracy(confusion: Tensor) -> Tensor:
@@ -103,6 +107,21 @@ def _pyplot() -> Any:
     import matplotlib.pyplot as plt
 
     return plt
+
+
+def _feature_key_hparams(experiment: Any) -> None:
+    """Puts :data:`KEY_HPARAMS` first in the HPARAMS tab, whose table shows only its first few columns.
+
+    TensorBoard orders columns by the ``differs`` flag, then by name, and ticks the first five; the
+    flag is set on the key hyper-parameters so the table opens on them, not on ``channels_last``.
+    """
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    value = experiment.value[0]
+    data = plugin_data_pb2.HParamsPluginData.FromString(value.metadata.plugin_data.content)
+    for info in data.experiment.hparam_infos:
+        info.differs = info.name in KEY_HPARAMS
+    value.metadata.plugin_data.content = data.SerializeToString()
 
 
 def _hparam_value(value: Any) -> int | float | str | bool:
@@ -148,7 +167,8 @@ class ClassificationDashboard(L.Callback):
 
     def _start(self, pl_module: L.LightningModule) -> None:
         num_classes = int(pl_module.hparams.num_classes)
-        self.confusion = MulticlassConfusionMatrix(num_classes).to(pl_module.device)
+        # validate_args would look at the values on the host: a device sync per batch.
+        self.confusion = MulticlassConfusionMatrix(num_classes, validate_args=False).to(pl_module.device)
         self.wrong = []
         # Up to `quota` images per true class, so the grid is not all one class when the set is sorted.
         self._quota = math.ceil(self.misclassified / num_classes) if self.misclassified else 0
@@ -192,8 +212,8 @@ class ClassificationDashboard(L.Callback):
         self.last_table = [(n, float(a), int(c)) for n, a, c in zip(names, accuracy, counts)]
         values = {f"{stage}_class/{n}": float(a) for n, a, c in self.last_table if c}
         if stage == "val":
-            for tag, value in values.items():
-                pl_module.log(tag, value, rank_zero_only=True)
+            for tag, value in values.items():  # equal on every rank already; sync_dist only keeps Lightning quiet
+                pl_module.log(tag, value, sync_dist=True)
         else:
             # Straight to the loggers: the per-class table printed below says it better than
             # Lightning's results table would with one row per class.
@@ -235,9 +255,8 @@ class ClassificationDashboard(L.Callback):
         ax.tick_params(axis="both", labelsize=max(5, min(10, 120 / n)))
         ax.set_xticks(range(n), names, rotation=45, ha="right", rotation_mode="anchor")
         ax.set_yticks(range(n), names, rotation=0)
-        total = int(confusion.sum())
-        ax.set_title(f"{title}: {int(confusion.trace())}/{total} right ({100 * confusion.trace() / max(total, 1):.1f}%)",
-                     fontsize=11)
+        right, total = int(confusion.trace()), int(confusion.sum())
+        ax.set_title(f"{title}: {right}/{total} right ({100 * right / max(total, 1):.1f}%)", fontsize=11)
         return figure
 
     def misclassified_figure(self, datamodule: Any, names: list[str], title: str) -> Any:
@@ -307,6 +326,7 @@ class ClassificationDashboard(L.Callback):
                 # The summaries TensorBoard's HPARAMS tab reads; the metric columns are plain scalar tags
                 # logged elsewhere, so a run still in progress (or killed) shows its values so far.
                 experiment, start, _ = hparams_summary(params, {tag: 0.0 for tag in HPARAM_METRICS})
+                _feature_key_hparams(experiment)
                 writer = logger.experiment._get_file_writer()
                 writer.add_summary(experiment)
                 writer.add_summary(start)
@@ -323,7 +343,8 @@ class ClassificationDashboard(L.Callback):
                                              end_time_secs=time.time())
         content = plugin_data_pb2.HParamsPluginData(session_end_info=end, version=metadata.PLUGIN_DATA_VERSION)
         plugin = SummaryMetadata.PluginData(plugin_name=metadata.PLUGIN_NAME, content=content.SerializeToString())
-        summary = Summary(value=[Summary.Value(tag=metadata.SESSION_END_INFO_TAG, metadata=SummaryMetadata(plugin_data=plugin))])
+        summary = Summary(value=[Summary.Value(tag=metadata.SESSION_END_INFO_TAG,
+                                               metadata=SummaryMetadata(plugin_data=plugin))])
         for logger in trainer.loggers:
             if isinstance(logger, TensorBoardLogger):  # the HPARAMS tab's status column; `report` reads it too
                 logger.experiment._get_file_writer().add_summary(summary)
@@ -391,7 +412,7 @@ class ClassificationDashboard(L.Callback):
         top1 = float(confusion.trace() / confusion.sum().clamp_min(1))  # = val/top1 (argmax, micro)
         if trainer.state.fn == "fit":
             self.best_val_top1 = max(top1, self.best_val_top1 or 0.0)
-            pl_module.log("hp/best_val_top1", self.best_val_top1, rank_zero_only=True)
+            pl_module.log("hp/best_val_top1", self.best_val_top1, sync_dist=True)
         epoch = trainer.current_epoch
         if epoch % self.figures_every_n_epochs == 0 or epoch + 1 == trainer.max_epochs or trainer.state.fn != "fit":
             self._draw(trainer, confusion, "val", f"val, epoch {epoch + 1}" if trainer.state.fn == "fit" else "val")

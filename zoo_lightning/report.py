@@ -98,7 +98,8 @@ class Run:
 
     @property
     def backbone(self) -> str:
-        return str(self.model_config.get("backbone") or self.hparams.get("backbone") or self.session.get("backbone") or "-")
+        name = self.model_config.get("backbone") or self.hparams.get("backbone") or self.session.get("backbone")
+        return str(name or "-")
 
     @property
     def objective(self) -> str:
@@ -244,11 +245,11 @@ def load_runs(logdir: str | Path) -> list[Run]:
         sweep = _read_yaml(folder / "sweep.json").get("values", {})  # JSON is YAML
         runs.append(Run(_run_name(folder, root), folder, scalars, wall, _read_config(folder),
                         _read_yaml(folder / "hparams.yaml"), session, status, sweep))
-    _join_evaluations(runs, root)
+    _join_evaluations(runs)
     return runs
 
 
-def _join_evaluations(runs: list[Run], root: Path) -> None:
+def _join_evaluations(runs: list[Run]) -> None:
     """Attaches each evaluation run (no training, a ``ckpt_path``) to the run whose checkpoint it tested."""
     by_path = {run.path.resolve(): run for run in runs if run.trains}
     for run in runs:
@@ -311,8 +312,10 @@ def _epochs(run: Run) -> str:
     done, planned = run.epochs, run.max_epochs
     if run.status == "failed":
         return f"{done}/{planned or '?'} (failed)"
-    if run.status != "done" and planned and done < planned:
-        return f"{done}/{planned} (unfinished)"
+    # The dashboard closes its session when fit ends; without one, only the epoch count can tell.
+    open_session = run.status is None and bool(run.session) and run.trains
+    if open_session or (run.status is None and planned and done < planned):
+        return f"{done}/{planned or '?'} (unfinished)"
     return str(done)
 
 
@@ -443,21 +446,22 @@ def _plot_per_class(chosen: list[Run], out: Path) -> Path | None:
 
 
 def _main_table(runs: list[Run]) -> list[str]:
-    lines = ["| run | backbone | objective | params | epochs | best val top-1 | test top-1 | wall (h:mm:ss) | images/s |",
-             "|---|---|---|--:|--:|--:|--:|--:|--:|"]
+    lines = ["| run | backbone | objective | params | epochs | best val top-1 | test top-1 | wall (h:mm:ss) "
+             "| images/s |", "|---|---|---|--:|--:|--:|--:|--:|--:|"]
     for run in runs:
         test, source = run.test_top1()
         test_cell = _percent(test) + (f" ({source})" if source else "")
         images = run.images_per_sec
-        lines.append(f"| {run.name} | {run.backbone} | {run.objective} | {_count(_parameters(run))} | {_epochs(run)} | "
-                     f"{_percent(run.best('val/top1'))} | {test_cell} | {_duration(run.wall_seconds)} | "
-                     f"{'-' if images is None else f'{images:,.0f}'} |")
+        lines.append(f"| {run.name} | {run.backbone} | {run.objective} | {_count(_parameters(run))} | "
+                     f"{_epochs(run)} | {_percent(run.best('val/top1'))} | {test_cell} | "
+                     f"{_duration(run.wall_seconds)} | {'-' if images is None else f'{images:,.0f}'} |")
     return lines
 
 
 def _evaluations_table(training: list[Run], evaluations: list[Run]) -> list[str]:
     owner = {id(e): t.name for t in training for e in t.evaluations}
-    lines = ["| evaluation run | checkpoint | of run | backbone | test top-1 | test loss |", "|---|---|---|---|--:|--:|"]
+    lines = ["| evaluation run | checkpoint | of run | backbone | test top-1 | test loss |",
+             "|---|---|---|---|--:|--:|"]
     for run in evaluations:
         loss = run.last("test/loss")
         lines.append(f"| {run.name} | {run.ckpt_path or '-'} | {owner.get(id(run), '-')} | {run.backbone} | "
@@ -477,7 +481,8 @@ def _per_class_table(chosen: list[Run]) -> list[str]:
 def _sweep_table(runs: list[Run]) -> list[str]:
     swept = [r for r in runs if r.sweep]
     keys = sorted({k for r in swept for k in r.sweep})
-    lines = ["| run | " + " | ".join(keys) + " | best val top-1 | test top-1 |", "|---|" + "---|" * len(keys) + "--:|--:|"]
+    lines = ["| run | " + " | ".join(keys) + " | best val top-1 | test top-1 |",
+             "|---|" + "---|" * len(keys) + "--:|--:|"]
     for run in sorted(swept, key=lambda r: [str(r.sweep.get(k, "")) for k in keys]):
         lines.append(f"| {run.name} | " + " | ".join(str(run.sweep.get(k, "-")) for k in keys)
                      + f" | {_percent(run.best('val/top1'))} | {_percent(run.test_top1()[0])} |")
@@ -496,7 +501,8 @@ def write_report(logdir: str | Path, out: str | Path, runs_pattern: list[str] | 
     out_dir.mkdir(parents=True, exist_ok=True)
 
     lines = [f"# Runs under `{logdir}`", "",
-             f"{len(shown)} runs, written {datetime.datetime.now():%Y-%m-%d %H:%M} by `python -m zoo_lightning report`. "
+             f"{len(shown)} runs, written {datetime.datetime.now():%Y-%m-%d %H:%M} by "
+             "`python -m zoo_lightning report`. "
              "Best val top-1: the highest `val/top1` (the epoch `best.ckpt` holds). Test top-1: the run's own, "
              "or that of a `test` of its checkpoint (named). Wall: training and validation time, a resumed "
              "run's downtime left out. Images/s: training images per second, the median over epochs.", "",
@@ -528,7 +534,8 @@ def write_report(logdir: str | Path, out: str | Path, runs_pattern: list[str] | 
 def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(prog="python -m zoo_lightning report", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("logdir", nargs="?", default="lightning_logs", help="the runs' save_dir (default: lightning_logs)")
+    parser.add_argument("logdir", nargs="?", default="lightning_logs",
+                        help="the runs' save_dir (default: lightning_logs)")
     parser.add_argument("--out", default="reports", help="folder for report.md and the PNGs (default: reports)")
     parser.add_argument("--runs", nargs="+", metavar="NAME",
                         help=f"runs for the per-class figure: substrings or patterns of their names "
