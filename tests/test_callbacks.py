@@ -180,7 +180,7 @@ def test_hparams_hold_the_recipe_and_the_best_val_top1(tiny_run):
     root, *_ = tiny_run
     acc = events(root / "tiny" / "version_0")
     params, metrics = session_hparams(acc)
-    assert params["backbone"] == TINY_NET and params["objective"] == "CrossEntropy"
+    assert params["stage"] == "fit" and params["backbone"] == TINY_NET and params["objective"] == "CrossEntropy"
     assert params["optimizer"] == "SGD" and params["lr"] == pytest.approx(0.1)
     assert params["batch_size"] == 8 and params["max_epochs"] == 2 and params["objective.label_smoothing"] == 0.1
     assert params["parameters"] == 3 * 4 * 9 + 4 + 16 * 3 + 3
@@ -211,7 +211,7 @@ def test_test_prints_the_per_class_table_and_takes_the_fit_hparams_from_the_chec
     acc = events(root / "tiny" / "version_1")  # the test's own run folder
     params, _ = session_hparams(acc)
     assert params["lr"] == pytest.approx(0.1) and params["max_epochs"] == 2  # from the fit, via the checkpoint
-    assert params["ckpt_path"] == best and params["checkpoint_epoch"] >= 1
+    assert params["stage"] == "test" and params["ckpt_path"] == best and params["checkpoint_epoch"] >= 1
     fit_best = max(e.value for e in events(root / "tiny" / "version_0").Scalars("val/top1"))
     assert acc.Scalars("hp/best_val_top1")[-1].value == pytest.approx(fit_best)
     tags = acc.Tags()

@@ -290,6 +290,7 @@ class ClassificationDashboard(L.Callback):
         hparams = pl_module.hparams
         objective = getattr(pl_module, "objective", None)
         params: dict[str, Any] = {
+            "stage": "fit" if training else "test",
             "backbone": hparams.get("backbone", type(pl_module).__name__),
             "stem": hparams.get("stem", "-"),
             "parameters": sum(p.numel() for p in pl_module.parameters() if p.requires_grad),
@@ -387,7 +388,7 @@ class ClassificationDashboard(L.Callback):
     def on_test_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # Lightning restores this callback's state from `ckpt_path`; read it ourselves where it did not.
         self._from_checkpoint(trainer.ckpt_path, load_state=not self.run_params)
-        params = {**self._collect_hparams(trainer, pl_module, training=False), **self.run_params}
+        params = {**self._collect_hparams(trainer, pl_module, training=False), **self.run_params, "stage": "test"}
         if trainer.ckpt_path:
             params["ckpt_path"] = str(trainer.ckpt_path)
         self._write_hparams(trainer, params)

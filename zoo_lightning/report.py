@@ -89,7 +89,8 @@ class Run:
 
     @property
     def trains(self) -> bool:
-        return any(tag.startswith("train/") for tag in self.scalars)
+        # The dashboard's session says so even for a fit killed before it logged anything.
+        return any(tag.startswith("train/") for tag in self.scalars) or self.session.get("stage") == "fit"
 
     @property
     def model_config(self) -> dict[str, Any]:
