@@ -65,7 +65,7 @@ def test_rows_equal_the_logged_numbers(logs, report):
         assert cells[5] == f"{100 * max(scalars(run_dir, 'val/top1')):.2f}%"
         assert cells[8] == f"{statistics.median(scalars(run_dir, 'train/images_per_sec')):,.0f}"
         hours, minutes, seconds = map(int, cells[7].split(":"))
-        assert 0 < 3600 * hours + 60 * minutes + seconds < 600
+        assert 0 <= 3600 * hours + 60 * minutes + seconds < 600  # a tiny run can round to 0:00:00
     # The separate test run lands in the row of the run whose checkpoint it tested, and in its own table.
     test_top1 = scalars(logs / "eval" / "version_0", "test/top1")[-1]
     assert [c.strip() for c in row(text, "tiny_a/version_0").split("|")][7] == f"{100 * test_top1:.2f}% (best.ckpt)"
