@@ -129,6 +129,22 @@ def test_flip_tta_is_the_mean_of_plain_and_flipped_logits():
         ImageClassifier("cnn", tta="rotate")
 
 
+def test_tta_is_off_in_the_validation_inside_fit_and_on_in_validate_and_test():
+    from lightning.pytorch.trainer.states import TrainerFn
+
+    torch.manual_seed(0)
+    model = ImageClassifier("cnn", num_classes=5, tta="flip").eval()
+    model.trainer = L.Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False)
+    x = torch.randn(3, 3, 32, 32)
+    with torch.no_grad():
+        plain, mirrored = model.backbone(x), model.backbone(x.flip(3))
+        model.trainer.state.fn = TrainerFn.FITTING
+        torch.testing.assert_close(model.evaluate_logits(x), plain)
+        for fn in (TrainerFn.VALIDATING, TrainerFn.TESTING):
+            model.trainer.state.fn = fn
+            torch.testing.assert_close(model.evaluate_logits(x), (plain + mirrored) / 2)
+
+
 def test_ema_weights_are_the_ones_evaluated(tmp_path):
     """Lightning's EMAWeightAveraging: validation and the checkpoint use the averaged weights."""
     from lightning.pytorch.callbacks import EMAWeightAveraging

@@ -14,6 +14,7 @@ from typing import Any, Iterable
 import lightning as L
 import torch
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from lightning.pytorch.trainer.states import TrainerFn
 from torch import Tensor, nn
 from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
@@ -83,7 +84,8 @@ class ImageClassifier(L.LightningModule):
         compile: wrap the backbone's forward in ``torch.compile``.
         tta: test-time augmentation in validate/test/predict: ``"flip"`` averages the logits of the
             image and its mirror; ``"flip_translate"`` adds both views shifted by one pixel
-            (right-down and left-up), four views in all.
+            (right-down and left-up), four views in all. The per-epoch validation inside ``fit``
+            stays single-view, so it costs one forward pass and its curve compares across runs.
     """
 
     def __init__(
@@ -131,11 +133,15 @@ class ImageClassifier(L.LightningModule):
     def evaluate_logits(self, images: Tensor) -> Tensor:
         """Main logits, averaged over the test-time views when ``tta`` is set."""
         views = [images]
-        if self.hparams.tta:
+        tta = None if self._fitting() else self.hparams.tta
+        if tta:
             views.append(images.flip(3))
-        if self.hparams.tta == "flip_translate":
+        if tta == "flip_translate":
             views += [_translate(images, 1), _translate(views[1], -1)]
         return torch.stack([main_logits(self(v)) for v in views]).mean(dim=0)
+
+    def _fitting(self) -> bool:
+        return self._trainer is not None and self._trainer.state.fn == TrainerFn.FITTING
 
     def on_train_start(self) -> None:
         # The objective's chance to look at the data once before training (a teacher's val accuracy).
