@@ -16,8 +16,10 @@ from typing import Callable
 
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, ProgressBar, RichProgressBar
 from lightning.pytorch.cli import LightningCLI, LightningArgumentParser
+from lightning.pytorch.plugins.io import CheckpointIO
 
 from zoo_lightning.callbacks import ClassificationDashboard, ImagesPerSecond
+from zoo_lightning.checkpoint_io import AtomicCheckpointIO, CheckpointWriteError
 from zoo_lightning.classifier import ImageClassifier
 from zoo_lightning.data import ImageDataModule
 from zoo_lightning.models import UnknownModelError
@@ -88,6 +90,11 @@ class ZooCLI(LightningCLI):
         given = [*callbacks, *(config.get("callbacks") or [])]
         if config.get("enable_progress_bar") is not False and not any(isinstance(c, ProgressBar) for c in given):
             callbacks = [*callbacks, RichProgressBar()]
+        # Checkpoints are written beside their target and renamed into place, unless the user brings a CheckpointIO.
+        plugins = config.get("plugins")
+        plugins = [] if plugins is None else list(plugins) if isinstance(plugins, (list, tuple)) else [plugins]
+        if not any(isinstance(p, CheckpointIO) for p in plugins):
+            config = {**config, "plugins": [*plugins, AtomicCheckpointIO()]}
         return super()._instantiate_trainer(config, callbacks)
 
     def parse_arguments(self, parser: LightningArgumentParser, args) -> None:
@@ -260,7 +267,7 @@ EXTRA_COMMANDS: dict[str, Callable[[list[str]], None]] = {
 }
 
 # Errors that mean the input was wrong, not the program: shown as one line, no traceback.
-USER_ERRORS = (UnknownModelError, ValueError, FileNotFoundError, NotADirectoryError)
+USER_ERRORS = (UnknownModelError, ValueError, FileNotFoundError, NotADirectoryError, CheckpointWriteError)
 
 
 def _first_cause(message: str) -> str:
