@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import errno
 import io
-import os
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +21,8 @@ from lightning.fabric.utilities.cloud_io import get_filesystem
 from lightning.fabric.utilities.types import _PATH
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
+from zoo_lightning.data.base import atomic_write
+
 _NO_SPACE = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
 
 
@@ -30,7 +31,7 @@ class CheckpointWriteError(OSError):
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """Writes each checkpoint to ``<name>.partial-<pid>`` in its own folder, then renames it into place."""
+    """Writes each checkpoint to a hidden temporary file in its own folder, then renames it into place."""
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: _PATH, storage_options: Any | None = None) -> None:
         if storage_options is not None:
@@ -40,16 +41,9 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             return super().save_checkpoint(checkpoint, path)  # remote stores have their own atomic uploads
         buffer = io.BytesIO()
         torch.save(checkpoint, buffer)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        partial = target.with_name(f"{target.name}.partial-{os.getpid()}")
         try:
-            with open(partial, "wb") as file:
-                file.write(buffer.getbuffer())
-                file.flush()
-                os.fsync(file.fileno())
-            os.replace(partial, target)
+            atomic_write(target, lambda partial: partial.write_bytes(buffer.getbuffer()))
         except OSError as error:
-            partial.unlink(missing_ok=True)
             kept = f"the previous {target.name} is untouched" if target.exists() else f"no {target.name} was written"
             reason = "the disk is full (or a quota or file-size limit was hit)" if error.errno in _NO_SPACE else str(error)
             raise CheckpointWriteError(

@@ -256,28 +256,70 @@ def test_grayscale_and_rgba_files_become_rgb(tmp_path, image_folder_writer):
     assert (images[1] == 77).all()
 
 
-def test_download_fetches_the_official_archive_only_when_missing(tmp_path, monkeypatch, cifar_writer):
-    import torchvision.datasets.utils as tv_utils
-
-    calls = []
-
-    def fake_download(url, download_root, md5=None, **kwargs):
-        calls.append((url, download_root, md5))
-        cifar_writer(tmp_path / "data")  # what extracting the archive leaves behind
-
-    monkeypatch.setattr(tv_utils, "download_and_extract_archive", fake_download)
-    data = CIFAR10DataModule(data_dir=str(tmp_path / "data"), download=True, val_size=10)
-    data.prepare_data()
-    assert calls == [("https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz", str(tmp_path / "data"),
-                      "c58f30108f718f92721af3b95e9a4b55")]
-    data.prepare_data()  # now there: nothing fetched
-    data.setup("fit")
-    assert len(calls) == 1 and len(data._splits["test"][1]) == 20
-
-
 def test_release_batch_with_wrong_row_length_is_named(cifar_python):
     root, _ = cifar_python
     with open(root / "cifar-10-batches-py" / "test_batch", "wb") as f:
         pickle.dump({b"data": np.zeros((4, 1024), dtype=np.uint8), b"labels": [0, 1, 2, 3]}, f)
     with pytest.raises(ValueError, match=r"test_batch: expected N x 3072 bytes"):
         _module(root)
+
+
+def _serve(monkeypatch, archive_bytes: bytes | None) -> list[str]:
+    """Stands in for the network in torchvision's downloader: every URL returns ``archive_bytes``."""
+    import urllib.error
+
+    from torchvision.datasets import utils
+
+    fetched = []
+
+    def urlretrieve(url, filename, chunk_size=1024 * 32):
+        fetched.append(url)
+        if archive_bytes is None:
+            raise urllib.error.URLError("no network")
+        Path(filename).write_bytes(archive_bytes)
+
+    monkeypatch.setattr(utils, "_get_redirect_url", lambda url, max_hops=3: url)
+    monkeypatch.setattr(utils, "_urlretrieve", urlretrieve)
+    return fetched
+
+
+def _release_archive(tmp_path, cifar_writer) -> tuple[bytes, dict]:
+    import tarfile
+
+    source = tmp_path / "source"
+    arrays = cifar_writer(source)
+    archive = tmp_path / "cifar-10-python.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(source / "cifar-10-batches-py", arcname="cifar-10-batches-py")
+    return archive.read_bytes(), arrays
+
+
+def test_download_checks_the_archive_and_extracts_the_release(tmp_path, monkeypatch, cifar_writer):
+    import hashlib
+
+    import zoo_lightning.data.cifar10 as cifar10
+
+    archive, arrays = _release_archive(tmp_path, cifar_writer)
+    monkeypatch.setattr(cifar10, "MD5", hashlib.md5(archive).hexdigest())
+    fetched = _serve(monkeypatch, archive)
+    data = _module(tmp_path / "data", download=True, val_size=0)
+    assert fetched == [cifar10.URL]
+    assert np.array_equal(data._splits["train"][0], arrays["train_images"])
+    data.prepare_data()  # the release is there now: nothing fetched again
+    assert fetched == [cifar10.URL]
+
+
+def test_download_with_the_wrong_checksum_is_refused_and_not_extracted(tmp_path, monkeypatch, cifar_writer):
+    archive, _ = _release_archive(tmp_path, cifar_writer)  # a valid tar.gz, just not the official one
+    _serve(monkeypatch, archive)
+    root = tmp_path / "data"
+    with pytest.raises(ValueError, match="does not have the official MD5 c58f30108f718f92721af3b95e9a4b55"):
+        CIFAR10DataModule(data_dir=str(root), download=True).prepare_data()
+    assert sorted(p.name for p in root.iterdir()) == ["cifar-10-python.tar.gz"]  # nothing extracted
+
+
+def test_download_without_network_says_where_to_put_the_archive(tmp_path, monkeypatch):
+    _serve(monkeypatch, None)
+    root = tmp_path / "data"
+    with pytest.raises(FileNotFoundError, match=f"put it at {root / 'cifar-10-python.tar.gz'}"):
+        CIFAR10DataModule(data_dir=str(root), download=True).prepare_data()

@@ -115,3 +115,22 @@ def test_cli_fit_then_distill_with_the_unlabeled_stream(stl10, tmp_path):
 
     run = tmp_path / "logs" / "distill_resnet50_to_resnet18_stl10" / "version_0"
     assert "train/kd_unlabeled" in EventAccumulator(str(run)).Reload().Tags()["scalars"]
+
+
+def test_download_with_the_wrong_checksum_is_refused_and_not_extracted(tmp_path, monkeypatch):
+    import io
+    import tarfile
+    from pathlib import Path
+
+    from torchvision.datasets import utils
+
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        member = tarfile.TarInfo("stl10_binary/train_X.bin")
+        member.size = 4
+        tar.addfile(member, io.BytesIO(b"\0" * 4))
+    monkeypatch.setattr(utils, "_get_redirect_url", lambda url, max_hops=3: url)
+    monkeypatch.setattr(utils, "_urlretrieve", lambda url, filename, chunk_size=0: Path(filename).write_bytes(buffer.getvalue()))
+    with pytest.raises(ValueError, match="does not have the official MD5"):
+        STL10DataModule(data_dir=str(tmp_path), download=True).prepare_data()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["stl10_binary.tar.gz"]

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from zoo_lightning.data.base import CACHE_DIR, ImageDataModule, Splits, atomic_write
+from zoo_lightning.data.base import CACHE_DIR, ImageDataModule, Splits, atomic_write, download_release
 
 __all__ = ["CIFAR10DataModule"]
 
@@ -155,9 +155,7 @@ class CIFAR10DataModule(ImageDataModule):
             return
         if not self.hparams.download:
             raise self._missing_error()
-        from torchvision.datasets.utils import download_and_extract_archive
-
-        download_and_extract_archive(URL, download_root=str(self.data_dir), md5=MD5)
+        download_release(URL, MD5, self.data_dir)
 
     def source_files(self) -> list[Path]:
         found = self._locate()

@@ -16,7 +16,7 @@ import numpy as np
 from lightning.pytorch.utilities import CombinedLoader
 from torch import Tensor
 
-from zoo_lightning.data.base import ImageDataModule, Splits
+from zoo_lightning.data.base import ImageDataModule, Splits, download_release
 from zoo_lightning.data.tensors import BatchLoader, as_tensor
 
 __all__ = ["STL10DataModule", "read_stl10_images", "read_stl10_labels"]
@@ -108,9 +108,7 @@ class STL10DataModule(ImageDataModule):
         if not self._missing():
             return
         if self.hparams.download:
-            from torchvision.datasets.utils import download_and_extract_archive
-
-            download_and_extract_archive(URL, download_root=str(self.data_dir), md5=MD5)
+            download_release(URL, MD5, self.data_dir)
             return
         raise FileNotFoundError(
             f"STL-10 is missing {', '.join(self._missing())} in {self.folder()}/. Put the official binary release "
