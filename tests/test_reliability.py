@@ -58,6 +58,33 @@ def test_resume_after_sigkill_matches_an_uninterrupted_run(cifar_python, tmp_pat
     assert lr(a) == pytest.approx(lr(b))
 
 
+def test_a_run_killed_before_its_first_checkpoint_keeps_its_folder_and_config(cifar_python, tmp_path):
+    import yaml
+
+    data_dir, _ = cifar_python
+    logs = tmp_path / "logs"
+    run = logs / "cnn_cifar" / "version_0"
+    process = subprocess.Popen(_fit_args(data_dir, logs), env=_env(), cwd=tmp_path, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while not (run / "config.yaml").is_file() and time.time() < deadline and process.poll() is None:
+        time.sleep(0.01)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert not (run / "checkpoints").exists(), "the run got to a checkpoint before it was killed"
+    written = (run / "config.yaml").read_text()
+    assert yaml.safe_load(written)["model"]["backbone"] == "cnn"
+
+    resumed = subprocess.run(_fit_args(data_dir, logs, "--ckpt_path", "last"), env=_env(), cwd=tmp_path,
+                             capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 2 and "Nothing to resume" in resumed.stderr
+    again = subprocess.run(_fit_args(data_dir, logs, "--trainer.max_epochs", "1"), env=_env(), cwd=tmp_path,
+                           capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert sorted(p.name for p in (logs / "cnn_cifar").iterdir()) == ["version_0", "version_1"]  # a new run beside it
+    assert (run / "config.yaml").read_text() == written
+
+
 def test_resume_with_nothing_to_resume_says_so(cifar_python, tmp_path):
     data_dir, _ = cifar_python
     result = subprocess.run(_fit_args(data_dir, tmp_path / "logs", "--ckpt_path", "last"), env=_env(), cwd=tmp_path,

@@ -50,6 +50,37 @@ def test_two_process_cpu_ddp_fit_and_synced_validation(cifar_python, tmp_path):
     assert _val_top1(two.stdout) == pytest.approx(_val_top1(one.stdout), abs=1e-6)
 
 
+def test_two_node_launch_with_torchrun_on_localhost(cifar_python, tmp_path):
+    """`--trainer.num_nodes 2` under torchrun: Lightning's TorchElastic path, one process per "node"."""
+    import socket
+
+    data_dir, _ = cifar_python
+    logs = tmp_path / "logs"
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    nodes = [
+        subprocess.Popen(
+            [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc_per_node", "1",
+             "--node_rank", str(rank), "--master_addr", "127.0.0.1", "--master_port", str(port),
+             "-m", "zoo_lightning", "fit", "--config", "cnn_cifar.yaml", "--data.data_dir", str(data_dir),
+             "--data.val_size", "21", "--data.batch_size", "8", "--trainer.max_epochs", "1",
+             "--trainer.accelerator", "cpu", "--trainer.devices", "1", "--trainer.num_nodes", "2",
+             "--trainer.strategy", "ddp", "--trainer.enable_progress_bar", "false",
+             "--trainer.logger.init_args.save_dir", str(logs)],
+            cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        for rank in (0, 1)
+    ]
+    outputs = [node.communicate(timeout=600)[0] for node in nodes]
+    assert [node.returncode for node in nodes] == [0, 0], "\n".join(out[-2000:] for out in outputs)
+    assert "GLOBAL_RANK: 0, MEMBER: 1/2" in outputs[0] and "GLOBAL_RANK: 1, MEMBER: 2/2" in outputs[1]
+    runs = list((logs / "cnn_cifar").iterdir())
+    assert [r.name for r in runs] == ["version_0"]  # only global rank 0 writes
+    checkpoint = torch.load(runs[0] / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert checkpoint["global_step"] == 79 // 2 // 8  # each node trained on half of the 79 train images
+
+
 def _loader() -> DataLoader:
     g = torch.Generator().manual_seed(0)
     return DataLoader(TensorDataset(torch.randn(16, 3, 32, 32, generator=g), torch.randint(0, 10, (16,), generator=g)),

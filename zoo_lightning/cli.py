@@ -15,13 +15,14 @@ from pathlib import Path
 from typing import Callable
 
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, ProgressBar, RichProgressBar
-from lightning.pytorch.cli import LightningCLI, LightningArgumentParser
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.plugins.io import CheckpointIO
 
 from zoo_lightning.callbacks import ClassificationDashboard, ImagesPerSecond
 from zoo_lightning.checkpoint_io import AtomicCheckpointIO, CheckpointWriteError
 from zoo_lightning.classifier import ImageClassifier
 from zoo_lightning.data import ImageDataModule
+from zoo_lightning.data.base import atomic_write
 from zoo_lightning.models import UnknownModelError
 from zoo_lightning.safety import NonFiniteLossStop
 
@@ -39,12 +40,41 @@ class ZooArgumentParser(LightningArgumentParser):
         print(f"usage: {prog} [--config CONFIG] [--trainer.* ...] [--model.* ...] [--data.* ...]", file=file)
 
 
+class AtomicSaveConfigCallback(SaveConfigCallback):
+    """Lightning's config.yaml saving, with the file written through a temporary one and renamed.
+
+    jsonargparse writes the YAML in place; a run killed in that moment left an empty config.yaml.
+    Lightning's checks (no overwrite, rank 0 only, broadcasts) are kept as they are.
+    """
+
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        parser = self.parser
+        self.parser = _AtomicSaver(parser)
+        try:
+            super().setup(trainer, pl_module, stage)
+        finally:
+            self.parser = parser
+
+
+class _AtomicSaver:
+    def __init__(self, parser) -> None:
+        self._parser = parser
+
+    def save(self, config, path: str, **kwargs) -> None:
+        kwargs["overwrite"] = True  # the temporary file; Lightning checked the real one before
+        atomic_write(Path(path), lambda partial: self._parser.save(config, str(partial), **kwargs))
+
+    def __getattr__(self, name: str):
+        return getattr(self._parser, name)
+
+
 class ZooCLI(LightningCLI):
     """LightningCLI with the project's defaults: versioned TensorBoard runs, best/last checkpoints."""
 
     def __init__(self, *args, **kwargs) -> None:
         kwargs.setdefault("subclass_mode_data", True)
         kwargs.setdefault("save_config_kwargs", {"overwrite": False})
+        kwargs.setdefault("save_config_callback", AtomicSaveConfigCallback)
         # `--trainer.max_epoch 3` must be an error, not silently taken as max_epochs.
         kwargs.setdefault("parser_kwargs", {"allow_abbrev": False})
         kwargs.setdefault("parser_class", ZooArgumentParser)
