@@ -86,13 +86,21 @@ CASES = [
     ("learning rate so high the loss diverges", lambda r, c: fit(r, "--model.optimizer.init_args.lr", "1e12",
                                                                    "--trainer.max_steps", "30"), "Non-finite loss"),
     ("models pattern that matches nothing", lambda r, c: ["models", "zzz*"], "No registered model matches"),
+    ("downloaded archive with the wrong checksum", lambda r, c: fit(r, "--data.data_dir", str(r / "download"),
+                                                                      "--data.download", "true"),
+     "does not have the official MD5"),
 ]
 
 
 @pytest.mark.parametrize("case, argv, fragment", CASES, ids=[c[0] for c in CASES])
 def test_bad_input_is_one_clear_message(world, case, argv, fragment, capsys, monkeypatch):
+    from torchvision.datasets import utils
+
     root, ckpt = world
     monkeypatch.chdir(root)
+    # The network, for the download case: it answers with an error page instead of the archive.
+    monkeypatch.setattr(utils, "_get_redirect_url", lambda url, max_hops=3: url)
+    monkeypatch.setattr(utils, "_urlretrieve", lambda url, path, chunk_size=0: Path(path).write_bytes(b"<html>503</html>"))
     with pytest.raises(SystemExit) as exit_info:
         main(argv(root, ckpt))
     assert exit_info.value.code not in (0, None)
