@@ -81,6 +81,16 @@ def test_two_node_launch_with_torchrun_on_localhost(cifar_python, tmp_path):
     assert checkpoint["global_step"] == 79 // 2 // 8  # each node trained on half of the 79 train images
 
 
+def test_sync_batchnorm_on_cpu_says_it_needs_gpus(cifar_python, tmp_path):
+    data_dir, _ = cifar_python
+    result = _cli(["fit", "--config", "cnn_cifar.yaml", "--data.data_dir", str(data_dir), "--data.val_size", "21",
+                   "--trainer.accelerator", "cpu", "--trainer.devices", "1", "--trainer.strategy", "ddp",
+                   "--trainer.sync_batchnorm", "true", "--trainer.max_steps", "1", "--trainer.enable_progress_bar",
+                   "false", "--trainer.logger.init_args.save_dir", str(tmp_path / "logs")], tmp_path)
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert "error: --trainer.sync_batchnorm true needs GPUs" in result.stderr and "Traceback" not in result.stderr
+
+
 def _loader() -> DataLoader:
     g = torch.Generator().manual_seed(0)
     return DataLoader(TensorDataset(torch.randn(16, 3, 32, 32, generator=g), torch.randint(0, 10, (16,), generator=g)),

@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 from typing import Callable
 
+import torch
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, ProgressBar, RichProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.plugins.io import CheckpointIO
@@ -140,6 +141,13 @@ class ZooCLI(LightningCLI):
         # Runs without an experiment name are filed under their backbone, not all under "default".
         if logger and hasattr(logger, "init_args") and logger.init_args.get("name") == DEFAULT_EXPERIMENT:
             logger.init_args.name = str(config.model.backbone).replace(":", "_")
+        if config.trainer.get("sync_batchnorm") and (
+            config.trainer.get("accelerator") == "cpu" or not (torch.cuda.is_available() or torch.xpu.is_available())
+        ):
+            raise ValueError(
+                "--trainer.sync_batchnorm true needs GPUs: PyTorch's SyncBatchNorm has no CPU implementation. "
+                "On CPU drop it; each process then normalizes over its own part of the batch."
+            )
         if self.subcommand == "fit" and config.get("ckpt_path") == "last" and logger and hasattr(logger, "init_args"):
             self._resume_in_place(config, logger.init_args)
 
