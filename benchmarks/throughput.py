@@ -9,6 +9,7 @@ Columns, all training images/s at the same model and batch:
   tv      what users write today: torchvision per-image PIL transforms through a DataLoader with
           2 workers, feeding a plain LightningModule
   seed    the seed notebooks' loop: per-image ToTensor + Normalize, num_workers=0, ``.item()`` every step
+  bf16    (only with ``--modes ... bf16``) the bare step under CPU bf16 autocast
 Each cell runs in its own subprocess so peak RSS is that cell's alone. Numbers, never assertions.
 """
 
@@ -197,7 +198,14 @@ def bench_seed(name: str, steps: int, warmup: int, channels_last: bool) -> dict:
     return {"img_s": steps * BATCH / (time.perf_counter() - start)}
 
 
-MODES = {"bare": bench_bare, "fit": bench_fit, "tv": bench_tv, "seed": bench_seed}
+def bench_bf16(name: str, steps: int, warmup: int, channels_last: bool) -> dict:
+    """The bare step under CPU bf16 autocast, what ``--trainer.precision bf16-mixed`` does to the model."""
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        return bench_bare(name, steps, warmup, channels_last)
+
+
+MODES = {"bare": bench_bare, "fit": bench_fit, "tv": bench_tv, "seed": bench_seed, "bf16": bench_bf16}
+DEFAULT_MODES = ["bare", "fit", "tv", "seed"]  # bf16 on request: about 10x slower on CPUs without bf16 units
 
 
 def run_one(args: argparse.Namespace) -> None:
@@ -222,7 +230,7 @@ def _cell(mode: str, model: str, steps: int, warmup: int, channels_last: bool) -
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", nargs="+", default=["cnn", "resnet20", "resnet18"])
-    parser.add_argument("--modes", nargs="+", default=list(MODES), choices=list(MODES))
+    parser.add_argument("--modes", nargs="+", default=DEFAULT_MODES, choices=list(MODES))
     parser.add_argument("--steps", type=int, default=0, help="timed steps per cell (0: per-model default)")
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--channels-last", action="store_true", help="(--one only)")
@@ -236,8 +244,9 @@ def main() -> None:
     print(f"# Training throughput, batch {BATCH}, {os.environ.get('OMP_NUM_THREADS', '2')} threads")
     print(f"# machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; "
           f"torch {torch.__version__}; command: {' '.join(sys.argv)}")
+    extra = ["bf16/bare"] if "bf16" in args.modes else []
     header = ["model", "channels_last", *[f"{m} img/s" for m in args.modes], "fit/bare", "fit/tv", "fit/seed",
-              "eval img/s (fit)", "peak RSS MB (fit)"]
+              *extra, "eval img/s (fit)", "peak RSS MB (fit)"]
     print("| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))
     for model in args.models:
@@ -252,6 +261,7 @@ def main() -> None:
             fit = cells.get("fit", {})
             row = [model, str(channels_last), *[f"{rate[m]:.0f}" for m in args.modes],
                    ratio("fit", "bare"), ratio("fit", "tv"), ratio("fit", "seed"),
+                   *(ratio("bf16", "bare") for _ in extra),
                    f"{fit.get('eval_img_s', float('nan')):.0f}", f"{fit.get('peak_rss_mb', float('nan')):.0f}"]
             print("| " + " | ".join(row) + " |", flush=True)
 
