@@ -3,7 +3,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 SHARED_DATA := ../shared/datasets/cifar10-jpeg.tar.gz
 
-.PHONY: install test test-real bench data clean
+.PHONY: install test test-real bench profile data clean
 
 install:
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,10 @@ test-real: data
 
 bench: data
 	OMP_NUM_THREADS=2 $(BIN)/python -m benchmarks.throughput
+
+# Where a fit step's time goes (torch.profiler); MODEL=resnet20 for another backbone.
+profile: data
+	OMP_NUM_THREADS=2 $(BIN)/python -m benchmarks.profile_fit --model $(or $(MODEL),cnn)
 
 clean:
 	rm -rf $(VENV) *.egg-info
