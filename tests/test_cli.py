@@ -66,6 +66,28 @@ def test_fit_then_test_from_the_checkpoint(cifar_python, tmp_path):
     assert {"train/kd", "train/ce", "val/agreement", "val/teacher_top1"} <= set(tags)
 
 
+def test_checkpoint_fixes_the_network_and_the_command_line_how_to_run_it(cifar_python, tmp_path, monkeypatch):
+    """Lightning lays a checkpoint's hyper-parameters over the command line; tta/channels_last stay the user's."""
+    import functools
+
+    import lightning as L
+
+    data_dir, _ = cifar_python
+    logs = tmp_path / "logs"
+    main([*_fit_args(data_dir, logs, "--trainer.max_steps", "1")])  # trained with tta None, channels_last False
+    ckpt = next(logs.rglob("last.ckpt"))
+    tested = []
+    # wraps: LightningCLI builds the subcommand's options (ckpt_path) from Trainer.test's signature
+    capture = functools.wraps(L.Trainer.test)(lambda trainer, model, *args, **kwargs: tested.append(model))
+    monkeypatch.setattr(L.Trainer, "test", capture)
+    main(["test", "--config", "resnet20_cifar.yaml", "--ckpt_path", str(ckpt), "--model.tta", "flip",
+          "--model.channels_last", "true", "--data.data_dir", str(data_dir), "--data.val_size", "20",
+          "--trainer.logger.init_args.save_dir", str(logs)])
+    (model,) = tested
+    assert model.hparams.backbone == "cnn"  # from the checkpoint, over the config's resnet20
+    assert model.hparams.tta == "flip" and model.hparams.channels_last is True  # from the command line
+
+
 def test_config_names_resolve_against_the_configs_folder(tmp_path):
     args = resolve_config_args(["fit", "--config", "resnet20_cifar.yaml", "--config=cnn_cifar"])
     assert args[2] == str(CONFIG_DIR / "resnet20_cifar.yaml")

@@ -31,6 +31,7 @@ __all__ = ["ZooCLI", "main", "CONFIG_DIR", "EXTRA_COMMANDS"]
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 DEFAULT_EXPERIMENT = "default"
+RUNTIME_OPTIONS = ("tta", "channels_last", "compile")  # model options a checkpoint does not fix
 
 
 class ZooArgumentParser(LightningArgumentParser):
@@ -134,6 +135,16 @@ class ZooCLI(LightningCLI):
             self.config = parser.parse_args(data_args_from_checkpoint(args))
         else:
             super().parse_arguments(parser, args)
+
+    def _parse_ckpt_path(self) -> None:
+        # Lightning puts the checkpoint's hyper-parameters over the command line's. The checkpoint decides
+        # what the network is; how to run it (TTA, memory format, compile) stays the user's choice.
+        subcommand = self.config.get("subcommand")
+        model = self.config[subcommand].get("model") if subcommand else None
+        chosen = {key: model.get(key) for key in RUNTIME_OPTIONS} if model is not None else {}
+        super()._parse_ckpt_path()
+        for key, value in chosen.items():
+            self.config[subcommand].model[key] = value
 
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
