@@ -17,6 +17,7 @@ from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams import plugin_data_pb2
 from torch import nn
+from torch.multiprocessing.spawn import ProcessExitedException
 from torch.utils.data import DataLoader, TensorDataset
 
 from zoo_lightning.callbacks import (ClassificationDashboard, ImagesPerSecond, class_names, denormalize,
@@ -250,11 +251,21 @@ def test_bad_arguments_are_refused():
 def test_ddp_validation_sums_the_confusion_matrix_over_ranks_and_only_rank_0_writes(tiny_run, tmp_path, capfd):
     """Two CPU processes (gloo) validate 15 images each: the counts and accuracies are those of all 30."""
     _, _, model, data = tiny_run
-    trainer = L.Trainer(accelerator="cpu", devices=2, strategy="ddp_spawn", enable_progress_bar=False,
-                        enable_model_summary=False, logger=TensorBoardLogger(tmp_path, name="ddp"),
-                        callbacks=[ClassificationDashboard()])
-    trainer.validate(model, datamodule=data, verbose=False)
-    run = tmp_path / "ddp" / "version_0"
+    for attempt in range(3):
+        capfd.readouterr()  # a failed attempt's output does not count
+        trainer = L.Trainer(accelerator="cpu", devices=2, strategy="ddp_spawn", enable_progress_bar=False,
+                            enable_model_summary=False, logger=TensorBoardLogger(tmp_path / str(attempt), name="ddp"),
+                            callbacks=[ClassificationDashboard()])
+        try:
+            trainer.validate(model, datamodule=data, verbose=False)
+            break
+        except ProcessExitedException as error:
+            # A spawned gloo worker now and then aborts (SIGABRT) while exiting, after its work is done:
+            # seen once in our CI; Lightning's own CI re-runs such tests (Lightning-AI/pytorch-lightning
+            # #20620, #20933). Any other failure, or a third abort, fails the test.
+            if error.signal_name != "SIGABRT" or attempt == 2:
+                raise
+    run = tmp_path / str(attempt) / "ddp" / "version_0"
     assert len(list(run.glob("events.out.tfevents.*"))) == 1  # rank 1 wrote nothing
     acc = events(run)
     hand = hand_per_class(model, data)
