@@ -127,3 +127,24 @@ def test_fit_sees_a_new_permutation_every_epoch_and_the_checkpoint_keeps_the_sta
     state = torch.load(path, weights_only=True)[type(data).__qualname__]
     assert state["mean"] == data.mean and state["class_names"][0] == "airplane" and state["image_size"] == 32
     assert len(arrays["train_labels"]) == 40
+
+
+def test_eval_order_mixes_the_classes_and_is_fixed(tmp_path, image_folder_writer):
+    """The release stores test images class by class; a `limit_test_batches` subset must not be one class."""
+    image_folder_writer(tmp_path, per_class=8)
+    data = CIFAR10DataModule(data_dir=str(tmp_path), batch_size=4, eval_batch_size=6, val_size=0)
+    data.setup("test")
+    stored = data._splits["test"][1]
+    assert stored.tolist() == sorted(stored.tolist())  # class-sorted on disk
+    first = next(iter(data.test_dataloader()))[1]
+    assert len(set(first.tolist())) > 1 and first.tolist() != stored[:6].tolist()
+    orders = []
+    for epoch, rank, world_size in [(0, 0, 1), (3, 0, 1), (0, 0, 2), (0, 1, 2)]:
+        _attach(data, training=False, epoch=epoch, rank=rank, world_size=world_size)
+        orders.append(torch.cat([b[1] for b in data.test_dataloader()]))
+        if world_size == 1:
+            loader = data.test_dataloader()
+            assert sorted(loader.indices().tolist()) == list(range(24))  # every image once
+    torch.testing.assert_close(orders[0], orders[1])  # the same order every epoch
+    # Two ranks share it without overlap: their counts per class add up to the whole set.
+    assert (torch.bincount(orders[2], minlength=3) + torch.bincount(orders[3], minlength=3)).tolist() == [8, 8, 8]

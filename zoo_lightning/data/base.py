@@ -27,6 +27,7 @@ __all__ = ["ImageDataModule", "Splits", "fingerprint", "atomic_write", "download
 
 CACHE_DIR = ".zoo_cache"
 MIX_MODES = (None, "mixup", "cutmix", "mixup_cutmix")
+EVAL_ORDER_SEED = 1234  # the fixed order of validation and test images (see DataModule._loader)
 
 
 @dataclass
@@ -287,13 +288,18 @@ class ImageDataModule(L.LightningDataModule):
             self.setup()
         images, labels = self._splits[split]
         rank, world_size = self._rank_and_world()
+        if train:
+            # Read when each epoch's iteration starts, so every epoch gets its own permutation.
+            seed, epoch = self.hparams.shuffle_seed, lambda: self.trainer.current_epoch if self.trainer is not None else 0
+        else:
+            # One fixed permutation, the same every epoch and on every machine: releases and splits are
+            # stored class by class, and `limit_val_batches` / `limit_test_batches` would otherwise
+            # evaluate the first class or two alone. Full-set metrics do not depend on the order.
+            seed, epoch = EVAL_ORDER_SEED, lambda: 0
         return BatchLoader(
             images, labels,
             batch_size=self.batch_size if train else self.eval_batch_size,
-            shuffle=train, drop_last=train, seed=self.hparams.shuffle_seed,
-            rank=rank, world_size=world_size,
-            # Read when each epoch's iteration starts, so every epoch gets its own permutation.
-            epoch=lambda: self.trainer.current_epoch if self.trainer is not None else 0,
+            shuffle=True, drop_last=train, seed=seed, rank=rank, world_size=world_size, epoch=epoch,
             pin_memory=self._pin_memory(),
         )
 
