@@ -27,7 +27,7 @@ __all__ = ["ImageDataModule", "Splits", "fingerprint", "atomic_write", "download
 
 CACHE_DIR = ".zoo_cache"
 MIX_MODES = (None, "mixup", "cutmix", "mixup_cutmix")
-EVAL_ORDER_SEED = 1234  # the fixed order of validation and test images (see DataModule._loader)
+EVAL_ORDER_SEED = 1234  # the fixed order of validation and test images (see ImageDataModule._loader)
 
 
 @dataclass
