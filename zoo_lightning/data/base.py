@@ -18,6 +18,7 @@ from typing import Any, Sequence
 import lightning as L
 import numpy as np
 import torch
+from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor, nn
 
 from zoo_lightning.data.augment import Normalize, RandomCrop, RandomHorizontalFlip, Resize
@@ -119,6 +120,11 @@ class ImageDataModule(L.LightningDataModule):
             ``"mixup_cutmix"`` (one of the two per batch); targets become soft (N, C) labels,
             which every objective accepts.
         mix_alpha: the Beta(alpha, alpha) parameter of the mixing ratio.
+        train_sizes: progressive resizing, ``{first_epoch: side}``: from that epoch on, training batches
+            are resized to ``side`` x ``side`` pixels, e.g. ``{0: 24, 30: 32}`` trains the first 30
+            epochs at 24 pixels (about twice the images/s of 32 on a CIFAR ResNet) and the rest at
+            full size. Epochs before the first key train at ``image_size``; validation, test and
+            prediction always run at ``image_size``.
     """
 
     num_classes: int = 0
@@ -141,6 +147,7 @@ class ImageDataModule(L.LightningDataModule):
         predict_dir: str | None = None,
         mix: str | None = None,
         mix_alpha: float = 1.0,
+        train_sizes: dict[int, int] | None = None,
     ) -> None:
         super().__init__()
         if mix not in MIX_MODES:
@@ -154,6 +161,12 @@ class ImageDataModule(L.LightningDataModule):
             raise ValueError(f"val_size must be >= 0, got {val_size}.")
         if image_size is not None and image_size < 8:
             raise ValueError(f"image_size must be >= 8 pixels, got {image_size}.")
+        # int keys again: a YAML or JSON round trip of the hyper-parameters (logger, config) may make them strings
+        sizes = {int(first): int(side) for first, side in (train_sizes or {}).items()}
+        for epoch, side in sizes.items():
+            if epoch < 0 or side < 8:
+                raise ValueError(f"train_sizes maps first epochs (>= 0) to image sides (>= 8 pixels), got {epoch}: {side}; "
+                                 "e.g. --data.init_args.train_sizes '{0: 24, 30: 32}'.")
         self.save_hyperparameters()
         self.hparams.val_size = val_size
         self.data_dir = Path(data_dir)
@@ -169,6 +182,8 @@ class ImageDataModule(L.LightningDataModule):
         self.mix = self.batch_mix()
         self._augment_epoch, self._augment_calls = -1, 0
         self.resize = Resize(self.image_size) if image_size else nn.Identity()
+        self.train_sizes = sizes
+        self._train_resize: tuple[int, nn.Module] | None = None  # (side, its Resize), rebuilt when the side changes
         self.normalize: Normalize | None = None
         self._splits: dict[str, tuple[Tensor, Tensor]] = {}
         self._fingerprint: str | None = None
@@ -330,11 +345,27 @@ class ImageDataModule(L.LightningDataModule):
         training = self.trainer is not None and self.trainer.training
         if training:
             images = self._augment(images)
-        images = self.resize(self.normalizer(images.device)(images))
+        images = self.normalizer(images.device)(images)
+        resize = self.training_resize(self.trainer.current_epoch) if training else self.resize
+        images = resize(images)
         if training and self.mix is not None and rest:
             images, targets = self.mix(images, rest[0])
             rest = [targets, *rest[1:]]
         return (images, *rest) if rest else images
+
+    def training_side(self, epoch: int) -> int:
+        """The side training batches have in ``epoch``: the last ``train_sizes`` entry at or before it."""
+        started = [first for first in self.train_sizes if first <= epoch]
+        return self.train_sizes[max(started)] if started else self.image_size
+
+    def training_resize(self, epoch: int) -> nn.Module:
+        if not self.train_sizes:
+            return self.resize
+        side = self.training_side(epoch)
+        if self._train_resize is None or self._train_resize[0] != side:
+            rank_zero_info(f"Training batches are {side}x{side} pixels from epoch {epoch} (train_sizes).")
+            self._train_resize = (side, Resize(side))
+        return self._train_resize[1]
 
     def _augment(self, images: Tensor) -> Tensor:
         """Runs :attr:`augment` with its random draws seeded by (shuffle_seed, rank, epoch, batch).

@@ -88,11 +88,12 @@ class STL10DataModule(ImageDataModule):
         predict_dir: str | None = None,
         mix: str | None = None,
         mix_alpha: float = 1.0,
+        train_sizes: dict[int, int] | None = None,
     ) -> None:
         if fold is not None and not 0 <= fold <= 9:
             raise ValueError(f"fold must be 0..9 (the ten official folds) or None, got {fold}.")
         super().__init__(data_dir, batch_size, val_size, split_seed, download, crop_padding, flip, image_size,
-                         eval_batch_size, shuffle_seed, predict_dir, mix, mix_alpha)
+                         eval_batch_size, shuffle_seed, predict_dir, mix, mix_alpha, train_sizes)
 
     def folder(self) -> Path:
         for base in (self.data_dir / RELEASE, self.data_dir):
