@@ -148,3 +148,30 @@ def test_eval_order_mixes_the_classes_and_is_fixed(tmp_path, image_folder_writer
     torch.testing.assert_close(orders[0], orders[1])  # the same order every epoch
     # Two ranks share it without overlap: their counts per class add up to the whole set.
     assert (torch.bincount(orders[2], minlength=3) + torch.bincount(orders[3], minlength=3)).tolist() == [8, 8, 8]
+
+
+def test_train_sizes_resize_training_batches_from_their_epoch_on(cifar_python):
+    root, _ = cifar_python
+    data = _module(root, train_sizes={1: 16, "3": 24})  # a string key, as a YAML round trip may leave it
+    images, labels = next(iter(data.train_dataloader()))
+    sides = {}
+    for epoch in range(5):
+        _attach(data, training=True, epoch=epoch)
+        out = data.on_after_batch_transfer((images, labels), 0)[0]
+        assert out.shape[:2] == (8, 3) and out.shape[2] == out.shape[3]
+        sides[epoch] = out.shape[-1]
+    assert sides == {0: 32, 1: 16, 2: 16, 3: 24, 4: 24}  # before the first key: the native size
+    _attach(data, training=False, epoch=2)
+    assert data.on_after_batch_transfer((images, labels), 0)[0].shape[-1] == 32  # evaluation keeps the full size
+    # A 16-pixel batch is the antialiased shrink of the augmented 32-pixel one, not a crop of it.
+    _attach(data, training=True, epoch=1)
+    data._augment_epoch = -1
+    small = data.on_after_batch_transfer((images, labels), 0)[0]
+    data.train_sizes = {}
+    data._augment_epoch = -1
+    full = data.on_after_batch_transfer((images, labels), 0)[0]
+    expected = nn.functional.interpolate(full, size=(16, 16), mode="bilinear", align_corners=False, antialias=True)
+    torch.testing.assert_close(small, expected)
+    for bad in ({-1: 24}, {0: 4}):
+        with pytest.raises(ValueError, match="train_sizes"):
+            CIFAR10DataModule(train_sizes=bad)
