@@ -134,3 +134,16 @@ def test_download_with_the_wrong_checksum_is_refused_and_not_extracted(tmp_path,
     with pytest.raises(ValueError, match="does not have the official MD5"):
         STL10DataModule(data_dir=str(tmp_path), download=True).prepare_data()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["stl10_binary.tar.gz"]
+
+
+def test_the_cli_sees_every_base_option_and_the_hyperparameters_keep_them(stl10):
+    from jsonargparse import ArgumentParser
+
+    parser = ArgumentParser()
+    parser.add_class_arguments(STL10DataModule, "data")
+    options = {action.dest for action in parser._actions}
+    assert {"data.fold", "data.unlabeled", "data.batch_size", "data.mix", "data.train_sizes"} <= options
+    assert parser.get_defaults().data.crop_padding == 12  # STL-10's own default over the base's 4
+    root, _ = stl10
+    data = _module(root, fold=3, mix="cutmix")
+    assert (data.hparams.fold, data.hparams.batch_size, data.hparams.crop_padding, data.hparams.mix) == (3, 4, 12, "cutmix")

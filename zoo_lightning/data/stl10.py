@@ -55,14 +55,16 @@ def read_stl10_labels(path: Path, count: int) -> np.ndarray:
 class STL10DataModule(ImageDataModule):
     """STL-10: 5,000 labeled train images (or one official 1,000-image fold), 8,000 test, 100,000 unlabeled.
 
+    The release files lie in ``data_dir``, directly or in ``stl10_binary/``.
+
     Args:
-        data_dir: holds the release files, directly or in ``stl10_binary/``.
         fold: 0..9 trains on that official fold of ``fold_indices.txt`` (validation is then drawn
             from the other 4,000); None uses all 5,000 with a seeded ``val_size`` split.
         unlabeled: add the unlabeled split as a second training stream, for the distillation
             objective (the teacher's soft targets teach there).
         unlabeled_batch_size: images per unlabeled batch (defaults to ``batch_size``).
-        **kwargs: see :class:`~zoo_lightning.data.base.ImageDataModule` (crop padding 12 at 96x96).
+        crop_padding: zero padding of the random crop: 12 at 96x96, the 4-of-32 of CIFAR scaled up.
+        **kwargs: the options of :class:`~zoo_lightning.data.base.ImageDataModule` (data_dir, batch_size, ...).
     """
 
     num_classes = 10
@@ -72,28 +74,16 @@ class STL10DataModule(ImageDataModule):
 
     def __init__(
         self,
-        data_dir: str = "data",
-        batch_size: int = 128,
-        val_size: int | None = None,
-        split_seed: int = 0,
-        download: bool = False,
-        crop_padding: int = 12,
-        flip: bool = True,
-        image_size: int | None = None,
-        eval_batch_size: int | None = None,
-        shuffle_seed: int = 0,
         fold: int | None = None,
         unlabeled: bool = False,
         unlabeled_batch_size: int | None = None,
-        predict_dir: str | None = None,
-        mix: str | None = None,
-        mix_alpha: float = 1.0,
-        train_sizes: dict[int, int] | None = None,
+        crop_padding: int = 12,
+        **kwargs: Any,
     ) -> None:
+        # **kwargs: jsonargparse follows them into ImageDataModule's signature, so the CLI lists every option.
         if fold is not None and not 0 <= fold <= 9:
             raise ValueError(f"fold must be 0..9 (the ten official folds) or None, got {fold}.")
-        super().__init__(data_dir, batch_size, val_size, split_seed, download, crop_padding, flip, image_size,
-                         eval_batch_size, shuffle_seed, predict_dir, mix, mix_alpha, train_sizes)
+        super().__init__(crop_padding=crop_padding, **kwargs)
 
     def folder(self) -> Path:
         for base in (self.data_dir / RELEASE, self.data_dir):
