@@ -182,3 +182,19 @@ def test_train_sizes_from_the_command_line_resize_what_fit_trains_on(cifar_pytho
     # The saved config (jsonargparse writes the epochs as string keys) rebuilds the same schedule.
     saved = yaml.safe_load(next(logs.rglob("config.yaml")).read_text())["data"]["init_args"]
     assert CIFAR10DataModule(**saved).train_sizes == {0: 16, 1: 32}
+
+
+def test_evaluating_without_a_logger_writes_nothing_and_can_be_repeated(cifar_python, tmp_path, monkeypatch, capsys):
+    """`test --trainer.logger false` has no run folder to file a config.yaml in; a second one must not abort."""
+    data_dir, _ = cifar_python
+    logs = tmp_path / "logs"
+    main([*_fit_args(data_dir, logs, "--trainer.max_steps", "1")])
+    ckpt = next(logs.rglob("last.ckpt"))
+    workdir = tmp_path / "elsewhere"
+    workdir.mkdir()
+    monkeypatch.chdir(workdir)
+    for _ in range(2):
+        main(["test", "--config", "cnn_cifar.yaml", "--ckpt_path", str(ckpt), "--data.data_dir", str(data_dir),
+              "--data.val_size", "20", "--trainer.logger", "false", "--trainer.enable_progress_bar", "false"])
+        assert "test/top1" in capsys.readouterr().out
+    assert list(workdir.iterdir()) == []

@@ -46,10 +46,14 @@ class AtomicSaveConfigCallback(SaveConfigCallback):
     """Lightning's config.yaml saving, with the file written through a temporary one and renamed.
 
     jsonargparse writes the YAML in place; a run killed in that moment left an empty config.yaml.
-    Lightning's checks (no overwrite, rank 0 only, broadcasts) are kept as they are.
+    Lightning's checks (no overwrite, rank 0 only, broadcasts) are kept as they are. Evaluation runs
+    without a logger save nothing: there is no run folder, and a config.yaml left in the working
+    directory would abort the next such run.
     """
 
     def setup(self, trainer, pl_module, stage: str) -> None:
+        if trainer.logger is None and stage != "fit":
+            return
         parser = self.parser
         self.parser = _AtomicSaver(parser)
         try:
