@@ -49,6 +49,26 @@ def test_default_recipe_is_nesterov_sgd_with_per_step_warmup_cosine(tmp_path):
     assert isinstance(model.objective, CrossEntropy) and model.objective.label_smoothing == 0.1
 
 
+def test_norm_lr_scale_multiplies_the_no_decay_group_through_the_schedule(tmp_path):
+    class RecordLRs(L.Callback):
+        def __init__(self):
+            self.lrs = []
+
+        def on_train_batch_end(self, trainer, *args):
+            self.lrs.append([group["lr"] for group in trainer.optimizers[0].param_groups])
+
+    record = RecordLRs()
+    model = ImageClassifier("cnn", num_classes=5, norm_lr_scale=4.0)
+    trainer = _trainer(tmp_path, max_steps=6, callbacks=[record])
+    trainer.fit(model, _loader())
+    assert trainer.lr_scheduler_configs[0].scheduler.base_lrs == [pytest.approx(0.1), pytest.approx(0.4)]
+    # Warm-up and cosine move both groups by the same factor, so every step keeps the 1:4 ratio.
+    assert len({round(lr, 6) for lr, _ in record.lrs}) > 2
+    assert all(norm_lr == pytest.approx(4.0 * lr) for lr, norm_lr in record.lrs)
+    with pytest.raises(ValueError, match="norm_lr_scale must be > 0"):
+        ImageClassifier("cnn", num_classes=5, norm_lr_scale=0.0)
+
+
 def test_total_steps_is_injected_only_when_missing():
     assert _accepts_total_steps(functools.partial(torch.optim.lr_scheduler.OneCycleLR, max_lr=0.1))
     assert not _accepts_total_steps(functools.partial(torch.optim.lr_scheduler.OneCycleLR, total_steps=5))

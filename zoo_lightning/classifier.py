@@ -82,6 +82,9 @@ class ImageClassifier(L.LightningModule):
             filled in from the Trainer when the scheduler takes it.
         channels_last: run the backbone and its inputs in NHWC memory format.
         compile: wrap the backbone's forward in ``torch.compile``.
+        norm_lr_scale: LR multiplier for the no-decay group (normalization weights and biases, the
+            classifier's bias); airbench trains BN biases at a higher LR than the weights. The
+            scheduler scales both groups alike, so the ratio holds through warm-up and decay.
         tta: test-time augmentation in validate/test/predict: ``"flip"`` averages the logits of the
             image and its mirror; ``"flip_translate"`` adds both views shifted by one pixel
             (right-down and left-up), four views in all. The per-epoch validation inside ``fit``
@@ -99,9 +102,12 @@ class ImageClassifier(L.LightningModule):
         lr_scheduler: LRSchedulerCallable | None = default_lr_scheduler,
         channels_last: bool = False,
         compile: bool = False,
+        norm_lr_scale: float = 1.0,
         tta: str | None = None,
     ) -> None:
         super().__init__()
+        if norm_lr_scale <= 0:
+            raise ValueError(f"norm_lr_scale must be > 0 (1.0 trains norms and biases at the base LR), got {norm_lr_scale}.")
         if tta not in TTA_MODES:
             raise ValueError(f"Unknown tta {tta!r}: choose one of {', '.join(map(str, TTA_MODES))}.")
         self.save_hyperparameters(ignore=["objective", "optimizer", "lr_scheduler"])
@@ -184,6 +190,8 @@ class ImageClassifier(L.LightningModule):
 
     def configure_optimizers(self) -> Any:
         optimizer = self.optimizer_factory(parameter_groups(self.backbone))
+        # Before the scheduler is built, so its base_lrs (and every later step) carry the ratio.
+        optimizer.param_groups[1]["lr"] *= self.hparams.norm_lr_scale
         if self.lr_scheduler_factory is None:
             return optimizer
         if _accepts_total_steps(self.lr_scheduler_factory):
