@@ -20,7 +20,7 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveCon
 from lightning.pytorch.plugins.io import CheckpointIO
 
 from zoo_lightning.callbacks import ClassificationDashboard, ImagesPerSecond
-from zoo_lightning.checkpoint_io import AtomicCheckpointIO, CheckpointWriteError
+from zoo_lightning.checkpoints import AtomicCheckpointIO, CheckpointWriteError
 from zoo_lightning.classifier import ImageClassifier
 from zoo_lightning.data import ImageDataModule
 from zoo_lightning.data.base import atomic_write

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from zoo_lightning.checkpoint_io import AtomicCheckpointIO
+from zoo_lightning.checkpoints import AtomicCheckpointIO
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -21,7 +21,7 @@ pytestmark = pytest.mark.skipif(not hasattr(os, "fork") or sys.platform == "win3
 
 LIMIT_SCRIPT = """
 import resource, signal, sys, torch
-from zoo_lightning.checkpoint_io import AtomicCheckpointIO, CheckpointWriteError
+from zoo_lightning.checkpoints import AtomicCheckpointIO, CheckpointWriteError
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # turn the size-limit signal into a failing write (EFBIG)
 resource.setrlimit(resource.RLIMIT_FSIZE, (64 * 1024, resource.RLIM_INFINITY))
 try:

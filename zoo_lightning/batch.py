@@ -1,0 +1,21 @@
+"""The batch with two training streams: labeled images with targets, and unlabeled images."""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+from torch import Tensor
+
+__all__ = ["TwoStreamBatch", "labeled_part"]
+
+
+class TwoStreamBatch(NamedTuple):
+    """``labeled`` is ``(images, targets)``; ``unlabeled`` a batch of images with no label."""
+
+    labeled: Any
+    unlabeled: Tensor
+
+
+def labeled_part(batch: Any) -> Any:
+    """The ``(images, targets, ...)`` part of a batch, whether it has one stream or two."""
+    return batch.labeled if isinstance(batch, TwoStreamBatch) else batch

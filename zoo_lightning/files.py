@@ -1,0 +1,39 @@
+"""Writing and recognizing files: the one place that writes atomically and fingerprints sources."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from typing import Callable, Sequence
+
+__all__ = ["atomic_write", "fingerprint"]
+
+
+def atomic_write(path: Path, write: Callable[[Path], object]) -> None:
+    """Calls ``write(tmp)`` on a hidden file beside ``path``, then renames it over ``path``.
+
+    The rename is atomic within one filesystem, so a crash or a full disk never leaves half a file
+    where a good one was; the temporary file is removed whatever happens.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def fingerprint(paths: Sequence[Path], root: Path | None = None) -> str:
+    """Changes whenever a file is added, removed, resized or rewritten.
+
+    Paths enter relative to ``root``, so ``data``, ``./data`` and ``/abs/data`` give one fingerprint.
+    """
+    digest = hashlib.sha1()
+    for path in sorted(paths):
+        stat = os.stat(path)
+        name = os.path.relpath(path, root) if root is not None else str(path)
+        digest.update(f"{name}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()
