@@ -104,3 +104,15 @@ def write_stl10_release(root: Path, train: int = 20, test: int = 10, unlabeled: 
 @pytest.fixture
 def stl10(tmp_path: Path) -> tuple[Path, dict]:
     return tmp_path, write_stl10_release(tmp_path)
+
+
+@pytest.fixture(scope="module")
+def tiny_net():
+    """:data:`tests.helpers.TINY_NET` in the registry for a module's tests, removed afterwards."""
+    from tests.helpers import TINY_NET, tiny_net as builder
+    from zoo_lightning.models import register_model
+    from zoo_lightning.models.registry import _REGISTRY
+
+    register_model(builder)
+    yield TINY_NET
+    del _REGISTRY[TINY_NET]

@@ -17,8 +17,8 @@ from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from torch.utils.tensorboard import SummaryWriter
 
-from test_callbacks import TINY_NET, TinyData, fit_tiny, tiny_net  # noqa: F401  (tiny_net is a fixture)
-from zoo_lightning.callbacks import ClassificationDashboard
+from tests.helpers import TINY_NET, TinyData, fit_tiny
+from zoo_lightning.callbacks import ClassificationDashboard, HparamsSession
 from zoo_lightning.classifier import ImageClassifier
 from zoo_lightning.cli import main
 from zoo_lightning.report import load_runs, write_report
@@ -43,7 +43,7 @@ def logs(tiny_net, tmp_path_factory):
     # What `python -m zoo_lightning test --ckpt_path .../best.ckpt` does: a run of its own.
     tester = L.Trainer(accelerator="cpu", devices=1, enable_progress_bar=False, enable_model_summary=False,
                        logger=TensorBoardLogger(root, name="eval", default_hp_metric=False),
-                       callbacks=[ClassificationDashboard(print_table=False)])
+                       callbacks=[ClassificationDashboard(print_table=False), HparamsSession()])
     tester.test(ImageClassifier(TINY_NET, num_classes=3), datamodule=TinyData(),
                 ckpt_path=first.checkpoint_callback.best_model_path, verbose=False)
     return root

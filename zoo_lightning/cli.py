@@ -19,13 +19,13 @@ from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, Pr
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.plugins.io import CheckpointIO
 
-from zoo_lightning.callbacks import ClassificationDashboard, ImagesPerSecond
+from zoo_lightning.callbacks import (ClassificationDashboard, HparamsSession, ImagesPerSecond, NonFiniteLossStop,
+                                     PredictionWriter)
+from zoo_lightning.callbacks.save_config import AtomicSaveConfigCallback
 from zoo_lightning.checkpoints import AtomicCheckpointIO, CheckpointWriteError
 from zoo_lightning.classifier import ImageClassifier
 from zoo_lightning.data import ImageDataModule
-from zoo_lightning.data.base import atomic_write
 from zoo_lightning.models import UnknownModelError
-from zoo_lightning.safety import NonFiniteLossStop
 
 __all__ = ["ZooCLI", "main", "CONFIG_DIR", "EXTRA_COMMANDS"]
 
@@ -40,38 +40,6 @@ class ZooArgumentParser(LightningArgumentParser):
     def print_usage(self, file=None) -> None:
         prog = self.prog.replace(" [options]", "")
         print(f"usage: {prog} [--config CONFIG] [--trainer.* ...] [--model.* ...] [--data.* ...]", file=file)
-
-
-class AtomicSaveConfigCallback(SaveConfigCallback):
-    """Lightning's config.yaml saving, with the file written through a temporary one and renamed.
-
-    jsonargparse writes the YAML in place; a run killed in that moment left an empty config.yaml.
-    Lightning's checks (no overwrite, rank 0 only, broadcasts) are kept as they are. Evaluation runs
-    without a logger save nothing: there is no run folder, and a config.yaml left in the working
-    directory would abort the next such run.
-    """
-
-    def setup(self, trainer, pl_module, stage: str) -> None:
-        if trainer.logger is None and stage != "fit":
-            return
-        parser = self.parser
-        self.parser = _AtomicSaver(parser)
-        try:
-            super().setup(trainer, pl_module, stage)
-        finally:
-            self.parser = parser
-
-
-class _AtomicSaver:
-    def __init__(self, parser) -> None:
-        self._parser = parser
-
-    def save(self, config, path: str, **kwargs) -> None:
-        kwargs["overwrite"] = True  # the temporary file; Lightning checked the real one before
-        atomic_write(Path(path), lambda partial: self._parser.save(config, str(partial), **kwargs))
-
-    def __getattr__(self, name: str):
-        return getattr(self._parser, name)
 
 
 class ZooCLI(LightningCLI):
@@ -118,9 +86,8 @@ class ZooCLI(LightningCLI):
         parser.set_defaults({"lr_monitor.logging_interval": "step"})
 
     def _instantiate_trainer(self, config: dict, callbacks: list):
+        callbacks = [*callbacks, HparamsSession()]
         if self.subcommand == "predict":
-            from zoo_lightning.predict import PredictionWriter
-
             callbacks = [*callbacks, PredictionWriter()]
         # A rich progress bar unless the user turned bars off or brought their own.
         given = [*callbacks, *(config.get("callbacks") or [])]

@@ -154,31 +154,11 @@ def _event_file_order(path: Path) -> tuple[int, str]:
     return (int(parts[3]) if len(parts) > 3 and parts[3].isdigit() else 0, path.name)
 
 
-def _read_session(accumulator: Any) -> tuple[dict[str, Any], str | None]:
-    from tensorboard.plugins.hparams import api_pb2, plugin_data_pb2
-
-    try:
-        content = accumulator.PluginTagToContent("hparams")
-    except KeyError:
-        return {}, None
-    params, status = {}, None
-    if "_hparams_/session_start_info" in content:
-        start = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/session_start_info"])
-        for key, value in start.session_start_info.hparams.items():
-            kind = value.WhichOneof("kind")
-            if kind in ("number_value", "string_value", "bool_value"):
-                params[key] = getattr(value, kind)
-    if "_hparams_/session_end_info" in content:
-        end = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/session_end_info"]).session_end_info
-        # Only an end with a time is a real one: Lightning's hp_metric writes SUCCESS when a run starts.
-        if end.end_time_secs:
-            status = {api_pb2.STATUS_SUCCESS: "done", api_pb2.STATUS_FAILURE: "failed"}.get(end.status)
-    return params, status
-
-
 def _read_events(run_dir: Path) -> tuple[dict[str, list[tuple[int, float]]], float, dict[str, Any], str | None]:
     """Scalars, wall seconds, HPARAMS session and status of a run, one event file (session) at a time."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from zoo_lightning.callbacks.hparams_session import read_session
 
     scalars: dict[str, list[tuple[int, float]]] = {}
     wall, session, status = 0.0, {}, None
@@ -200,7 +180,7 @@ def _read_events(run_dir: Path) -> tuple[dict[str, list[tuple[int, float]]], flo
             scalars[tag] = kept + [(e.step, e.value) for e in events]
             last = max(last, events[-1].wall_time)
         wall += last - first
-        params, ended = _read_session(accumulator)
+        params, ended = read_session(accumulator)
         session.update(params)
         if ended or params:  # a session that started again (resumed) and has not ended is open
             status = ended

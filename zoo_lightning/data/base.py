@@ -21,7 +21,7 @@ import torch
 from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor, nn
 
-from zoo_lightning.data.augment import Normalize, RandomCrop, RandomHorizontalFlip, Resize
+from zoo_lightning.data.transforms import Normalize, RandomCrop, RandomHorizontalFlip, Resize
 from zoo_lightning.data.tensors import BatchLoader, as_tensor, channel_stats
 
 __all__ = ["ImageDataModule", "Splits", "fingerprint", "atomic_write", "download_release"]

@@ -1,4 +1,4 @@
-"""Callbacks that keep a run from wasting hours or a user's checkpoints when training goes wrong."""
+"""NonFiniteLossStop: a NaN or infinite loss ends training at once, with what to try next."""
 
 from __future__ import annotations
 

@@ -1,0 +1,10 @@
+"""Callbacks, one per file: what a run logs and writes beside the training logic."""
+
+from zoo_lightning.callbacks.dashboard import ClassificationDashboard, class_names, per_class_accuracy
+from zoo_lightning.callbacks.hparams_session import HparamsSession
+from zoo_lightning.callbacks.nonfinite import NonFiniteLossError, NonFiniteLossStop
+from zoo_lightning.callbacks.prediction_writer import PredictionWriter
+from zoo_lightning.callbacks.throughput import ImagesPerSecond
+
+__all__ = ["ClassificationDashboard", "HparamsSession", "ImagesPerSecond", "NonFiniteLossError", "NonFiniteLossStop",
+           "PredictionWriter", "class_names", "per_class_accuracy"]
