@@ -8,7 +8,8 @@ import torch
 import yaml
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from zoo_lightning.cli import CONFIG_DIR, main, resolve_config_args
+from zoo_lightning.argv import CONFIG_DIR, resolve_config_args
+from zoo_lightning.cli import main
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -127,7 +128,7 @@ class _Parsed(Exception):
 
 
 def test_every_config_parses_and_names_a_registered_backbone():
-    from zoo_lightning.cli import ZooCLI
+    from zoo_lightning.commands.trainer import ZooCLI
     from zoo_lightning.models import list_models
 
     class ParseOnly(ZooCLI):

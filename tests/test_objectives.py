@@ -11,6 +11,7 @@ from lightning.pytorch.loggers import Logger
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
+from zoo_lightning.batch import TwoStreamBatch
 from zoo_lightning.classifier import ImageClassifier
 from zoo_lightning.models import create_model, register_model
 from zoo_lightning.models.registry import _REGISTRY
@@ -162,7 +163,7 @@ def test_teacher_stays_frozen_out_of_the_optimizer_and_the_checkpoint(teacher_ck
     torch.testing.assert_close(restored.eval()(x), student.eval()(x))
 
 
-def test_teacher_top1_once_at_the_start_and_agreement_each_epoch(teacher_ckpt, tmp_path):
+def test_teacher_top1_and_agreement_each_validation_epoch(teacher_ckpt, tmp_path):
     objective = Distillation(str(teacher_ckpt))
     calls = []
     objective.teacher.register_forward_hook(lambda module, args, out: calls.append(len(args[0])))
@@ -173,8 +174,9 @@ def test_teacher_top1_once_at_the_start_and_agreement_each_epoch(teacher_ckpt, t
     trainer.fit(student, _loader(16), DataLoader(TensorDataset(val_x, val_y), batch_size=8))
 
     teacher_pred = objective.teacher(val_x).argmax(1)
-    [(step, value)] = [(s, v) for s, v in recorder.values("val/teacher_top1") if s == 0]
-    assert value == pytest.approx((teacher_pred == val_y).float().mean().item())
+    teacher_top1 = recorder.values("val/teacher_top1")
+    assert [s for s, _ in teacher_top1] == [1, 3]  # the first validation already says what the teacher scores
+    assert teacher_top1[0][1] == pytest.approx((teacher_pred == val_y).float().mean().item())
     agreement = recorder.values("val/agreement")
     assert [s for s, _ in agreement] == [1, 3]  # once per validation epoch
     with torch.no_grad():
@@ -204,7 +206,7 @@ def test_unlabeled_stream_adds_kd_only(teacher_ckpt):
     (x, y), x_u = _data(4), torch.randn(6, 3, 32, 32)
     with warnings.catch_warnings():  # no Trainer attached: Lightning warns that logging is skipped
         warnings.simplefilter("ignore")
-        loss = model.training_step({"labeled": (x, y), "unlabeled": x_u}, 0)
+        loss = model.training_step(TwoStreamBatch((x, y), x_u), 0)
     student, teacher = model.backbone, objective.teacher
     expected = (0.5 * F.cross_entropy(student(x), y) + 0.5 * distillation_kl(student(x), teacher(x), 4.0)
                 + 0.5 * distillation_kl(student(x_u), teacher(x_u), 4.0))

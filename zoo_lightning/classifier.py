@@ -19,7 +19,9 @@ from torch import Tensor, nn
 from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
 
-from zoo_lightning.models import create_model
+from zoo_lightning import metric_names as names
+from zoo_lightning.batch import TwoStreamBatch
+from zoo_lightning.checkpoints import rebuild_backbone
 from zoo_lightning.objectives import CrossEntropy, Objective, hard_targets, main_logits
 from zoo_lightning.schedulers import WarmupCosineLR
 
@@ -111,7 +113,7 @@ class ImageClassifier(L.LightningModule):
         if tta not in TTA_MODES:
             raise ValueError(f"Unknown tta {tta!r}: choose one of {', '.join(map(str, TTA_MODES))}.")
         self.save_hyperparameters(ignore=["objective", "optimizer", "lr_scheduler"])
-        self.backbone = create_model(backbone, num_classes=num_classes, stem=stem, **(backbone_kwargs or {}))
+        self.backbone = rebuild_backbone(self.hparams)
         self.objective = objective if objective is not None else CrossEntropy()
         self.objective.attach(num_classes)
         self.optimizer_factory = optimizer
@@ -129,9 +131,9 @@ class ImageClassifier(L.LightningModule):
                 f"top{top_k}": MulticlassAccuracy(num_classes, top_k=top_k, average="micro"),
             }
         )
-        self.train_metrics = metrics.clone(prefix="train/")
-        self.val_metrics = metrics.clone(prefix="val/")
-        self.test_metrics = metrics.clone(prefix="test/")
+        self.train_metrics = metrics.clone(prefix=names.tag(names.TRAIN, ""))
+        self.val_metrics = metrics.clone(prefix=names.tag(names.VAL, ""))
+        self.test_metrics = metrics.clone(prefix=names.tag(names.TEST, ""))
 
     def forward(self, images: Tensor) -> Any:
         return self._forward(images.contiguous(memory_format=self.memory_format))
@@ -149,21 +151,16 @@ class ImageClassifier(L.LightningModule):
     def _fitting(self) -> bool:
         return self._trainer is not None and self._trainer.state.fn == TrainerFn.FITTING
 
-    def on_train_start(self) -> None:
-        # The objective's chance to look at the data once before training (a teacher's val accuracy).
-        self.objective.on_train_start(self)
-
-    def training_step(self, batch: tuple[Tensor, Tensor] | dict[str, Any], batch_idx: int) -> Tensor:
-        # A dict batch carries a second, unlabeled stream: {"labeled": (images, targets), "unlabeled": images}.
-        unlabeled = batch.get("unlabeled") if isinstance(batch, dict) else None
-        images, targets = batch["labeled"] if isinstance(batch, dict) else batch
+    def training_step(self, batch: tuple[Tensor, Tensor] | TwoStreamBatch, batch_idx: int) -> Tensor:
+        two_streams = isinstance(batch, TwoStreamBatch)
+        images, targets = batch.labeled if two_streams else batch
         outputs = self(images)
         terms = self.objective(outputs, targets, images)
-        if unlabeled is not None:
-            extra = self.objective.unlabeled(self(unlabeled), unlabeled)
+        if two_streams:
+            extra = self.objective.unlabeled(self(batch.unlabeled), batch.unlabeled)
             terms = {**terms, **{k: v for k, v in extra.items() if k != "loss"}, "loss": terms["loss"] + extra["loss"]}
         self.train_metrics(main_logits(outputs).detach(), hard_targets(targets))
-        self.log_dict({f"train/{name}": value.detach() for name, value in terms.items()}, prog_bar=False)
+        self.log_dict({names.tag(names.TRAIN, name): value.detach() for name, value in terms.items()}, prog_bar=False)
         self.log_dict(self.train_metrics, on_step=False, on_epoch=True)
         return terms["loss"]
 
@@ -172,17 +169,17 @@ class ImageClassifier(L.LightningModule):
         logits = self.evaluate_logits(images)
         loss = nn.functional.cross_entropy(logits, targets)
         metrics.update(logits, targets)
-        self.log(f"{stage}/loss", loss, on_epoch=True, sync_dist=True)
+        self.log(names.tag(stage, names.LOSS), loss, on_epoch=True, sync_dist=True)
         self.log_dict(metrics, on_epoch=True, prog_bar=True)
         for name, metric in self.objective.eval_metrics(logits, targets, images).items():
-            self.log(f"{stage}/{name}", metric, on_epoch=True)
+            self.log(names.tag(stage, name), metric, on_epoch=True)
         return logits
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
-        return self._evaluate(batch, self.val_metrics, "val")
+        return self._evaluate(batch, self.val_metrics, names.VAL)
 
     def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
-        return self._evaluate(batch, self.test_metrics, "test")
+        return self._evaluate(batch, self.test_metrics, names.TEST)
 
     def predict_step(self, batch: Any, batch_idx: int) -> Tensor:
         images = batch[0] if isinstance(batch, (tuple, list)) else batch

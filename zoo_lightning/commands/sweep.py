@@ -22,6 +22,9 @@ from pathlib import Path
 
 import yaml
 
+from zoo_lightning.argv import option_value, resolve_config
+from zoo_lightning.runs import experiment_name
+
 __all__ = ["parse_grid", "combinations", "run_name", "main"]
 
 
@@ -66,30 +69,29 @@ class SweepRun:
     seconds: float
 
 
-def _experiment(config: Path) -> tuple[str, str]:
-    """The (save_dir, name) of the config's TensorBoard logger, with the CLI's defaults."""
+def _config_logger(config: Path) -> tuple[str | None, str | None]:
+    """The (save_dir, name) a config file gives its TensorBoard logger, None where it gives none."""
     cfg = yaml.safe_load(config.read_text()) or {}
-    logger = (cfg.get("trainer") or {}).get("logger") or {}
-    init = logger.get("init_args", {}) if isinstance(logger, dict) else {}
-    name = init.get("name") or (cfg.get("model") or {}).get("backbone") or config.stem
-    return init.get("save_dir", "lightning_logs"), name
+    logger = (cfg.get("trainer") or {}).get("logger") if isinstance(cfg, dict) else None
+    init = (logger.get("init_args") or {}) if isinstance(logger, dict) else {}
+    return init.get("save_dir"), init.get("name")
 
 
 def main(argv: list[str]) -> None:
-    from zoo_lightning.cli import option_value, resolve_config_args
-
     parser = argparse.ArgumentParser(prog="python -m zoo_lightning sweep", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", required=True, help="the base config (a path or a name in configs/)")
+    parser.add_argument("--config", required=True, help="the config to sweep (a path or the name of a shipped config)")
     parser.add_argument("--grid", nargs="+", required=True, metavar="KEY=V1,V2", help="CLI keys and their values")
     args, passthrough = parser.parse_known_args(argv)
-    config = Path(resolve_config_args(["--config", args.config])[1])
+    config = Path(resolve_config(args.config))
     if not config.is_file():
         raise FileNotFoundError(f"Config {args.config!r} not found (looked in . and configs/).")
     grid = parse_grid(args.grid)
-    save_dir, experiment = _experiment(config)
-    save_dir = option_value(passthrough, "--trainer.logger.init_args.save_dir") or save_dir
-    experiment = option_value(passthrough, "--trainer.logger.init_args.name") or experiment
+    save_dir, name = _config_logger(config)
+    save_dir = option_value(passthrough, "--trainer.logger.init_args.save_dir") or save_dir or "lightning_logs"
+    name = option_value(passthrough, "--trainer.logger.init_args.name") or name
+    # The rule `fit` applies, given to every run explicitly so the sweep and its runs agree by construction.
+    experiment = experiment_name(name, [config], backbone="")
     runs: list[SweepRun] = []
     combos = combinations(grid)
     for i, combo in enumerate(combos, 1):
@@ -99,7 +101,7 @@ def main(argv: list[str]) -> None:
             suffix += 1
             version = f"{name}_v{suffix}"
         cmd = [sys.executable, "-m", "zoo_lightning", "fit", "--config", str(config), *passthrough,
-               "--trainer.logger.init_args.version", version]
+               "--trainer.logger.init_args.name", experiment, "--trainer.logger.init_args.version", version]
         for key, value in combo.items():
             cmd += [f"--{key}", value]
         print(f"[sweep {i}/{len(combos)}] {experiment}/{version}", flush=True)

@@ -17,48 +17,41 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-__all__ = ["StandaloneClassifier", "checkpoint_data_state", "load_standalone", "export", "main"]
+from zoo_lightning.checkpoints import datamodule_state, load_backbone
+from zoo_lightning.data.transforms import Normalize
+
+__all__ = ["FORMATS", "StandaloneClassifier", "load_standalone", "export", "main"]
 
 FORMATS = {"torchscript": ".ts", "exported_program": ".pt2"}
 
 
 class StandaloneClassifier(nn.Module):
-    """uint8 images -> logits: scales to [0, 1], normalizes with the training statistics, classifies."""
+    """uint8 images -> logits: the training data's normalization, then the backbone."""
 
-    def __init__(self, backbone: nn.Module, mean: tuple[float, ...], std: tuple[float, ...]) -> None:
+    def __init__(self, backbone: nn.Module, normalize: nn.Module) -> None:
         super().__init__()
+        self.normalize = normalize
         self.backbone = backbone
-        # Folding the /255 into the statistics saves one pass over the batch.
-        self.register_buffer("scale", 1.0 / (255.0 * torch.tensor(std).view(1, -1, 1, 1)))
-        self.register_buffer("shift", torch.tensor(mean).view(1, -1, 1, 1) / torch.tensor(std).view(1, -1, 1, 1))
 
     def forward(self, images: Tensor) -> Tensor:
-        return self.backbone(images.float() * self.scale - self.shift)
-
-
-def checkpoint_data_state(checkpoint: dict[str, Any]) -> dict[str, Any]:
-    """The DataModule state a checkpoint carries (mean, std, class_names, image_size)."""
-    for value in checkpoint.values():
-        if isinstance(value, dict) and {"mean", "std"} <= value.keys():
-            return value
-    raise ValueError(
-        "The checkpoint holds no normalization statistics (mean/std): it was not written by "
-        "`python -m zoo_lightning fit` with a zoo_lightning DataModule."
-    )
+        return self.backbone(self.normalize(images))
 
 
 def load_standalone(ckpt_path: str | Path) -> tuple[StandaloneClassifier, dict[str, Any]]:
-    from zoo_lightning.classifier import ImageClassifier
-    from zoo_lightning.cli import read_checkpoint
-
-    path = Path(ckpt_path)
-    checkpoint = read_checkpoint(str(path))
-    data_state = checkpoint_data_state(checkpoint)
-    module = ImageClassifier.load_from_checkpoint(path, map_location="cpu").eval()
-    return StandaloneClassifier(module.backbone, tuple(data_state["mean"]), tuple(data_state["std"])).eval(), data_state
+    """The checkpoint's backbone behind its training normalization, and the DataModule state it carries."""
+    backbone, checkpoint = load_backbone(ckpt_path)
+    state = datamodule_state(checkpoint)
+    if state is None or state.get("mean") is None:
+        raise ValueError(
+            "The checkpoint holds no normalization statistics (mean/std): it was not written by "
+            "`python -m zoo_lightning fit` with a zoo_lightning DataModule."
+        )
+    model = StandaloneClassifier(backbone, Normalize(state["mean"], state["std"]))
+    return model.eval(), state
 
 
 def export(ckpt_path: str | Path, format: str = "torchscript", out: str | Path | None = None) -> Path:
+    """Writes the standalone model of ``ckpt_path`` in ``format``; returns the file written."""
     if format not in FORMATS:
         raise ValueError(f"Unknown export format {format!r}: choose one of {', '.join(FORMATS)}.")
     model, data_state = load_standalone(ckpt_path)
