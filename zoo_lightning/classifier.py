@@ -91,6 +91,8 @@ class ImageClassifier(L.LightningModule):
             image and its mirror; ``"flip_translate"`` adds both views shifted by one pixel
             (right-down and left-up), four views in all. The per-epoch validation inside ``fit``
             stays single-view, so it costs one forward pass and its curve compares across runs.
+        input_size: side of the input images; the CLI links it from the DataModule's image_size. Only the model
+            summary uses it, to count one image's FLOPs as ``python -m zoo_lightning models`` does.
     """
 
     def __init__(
@@ -106,6 +108,7 @@ class ImageClassifier(L.LightningModule):
         compile: bool = False,
         norm_lr_scale: float = 1.0,
         tta: str | None = None,
+        input_size: int | None = None,
     ) -> None:
         super().__init__()
         if norm_lr_scale <= 0:
@@ -121,6 +124,8 @@ class ImageClassifier(L.LightningModule):
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         if channels_last:
             self.backbone.to(memory_format=torch.channels_last)
+        if input_size is not None:
+            self.example_input_array = torch.zeros(1, 3, input_size, input_size)
         # Set past nn.Module.__setattr__ so the (compiled) alias is not registered twice in state_dict.
         object.__setattr__(self, "_forward", torch.compile(self.backbone) if compile else self.backbone)
 

@@ -10,6 +10,8 @@ may be a shipped config's name. Runs are versioned TensorBoard folders with best
 from __future__ import annotations
 
 import json
+import logging
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +33,22 @@ __all__ = ["ZooCLI", "run", "TRAINER_COMMANDS"]
 
 TRAINER_COMMANDS = ("fit", "validate", "test", "predict")
 RUNTIME_OPTIONS = ("tta", "channels_last", "compile")  # model options a checkpoint does not fix
+# Lightning's notices that say nothing a user of this project can act on.
+_NOTICES = ("GPU available: False", "TPU available: False", "💡 Tip:", "Loading `train_dataloader` to estimate")
+
+
+class _DropNotices(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith(_NOTICES)
+
+
+def quiet_lightning() -> None:
+    """Drops :data:`_NOTICES` and the deprecation warning Lightning's own pytree code raises under torch 2.14."""
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _DropNotices) for f in logger.filters):
+            logger.addFilter(_DropNotices())
+    warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
 
 
 class ZooArgumentParser(LightningArgumentParser):
@@ -64,6 +82,7 @@ class ZooCLI(LightningCLI):
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.link_arguments("data.num_classes", "model.num_classes", apply_on="instantiate")
+        parser.link_arguments("data.image_size", "model.input_size", apply_on="instantiate")
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
         parser.set_defaults(
             {
@@ -173,4 +192,5 @@ def data_args_from_checkpoint(argv: list[str]) -> list[str]:
 
 def run(argv: list[str]) -> None:
     """Runs one of :data:`TRAINER_COMMANDS`: ``argv`` starts with its name."""
+    quiet_lightning()
     ZooCLI(args=argv)
