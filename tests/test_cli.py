@@ -1,201 +1,67 @@
-import os
+"""The command table: help that lists every command without loading torch, dispatch, the error policy."""
+
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
-import torch
-import yaml
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from zoo_lightning.argv import CONFIG_DIR, resolve_config_args
-from zoo_lightning.cli import main
+from tests.helpers import cli_command, cli_env
+from zoo_lightning.cli import COMMANDS, main, usage
 
-ROOT = Path(__file__).resolve().parent.parent
+NINE = ["fit", "validate", "test", "predict", "models", "stats", "export", "sweep", "report"]
 
 
-def _fit_args(data_dir: Path, logs: Path, *extra: str) -> list[str]:
-    return [
-        "fit", "--config", "cnn_cifar.yaml", "--data.data_dir", str(data_dir), "--data.val_size", "20",
-        "--data.batch_size", "16", "--trainer.max_epochs", "1", "--trainer.log_every_n_steps", "1",
-        "--trainer.logger.init_args.save_dir", str(logs), "--trainer.enable_progress_bar", "false", *extra,
-    ]
+def test_help_lists_all_nine_commands_with_a_summary(capsys):
+    main(["--help"])
+    out = capsys.readouterr().out
+    assert list(COMMANDS) == NINE
+    for name in NINE:
+        assert any(line.split()[:1] == [name] and len(line.split()) > 2 for line in out.splitlines()), name
 
 
-def _run(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.run([sys.executable, "-m", "zoo_lightning", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=300)
+@pytest.mark.parametrize("argv", [[], ["--help"], ["-h"]])
+def test_help_imports_neither_torch_nor_lightning(argv):
+    script = ("import sys; from zoo_lightning.cli import main; main(sys.argv[1:]); "
+              "print(sorted(m for m in ('torch', 'lightning', 'numpy') if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", script, *argv], env=cli_env(), capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().endswith("[]") and "report" in result.stdout
 
 
-def test_fit_then_test_from_the_checkpoint(cifar_python, tmp_path):
-    data_dir, _ = cifar_python
-    logs = tmp_path / "logs"
-    fit = _run(_fit_args(data_dir, logs), cwd=tmp_path)
-    assert fit.returncode == 0, fit.stderr[-3000:]
-    run = logs / "cnn_cifar" / "version_0"
-    config = yaml.safe_load((run / "config.yaml").read_text())
-    assert config["model"]["backbone"] == "cnn"
-    assert config["data"]["init_args"]["val_size"] == 20
-    best, last = run / "checkpoints" / "best.ckpt", run / "checkpoints" / "last.ckpt"
-    assert best.is_file() and last.is_file()
-    checkpoint = torch.load(best, map_location="cpu", weights_only=False)
-    assert checkpoint["global_step"] == 5  # 80 train images / 16
-    assert checkpoint["hyper_parameters"]["backbone"] == "cnn"
-    assert checkpoint["hyper_parameters"]["num_classes"] == 10  # linked from the DataModule
-    events = EventAccumulator(str(run)).Reload()
-    tags = events.Tags()["scalars"]
-    assert {"train/loss", "val/top1", "val/loss"} <= set(tags) and any(t.startswith("lr-") for t in tags)
+def test_every_command_target_exists():
+    import importlib
 
-    test = _run(["test", "--config", "cnn_cifar.yaml", "--data.data_dir", str(data_dir), "--data.val_size", "20",
-                 "--trainer.logger.init_args.save_dir", str(logs), "--ckpt_path", str(best)], cwd=tmp_path)
-    assert test.returncode == 0, test.stderr[-3000:]
-    assert "test/top1" in test.stdout
-    # A second command never writes into the first run's folder.
-    assert (logs / "cnn_cifar" / "version_1").is_dir()
-    assert (run / "checkpoints" / "best.ckpt").stat().st_mtime_ns == best.stat().st_mtime_ns
-
-    # The checkpoint teaches a student of another family through the distillation config.
-    distill = _run(["fit", "--config", "distill_resnet56_to_resnet20_cifar.yaml", *_fit_args(data_dir, logs)[3:],
-                    "--model.objective.init_args.teacher", str(best)], cwd=tmp_path)
-    assert distill.returncode == 0, distill.stderr[-3000:]
-    student_run = logs / "distill_resnet56_to_resnet20_cifar" / "version_0"
-    student = torch.load(student_run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
-    assert student["hyper_parameters"]["backbone"] == "resnet20"
-    assert all(k.startswith("backbone.") for k in student["state_dict"])  # no teacher weights inside
-    tags = EventAccumulator(str(student_run)).Reload().Tags()["scalars"]
-    assert {"train/kd", "train/ce", "val/agreement", "val/teacher_top1"} <= set(tags)
+    for name, command in COMMANDS.items():
+        module, function = command.target.split(":")
+        assert callable(getattr(importlib.import_module(module), function)), name
 
 
-def test_checkpoint_fixes_the_network_and_the_command_line_how_to_run_it(cifar_python, tmp_path, monkeypatch):
-    """Lightning lays a checkpoint's hyper-parameters over the command line; tta/channels_last stay the user's."""
-    import functools
-
-    import lightning as L
-
-    data_dir, _ = cifar_python
-    logs = tmp_path / "logs"
-    main([*_fit_args(data_dir, logs, "--trainer.max_steps", "1")])  # trained with tta None, channels_last False
-    ckpt = next(logs.rglob("last.ckpt"))
-    tested = []
-    # wraps: LightningCLI builds the subcommand's options (ckpt_path) from Trainer.test's signature
-    capture = functools.wraps(L.Trainer.test)(lambda trainer, model, *args, **kwargs: tested.append(model))
-    monkeypatch.setattr(L.Trainer, "test", capture)
-    main(["test", "--config", "resnet20_cifar.yaml", "--ckpt_path", str(ckpt), "--model.tta", "flip",
-          "--model.channels_last", "true", "--data.data_dir", str(data_dir), "--data.val_size", "20",
-          "--trainer.logger.init_args.save_dir", str(logs)])
-    (model,) = tested
-    assert model.hparams.backbone == "cnn"  # from the checkpoint, over the config's resnet20
-    assert model.hparams.tta == "flip" and model.hparams.channels_last is True  # from the command line
-
-
-def test_config_names_resolve_against_the_configs_folder(tmp_path):
-    args = resolve_config_args(["fit", "--config", "resnet20_cifar.yaml", "--config=cnn_cifar"])
-    assert args[2] == str(CONFIG_DIR / "resnet20_cifar.yaml")
-    assert args[3] == f"--config={CONFIG_DIR / 'cnn_cifar.yaml'}"
-    local = tmp_path / "mine.yaml"
-    local.write_text("trainer: {}\n")
-    assert resolve_config_args(["--config", str(local)])[1] == str(local)
-
-
-def test_unknown_backbone_is_one_line_with_the_closest_match(cifar_python, tmp_path, capsys):
-    data_dir, _ = cifar_python
+def test_an_unknown_command_is_an_error_with_the_list(capsys):
     with pytest.raises(SystemExit) as exit_info:
-        main(_fit_args(data_dir, tmp_path, "--model.backbone", "resnet2O"))
+        main(["fitt"])
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
-    assert "Unknown model 'resnet2O'" in err and "'resnet20'" in err and "Traceback" not in err
+    assert "unknown command 'fitt'" in err and usage() in err
 
 
-def test_missing_data_says_what_to_do(tmp_path, capsys):
-    with pytest.raises(SystemExit):
-        main(_fit_args(tmp_path / "empty", tmp_path))
-    err = capsys.readouterr().err
-    assert "No CIFAR-10 under" in err and "--data.download true" in err and "Traceback" not in err
+def test_a_user_error_is_one_line_and_a_bug_a_traceback(monkeypatch, capsys):
+    import zoo_lightning.commands.models as models
 
-
-def test_mistyped_config_key_gets_jsonargparses_message(tmp_path, capsys, monkeypatch):
-    monkeypatch.chdir(tmp_path)  # were the key accepted, nothing would train on real data
+    monkeypatch.setattr(models, "main", lambda argv: (_ for _ in ()).throw(ValueError("bad pattern: use 'res*'")))
     with pytest.raises(SystemExit) as exit_info:
-        main(["fit", "--config", "cnn_cifar.yaml", "--trainer.max_epoch", "3"])
-    assert exit_info.value.code != 0
-    err = capsys.readouterr().err
-    assert "max_epoch" in err and "Traceback" not in err
+        main(["models", "x"])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.splitlines()[0] == "error: bad pattern: use 'res*'"
+    monkeypatch.setattr(models, "main", lambda argv: (_ for _ in ()).throw(RuntimeError("a bug")))
+    with pytest.raises(RuntimeError, match="a bug"):
+        main(["models", "x"])
+    monkeypatch.setenv("ZOO_DEBUG", "1")
+    monkeypatch.setattr(models, "main", lambda argv: (_ for _ in ()).throw(ValueError("shown with its traceback")))
+    with pytest.raises(ValueError):
+        main(["models", "x"])
 
 
-class _Parsed(Exception):
-    pass
-
-
-def test_every_config_parses_and_names_a_registered_backbone():
-    from zoo_lightning.commands.trainer import ZooCLI
-    from zoo_lightning.models import list_models
-
-    class ParseOnly(ZooCLI):
-        def before_instantiate_classes(self) -> None:
-            raise _Parsed(self.config["fit"])
-
-    configs = sorted(CONFIG_DIR.glob("*.yaml"))
-    assert len(configs) >= 3
-    for config in configs:
-        with pytest.raises(_Parsed) as parsed:
-            ParseOnly(args=["fit", "--config", str(config)])
-        backbone = parsed.value.args[0].model.backbone
-        assert backbone in list_models() or ":" in backbone, f"{config.name}: unknown backbone {backbone}"
-
-
-def test_a_backbone_registered_in_user_code_trains_through_the_cli(cifar_python, tmp_path):
-    """The README's "Add your own backbone": one function, one decorator, nothing else edited."""
-    from torch import nn
-
-    from zoo_lightning.models import list_models, register_model
-    from zoo_lightning.models.registry import _REGISTRY
-
-    @register_model
-    def readme_tiny_net(num_classes: int = 10, stem: str = "cifar", width: int = 8) -> nn.Module:
-        """A two-layer test net."""
-        return nn.Sequential(nn.Conv2d(3, width, 3, padding=1), nn.BatchNorm2d(width), nn.ReLU(),
-                             nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(width, num_classes))
-
-    try:
-        assert "readme_tiny_net" in list_models()
-        data_dir, _ = cifar_python
-        main(_fit_args(data_dir, tmp_path / "logs", "--model.backbone", "readme_tiny_net",
-                       "--model.backbone_kwargs", "{width: 4}", "--trainer.max_epochs", "1"))
-        checkpoint = torch.load(next((tmp_path / "logs").rglob("last.ckpt")), weights_only=True)
-        assert checkpoint["state_dict"]["backbone.0.weight"].shape == (4, 3, 3, 3)
-        assert checkpoint["global_step"] == 5
-    finally:
-        del _REGISTRY["readme_tiny_net"]
-
-
-def test_train_sizes_from_the_command_line_resize_what_fit_trains_on(cifar_python, tmp_path, monkeypatch):
-    from zoo_lightning.data import CIFAR10DataModule, augment
-
-    sides: list[int] = []
-    resize = augment.Resize.forward
-    monkeypatch.setattr(augment.Resize, "forward", lambda self, images: sides.append(self.size) or resize(self, images))
-    data_dir, _ = cifar_python
-    logs = tmp_path / "logs"
-    main(_fit_args(data_dir, logs, "--data.train_sizes", "{0: 16, 1: 32}", "--trainer.max_epochs", "2",
-                   "--trainer.limit_train_batches", "2", "--trainer.limit_val_batches", "1"))
-    assert sides == [16, 16, 32, 32]  # two training batches per epoch; validation is never resized
-    # The saved config (jsonargparse writes the epochs as string keys) rebuilds the same schedule.
-    saved = yaml.safe_load(next(logs.rglob("config.yaml")).read_text())["data"]["init_args"]
-    assert CIFAR10DataModule(**saved).train_sizes == {0: 16, 1: 32}
-
-
-def test_evaluating_without_a_logger_writes_nothing_and_can_be_repeated(cifar_python, tmp_path, monkeypatch, capsys):
-    """`test --trainer.logger false` has no run folder to file a config.yaml in; a second one must not abort."""
-    data_dir, _ = cifar_python
-    logs = tmp_path / "logs"
-    main([*_fit_args(data_dir, logs, "--trainer.max_steps", "1")])
-    ckpt = next(logs.rglob("last.ckpt"))
-    workdir = tmp_path / "elsewhere"
-    workdir.mkdir()
-    monkeypatch.chdir(workdir)
-    for _ in range(2):
-        main(["test", "--config", "cnn_cifar.yaml", "--ckpt_path", str(ckpt), "--data.data_dir", str(data_dir),
-              "--data.val_size", "20", "--trainer.logger", "false", "--trainer.enable_progress_bar", "false"])
-        assert "test/top1" in capsys.readouterr().out
-    assert list(workdir.iterdir()) == []
+def test_python_dash_m_runs_the_same_table():
+    result = subprocess.run(cli_command("--help"), env=cli_env(), capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0 and result.stdout == usage() + "\n"

@@ -1,6 +1,8 @@
+"""sweep: the grid parsed into combinations and the version names runs get."""
+
 import pytest
 
-from zoo_lightning.sweep import combinations, parse_grid, run_name
+from zoo_lightning.commands.sweep import combinations, parse_grid, run_name
 
 
 def test_grid_parses_keys_and_values():

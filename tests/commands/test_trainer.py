@@ -1,0 +1,175 @@
+"""fit, validate, test, predict through the CLI: run folders, checkpoints, configs, the recipe defaults."""
+
+
+import pytest
+import torch
+import yaml
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from tests.helpers import fit_args, run_cli
+from zoo_lightning.argv import CONFIG_DIR, resolve_config_args
+from zoo_lightning.cli import main
+
+
+def test_fit_then_test_from_the_checkpoint(cifar_python, tmp_path):
+    data_dir, _ = cifar_python
+    logs = tmp_path / "logs"
+    fit = run_cli(fit_args(data_dir, logs), cwd=tmp_path)
+    assert fit.returncode == 0, fit.stderr[-3000:]
+    run = logs / "cnn_cifar" / "version_0"
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    assert config["model"]["backbone"] == "cnn"
+    assert config["data"]["init_args"]["val_size"] == 20
+    best, last = run / "checkpoints" / "best.ckpt", run / "checkpoints" / "last.ckpt"
+    assert best.is_file() and last.is_file()
+    checkpoint = torch.load(best, map_location="cpu", weights_only=False)
+    assert checkpoint["global_step"] == 5  # 80 train images / 16
+    assert checkpoint["hyper_parameters"]["backbone"] == "cnn"
+    assert checkpoint["hyper_parameters"]["num_classes"] == 10  # linked from the DataModule
+    events = EventAccumulator(str(run)).Reload()
+    tags = events.Tags()["scalars"]
+    assert {"train/loss", "val/top1", "val/loss"} <= set(tags) and any(t.startswith("lr-") for t in tags)
+
+    test = run_cli(["test", "--config", "cnn_cifar.yaml", "--data.data_dir", str(data_dir), "--data.val_size", "20",
+                 "--trainer.logger.init_args.save_dir", str(logs), "--ckpt_path", str(best)], cwd=tmp_path)
+    assert test.returncode == 0, test.stderr[-3000:]
+    assert "test/top1" in test.stdout
+    # A second command never writes into the first run's folder.
+    assert (logs / "cnn_cifar" / "version_1").is_dir()
+    assert (run / "checkpoints" / "best.ckpt").stat().st_mtime_ns == best.stat().st_mtime_ns
+
+    # The checkpoint teaches a student of another family through the distillation config.
+    distill = run_cli(["fit", "--config", "distill_resnet56_to_resnet20_cifar.yaml", *fit_args(data_dir, logs)[3:],
+                    "--model.objective.init_args.teacher", str(best)], cwd=tmp_path)
+    assert distill.returncode == 0, distill.stderr[-3000:]
+    student_run = logs / "distill_resnet56_to_resnet20_cifar" / "version_0"
+    student = torch.load(student_run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert student["hyper_parameters"]["backbone"] == "resnet20"
+    assert all(k.startswith("backbone.") for k in student["state_dict"])  # no teacher weights inside
+    tags = EventAccumulator(str(student_run)).Reload().Tags()["scalars"]
+    assert {"train/kd", "train/ce", "val/agreement", "val/teacher_top1"} <= set(tags)
+
+
+def test_checkpoint_fixes_the_network_and_the_command_line_how_to_run_it(cifar_python, tmp_path, monkeypatch):
+    """Lightning lays a checkpoint's hyper-parameters over the command line; tta/channels_last stay the user's."""
+    import functools
+
+    import lightning as L
+
+    data_dir, _ = cifar_python
+    logs = tmp_path / "logs"
+    main([*fit_args(data_dir, logs, "--trainer.max_steps", "1")])  # trained with tta None, channels_last False
+    ckpt = next(logs.rglob("last.ckpt"))
+    tested = []
+    # wraps: LightningCLI builds the subcommand's options (ckpt_path) from Trainer.test's signature
+    capture = functools.wraps(L.Trainer.test)(lambda trainer, model, *args, **kwargs: tested.append(model))
+    monkeypatch.setattr(L.Trainer, "test", capture)
+    main(["test", "--config", "resnet20_cifar.yaml", "--ckpt_path", str(ckpt), "--model.tta", "flip",
+          "--model.channels_last", "true", "--data.data_dir", str(data_dir), "--data.val_size", "20",
+          "--trainer.logger.init_args.save_dir", str(logs)])
+    (model,) = tested
+    assert model.hparams.backbone == "cnn"  # from the checkpoint, over the config's resnet20
+    assert model.hparams.tta == "flip" and model.hparams.channels_last is True  # from the command line
+
+
+def test_unknown_backbone_is_one_line_with_the_closest_match(cifar_python, tmp_path, capsys):
+    data_dir, _ = cifar_python
+    with pytest.raises(SystemExit) as exit_info:
+        main(fit_args(data_dir, tmp_path, "--model.backbone", "resnet2O"))
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "Unknown model 'resnet2O'" in err and "'resnet20'" in err and "Traceback" not in err
+
+
+def test_missing_data_says_what_to_do(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        main(fit_args(tmp_path / "empty", tmp_path))
+    err = capsys.readouterr().err
+    assert "No CIFAR-10 under" in err and "--data.download true" in err and "Traceback" not in err
+
+
+def test_mistyped_config_key_gets_jsonargparses_message(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # were the key accepted, nothing would train on real data
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", "--config", "cnn_cifar.yaml", "--trainer.max_epoch", "3"])
+    assert exit_info.value.code != 0
+    err = capsys.readouterr().err
+    assert "max_epoch" in err and "Traceback" not in err
+
+
+class _Parsed(Exception):
+    pass
+
+
+def test_every_config_parses_and_names_a_registered_backbone():
+    from zoo_lightning.commands.trainer import ZooCLI
+    from zoo_lightning.models import list_models
+
+    class ParseOnly(ZooCLI):
+        def before_instantiate_classes(self) -> None:
+            raise _Parsed(self.config["fit"])
+
+    configs = sorted(CONFIG_DIR.glob("*.yaml"))
+    assert len(configs) >= 3
+    for config in configs:
+        with pytest.raises(_Parsed) as parsed:
+            ParseOnly(args=["fit", "--config", str(config)])
+        backbone = parsed.value.args[0].model.backbone
+        assert backbone in list_models() or ":" in backbone, f"{config.name}: unknown backbone {backbone}"
+
+
+def test_a_backbone_registered_in_user_code_trains_through_the_cli(cifar_python, tmp_path):
+    """The README's "Add your own backbone": one function, one decorator, nothing else edited."""
+    from torch import nn
+
+    from zoo_lightning.models import list_models, register_model
+    from zoo_lightning.models.registry import _REGISTRY
+
+    @register_model
+    def readme_tiny_net(num_classes: int = 10, stem: str = "cifar", width: int = 8) -> nn.Module:
+        """A two-layer test net."""
+        return nn.Sequential(nn.Conv2d(3, width, 3, padding=1), nn.BatchNorm2d(width), nn.ReLU(),
+                             nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(width, num_classes))
+
+    try:
+        assert "readme_tiny_net" in list_models()
+        data_dir, _ = cifar_python
+        main(fit_args(data_dir, tmp_path / "logs", "--model.backbone", "readme_tiny_net",
+                       "--model.backbone_kwargs", "{width: 4}", "--trainer.max_epochs", "1"))
+        checkpoint = torch.load(next((tmp_path / "logs").rglob("last.ckpt")), weights_only=True)
+        assert checkpoint["state_dict"]["backbone.0.weight"].shape == (4, 3, 3, 3)
+        assert checkpoint["global_step"] == 5
+    finally:
+        del _REGISTRY["readme_tiny_net"]
+
+
+def test_train_sizes_from_the_command_line_resize_what_fit_trains_on(cifar_python, tmp_path, monkeypatch):
+    from zoo_lightning.data import CIFAR10DataModule, augment
+
+    sides: list[int] = []
+    resize = augment.Resize.forward
+    monkeypatch.setattr(augment.Resize, "forward", lambda self, images: sides.append(self.size) or resize(self, images))
+    data_dir, _ = cifar_python
+    logs = tmp_path / "logs"
+    main(fit_args(data_dir, logs, "--data.train_sizes", "{0: 16, 1: 32}", "--trainer.max_epochs", "2",
+                   "--trainer.limit_train_batches", "2", "--trainer.limit_val_batches", "1"))
+    assert sides == [16, 16, 32, 32]  # two training batches per epoch; validation is never resized
+    # The saved config (jsonargparse writes the epochs as string keys) rebuilds the same schedule.
+    saved = yaml.safe_load(next(logs.rglob("config.yaml")).read_text())["data"]["init_args"]
+    assert CIFAR10DataModule(**saved).train_sizes == {0: 16, 1: 32}
+
+
+def test_evaluating_without_a_logger_writes_nothing_and_can_be_repeated(cifar_python, tmp_path, monkeypatch, capsys):
+    """`test --trainer.logger false` has no run folder to file a config.yaml in; a second one must not abort."""
+    data_dir, _ = cifar_python
+    logs = tmp_path / "logs"
+    main([*fit_args(data_dir, logs, "--trainer.max_steps", "1")])
+    ckpt = next(logs.rglob("last.ckpt"))
+    workdir = tmp_path / "elsewhere"
+    workdir.mkdir()
+    monkeypatch.chdir(workdir)
+    for _ in range(2):
+        main(["test", "--config", "cnn_cifar.yaml", "--ckpt_path", str(ckpt), "--data.data_dir", str(data_dir),
+              "--data.val_size", "20", "--trainer.logger", "false", "--trainer.enable_progress_bar", "false"])
+        assert "test/top1" in capsys.readouterr().out
+    assert list(workdir.iterdir()) == []
