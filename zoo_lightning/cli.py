@@ -266,7 +266,7 @@ def run_export(argv: list[str]) -> None:
 
 
 def run_report(argv: list[str]) -> None:
-    from zoo_lightning.report import main as report_main
+    from zoo_lightning.commands.report import main as report_main
 
     report_main(argv)
 

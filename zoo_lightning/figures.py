@@ -6,11 +6,13 @@ matplotlib runs with the Agg backend: headless, for TensorBoard and plain PNG fi
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any, Sequence
 
 from torch import Tensor
 
-__all__ = ["pyplot", "denormalize", "confusion_figure", "misclassified_figure"]
+__all__ = ["pyplot", "denormalize", "confusion_figure", "misclassified_figure", "save_png", "run_colors",
+           "curves_figure", "per_class_figure"]
 
 
 def pyplot() -> Any:
@@ -72,4 +74,77 @@ def misclassified_figure(pictures: Tensor, labels: Sequence[tuple[int, int, floa
         ax.set_title(f"{names[true]}\n→ {names[predicted]} ({probability:.0%})", fontsize=8, color="firebrick")
     figure.suptitle(f"{title}: misclassified images, true → predicted (confidence)", fontsize=10)
     figure.tight_layout()
+    return figure
+
+
+# --- the report's PNGs ------------------------------------------------------------------------------
+
+
+def save_png(figure: Any, path: Path, dpi: int = 120) -> Path:
+    """Writes ``figure`` to ``path`` as a PNG and closes it."""
+    figure.savefig(path, dpi=dpi)
+    pyplot().close(figure)
+    return path
+
+
+def run_colors(n: int) -> list[Any]:
+    """One colour per run: tab10, tab20 past ten runs."""
+    cmap = pyplot().get_cmap("tab10" if n <= 10 else "tab20")
+    return [cmap(i % cmap.N) for i in range(n)]
+
+
+def _legend(ax: Any, n: int) -> None:
+    if n > 8:  # many runs: the legend goes beside the axes, not over the curves
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
+    else:
+        ax.legend(fontsize=8, loc="best")
+
+
+def curves_figure(curves: Sequence[tuple[str, Sequence[tuple[float, float]]]], title: str, ylabel: str,
+                  mark_best: bool = False) -> Any:
+    """One line per ``(label, [(epoch, value), ...])`` against the epoch.
+
+    Args:
+        mark_best: a star on each curve's highest point.
+    """
+    plt = pyplot()
+    from matplotlib.ticker import MaxNLocator
+
+    figure, ax = plt.subplots(figsize=(9.5 if len(curves) > 8 else 8, 5), layout="constrained")
+    for (label, points), color in zip(curves, run_colors(len(curves))):
+        xs, ys = [x for x, _ in points], [y for _, y in points]
+        if mark_best:
+            best = max(range(len(ys)), key=ys.__getitem__)
+            ax.plot(xs[best], ys[best], marker="*", markersize=13, color=color, markeredgecolor="black",
+                    markeredgewidth=0.6, zorder=3)
+        ax.plot(xs, ys, marker="o", markersize=3.5, linewidth=1.6, color=color, label=label)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+    ax.set_title(title)
+    _legend(ax, len(curves))
+    return figure
+
+
+def per_class_figure(classes: Sequence[str], bars: Sequence[tuple[str, Sequence[float]]], title: str,
+                     ylabel: str) -> Any:
+    """Grouped bars: for each class, one bar per ``(label, [value per class, ...])``, values in percent."""
+    plt = pyplot()
+    width = 0.8 / len(bars)
+    figure, ax = plt.subplots(figsize=(min(24, max(8, 0.5 * len(classes) * (1 + 0.3 * len(bars)))), 5.2),
+                              layout="constrained")
+    for i, ((label, values), color) in enumerate(zip(bars, run_colors(len(bars)))):
+        xs = [c + (i - (len(bars) - 1) / 2) * width for c in range(len(classes))]
+        ax.bar(xs, values, width, color=color, label=label)
+    many = len(classes) > 6
+    ax.set_xticks(range(len(classes)), classes, rotation=35 if many else 0, ha="right" if many else "center")
+    ax.set_xlim(-0.6, len(classes) - 0.4)
+    ax.set_ylim(0, 105)
+    ax.set_ylabel(ylabel)
+    ax.grid(axis="y", alpha=0.3)
+    ax.set_axisbelow(True)
+    ax.set_title(title)
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.18 if many else -0.1),
+              ncol=min(len(bars), 3), frameon=False)
     return figure

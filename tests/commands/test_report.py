@@ -17,13 +17,11 @@ from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from torch.utils.tensorboard import SummaryWriter
 
-from tests.helpers import TINY_NET, TinyData, fit_tiny
+from tests.helpers import ROOT, TINY_NET, TinyData, fit_tiny
 from zoo_lightning.callbacks import ClassificationDashboard, HparamsSession
 from zoo_lightning.classifier import ImageClassifier
 from zoo_lightning.cli import main
-from zoo_lightning.report import load_runs, write_report
-
-ROOT = Path(__file__).resolve().parent.parent
+from zoo_lightning.commands.report import load_runs, write_report
 
 
 def scalars(run_dir: Path, tag: str) -> list[float]:

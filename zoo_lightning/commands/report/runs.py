@@ -1,0 +1,306 @@
+"""The runs under a log folder: their scalars, settings and status, and ``test`` runs joined to their training runs.
+
+Every folder under LOGDIR that holds TensorBoard event files is a run (``<experiment>/<version>``).
+Its scalars are read with TensorBoard's own reader (``EventAccumulator``, one event file at a time,
+so a resumed run's steps join up and its downtime is not counted as wall time), its settings from
+``config.yaml`` / ``hparams.yaml`` and the HPARAMS session that :class:`HparamsSession` writes. A
+``test --ckpt_path RUN/checkpoints/X.ckpt`` run is joined to the run that wrote the checkpoint.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from zoo_lightning import metric_names as names
+
+__all__ = ["Run", "load_runs", "ranked", "choose", "parameter_count", "DEFAULT_PER_CLASS_RUNS"]
+
+DEFAULT_PER_CLASS_RUNS = 4  # runs in the per-class figure when --runs is not given: the best few
+VAL_TOP1 = names.tag(names.VAL, names.TOP1)
+TEST_TOP1 = names.tag(names.TEST, names.TOP1)
+VAL_CLASS = names.class_prefix(names.VAL)
+_EVENT_GLOB = "events.out.tfevents.*"
+
+
+@dataclass
+class Run:
+    """One version folder: its scalars, settings and (for a training run) the evaluations of its checkpoints."""
+
+    name: str  # experiment/version, relative to LOGDIR
+    path: Path
+    scalars: dict[str, list[tuple[int, float]]]  # tag -> [(step, value)], resumed sessions joined
+    wall_seconds: float  # summed over the run's sessions
+    config: dict[str, Any] = field(default_factory=dict)  # config.yaml (the newest config.resume-N.yaml)
+    hparams: dict[str, Any] = field(default_factory=dict)  # hparams.yaml: the module's and data's arguments
+    session: dict[str, Any] = field(default_factory=dict)  # what the HPARAMS tab shows for the run
+    status: str | None = None  # DONE or FAILED once the HparamsSession callback has closed the session
+    sweep: dict[str, str] = field(default_factory=dict)  # swept key -> value, from sweep.json
+    evaluations: list[Run] = field(default_factory=list)  # test runs of this run's checkpoints
+
+    # --- scalars ---------------------------------------------------------------------------------
+
+    def values(self, tag: str) -> list[float]:
+        return [value for _, value in self.scalars.get(tag, [])]
+
+    def last(self, tag: str) -> float | None:
+        values = self.values(tag)
+        return values[-1] if values else None
+
+    def best(self, tag: str) -> float | None:
+        values = self.values(tag)
+        return max(values) if values else None
+
+    def epoch_at(self, step: int) -> int | None:
+        """The 0-based epoch Lightning logged at ``step`` (its ``epoch`` scalar)."""
+        epochs = [(s, int(v)) for s, v in self.scalars.get(names.EPOCH, [])]
+        at = [e for s, e in epochs if s == step]
+        if at:
+            return at[-1]
+        before = [e for s, e in epochs if s <= step]
+        return before[-1] if before else None
+
+    def per_epoch(self, tag: str) -> list[tuple[int, float]]:
+        """(1-based epoch, value) of an epoch-level scalar such as ``val/top1``."""
+        points = []
+        for i, (step, value) in enumerate(self.scalars.get(tag, [])):
+            epoch = self.epoch_at(step)
+            points.append(((epoch if epoch is not None else i) + 1, value))
+        return points
+
+    def best_step(self, tag: str = VAL_TOP1) -> int | None:
+        points = self.scalars.get(tag)
+        return max(points, key=lambda p: p[1])[0] if points else None
+
+    def at_step(self, tag: str, step: int) -> float | None:
+        return next((v for s, v in reversed(self.scalars.get(tag, [])) if s == step), None)
+
+    def class_tags(self) -> list[str]:
+        return [tag for tag in self.scalars if tag.startswith(VAL_CLASS)]
+
+    def per_class(self) -> dict[str, float | None]:
+        """Per-class val accuracy at the run's best val top-1 (the epoch its best.ckpt holds)."""
+        step = self.best_step(VAL_TOP1)
+        values = {}
+        for tag in self.class_tags():
+            value = self.at_step(tag, step) if step is not None else None
+            values[tag.removeprefix(VAL_CLASS)] = value if value is not None else self.last(tag)
+        return values
+
+    # --- settings --------------------------------------------------------------------------------
+
+    @property
+    def trains(self) -> bool:
+        # The HPARAMS session says so even for a fit killed before it logged anything.
+        return any(tag.split("/", 1)[0] == names.TRAIN for tag in self.scalars) or self.session.get("stage") == "fit"
+
+    @property
+    def model_config(self) -> dict[str, Any]:
+        model = self.config.get("model")
+        return model if isinstance(model, dict) else {}
+
+    @property
+    def backbone(self) -> str:
+        name = self.model_config.get("backbone") or self.hparams.get("backbone") or self.session.get("backbone")
+        return str(name or "-")
+
+    @property
+    def objective(self) -> str:
+        objective = self.model_config.get("objective")
+        if isinstance(objective, dict) and objective.get("class_path"):
+            return str(objective["class_path"]).rsplit(".", 1)[-1]
+        if self.session.get("objective"):
+            return str(self.session["objective"])
+        return "CrossEntropy" if self.model_config else "-"  # the module's default objective
+
+    @property
+    def max_epochs(self) -> int | None:
+        value = (self.config.get("trainer") or {}).get("max_epochs") or self.session.get("max_epochs")
+        return int(value) if isinstance(value, (int, float)) and value > 0 else None
+
+    @property
+    def epochs(self) -> int:
+        """Epochs begun: the last epoch Lightning logged, plus one."""
+        epochs = self.values(names.EPOCH)
+        return int(max(epochs)) + 1 if epochs else 0
+
+    @property
+    def ckpt_path(self) -> str | None:
+        path = self.config.get("ckpt_path") or self.session.get("ckpt_path")
+        return str(path) if path else None
+
+    @property
+    def images_per_sec(self) -> float | None:
+        """Median over epochs: a first epoch slowed by compilation or caching does not set the figure."""
+        values = self.values(names.IMAGES_PER_SEC)
+        return statistics.median(values) if values else None
+
+    def test_top1(self) -> tuple[float | None, str | None]:
+        """This run's own test top-1, else that of the evaluation of its best checkpoint (or the newest one)."""
+        own = self.last(TEST_TOP1)
+        if own is not None:
+            return own, None
+        tested = [r for r in self.evaluations if r.last(TEST_TOP1) is not None]
+        if not tested:
+            return None, None
+        chosen = next((r for r in reversed(tested) if Path(r.ckpt_path or "").name == "best.ckpt"), tested[-1])
+        return chosen.last(TEST_TOP1), Path(chosen.ckpt_path or "?").name
+
+
+def parameter_count(run: Run) -> int | None:
+    """The backbone's parameters: from the HPARAMS session, else counted on a backbone built on the meta device."""
+    value = run.session.get("parameters")
+    if isinstance(value, (int, float)) and value > 0:
+        return int(value)
+    if isinstance(run.session.get("parameters_M"), (int, float)):
+        return int(run.session["parameters_M"] * 1e6)
+    try:  # runs written before the HPARAMS session logged it; meta tensors take no memory
+        import torch
+
+        from zoo_lightning.checkpoints import rebuild_backbone
+
+        # A config leaves num_classes null when the data supplies it: the hparams.yaml value then stands.
+        model = {k: v for k, v in {**run.hparams, **run.model_config}.items() if v is not None}
+        with torch.device("meta"):
+            backbone = rebuild_backbone({**model, "backbone": run.backbone})
+        return sum(p.numel() for p in backbone.parameters())
+    except Exception:  # a backbone registered by code the report does not import
+        return None
+
+
+# --- reading -----------------------------------------------------------------------------------------
+
+
+def _event_file_order(path: Path) -> tuple[int, str]:
+    # events.out.tfevents.<unix time>.<host>.<pid>.<n>: the time orders a resumed run's sessions.
+    parts = path.name.split(".")
+    return (int(parts[3]) if len(parts) > 3 and parts[3].isdigit() else 0, path.name)
+
+
+def _read_events(run_dir: Path) -> tuple[dict[str, list[tuple[int, float]]], float, dict[str, Any], str | None]:
+    """Scalars, wall seconds, HPARAMS session and status of a run, one event file (session) at a time."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from zoo_lightning.callbacks.hparams_session import read_session
+
+    scalars: dict[str, list[tuple[int, float]]] = {}
+    wall, session, status = 0.0, {}, None
+    files = sorted((p for p in run_dir.glob(_EVENT_GLOB) if p.is_file()), key=_event_file_order)
+    for path in files:
+        accumulator = EventAccumulator(str(path), size_guidance={"scalars": 0, "images": 1, "histograms": 1,
+                                                                 "tensors": 1, "audio": 1})
+        try:
+            accumulator.Reload()
+            first = accumulator.FirstEventTimestamp()
+        except Exception:  # an empty or truncated file of a run that is just starting
+            continue
+        last = first
+        for tag in accumulator.Tags()["scalars"]:
+            events = accumulator.Scalars(tag)
+            if not events:
+                continue
+            # A resumed session logs again from its checkpoint's step: what the killed one logged past it goes.
+            kept = [p for p in scalars.get(tag, []) if p[0] < events[0].step]
+            scalars[tag] = kept + [(e.step, e.value) for e in events]
+            last = max(last, events[-1].wall_time)
+        wall += last - first
+        params, ended = read_session(accumulator)
+        session.update(params)
+        if ended or params:  # a session that started again (resumed) and has not ended is open
+            status = ended
+    return scalars, wall, session, status
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text()) if path.is_file() else {}
+    except (yaml.YAMLError, OSError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _read_config(run_dir: Path) -> dict[str, Any]:
+    resumes = sorted(run_dir.glob("config.resume-*.yaml"),
+                     key=lambda p: int(re.sub(r"\D", "", p.stem) or 0))
+    return _read_yaml(resumes[-1] if resumes else run_dir / "config.yaml")
+
+
+def _run_name(run_dir: Path, root: Path) -> str:
+    relative = run_dir.relative_to(root).as_posix()
+    return relative if relative != "." else run_dir.name
+
+
+def load_runs(logdir: str | Path) -> list[Run]:
+    """Every folder under ``logdir`` holding TensorBoard event files, evaluations joined to their runs.
+
+    Raises:
+        FileNotFoundError: ``logdir`` does not exist or holds no event files.
+    """
+    root = Path(logdir)
+    if not root.is_dir():
+        raise FileNotFoundError(f"Log folder {str(logdir)!r} does not exist: pass the save_dir of your runs "
+                                "(by default lightning_logs).")
+    folders = sorted({events.parent for events in root.rglob(_EVENT_GLOB) if events.is_file()})
+    if not folders:
+        raise FileNotFoundError(f"No runs under {str(logdir)!r}: no TensorBoard event files were found. Train one "
+                                "with `python -m zoo_lightning fit --config ...`, or pass the logger's save_dir.")
+    runs = []
+    for folder in folders:
+        scalars, wall, session, status = _read_events(folder)
+        runs.append(Run(_run_name(folder, root), folder, scalars, wall, config=_read_config(folder),
+                        hparams=_read_yaml(folder / "hparams.yaml"), session=session, status=status,
+                        sweep=_read_yaml(folder / "sweep.json").get("values", {})))  # JSON is YAML
+    _join_evaluations(runs)
+    return runs
+
+
+def _join_evaluations(runs: list[Run]) -> None:
+    """Attaches each evaluation run (no training, a ``ckpt_path``) to the run whose checkpoint it tested."""
+    by_path = {run.path.resolve(): run for run in runs if run.trains}
+    for run in runs:
+        if run.trains or not run.ckpt_path:
+            continue
+        checkpoint = Path(run.ckpt_path)
+        if checkpoint.parent.name != "checkpoints":
+            continue
+        source = checkpoint.parent.parent
+        # The path was written relative to the directory `test` ran in: try it from here, then by its
+        # last two parts (experiment/version), which are unique under one LOGDIR.
+        owner = by_path.get(source.resolve()) if source.is_absolute() or source.exists() else None
+        if owner is None:
+            tail = "/".join(source.parts[-2:])
+            matches = [r for r in by_path.values() if r.name == tail or r.name.endswith("/" + tail)]
+            owner = matches[0] if len(matches) == 1 else None
+        if owner is not None and owner is not run:
+            owner.evaluations.append(run)
+
+
+# --- choosing ------------------------------------------------------------------------------------------
+
+
+def ranked(runs: list[Run]) -> list[Run]:
+    """Best val top-1 first; runs without one after, by name."""
+    return sorted(runs, key=lambda r: (r.best(VAL_TOP1) is None, -(r.best(VAL_TOP1) or 0.0), r.name))
+
+
+def choose(runs: list[Run], patterns: list[str] | None) -> list[Run]:
+    """The runs named by --runs (substrings or shell patterns), else the best few that have per-class scalars.
+
+    Raises:
+        ValueError: the patterns match no run with per-class scalars.
+    """
+    with_classes = [r for r in ranked(runs) if r.class_tags()]
+    if not patterns:
+        return with_classes[:DEFAULT_PER_CLASS_RUNS]
+    chosen = [r for r in with_classes
+              if any(fnmatch.fnmatch(r.name, p) if any(c in p for c in "*?[") else p in r.name for p in patterns)]
+    if not chosen:
+        found = ", ".join(r.name for r in with_classes) or "none"
+        raise ValueError(f"--runs {' '.join(patterns)} matches no run with per-class accuracy; those are: {found}.")
+    return chosen
