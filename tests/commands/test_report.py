@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import statistics
 import subprocess
@@ -13,6 +14,7 @@ import lightning as L
 import pytest
 import yaml
 from lightning.pytorch.loggers import TensorBoardLogger
+from matplotlib.colors import to_rgb
 from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from torch.utils.tensorboard import SummaryWriter
@@ -198,3 +200,84 @@ def test_sweep_runs_every_combination_and_the_report_groups_them(cifar_python, t
     runs = load_runs(logs)
     assert {r.sweep["model.optimizer.init_args.lr"] for r in runs} == {"0.1", "0.05"}
     assert "## Sweeps" in write_report(logs, tmp_path / "out").read_text()
+
+
+@pytest.fixture
+def drawn(monkeypatch):
+    """The figures the report saves, by file name (still readable after the report closes them)."""
+    from zoo_lightning import figures
+
+    saved = {}
+    original = figures.save_png
+
+    def save_png(figure, path, dpi=120):
+        saved[Path(path).name] = figure
+        return original(figure, path, dpi)
+
+    monkeypatch.setattr(figures, "save_png", save_png)
+    return saved
+
+
+def _curves(figure) -> dict:
+    """The labelled lines of a figure's axes: label -> Line2D (the best-epoch stars carry no label)."""
+    handles, labels = figure.axes[0].get_legend_handles_labels()
+    return dict(zip(labels, handles))
+
+
+def test_one_epoch_run_is_a_visible_point_on_an_integer_axis(tmp_path, drawn):
+    writer = SummaryWriter(str(tmp_path / "logs" / "short" / "version_0"))
+    for tag, value in (("train/loss", 1.0), ("val/top1", 0.3), ("val/loss", 1.5), ("epoch", 0)):
+        writer.add_scalar(tag, value, 9)
+    writer.close()
+    write_report(tmp_path / "logs", tmp_path / "out")
+    for png, label, value in (("val_top1.png", "short/version_0 (30.00%)", 30.0), ("val_loss.png", "short/version_0", 1.5)):
+        figure = drawn[png]
+        ax = figure.axes[0]
+        line = _curves(figure)[label]
+        assert list(line.get_xdata()) == [1]
+        assert line.get_marker() not in ("None", "", " ", None) and line.get_markersize() >= 6
+        low, high = ax.get_xlim()
+        assert low <= 0.5 and high >= 1.5  # an epoch-wide axis around the point, not a 0.96..1.04 one
+        assert [t for t in ax.get_xticks() if low <= t <= high] == [1]
+    # In the PNG the point is a filled dot of the run's colour (val_loss: no best-epoch star drawn over it).
+    with Image.open(tmp_path / "out" / "val_loss.png") as image:
+        rgb = image.convert("RGB")
+        x, y = ax.transData.transform((1, value))  # display pixels at the figure's dpi, from the bottom
+        scale = 120 / figure.dpi  # the report saves at 120 dpi
+        px, py = round(x * scale), round(rgb.height - y * scale)
+        color = tuple(round(255 * c) for c in to_rgb(line.get_color()))
+        box = [rgb.getpixel((px + dx, py + dy)) for dx in range(-4, 5) for dy in range(-4, 5)]
+        assert sum(max(abs(a - b) for a, b in zip(pixel, color)) < 40 for pixel in box) >= 70
+
+
+def test_loss_plot_has_a_log_axis_and_accuracy_a_linear_one(tmp_path, drawn):
+    for name, losses in (("fine", [2.0, 1.2, 0.8]), ("diverged", [2.0, 300.0, 5e4])):
+        writer = SummaryWriter(str(tmp_path / "logs" / name / "version_0"))
+        for epoch, loss in enumerate(losses):
+            writer.add_scalar("train/loss", loss, 10 * epoch + 9)
+            writer.add_scalar("val/loss", loss, 10 * epoch + 9)
+            writer.add_scalar("val/top1", 0.1 * epoch, 10 * epoch + 9)
+            writer.add_scalar("epoch", epoch, 10 * epoch + 9)
+        writer.close()
+    write_report(tmp_path / "logs", tmp_path / "out")
+    assert drawn["val_loss.png"].axes[0].get_yscale() == "log"
+    assert drawn["val_top1.png"].axes[0].get_yscale() == "linear"
+    # On the log axis the converging run spans a visible part of the height, not the bottom pixels.
+    ax = drawn["val_loss.png"].axes[0]
+    low, high = (math.log10(v) for v in ax.get_ylim())
+    assert (math.log10(2.0) - math.log10(0.8)) / (high - low) > 0.05
+
+
+@pytest.mark.parametrize("n", [12, 25])
+def test_many_runs_are_drawn_in_pairwise_different_styles(n):
+    from zoo_lightning.figures import curves_figure, run_styles
+
+    styles = [(s["color"], s["linestyle"], s["marker"]) for s in run_styles(n)]
+    assert len(set(styles)) == n
+    figure = curves_figure([(f"run{i}", [(1, i), (2, i + 1)]) for i in range(n)], "t", "y")
+    drawn = {(tuple(line.get_color()), line.get_linestyle(), line.get_marker()) for line in _curves(figure).values()}
+    assert len(drawn) == n
+    # Colour alone repeats past ten runs: the runs that share one differ in line style and marker.
+    lines = list(_curves(figure).values())
+    assert tuple(lines[0].get_color()) == tuple(lines[10].get_color())
+    assert lines[0].get_linestyle() != lines[10].get_linestyle() and lines[0].get_marker() != lines[10].get_marker()

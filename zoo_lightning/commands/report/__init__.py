@@ -33,8 +33,8 @@ SUMMARY = "compare the runs under a log folder: report.md with tables and PNG pl
 VAL_LOSS = names.tag(names.VAL, names.LOSS)
 
 
-def _plot_curves(runs: list[Run], tag: str, title: str, ylabel: str, out: Path, percent_scale: bool,
-                 mark_best: bool) -> Path | None:
+def _plot_curves(runs: list[Run], tag: str, title: str, ylabel: str, out: Path, percent_scale: bool = False,
+                 mark_best: bool = False, log_y: bool = False) -> Path | None:
     scale = 100.0 if percent_scale else 1.0
     curves = []
     for run in runs:
@@ -45,7 +45,7 @@ def _plot_curves(runs: list[Run], tag: str, title: str, ylabel: str, out: Path, 
         curves.append((label, points))
     if not curves:
         return None
-    return figures.save_png(figures.curves_figure(curves, title, ylabel, mark_best=mark_best), out)
+    return figures.save_png(figures.curves_figure(curves, title, ylabel, mark_best=mark_best, log_y=log_y), out)
 
 
 def _plot_per_class(chosen: list[Run], out: Path) -> Path | None:
@@ -55,7 +55,8 @@ def _plot_per_class(chosen: list[Run], out: Path) -> Path | None:
     bars = []
     for run in chosen:
         values = run.per_class()
-        bars.append((f"{run.name} ({percent(run.best(VAL_TOP1))})", [100 * (values.get(c) or 0.0) for c in classes]))
+        heights = [None if values.get(c) is None else 100 * values[c] for c in classes]
+        bars.append((f"{run.name} ({percent(run.best(VAL_TOP1))})", heights))
     figure = figures.per_class_figure(classes, bars, "Per-class validation accuracy at each run's best epoch",
                                       "val accuracy (%)")
     return figures.save_png(figure, out)
@@ -89,8 +90,8 @@ def write_report(logdir: str | Path, out: str | Path, runs_pattern: list[str] | 
     curves = {
         "val_top1": _plot_curves(training, VAL_TOP1, "Validation top-1 accuracy (★ best epoch)", "val top-1 (%)",
                                  out_dir / "val_top1.png", percent_scale=True, mark_best=True),
-        "val_loss": _plot_curves(training, VAL_LOSS, "Validation loss (cross-entropy)", "val loss",
-                                 out_dir / "val_loss.png", percent_scale=False, mark_best=False),
+        "val_loss": _plot_curves(training, VAL_LOSS, "Validation loss (cross-entropy, log scale)", "val loss",
+                                 out_dir / "val_loss.png", log_y=True),
     }
     if any(curves.values()):
         lines += ["", "## Curves", ""] + [f"![{k}]({p.name})" for k, p in curves.items() if p is not None]
