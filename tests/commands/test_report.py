@@ -281,3 +281,39 @@ def test_many_runs_are_drawn_in_pairwise_different_styles(n):
     lines = list(_curves(figure).values())
     assert tuple(lines[0].get_color()) == tuple(lines[10].get_color())
     assert lines[0].get_linestyle() != lines[10].get_linestyle() and lines[0].get_marker() != lines[10].get_marker()
+
+
+def test_test_column_says_when_the_figure_was_measured_with_tta(tmp_path):
+    logs = tmp_path / "logs"
+    _write_run(logs / "fit" / "version_0", [9, 19], [0.8, 0.86], [time.time(), time.time() + 5], [0, 1])
+    # A `test --ckpt_path ... --model.tta flip` of its best checkpoint: config.yaml says which TTA it used.
+    tested = logs / "eval" / "version_0"
+    writer = SummaryWriter(str(tested))
+    writer.add_scalar("test/top1", 0.877, 0)
+    writer.add_scalar("test/loss", 0.41, 0)
+    writer.close()
+    (tested / "config.yaml").write_text(yaml.safe_dump(
+        {"ckpt_path": "logs/fit/version_0/checkpoints/best.ckpt", "model": {"backbone": "cnn", "tta": "flip"}}))
+    # A run with its own test and hparams.yaml (no config.yaml) naming the four-view TTA.
+    own = logs / "own" / "version_0"
+    _write_run(own, [9], [0.5], [time.time()], [0])
+    writer = SummaryWriter(str(own))
+    writer.add_scalar("test/top1", 0.51, 10)
+    writer.close()
+    (own / "hparams.yaml").write_text(yaml.safe_dump({"backbone": "cnn", "tta": "flip_translate"}))
+    # And a test without TTA says nothing of it.
+    plain = logs / "plain" / "version_0"
+    _write_run(plain, [9], [0.4], [time.time()], [0])
+    writer = SummaryWriter(str(plain))
+    writer.add_scalar("test/top1", 0.39, 10)
+    writer.close()
+    (plain / "config.yaml").write_text(yaml.safe_dump({"model": {"backbone": "cnn", "tta": None}}))
+
+    text = write_report(logs, tmp_path / "out").read_text()
+    main_rows = text.split("## Evaluations")[0]
+    assert row(main_rows, "fit/version_0").split("|")[7].strip() == "87.70% (best.ckpt, TTA flip)"
+    assert row(main_rows, "own/version_0").split("|")[7].strip() == "51.00% (TTA flip_translate)"
+    assert row(main_rows, "plain/version_0").split("|")[7].strip() == "39.00%"
+    assert "87.70% (TTA flip)" in row(text.split("## Evaluations")[1], "eval/version_0")
+    intro = text.split("| run |")[0]
+    assert "`TTA flip` marks one measured with test-time augmentation (`--model.tta`" in intro

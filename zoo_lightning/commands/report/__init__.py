@@ -82,8 +82,11 @@ def write_report(logdir: str | Path, out: str | Path, runs_pattern: list[str] | 
              f"{len(shown)} runs, written {datetime.datetime.now():%Y-%m-%d %H:%M} by "
              "`python -m zoo_lightning report`. "
              "Best val top-1: the highest `val/top1` (the epoch `best.ckpt` holds). Test top-1: the run's own, "
-             "or that of a `test` of its checkpoint (named). Wall: training and validation time, a resumed "
-             "run's downtime left out. Images/s: training images per second, the median over epochs.", "",
+             "or that of a `test` of its checkpoint (named); `TTA flip` marks one measured with test-time "
+             "augmentation (`--model.tta`: `flip` averages the logits of each image and its mirror, "
+             "`flip_translate` of four views), which the per-epoch validation of `fit` never uses. "
+             "Wall: training and validation time, a resumed run's downtime left out. "
+             "Images/s: training images per second, the median over epochs.", "",
              *main_table(shown)]
     if evaluations:
         lines += ["", "## Evaluations", "", *evaluations_table(training, evaluations)]

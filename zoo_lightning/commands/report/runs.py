@@ -14,19 +14,28 @@ import re
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import yaml
 
 from zoo_lightning import metric_names as names
 
-__all__ = ["Run", "load_runs", "ranked", "choose", "parameter_count", "DEFAULT_PER_CLASS_RUNS"]
+__all__ = ["Run", "TestFigure", "load_runs", "ranked", "choose", "parameter_count", "DEFAULT_PER_CLASS_RUNS"]
 
 DEFAULT_PER_CLASS_RUNS = 4  # runs in the per-class figure when --runs is not given: the best few
 VAL_TOP1 = names.tag(names.VAL, names.TOP1)
 TEST_TOP1 = names.tag(names.TEST, names.TOP1)
 VAL_CLASS = names.class_prefix(names.VAL)
 _EVENT_GLOB = "events.out.tfevents.*"
+_NO_TTA = (None, False, "", "None", "none", "null")  # the HPARAMS session writes None as a string
+
+
+class TestFigure(NamedTuple):
+    """A run's test top-1, the checkpoint file it was measured on (when a separate ``test`` run did), and its TTA."""
+
+    top1: float | None
+    checkpoint: str | None = None
+    tta: str | None = None
 
 
 @dataclass
@@ -136,21 +145,34 @@ class Run:
         return str(path) if path else None
 
     @property
+    def tta(self) -> str | None:
+        """The test-time augmentation of the run's validate/test/predict (``"flip"``, ...), None without.
+
+        The config and hparams.yaml say what this run used; a ``test`` run's HPARAMS session also
+        carries the recipe of the fit it tested, so it is the last resort.
+        """
+        for source in (self.model_config, self.hparams, self.session):
+            if "tta" in source:
+                value = source["tta"]
+                return None if value in _NO_TTA else str(value)
+        return None
+
+    @property
     def images_per_sec(self) -> float | None:
         """Median over epochs: a first epoch slowed by compilation or caching does not set the figure."""
         values = self.values(names.IMAGES_PER_SEC)
         return statistics.median(values) if values else None
 
-    def test_top1(self) -> tuple[float | None, str | None]:
+    def test_top1(self) -> TestFigure:
         """This run's own test top-1, else that of the evaluation of its best checkpoint (or the newest one)."""
         own = self.last(TEST_TOP1)
         if own is not None:
-            return own, None
+            return TestFigure(own, None, self.tta)
         tested = [r for r in self.evaluations if r.last(TEST_TOP1) is not None]
         if not tested:
-            return None, None
+            return TestFigure(None)
         chosen = next((r for r in reversed(tested) if Path(r.ckpt_path or "").name == "best.ckpt"), tested[-1])
-        return chosen.last(TEST_TOP1), Path(chosen.ckpt_path or "?").name
+        return TestFigure(chosen.last(TEST_TOP1), Path(chosen.ckpt_path or "?").name, chosen.tta)
 
 
 def parameter_count(run: Run) -> int | None:

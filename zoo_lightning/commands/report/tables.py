@@ -39,8 +39,10 @@ def epochs_cell(run: Run) -> str:
 
 
 def test_cell(run: Run) -> str:
-    top1, checkpoint = run.test_top1()
-    return percent(top1) + (f" ({checkpoint})" if checkpoint else "")
+    """``87.70% (best.ckpt, TTA flip)``: the checkpoint a separate test run measured, and its test-time augmentation."""
+    top1, checkpoint, tta = run.test_top1()
+    notes = [note for note in (checkpoint, tta and f"TTA {tta}") if note] if top1 is not None else []
+    return percent(top1) + (f" ({', '.join(notes)})" if notes else "")
 
 
 def class_order(chosen: list[Run]) -> list[str]:
@@ -68,7 +70,7 @@ def evaluations_table(training: list[Run], evaluations: list[Run]) -> list[str]:
     for run in evaluations:
         loss = run.last(TEST_LOSS)
         lines.append(f"| {run.name} | {run.ckpt_path or '-'} | {owner.get(id(run), '-')} | {run.backbone} | "
-                     f"{percent(run.last(TEST_TOP1))} | {'-' if loss is None else f'{loss:.4f}'} |")
+                     f"{test_cell(run)} | {'-' if loss is None else f'{loss:.4f}'} |")
     return lines
 
 
@@ -88,5 +90,5 @@ def sweep_table(runs: list[Run]) -> list[str]:
              "|---|" + "---|" * len(keys) + "--:|--:|"]
     for run in sorted(swept, key=lambda r: [str(r.sweep.get(k, "")) for k in keys]):
         lines.append(f"| {run.name} | " + " | ".join(str(run.sweep.get(k, "-")) for k in keys)
-                     + f" | {percent(run.best(VAL_TOP1))} | {percent(run.test_top1()[0])} |")
+                     + f" | {percent(run.best(VAL_TOP1))} | {test_cell(run)} |")
     return lines
