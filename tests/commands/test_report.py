@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -317,3 +318,37 @@ def test_test_column_says_when_the_figure_was_measured_with_tta(tmp_path):
     assert "87.70% (TTA flip)" in row(text.split("## Evaluations")[1], "eval/version_0")
     intro = text.split("| run |")[0]
     assert "`TTA flip` marks one measured with test-time augmentation (`--model.tta`" in intro
+
+
+def test_damaged_event_files_are_named_in_a_warning_and_leave_a_finished_run_finished(logs, tmp_path, capsys):
+    from torch.utils.tensorboard.summary import hparams
+
+    run = tmp_path / "logs" / "tiny_a" / "version_0"
+    shutil.copytree(logs / "tiny_a" / "version_0", run)
+    (original,) = run.glob("events.out.tfevents.*")
+    stamp = int(original.name.split(".")[3])
+    # A later session of the run whose file was cut off inside its last record: its session start is whole,
+    # its session end (if any) is lost.
+    scratch = tmp_path / "scratch"
+    writer = SummaryWriter(str(scratch))
+    _, start, _ = hparams({"stage": "fit", "backbone": TINY_NET, "max_epochs": 2}, {"val/top1": 0.0})
+    writer._get_file_writer().add_summary(start)
+    writer.add_scalar("train/loss", 0.5, 10_000)
+    writer.close()
+    whole = next(scratch.glob("events.out.tfevents.*")).read_bytes()
+    truncated = run / f"events.out.tfevents.{stamp + 100}.host.1.0"
+    truncated.write_bytes(whole[:-7])
+    garbage = run / f"events.out.tfevents.{stamp + 200}.host.2.0"
+    garbage.write_bytes(b"\xff" * 64)
+    capsys.readouterr()
+
+    text = write_report(tmp_path / "logs", tmp_path / "out").read_text()
+    warnings = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 2
+    assert str(truncated) in warnings[0] and "truncated" in warnings[0] and "incomplete record" in warnings[0]
+    assert str(garbage) in warnings[1] and "not an event file" in warnings[1] and "skipped" in warnings[1]
+    cells = [c.strip() for c in row(text, "tiny_a/version_0").strip("|").split("|")]
+    assert cells[4] == "2"  # not "2/2 (unfinished)": the lost session end is not taken for an open session
+    assert cells[5] == f"{100 * max(scalars(logs / 'tiny_a' / 'version_0', 'val/top1')):.2f}%"
+    (reread,) = load_runs(tmp_path / "logs", warn=lambda message: None)
+    assert reread.status == "done" and set(reread.unread) == {truncated, garbage}

@@ -12,13 +12,16 @@ from __future__ import annotations
 import fnmatch
 import re
 import statistics
+import struct
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, Callable, NamedTuple
 
 import yaml
 
 from zoo_lightning import metric_names as names
+from zoo_lightning.callbacks.hparams_session import read_session
 
 __all__ = ["Run", "TestFigure", "load_runs", "ranked", "choose", "parameter_count", "DEFAULT_PER_CLASS_RUNS"]
 
@@ -52,6 +55,7 @@ class Run:
     status: str | None = None  # DONE or FAILED once the HparamsSession callback has closed the session
     sweep: dict[str, str] = field(default_factory=dict)  # swept key -> value, from sweep.json
     evaluations: list[Run] = field(default_factory=list)  # test runs of this run's checkpoints
+    unread: dict[Path, str] = field(default_factory=dict)  # event file -> why it was skipped or read in part
 
     # --- scalars ---------------------------------------------------------------------------------
 
@@ -205,23 +209,61 @@ def _event_file_order(path: Path) -> tuple[int, str]:
     return (int(parts[3]) if len(parts) > 3 and parts[3].isdigit() else 0, path.name)
 
 
-def _read_events(run_dir: Path) -> tuple[dict[str, list[tuple[int, float]]], float, dict[str, Any], str | None]:
+def _incomplete_tail(path: Path) -> str | None:
+    """What keeps TensorBoard's reader from the end of ``path``, or None when every record in it is whole.
+
+    An event file is a TFRecord file: each record is an 8-byte length, a 4-byte checksum of it, the
+    data and a 4-byte checksum of the data. The reader stops without a word at a record cut short (a
+    writer killed mid-write, a copy cut off, a full disk); walking the lengths shows where that is.
+    """
+    size = path.stat().st_size
+    if size == 0:
+        return "empty"
+    offset = 0
+    with path.open("rb") as file:
+        while offset + 12 <= size:
+            (length,) = struct.unpack("<Q", file.read(8))
+            if offset + 12 + length + 4 > size:
+                break
+            offset += 12 + length + 4
+            file.seek(offset)
+    if offset == size:
+        return None
+    if offset == 0:
+        return "not an event file, or cut off within its first record"
+    return f"truncated (its last {size - offset:,} of {size:,} bytes are an incomplete record)"
+
+
+class _Events(NamedTuple):
+    scalars: dict[str, list[tuple[int, float]]]
+    wall_seconds: float
+    session: dict[str, Any]
+    status: str | None
+    unread: dict[Path, str]  # event file -> why it was skipped or read only in part
+
+
+def _read_events(run_dir: Path) -> _Events:
     """Scalars, wall seconds, HPARAMS session and status of a run, one event file (session) at a time."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    from zoo_lightning.callbacks.hparams_session import read_session
-
     scalars: dict[str, list[tuple[int, float]]] = {}
-    wall, session, status = 0.0, {}, None
+    wall, session, status, unread = 0.0, {}, None, {}
     files = sorted((p for p in run_dir.glob(_EVENT_GLOB) if p.is_file()), key=_event_file_order)
     for path in files:
-        accumulator = EventAccumulator(str(path), size_guidance={"scalars": 0, "images": 1, "histograms": 1,
-                                                                 "tensors": 1, "audio": 1})
         try:
+            damage = _incomplete_tail(path)
+            accumulator = EventAccumulator(str(path), size_guidance={"scalars": 0, "images": 1, "histograms": 1,
+                                                                     "tensors": 1, "audio": 1})
             accumulator.Reload()
             first = accumulator.FirstEventTimestamp()
-        except Exception:  # an empty or truncated file of a run that is just starting
+        except ValueError:  # FirstEventTimestamp: not one event could be read
+            unread[path] = f"{damage or 'no event could be read'}; skipped"
             continue
+        except Exception as error:  # unreadable: permissions, I/O errors, whatever the reader raises
+            unread[path] = f"{type(error).__name__}: {error}; skipped"
+            continue
+        if damage:
+            unread[path] = f"{damage}; read up to there"
         last = first
         for tag in accumulator.Tags()["scalars"]:
             events = accumulator.Scalars(tag)
@@ -234,9 +276,17 @@ def _read_events(run_dir: Path) -> tuple[dict[str, list[tuple[int, float]]], flo
         wall += last - first
         params, ended = read_session(accumulator)
         session.update(params)
-        if ended or params:  # a session that started again (resumed) and has not ended is open
+        if ended:
             status = ended
-    return scalars, wall, session, status
+        elif params and not damage:
+            # A session that started again (resumed) and has not ended is open. A damaged file's missing
+            # end may be what was cut off: it leaves the status the earlier files gave.
+            status = None
+    return _Events(scalars, wall, session, status, unread)
+
+
+def _warn(message: str) -> None:
+    print(f"warning: {message}", file=sys.stderr)
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
@@ -258,8 +308,11 @@ def _run_name(run_dir: Path, root: Path) -> str:
     return relative if relative != "." else run_dir.name
 
 
-def load_runs(logdir: str | Path) -> list[Run]:
+def load_runs(logdir: str | Path, warn: Callable[[str], None] = _warn) -> list[Run]:
     """Every folder under ``logdir`` holding TensorBoard event files, evaluations joined to their runs.
+
+    ``warn`` gets one line for each event file that could not be read in full (by default printed
+    to stderr); the run is still loaded from what could be read.
 
     Raises:
         FileNotFoundError: ``logdir`` does not exist or holds no event files.
@@ -274,9 +327,12 @@ def load_runs(logdir: str | Path) -> list[Run]:
                                 "with `python -m zoo_lightning fit --config ...`, or pass the logger's save_dir.")
     runs = []
     for folder in folders:
-        scalars, wall, session, status = _read_events(folder)
-        runs.append(Run(_run_name(folder, root), folder, scalars, wall, config=_read_config(folder),
-                        hparams=_read_yaml(folder / "hparams.yaml"), session=session, status=status,
+        events = _read_events(folder)
+        for path, reason in events.unread.items():
+            warn(f"event file {path}: {reason}")
+        runs.append(Run(_run_name(folder, root), folder, events.scalars, events.wall_seconds,
+                        config=_read_config(folder), hparams=_read_yaml(folder / "hparams.yaml"),
+                        session=events.session, status=events.status, unread=events.unread,
                         sweep=_read_yaml(folder / "sweep.json").get("values", {})))  # JSON is YAML
     _join_evaluations(runs)
     return runs

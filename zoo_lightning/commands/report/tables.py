@@ -31,8 +31,9 @@ def epochs_cell(run: Run) -> str:
     done, planned = run.epochs, run.max_epochs
     if run.status == FAILED:
         return f"{done}/{planned or '?'} (failed)"
-    # The session is closed when fit ends; without one, only the epoch count can tell.
-    open_session = run.status is None and bool(run.session) and run.trains
+    # The session is closed when fit ends; without one, only the epoch count can tell. So it is when
+    # an event file was damaged: the session's end may be what was lost.
+    open_session = run.status is None and bool(run.session) and run.trains and not run.unread
     if open_session or (run.status is None and planned and done < planned):
         return f"{done}/{planned or '?'} (unfinished)"
     return str(done)
