@@ -231,7 +231,8 @@ def test_one_epoch_run_is_a_visible_point_on_an_integer_axis(tmp_path, drawn):
         writer.add_scalar(tag, value, 9)
     writer.close()
     write_report(tmp_path / "logs", tmp_path / "out")
-    for png, label, value in (("val_top1.png", "short/version_0 (30.00%)", 30.0), ("val_loss.png", "short/version_0", 1.5)):
+    for png, label, value in (("val_top1.png", "short/version_0 (30.00%)", 30.0),
+                              ("val_loss.png", "short/version_0", 1.5)):
         figure = drawn[png]
         ax = figure.axes[0]
         line = _curves(figure)[label]
@@ -352,3 +353,14 @@ def test_damaged_event_files_are_named_in_a_warning_and_leave_a_finished_run_fin
     assert cells[5] == f"{100 * max(scalars(logs / 'tiny_a' / 'version_0', 'val/top1')):.2f}%"
     (reread,) = load_runs(tmp_path / "logs", warn=lambda message: None)
     assert reread.status == "done" and set(reread.unread) == {truncated, garbage}
+
+
+def test_non_finite_values_are_left_out_of_a_curve_and_named_in_its_label():
+    from zoo_lightning.figures import curves_figure
+
+    figure = curves_figure([("ok", [(1, 2.0), (2, 1.0)]), ("blew up", [(1, 2.0), (2, math.nan), (3, math.inf)])],
+                           "loss", "val loss", log_y=True)
+    lines = _curves(figure)
+    assert list(lines["blew up (NaN/inf not drawn)"].get_ydata()) == [2.0]
+    assert list(lines["ok"].get_ydata()) == [2.0, 1.0]
+    assert figure.axes[0].get_yscale() == "log"

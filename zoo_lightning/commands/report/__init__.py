@@ -111,8 +111,8 @@ def write_report(logdir: str | Path, out: str | Path, runs_pattern: list[str] | 
 
 
 def main(argv: list[str]) -> None:
-    # --help shows the docstring without its last paragraph, which is for readers of the code.
-    parser = argparse.ArgumentParser(prog="python -m zoo_lightning report", description=__doc__.rsplit("\n\n", 1)[0],
+    description = __doc__.rsplit("\n\n", 1)[0]  # the last paragraph is for readers of the code
+    parser = argparse.ArgumentParser(prog="python -m zoo_lightning report", description=description,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("logdir", nargs="?", default="lightning_logs",
                         help="the runs' save_dir (default: lightning_logs)")

@@ -23,7 +23,7 @@ import yaml
 from zoo_lightning import metric_names as names
 from zoo_lightning.callbacks.hparams_session import read_session
 
-__all__ = ["Run", "TestFigure", "load_runs", "ranked", "choose", "parameter_count", "DEFAULT_PER_CLASS_RUNS"]
+__all__ = ["Run", "MeasuredTop1", "load_runs", "ranked", "choose", "parameter_count", "DEFAULT_PER_CLASS_RUNS"]
 
 DEFAULT_PER_CLASS_RUNS = 4  # runs in the per-class figure when --runs is not given: the best few
 VAL_TOP1 = names.tag(names.VAL, names.TOP1)
@@ -33,7 +33,7 @@ _EVENT_GLOB = "events.out.tfevents.*"
 _NO_TTA = (None, False, "", "None", "none", "null")  # the HPARAMS session writes None as a string
 
 
-class TestFigure(NamedTuple):
+class MeasuredTop1(NamedTuple):
     """A run's test top-1, the checkpoint file it was measured on (when a separate ``test`` run did), and its TTA."""
 
     top1: float | None
@@ -167,16 +167,16 @@ class Run:
         values = self.values(names.IMAGES_PER_SEC)
         return statistics.median(values) if values else None
 
-    def test_top1(self) -> TestFigure:
+    def test_top1(self) -> MeasuredTop1:
         """This run's own test top-1, else that of the evaluation of its best checkpoint (or the newest one)."""
         own = self.last(TEST_TOP1)
         if own is not None:
-            return TestFigure(own, None, self.tta)
+            return MeasuredTop1(own, None, self.tta)
         tested = [r for r in self.evaluations if r.last(TEST_TOP1) is not None]
         if not tested:
-            return TestFigure(None)
+            return MeasuredTop1(None)
         chosen = next((r for r in reversed(tested) if Path(r.ckpt_path or "").name == "best.ckpt"), tested[-1])
-        return TestFigure(chosen.last(TEST_TOP1), Path(chosen.ckpt_path or "?").name, chosen.tta)
+        return MeasuredTop1(chosen.last(TEST_TOP1), Path(chosen.ckpt_path or "?").name, chosen.tta)
 
 
 def parameter_count(run: Run) -> int | None:
@@ -215,6 +215,8 @@ def _incomplete_tail(path: Path) -> str | None:
     An event file is a TFRecord file: each record is an 8-byte length, a 4-byte checksum of it, the
     data and a 4-byte checksum of the data. The reader stops without a word at a record cut short (a
     writer killed mid-write, a copy cut off, a full disk); walking the lengths shows where that is.
+    The checksums are not verified (that means reading every byte a second time), so a record
+    garbled inside a file whose lengths still add up goes unnoticed here.
     """
     size = path.stat().st_size
     if size == 0:
@@ -235,6 +237,8 @@ def _incomplete_tail(path: Path) -> str | None:
 
 
 class _Events(NamedTuple):
+    """What a run's event files hold, read one after another."""
+
     scalars: dict[str, list[tuple[int, float]]]
     wall_seconds: float
     session: dict[str, Any]
@@ -250,6 +254,7 @@ def _read_events(run_dir: Path) -> _Events:
     wall, session, status, unread = 0.0, {}, None, {}
     files = sorted((p for p in run_dir.glob(_EVENT_GLOB) if p.is_file()), key=_event_file_order)
     for path in files:
+        damage = None
         try:
             damage = _incomplete_tail(path)
             accumulator = EventAccumulator(str(path), size_guidance={"scalars": 0, "images": 1, "histograms": 1,

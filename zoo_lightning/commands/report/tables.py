@@ -7,7 +7,8 @@ from zoo_lightning.callbacks.hparams_session import FAILED
 
 from .runs import TEST_TOP1, VAL_TOP1, Run, parameter_count
 
-__all__ = ["main_table", "evaluations_table", "per_class_table", "sweep_table", "class_order", "percent"]
+__all__ = ["main_table", "evaluations_table", "per_class_table", "sweep_table", "class_order", "epochs_cell",
+           "test_cell", "percent"]
 
 TEST_LOSS = names.tag(names.TEST, names.LOSS)
 
@@ -40,7 +41,7 @@ def epochs_cell(run: Run) -> str:
 
 
 def test_cell(run: Run) -> str:
-    """``87.70% (best.ckpt, TTA flip)``: the checkpoint a separate test run measured, and its test-time augmentation."""
+    """``87.70% (best.ckpt, TTA flip)``: the checkpoint a separate test run measured, and its TTA."""
     top1, checkpoint, tta = run.test_top1()
     notes = [note for note in (checkpoint, tta and f"TTA {tta}") if note] if top1 is not None else []
     return percent(top1) + (f" ({', '.join(notes)})" if notes else "")
