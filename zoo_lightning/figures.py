@@ -6,11 +6,13 @@ matplotlib runs with the Agg backend: headless, for TensorBoard and plain PNG fi
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any, Sequence
 
 from torch import Tensor
 
-__all__ = ["pyplot", "denormalize", "confusion_figure", "misclassified_figure"]
+__all__ = ["pyplot", "denormalize", "confusion_figure", "misclassified_figure", "save_png", "run_styles",
+           "curves_figure", "per_class_figure"]
 
 
 def pyplot() -> Any:
@@ -72,4 +74,116 @@ def misclassified_figure(pictures: Tensor, labels: Sequence[tuple[int, int, floa
         ax.set_title(f"{names[true]}\n→ {names[predicted]} ({probability:.0%})", fontsize=8, color="firebrick")
     figure.suptitle(f"{title}: misclassified images, true → predicted (confidence)", fontsize=10)
     figure.tight_layout()
+    return figure
+
+
+# --- the report's PNGs ------------------------------------------------------------------------------
+
+# A run's style beyond its colour: the first ten runs are solid lines with round markers, each further
+# ten take the next line style and marker, so no two of 280 runs are drawn alike.
+LINE_STYLES = ("-", "--", ":", "-.")
+MARKERS = ("o", "s", "^", "D", "v", "P", "X")
+HATCHES = ("", "//", "..", "xx", "\\\\", "oo", "--")  # the bars' counterpart of the line styles
+
+
+def save_png(figure: Any, path: Path, dpi: int = 120) -> Path:
+    """Writes ``figure`` to ``path`` as a PNG and closes it."""
+    figure.savefig(path, dpi=dpi)
+    pyplot().close(figure)
+    return path
+
+
+def run_styles(n: int) -> list[dict[str, Any]]:
+    """``n`` pairwise different ``{"color", "linestyle", "marker", "hatch"}`` styles, one per run.
+
+    tab10's colours, repeated every ten runs with the next line style, marker and hatch: a colour
+    map with more colours (tab20) pairs each with a paler twin that is hard to tell apart.
+    """
+    colors = pyplot().get_cmap("tab10").colors
+    return [{"color": colors[i % len(colors)], "linestyle": LINE_STYLES[i // len(colors) % len(LINE_STYLES)],
+             "marker": MARKERS[i // len(colors) % len(MARKERS)], "hatch": HATCHES[i // len(colors) % len(HATCHES)]}
+            for i in range(n)]
+
+
+def _legend(ax: Any, n: int) -> None:
+    if n > 8:  # many runs: the legend goes beside the axes, not over the curves
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0,
+                  ncol=2 if n > 20 else 1)
+    else:
+        ax.legend(fontsize=8, loc="best")
+
+
+def curves_figure(curves: Sequence[tuple[str, Sequence[tuple[float, float]]]], title: str, ylabel: str,
+                  mark_best: bool = False, log_y: bool = False) -> Any:
+    """One line per ``(label, [(epoch, value), ...])`` against the epoch.
+
+    Args:
+        mark_best: a star on each curve's highest point.
+        log_y: a log y axis, for losses: on a linear one a single diverged run flattens every other
+            curve into the bottom pixels. Values at or below zero switch it to symlog.
+
+    NaN and infinite values are left out of the lines; the legend says which runs had them.
+    """
+    plt = pyplot()
+    from matplotlib.ticker import MaxNLocator
+
+    width = 8 if len(curves) <= 8 else 9.5 if len(curves) <= 20 else 12  # room for the legend beside the axes
+    figure, ax = plt.subplots(figsize=(width, 5), layout="constrained")
+    xs_drawn, ys_drawn = [], []
+    for (label, points), style in zip(curves, run_styles(len(curves))):
+        finite = [(x, y) for x, y in points if math.isfinite(y)]
+        xs, ys = [x for x, _ in finite], [y for _, y in finite]
+        xs_drawn += xs
+        ys_drawn += ys
+        if len(finite) < len(points):
+            label += " (NaN/inf not drawn)"
+        if mark_best and ys:
+            best = max(range(len(ys)), key=ys.__getitem__)
+            ax.plot(xs[best], ys[best], marker="*", markersize=13, color=style["color"], markeredgecolor="black",
+                    markeredgewidth=0.6, zorder=3)
+        # A lone point (a one-epoch run) is only its marker: it gets a large one. Long runs get a marker
+        # every few epochs, enough to tell the line styles apart without hiding the line.
+        ax.plot(xs, ys, color=style["color"], linestyle=style["linestyle"], linewidth=1.6, label=label,
+                marker=style["marker"], markersize=8 if len(xs) == 1 else 4.5, markevery=max(1, len(xs) // 12))
+    if xs_drawn:
+        # An x range around the epochs drawn: a single epoch otherwise sits on an axis of ticks like 0.96..1.04.
+        low, high = min(xs_drawn), max(xs_drawn)
+        pad = max(0.5, 0.02 * (high - low))
+        ax.set_xlim(low - pad, high + pad)
+    if log_y:
+        ax.set_yscale("log" if ys_drawn and min(ys_drawn) > 0 else "symlog")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3, which="both" if log_y else "major")
+    ax.set_title(title)
+    _legend(ax, len(curves))
+    return figure
+
+
+def per_class_figure(classes: Sequence[str], bars: Sequence[tuple[str, Sequence[float | None]]], title: str,
+                     ylabel: str) -> Any:
+    """Grouped bars: for each class, one bar per ``(label, [value per class, ...])``, values in percent.
+
+    A class a run has no value for gets no bar.
+    """
+    plt = pyplot()
+    width = 0.8 / len(bars)
+    figure, ax = plt.subplots(figsize=(min(24, max(8, 0.5 * len(classes) * (1 + 0.3 * len(bars)))), 5.2),
+                              layout="constrained")
+    for i, ((label, values), style) in enumerate(zip(bars, run_styles(len(bars)))):
+        xs = [c + (i - (len(bars) - 1) / 2) * width for c in range(len(classes))]
+        heights = [math.nan if v is None else v for v in values]
+        ax.bar(xs, heights, width, color=style["color"], hatch=style["hatch"], edgecolor="white", linewidth=0,
+               label=label)
+    many = len(classes) > 6
+    ax.set_xticks(range(len(classes)), classes, rotation=35 if many else 0, ha="right" if many else "center")
+    ax.set_xlim(-0.6, len(classes) - 0.4)
+    ax.set_ylim(0, 105)
+    ax.set_ylabel(ylabel)
+    ax.grid(axis="y", alpha=0.3)
+    ax.set_axisbelow(True)
+    ax.set_title(title)
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.18 if many else -0.1),
+              ncol=min(len(bars), 3), frameon=False)
     return figure

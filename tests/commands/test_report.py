@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import math
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -13,17 +15,16 @@ import lightning as L
 import pytest
 import yaml
 from lightning.pytorch.loggers import TensorBoardLogger
+from matplotlib.colors import to_rgb
 from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from torch.utils.tensorboard import SummaryWriter
 
-from tests.helpers import TINY_NET, TinyData, fit_tiny
+from tests.helpers import ROOT, TINY_NET, TinyData, fit_tiny
 from zoo_lightning.callbacks import ClassificationDashboard, HparamsSession
 from zoo_lightning.classifier import ImageClassifier
 from zoo_lightning.cli import main
-from zoo_lightning.report import load_runs, write_report
-
-ROOT = Path(__file__).resolve().parent.parent
+from zoo_lightning.commands.report import load_runs, write_report
 
 
 def scalars(run_dir: Path, tag: str) -> list[float]:
@@ -200,3 +201,166 @@ def test_sweep_runs_every_combination_and_the_report_groups_them(cifar_python, t
     runs = load_runs(logs)
     assert {r.sweep["model.optimizer.init_args.lr"] for r in runs} == {"0.1", "0.05"}
     assert "## Sweeps" in write_report(logs, tmp_path / "out").read_text()
+
+
+@pytest.fixture
+def drawn(monkeypatch):
+    """The figures the report saves, by file name (still readable after the report closes them)."""
+    from zoo_lightning import figures
+
+    saved = {}
+    original = figures.save_png
+
+    def save_png(figure, path, dpi=120):
+        saved[Path(path).name] = figure
+        return original(figure, path, dpi)
+
+    monkeypatch.setattr(figures, "save_png", save_png)
+    return saved
+
+
+def _curves(figure) -> dict:
+    """The labelled lines of a figure's axes: label -> Line2D (the best-epoch stars carry no label)."""
+    handles, labels = figure.axes[0].get_legend_handles_labels()
+    return dict(zip(labels, handles))
+
+
+def test_one_epoch_run_is_a_visible_point_on_an_integer_axis(tmp_path, drawn):
+    writer = SummaryWriter(str(tmp_path / "logs" / "short" / "version_0"))
+    for tag, value in (("train/loss", 1.0), ("val/top1", 0.3), ("val/loss", 1.5), ("epoch", 0)):
+        writer.add_scalar(tag, value, 9)
+    writer.close()
+    write_report(tmp_path / "logs", tmp_path / "out")
+    for png, label, value in (("val_top1.png", "short/version_0 (30.00%)", 30.0),
+                              ("val_loss.png", "short/version_0", 1.5)):
+        figure = drawn[png]
+        ax = figure.axes[0]
+        line = _curves(figure)[label]
+        assert list(line.get_xdata()) == [1]
+        assert line.get_marker() not in ("None", "", " ", None) and line.get_markersize() >= 6
+        low, high = ax.get_xlim()
+        assert low <= 0.5 and high >= 1.5  # an epoch-wide axis around the point, not a 0.96..1.04 one
+        assert [t for t in ax.get_xticks() if low <= t <= high] == [1]
+    # In the PNG the point is a filled dot of the run's colour (val_loss: no best-epoch star drawn over it).
+    with Image.open(tmp_path / "out" / "val_loss.png") as image:
+        rgb = image.convert("RGB")
+        x, y = ax.transData.transform((1, value))  # display pixels at the figure's dpi, from the bottom
+        scale = 120 / figure.dpi  # the report saves at 120 dpi
+        px, py = round(x * scale), round(rgb.height - y * scale)
+        color = tuple(round(255 * c) for c in to_rgb(line.get_color()))
+        box = [rgb.getpixel((px + dx, py + dy)) for dx in range(-4, 5) for dy in range(-4, 5)]
+        assert sum(max(abs(a - b) for a, b in zip(pixel, color)) < 40 for pixel in box) >= 70
+
+
+def test_loss_plot_has_a_log_axis_and_accuracy_a_linear_one(tmp_path, drawn):
+    for name, losses in (("fine", [2.0, 1.2, 0.8]), ("diverged", [2.0, 300.0, 5e4])):
+        writer = SummaryWriter(str(tmp_path / "logs" / name / "version_0"))
+        for epoch, loss in enumerate(losses):
+            writer.add_scalar("train/loss", loss, 10 * epoch + 9)
+            writer.add_scalar("val/loss", loss, 10 * epoch + 9)
+            writer.add_scalar("val/top1", 0.1 * epoch, 10 * epoch + 9)
+            writer.add_scalar("epoch", epoch, 10 * epoch + 9)
+        writer.close()
+    write_report(tmp_path / "logs", tmp_path / "out")
+    assert drawn["val_loss.png"].axes[0].get_yscale() == "log"
+    assert drawn["val_top1.png"].axes[0].get_yscale() == "linear"
+    # On the log axis the converging run spans a visible part of the height, not the bottom pixels.
+    ax = drawn["val_loss.png"].axes[0]
+    low, high = (math.log10(v) for v in ax.get_ylim())
+    assert (math.log10(2.0) - math.log10(0.8)) / (high - low) > 0.05
+
+
+@pytest.mark.parametrize("n", [12, 25])
+def test_many_runs_are_drawn_in_pairwise_different_styles(n):
+    from zoo_lightning.figures import curves_figure, run_styles
+
+    styles = [(s["color"], s["linestyle"], s["marker"]) for s in run_styles(n)]
+    assert len(set(styles)) == n
+    figure = curves_figure([(f"run{i}", [(1, i), (2, i + 1)]) for i in range(n)], "t", "y")
+    drawn = {(tuple(line.get_color()), line.get_linestyle(), line.get_marker()) for line in _curves(figure).values()}
+    assert len(drawn) == n
+    # Colour alone repeats past ten runs: the runs that share one differ in line style and marker.
+    lines = list(_curves(figure).values())
+    assert tuple(lines[0].get_color()) == tuple(lines[10].get_color())
+    assert lines[0].get_linestyle() != lines[10].get_linestyle() and lines[0].get_marker() != lines[10].get_marker()
+
+
+def test_test_column_says_when_the_figure_was_measured_with_tta(tmp_path):
+    logs = tmp_path / "logs"
+    _write_run(logs / "fit" / "version_0", [9, 19], [0.8, 0.86], [time.time(), time.time() + 5], [0, 1])
+    # A `test --ckpt_path ... --model.tta flip` of its best checkpoint: config.yaml says which TTA it used.
+    tested = logs / "eval" / "version_0"
+    writer = SummaryWriter(str(tested))
+    writer.add_scalar("test/top1", 0.877, 0)
+    writer.add_scalar("test/loss", 0.41, 0)
+    writer.close()
+    (tested / "config.yaml").write_text(yaml.safe_dump(
+        {"ckpt_path": "logs/fit/version_0/checkpoints/best.ckpt", "model": {"backbone": "cnn", "tta": "flip"}}))
+    # A run with its own test and hparams.yaml (no config.yaml) naming the four-view TTA.
+    own = logs / "own" / "version_0"
+    _write_run(own, [9], [0.5], [time.time()], [0])
+    writer = SummaryWriter(str(own))
+    writer.add_scalar("test/top1", 0.51, 10)
+    writer.close()
+    (own / "hparams.yaml").write_text(yaml.safe_dump({"backbone": "cnn", "tta": "flip_translate"}))
+    # And a test without TTA says nothing of it.
+    plain = logs / "plain" / "version_0"
+    _write_run(plain, [9], [0.4], [time.time()], [0])
+    writer = SummaryWriter(str(plain))
+    writer.add_scalar("test/top1", 0.39, 10)
+    writer.close()
+    (plain / "config.yaml").write_text(yaml.safe_dump({"model": {"backbone": "cnn", "tta": None}}))
+
+    text = write_report(logs, tmp_path / "out").read_text()
+    main_rows = text.split("## Evaluations")[0]
+    assert row(main_rows, "fit/version_0").split("|")[7].strip() == "87.70% (best.ckpt, TTA flip)"
+    assert row(main_rows, "own/version_0").split("|")[7].strip() == "51.00% (TTA flip_translate)"
+    assert row(main_rows, "plain/version_0").split("|")[7].strip() == "39.00%"
+    assert "87.70% (TTA flip)" in row(text.split("## Evaluations")[1], "eval/version_0")
+    intro = text.split("| run |")[0]
+    assert "`TTA flip` marks one measured with test-time augmentation (`--model.tta`" in intro
+
+
+def test_damaged_event_files_are_named_in_a_warning_and_leave_a_finished_run_finished(logs, tmp_path, capsys):
+    from torch.utils.tensorboard.summary import hparams
+
+    run = tmp_path / "logs" / "tiny_a" / "version_0"
+    shutil.copytree(logs / "tiny_a" / "version_0", run)
+    (original,) = run.glob("events.out.tfevents.*")
+    stamp = int(original.name.split(".")[3])
+    # A later session of the run whose file was cut off inside its last record: its session start is whole,
+    # its session end (if any) is lost.
+    scratch = tmp_path / "scratch"
+    writer = SummaryWriter(str(scratch))
+    _, start, _ = hparams({"stage": "fit", "backbone": TINY_NET, "max_epochs": 2}, {"val/top1": 0.0})
+    writer._get_file_writer().add_summary(start)
+    writer.add_scalar("train/loss", 0.5, 10_000)
+    writer.close()
+    whole = next(scratch.glob("events.out.tfevents.*")).read_bytes()
+    truncated = run / f"events.out.tfevents.{stamp + 100}.host.1.0"
+    truncated.write_bytes(whole[:-7])
+    garbage = run / f"events.out.tfevents.{stamp + 200}.host.2.0"
+    garbage.write_bytes(b"\xff" * 64)
+    capsys.readouterr()
+
+    text = write_report(tmp_path / "logs", tmp_path / "out").read_text()
+    warnings = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 2
+    assert str(truncated) in warnings[0] and "truncated" in warnings[0] and "incomplete record" in warnings[0]
+    assert str(garbage) in warnings[1] and "not an event file" in warnings[1] and "skipped" in warnings[1]
+    cells = [c.strip() for c in row(text, "tiny_a/version_0").strip("|").split("|")]
+    assert cells[4] == "2"  # not "2/2 (unfinished)": the lost session end is not taken for an open session
+    assert cells[5] == f"{100 * max(scalars(logs / 'tiny_a' / 'version_0', 'val/top1')):.2f}%"
+    (reread,) = load_runs(tmp_path / "logs", warn=lambda message: None)
+    assert reread.status == "done" and set(reread.unread) == {truncated, garbage}
+
+
+def test_non_finite_values_are_left_out_of_a_curve_and_named_in_its_label():
+    from zoo_lightning.figures import curves_figure
+
+    figure = curves_figure([("ok", [(1, 2.0), (2, 1.0)]), ("blew up", [(1, 2.0), (2, math.nan), (3, math.inf)])],
+                           "loss", "val loss", log_y=True)
+    lines = _curves(figure)
+    assert list(lines["blew up (NaN/inf not drawn)"].get_ydata()) == [2.0]
+    assert list(lines["ok"].get_ydata()) == [2.0, 1.0]
+    assert figure.axes[0].get_yscale() == "log"
