@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from zoo_lightning.data.tensors import BatchLoader, as_tensor, channel_stats
+from zoo_lightning.data.loader import BatchLoader, as_tensor
 
 
 def _data(n: int = 50):
@@ -66,15 +66,6 @@ def test_memmapped_images_stay_memmapped(tmp_path):
     assert images.data_ptr() == mapped.ctypes.data
     batch = next(iter(BatchLoader(images, None, batch_size=5, shuffle=False)))
     assert batch.shape == (5, 3, 4, 4) and batch[:, 0, 0, 0].tolist() == [0, 1, 2, 3, 4]
-
-
-def test_channel_stats_match_numpy():
-    rng = np.random.default_rng(0)
-    images = rng.integers(0, 256, (37, 3, 5, 6), dtype=np.uint8)
-    mean, std = channel_stats(images, chunk=8)
-    pixels = images.astype(np.float64) / 255
-    np.testing.assert_allclose(mean, pixels.mean(axis=(0, 2, 3)), rtol=1e-12)
-    np.testing.assert_allclose(std, pixels.std(axis=(0, 2, 3)), rtol=1e-10)
 
 
 def test_bad_batch_size():

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from zoo_lightning.data.augment import Normalize, RandomCrop, RandomHorizontalFlip, Resize
+from zoo_lightning.data.transforms import Normalize, RandomCrop, RandomHorizontalFlip, Resize
 
 
 def _asymmetric(n: int = 64) -> torch.Tensor:

@@ -8,9 +8,6 @@ device turns them into normalized float, augmented only while the Trainer trains
 
 from __future__ import annotations
 
-import hashlib
-import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -21,10 +18,12 @@ import torch
 from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor, nn
 
-from zoo_lightning.data.augment import Normalize, RandomCrop, RandomHorizontalFlip, Resize
-from zoo_lightning.data.tensors import BatchLoader, as_tensor, channel_stats
+from zoo_lightning.data.transforms import Normalize, RandomCrop, RandomHorizontalFlip, Resize
+from zoo_lightning.data.loader import BatchLoader, as_tensor
+from zoo_lightning.data.stats import cached_channel_stats
+from zoo_lightning.files import fingerprint
 
-__all__ = ["ImageDataModule", "Splits", "fingerprint", "atomic_write", "download_release"]
+__all__ = ["ImageDataModule", "Splits", "CACHE_DIR"]
 
 CACHE_DIR = ".zoo_cache"
 MIX_MODES = (None, "mixup", "cutmix", "mixup_cutmix")
@@ -40,63 +39,6 @@ class Splits:
     test_images: np.ndarray
     test_labels: np.ndarray
     class_names: Sequence[str]
-
-
-def fingerprint(paths: Sequence[Path], root: Path | None = None) -> str:
-    """Changes whenever a file is added, removed, resized or rewritten.
-
-    Paths enter relative to ``root``, so ``data``, ``./data`` and ``/abs/data`` give one fingerprint.
-    """
-    digest = hashlib.sha1()
-    for path in sorted(paths):
-        stat = os.stat(path)
-        name = os.path.relpath(path, root) if root is not None else str(path)
-        digest.update(f"{name}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
-    return digest.hexdigest()
-
-
-def atomic_write(path: Path, write: Any) -> None:
-    """Writes through a temporary file and renames it, so a crash never leaves half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def download_release(url: str, md5: str, data_dir: Path) -> None:
-    """Fetches an official archive with torchvision's utilities, checks its MD5, then extracts it.
-
-    An archive already in ``data_dir`` with the right checksum is used as is (so a copy fetched by
-    hand on another machine works offline); one with the wrong checksum is never extracted.
-    """
-    from torchvision.datasets import utils
-
-    archive = Path(data_dir) / os.path.basename(url)
-    try:
-        utils.download_url(url, str(data_dir), md5=md5)
-    except RuntimeError:
-        pass  # torchvision's own refusal of a bad checksum; the check below says what to do about it
-    except OSError as error:  # no network, DNS, HTTP errors, a read-only data_dir
-        raise FileNotFoundError(
-            f"Could not download {url}: {error}. Fetch {archive.name} on a machine with network access and put it "
-            f"at {archive}: it is checked and extracted on the next run."
-        ) from None
-    if not archive.is_file():
-        raise FileNotFoundError(f"Downloading {url} left no {archive}. Put the archive there by hand and run again.")
-    if not utils.check_integrity(str(archive), md5):
-        raise ValueError(
-            f"{archive} does not have the official MD5 {md5} (an interrupted or altered download), so it was not "
-            f"extracted. Delete it and run again, or fetch it from {url} by hand and compare `md5sum`."
-        )
-    utils.extract_archive(str(archive), str(data_dir))
-
-
-def _valid_stats(mean: Any, std: Any) -> bool:
-    return (isinstance(mean, list) and isinstance(std, list) and len(mean) == len(std) > 0
-            and all(isinstance(v, float) for v in mean + std) and all(v > 0 for v in std))
 
 
 class ImageDataModule(L.LightningDataModule):
@@ -270,22 +212,14 @@ class ImageDataModule(L.LightningDataModule):
         Cached in ``<data_dir>/.zoo_cache/<module>_stats.json`` under the source files' fingerprint and
         the split, so a changed file or another split recomputes them; a damaged file is ignored.
         """
-        key = json.dumps({"source": self.source_fingerprint(), "split": self._split_key()}, sort_keys=True)
+        key = {"source": self.source_fingerprint(), "split": self._split_key()}
         cache = self.data_dir / CACHE_DIR / f"{type(self).__name__.lower()}_stats.json"
-        try:
-            entries = json.loads(cache.read_text())
-        except (OSError, ValueError):
-            entries = {}  # absent or unreadable: recompute
-        entries = {k: v for k, v in entries.items() if isinstance(v, dict)} if isinstance(entries, dict) else {}
-        entry = entries.get(key)
-        if entry is not None and _valid_stats(entry.get("mean"), entry.get("std")):
-            return entry["mean"], entry["std"]
+        return cached_channel_stats(cache, key, self._train_images)
+
+    def _train_images(self) -> Tensor:
         if "train" not in self._splits:
             self._load()
-        mean, std = channel_stats(self._splits["train"][0])
-        entries[key] = {"mean": mean, "std": std}
-        atomic_write(cache, lambda tmp: tmp.write_text(json.dumps(entries, indent=1)))
-        return mean, std
+        return self._splits["train"][0]
 
     def _split_key(self) -> dict[str, Any]:
         return {"val_size": self.hparams.val_size, "split_seed": self.hparams.split_seed}

@@ -16,7 +16,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from zoo_lightning.data.base import CACHE_DIR, ImageDataModule, Splits, atomic_write, download_release
+from zoo_lightning.data.base import CACHE_DIR, ImageDataModule, Splits
+from zoo_lightning.data.download import download_release
+from zoo_lightning.files import atomic_write
 
 __all__ = ["CIFAR10DataModule"]
 

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["BatchLoader", "as_tensor", "channel_stats"]
+__all__ = ["BatchLoader", "as_tensor"]
 
 
 def as_tensor(array: np.ndarray | Tensor) -> Tensor:
@@ -25,25 +25,6 @@ def as_tensor(array: np.ndarray | Tensor) -> Tensor:
     with warnings.catch_warnings():  # read-only memmaps: batches are gathered copies, never written
         warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
         return torch.from_numpy(array)
-
-
-def channel_stats(images: np.ndarray | Tensor, chunk: int = 2048) -> tuple[list[float], list[float]]:
-    """Per-channel mean and std (population, as numpy's) of uint8 (N, C, H, W) images scaled to [0, 1].
-
-    One pass in float64 over chunks, so a large or memmapped array is never turned into float whole.
-    """
-    array = images.numpy() if isinstance(images, Tensor) else images
-    channels = array.shape[1]
-    total = np.zeros(channels)
-    squares = np.zeros(channels)
-    for start in range(0, len(array), chunk):
-        block = np.asarray(array[start : start + chunk], dtype=np.float64) / 255.0
-        total += block.sum(axis=(0, 2, 3))
-        squares += np.square(block).sum(axis=(0, 2, 3))
-    count = array.shape[0] * array.shape[2] * array.shape[3]
-    mean = total / count
-    std = np.sqrt(np.maximum(squares / count - mean**2, 0.0))
-    return mean.tolist(), std.tolist()
 
 
 class BatchLoader:

@@ -16,8 +16,9 @@ import numpy as np
 from lightning.pytorch.utilities import CombinedLoader
 from torch import Tensor
 
-from zoo_lightning.data.base import ImageDataModule, Splits, download_release
-from zoo_lightning.data.tensors import BatchLoader, as_tensor
+from zoo_lightning.data.base import ImageDataModule, Splits
+from zoo_lightning.data.download import download_release
+from zoo_lightning.data.loader import BatchLoader, as_tensor
 
 __all__ = ["STL10DataModule", "read_stl10_images", "read_stl10_labels"]
 
