@@ -19,6 +19,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor, nn
 
 from zoo_lightning.data.transforms import Normalize, RandomCrop, RandomHorizontalFlip, Resize
+from zoo_lightning.data.folder import load_folder
 from zoo_lightning.data.loader import BatchLoader, as_tensor
 from zoo_lightning.data.stats import cached_channel_stats
 from zoo_lightning.files import fingerprint
@@ -263,8 +264,6 @@ class ImageDataModule(L.LightningDataModule):
 
     def predict_dataloader(self) -> BatchLoader:
         """The images under ``predict_dir``, batched with their index into :attr:`predict_paths`."""
-        from zoo_lightning.predict import load_folder
-
         if not self.hparams.predict_dir:
             raise ValueError("predict needs images: pass --data.predict_dir DIR (a folder of .jpg/.png files).")
         images, self.predict_paths = load_folder(self.hparams.predict_dir, self.image_size)
