@@ -1,7 +1,10 @@
+"""STL-10: the column-major binary release, official folds, and the unlabeled stream beside the labeled one."""
+
 import numpy as np
 import pytest
 import torch
 
+from zoo_lightning.batch import TwoStreamBatch
 from zoo_lightning.data import STL10DataModule
 from zoo_lightning.data.stl10 import read_stl10_images
 
@@ -65,10 +68,13 @@ def test_unlabeled_split_is_a_memmap_not_a_copy(stl10):
     assert str(root / "stl10_binary" / "unlabeled_X.bin") in open("/proc/self/maps").read()
     assert torch.equal(unlabeled[7], torch.from_numpy(arrays["unlabeled_images"][7]))
     loader = data.train_dataloader()
-    batch, _, _ = next(iter(loader))
-    assert set(batch) == {"labeled", "unlabeled"} and batch["unlabeled"].shape == (4, 3, 96, 96)
+    batch = next(iter(loader))
+    assert isinstance(batch, TwoStreamBatch) and batch.unlabeled.shape == (4, 3, 96, 96)
+    assert len(loader) == len(data._loader("train", train=True)) == 3  # an epoch: one pass over 15 labeled images
     out = data.on_after_batch_transfer(batch, 0)
-    assert out["unlabeled"].dtype == torch.float32 and out["labeled"][0].dtype == torch.float32
+    assert isinstance(out, TwoStreamBatch)
+    assert out.unlabeled.dtype == torch.float32 and out.labeled[0].dtype == torch.float32
+    assert out.labeled[1] is batch.labeled[1]
 
 
 def test_bad_files_name_the_file_and_sizes(stl10):

@@ -22,6 +22,7 @@ from zoo_lightning.data.transforms import Normalize, RandomCrop, RandomHorizonta
 from zoo_lightning.data.folder import load_folder
 from zoo_lightning.data.loader import BatchLoader, as_tensor
 from zoo_lightning.data.stats import cached_channel_stats
+from zoo_lightning.batch import TwoStreamBatch
 from zoo_lightning.files import fingerprint
 
 __all__ = ["ImageDataModule", "Splits", "CACHE_DIR"]
@@ -270,8 +271,8 @@ class ImageDataModule(L.LightningDataModule):
         return BatchLoader(images, torch.arange(len(images)), batch_size=self.eval_batch_size)
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
-        if isinstance(batch, dict):  # several streams, e.g. {"labeled": (x, y), "unlabeled": x_u}
-            return {key: self.on_after_batch_transfer(value, dataloader_idx) for key, value in batch.items()}
+        if isinstance(batch, TwoStreamBatch):
+            return TwoStreamBatch(*(self.on_after_batch_transfer(part, dataloader_idx) for part in batch))
         images, *rest = batch if isinstance(batch, (tuple, list)) else (batch,)
         if images.dtype != torch.uint8:
             return batch  # already prepared (e.g. by a caller feeding float tensors)

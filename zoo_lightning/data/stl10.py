@@ -13,12 +13,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from lightning.pytorch.utilities import CombinedLoader
 from torch import Tensor
 
 from zoo_lightning.data.base import ImageDataModule, Splits
 from zoo_lightning.data.download import download_release
-from zoo_lightning.data.loader import BatchLoader, as_tensor
+from zoo_lightning.data.loader import BatchLoader, TwoStreamLoader, as_tensor
 
 __all__ = ["STL10DataModule", "read_stl10_images", "read_stl10_labels"]
 
@@ -148,7 +147,7 @@ class STL10DataModule(ImageDataModule):
         """A fresh memmap view of the unlabeled split (no bytes read until a batch indexes it)."""
         return as_tensor(read_stl10_images(self.folder() / "unlabeled_X.bin"))
 
-    def train_dataloader(self) -> BatchLoader | CombinedLoader:
+    def train_dataloader(self) -> BatchLoader | TwoStreamLoader:
         labeled = super().train_dataloader()
         if not self.hparams.unlabeled:
             return labeled
@@ -159,4 +158,4 @@ class STL10DataModule(ImageDataModule):
             epoch=lambda: self.trainer.current_epoch if self.trainer is not None else 0,
         )
         # An epoch is one pass over the labeled images; the unlabeled stream is reshuffled every epoch.
-        return CombinedLoader({"labeled": labeled, "unlabeled": unlabeled}, mode="min_size")
+        return TwoStreamLoader(labeled, unlabeled)
