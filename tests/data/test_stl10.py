@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from zoo_lightning.batch import TwoStreamBatch
-from zoo_lightning.data import STL10DataModule
+from zoo_lightning.data import DevicePipeline, STL10DataModule
 from zoo_lightning.data.stl10 import read_stl10_images
 
 
@@ -148,8 +148,14 @@ def test_the_cli_sees_every_base_option_and_the_hyperparameters_keep_them(stl10)
     parser = ArgumentParser()
     parser.add_class_arguments(STL10DataModule, "data")
     options = {action.dest for action in parser._actions}
-    assert {"data.fold", "data.unlabeled", "data.batch_size", "data.mix", "data.train_sizes"} <= options
-    assert parser.get_defaults().data.crop_padding == 12  # STL-10's own default over the base's 4
+    assert {"data.fold", "data.unlabeled", "data.batch_size", "data.pipeline"} <= options
+    # Pipeline options without class_path/init_args: the short spelling works.
+    config = parser.parse_args(["--data.pipeline.mix", "cutmix", "--data.pipeline.train_sizes", "{0: 16}"])
+    pipeline = parser.instantiate_classes(config).data.pipeline
+    assert (type(pipeline), pipeline.mix, pipeline.train_sizes, pipeline.crop_padding) == (DevicePipeline, "cutmix",
+                                                                                          {0: 16}, None)
     root, _ = stl10
-    data = _module(root, fold=3, mix="cutmix")
-    assert (data.hparams.fold, data.hparams.batch_size, data.hparams.crop_padding, data.hparams.mix) == (3, 4, 12, "cutmix")
+    data = _module(root, fold=3, pipeline=DevicePipeline(mix="cutmix"))
+    # STL-10's crop padding: the pipeline's default of one eighth of the side, 12 at 96 pixels.
+    assert (data.hparams.fold, data.hparams.batch_size, data.pipeline.padding, data.pipeline.mix) == (3, 4, 12, "cutmix")
+    assert "pipeline" not in data.hparams  # no module instance in what checkpoints store

@@ -63,8 +63,8 @@ class STL10DataModule(ImageDataModule):
         unlabeled: add the unlabeled split as a second training stream, for the distillation
             objective (the teacher's soft targets teach there).
         unlabeled_batch_size: images per unlabeled batch (defaults to ``batch_size``).
-        crop_padding: zero padding of the random crop: 12 at 96x96, the 4-of-32 of CIFAR scaled up.
-        **kwargs: the options of :class:`~zoo_lightning.data.base.ImageDataModule` (data_dir, batch_size, ...).
+        **kwargs: the options of :class:`~zoo_lightning.data.base.ImageDataModule` (data_dir, batch_size,
+            pipeline, ...). The pipeline's default crop padding is 12 pixels here, one eighth of 96.
     """
 
     num_classes = 10
@@ -77,13 +77,12 @@ class STL10DataModule(ImageDataModule):
         fold: int | None = None,
         unlabeled: bool = False,
         unlabeled_batch_size: int | None = None,
-        crop_padding: int = 12,
         **kwargs: Any,
     ) -> None:
         # **kwargs: jsonargparse follows them into ImageDataModule's signature, so the CLI lists every option.
         if fold is not None and not 0 <= fold <= 9:
             raise ValueError(f"fold must be 0..9 (the ten official folds) or None, got {fold}.")
-        super().__init__(crop_padding=crop_padding, **kwargs)
+        super().__init__(**kwargs)
 
     def folder(self) -> Path:
         for base in (self.data_dir / RELEASE, self.data_dir):
