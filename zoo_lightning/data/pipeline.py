@@ -12,6 +12,9 @@ option here; configs choose it with ``class_path``/``init_args``::
         pipeline:
           class_path: zoo_lightning.data.DevicePipeline
           init_args: {mix: cutmix, train_sizes: {0: 24, 30: 32}}
+
+The class path may be left out for DevicePipeline itself (``pipeline: {mix: cutmix}``), and on the
+command line an option is ``--data.pipeline.mix cutmix``, another class ``--data.pipeline CLASS_PATH``.
 """
 
 from __future__ import annotations
@@ -103,10 +106,6 @@ class DevicePipeline(nn.Module):
         self.mixer = self._batch_mix(num_classes)
         self.resize = Resize(image_size) if image_size != native_size else nn.Identity()
         self._train_resize = None
-
-    @property
-    def attached(self) -> bool:
-        return self.normalize is not None
 
     def _crop_and_flip(self) -> nn.Module:
         return nn.Sequential(
