@@ -1,3 +1,5 @@
+"""CIFAR-10: the python release and image-folder layouts, the seeded split, the decode cache, downloads."""
+
 import pickle
 import shutil
 import time
