@@ -1,4 +1,4 @@
-"""The shared DataModule path: device-side preparation, rank shards, augmentation only in training, Lightning."""
+"""The DataModule contract: delegation to the pipeline, rank shards, checkpoint state, hyper-parameters, CLI."""
 
 from types import SimpleNamespace
 
@@ -7,7 +7,8 @@ import pytest
 import torch
 from torch import nn
 
-from zoo_lightning.data import CIFAR10DataModule
+from zoo_lightning.checkpoints import datamodule_state
+from zoo_lightning.data import CIFAR10DataModule, DevicePipeline, ImageDataModule
 
 
 def _module(root, **kwargs) -> CIFAR10DataModule:
@@ -34,39 +35,6 @@ def test_eval_batches_are_only_normalized(cifar_python):
         out, out_labels = data.on_after_batch_transfer((images, labels), 0)
         assert out.dtype == torch.float32 and out.shape == (8, 3, 32, 32) and out_labels is labels
         torch.testing.assert_close(out, expected)
-
-
-def test_training_batches_are_augmented_reproducibly(cifar_python):
-    root, _ = cifar_python
-    data = _module(root)
-    images, labels = next(iter(data.train_dataloader()))
-    plain = data.on_after_batch_transfer((images, labels), 0)[0]
-    _attach(data, training=True)
-    first = data.on_after_batch_transfer((images, labels), 0)[0]
-    assert first.dtype == torch.float32 and first.shape == plain.shape and not torch.equal(first, plain)
-    second = data.on_after_batch_transfer((images, labels), 0)[0]
-    assert not torch.equal(first, second)  # the next batch draws other crops
-    # Seeded by (shuffle_seed, rank, epoch, batch): a rerun of the epoch repeats it exactly, another epoch differs,
-    # and the global RNG is left as it was.
-    state = torch.get_rng_state()
-    data._augment_epoch = -1
-    torch.testing.assert_close(data.on_after_batch_transfer((images, labels), 0)[0], first, rtol=0, atol=0)
-    assert torch.equal(torch.get_rng_state(), state)
-    _attach(data, training=True, epoch=1)
-    assert not torch.equal(data.on_after_batch_transfer((images, labels), 0)[0], first)
-
-
-def test_crop_and_flip_can_be_turned_off(cifar_python):
-    root, _ = cifar_python
-    data = _module(root, crop_padding=0, flip=False)
-    assert len(data.augment) == 0
-    batch = next(iter(data.train_dataloader()))
-    _attach(data, training=True)
-    augmented = data.on_after_batch_transfer(batch, 0)[0]
-    data.trainer = None
-    torch.testing.assert_close(augmented, data.on_after_batch_transfer(batch, 0)[0])
-    with pytest.raises(ValueError, match="crop_padding"):
-        CIFAR10DataModule(crop_padding=-1)
 
 
 @pytest.mark.parametrize("split", ["train", "val", "test"])
@@ -150,28 +118,59 @@ def test_eval_order_mixes_the_classes_and_is_fixed(tmp_path, image_folder_writer
     assert (torch.bincount(orders[2], minlength=3) + torch.bincount(orders[3], minlength=3)).tolist() == [8, 8, 8]
 
 
-def test_train_sizes_resize_training_batches_from_their_epoch_on(cifar_python):
+def test_the_normalize_attribute_is_the_pipelines_and_inverts_batches(cifar_python):
     root, _ = cifar_python
-    data = _module(root, train_sizes={1: 16, "3": 24})  # a string key, as a YAML round trip may leave it
-    images, labels = next(iter(data.train_dataloader()))
-    sides = {}
-    for epoch in range(5):
-        _attach(data, training=True, epoch=epoch)
-        out = data.on_after_batch_transfer((images, labels), 0)[0]
-        assert out.shape[:2] == (8, 3) and out.shape[2] == out.shape[3]
-        sides[epoch] = out.shape[-1]
-    assert sides == {0: 32, 1: 16, 2: 16, 3: 24, 4: 24}  # before the first key: the native size
-    _attach(data, training=False, epoch=2)
-    assert data.on_after_batch_transfer((images, labels), 0)[0].shape[-1] == 32  # evaluation keeps the full size
-    # A 16-pixel batch is the antialiased shrink of the augmented 32-pixel one, not a crop of it.
-    _attach(data, training=True, epoch=1)
-    data._augment_epoch = -1
-    small = data.on_after_batch_transfer((images, labels), 0)[0]
-    data.train_sizes = {}
-    data._augment_epoch = -1
-    full = data.on_after_batch_transfer((images, labels), 0)[0]
-    expected = nn.functional.interpolate(full, size=(16, 16), mode="bilinear", align_corners=False, antialias=True)
-    torch.testing.assert_close(small, expected)
-    for bad in ({-1: 24}, {0: 4}):
-        with pytest.raises(ValueError, match="train_sizes"):
-            CIFAR10DataModule(train_sizes=bad)
+    assert CIFAR10DataModule(data_dir=str(root)).normalize is None  # statistics unknown before setup
+    data = _module(root)
+    assert data.normalize is data.pipeline.normalize
+    images, labels = next(iter(data.val_dataloader()))
+    out = data.on_after_batch_transfer((images, labels), 0)[0]
+    torch.testing.assert_close(data.normalize.inverse(out), images.float() / 255)
+    # A checkpoint's statistics replace them, and the next batch is normalized with those.
+    fresh = CIFAR10DataModule(data_dir="/nonexistent")
+    fresh.load_state_dict({**data.state_dict(), "mean": [0.0, 0.0, 0.0], "std": [1.0, 1.0, 1.0]})
+    torch.testing.assert_close(fresh.on_after_batch_transfer((images, labels), 0)[0], images.float() / 255)
+    torch.testing.assert_close(fresh.normalize.mean.flatten(), torch.zeros(3))
+    with pytest.raises(RuntimeError, match="statistics are unknown"):
+        CIFAR10DataModule(data_dir="/nonexistent").on_after_batch_transfer((images, labels), 0)
+
+
+def test_a_plain_python_checkpoint_holds_no_module_and_names_its_state_by_class(cifar_writer, tmp_path):
+    cifar_writer(tmp_path, per_batch=8)
+    data = CIFAR10DataModule(data_dir=str(tmp_path), batch_size=8, val_size=16, pipeline=DevicePipeline(mix="mixup"))
+    assert "pipeline" not in data.hparams
+    model = _Recorder()  # cross_entropy takes MixUp's soft targets too
+    trainer = L.Trainer(max_steps=1, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0)
+    trainer.fit(model, datamodule=data)
+    path = tmp_path / "run.ckpt"
+    trainer.save_checkpoint(path)
+    checkpoint = torch.load(path, weights_only=True)  # would fail on a pickled module instance
+    assert "pipeline" not in checkpoint["datamodule_hyper_parameters"]
+    state = datamodule_state(checkpoint)  # found by the class name Lightning files it under
+    assert state == checkpoint["CIFAR10DataModule"] and state["mean"] == data.mean
+    assert set(state) == {"mean", "std", "class_names", "image_size", "class_path"}
+    assert state["class_path"] == "zoo_lightning.data.cifar10.CIFAR10DataModule"
+
+
+def test_a_pipeline_that_is_not_a_device_pipeline_is_refused():
+    with pytest.raises(TypeError, match="--data.pipeline.mix cutmix"):
+        CIFAR10DataModule(pipeline={"mix": "cutmix"})
+
+
+def test_the_command_line_sets_pipeline_options_in_the_short_spelling(cifar_python):
+    """As LightningCLI's subclass mode parses --data: no init_args needed at either level."""
+    from jsonargparse import ArgumentParser
+
+    parser = ArgumentParser(exit_on_error=False)
+    parser.add_subclass_arguments(ImageDataModule, "data")
+    spellings = [["--data.pipeline.mix", "cutmix", "--data.pipeline.crop_padding", "2"],
+                 ["--data.init_args.pipeline.init_args.mix", "cutmix", "--data.init_args.pipeline.init_args.crop_padding", "2"],
+                 ["--data.pipeline", '{"mix": "cutmix", "crop_padding": 2}']]
+    for spelling in spellings:
+        config = parser.parse_args(["--data", "zoo_lightning.data.CIFAR10DataModule", *spelling])
+        data = parser.instantiate_classes(config).data
+        assert type(data) is CIFAR10DataModule and type(data.pipeline) is DevicePipeline
+        assert (data.pipeline.mix, data.pipeline.crop_padding, data.pipeline.flip) == ("cutmix", 2, True)
+    with pytest.raises(Exception, match="crop_padding"):
+        parser.parse_args(["--data", "zoo_lightning.data.CIFAR10DataModule", "--data.pipeline.crop_padding", "wide"])

@@ -1,8 +1,11 @@
+"""STL-10: the column-major binary release, official folds, and the unlabeled stream beside the labeled one."""
+
 import numpy as np
 import pytest
 import torch
 
-from zoo_lightning.data import STL10DataModule
+from zoo_lightning.batch import TwoStreamBatch
+from zoo_lightning.data import DevicePipeline, STL10DataModule
 from zoo_lightning.data.stl10 import read_stl10_images
 
 
@@ -65,10 +68,13 @@ def test_unlabeled_split_is_a_memmap_not_a_copy(stl10):
     assert str(root / "stl10_binary" / "unlabeled_X.bin") in open("/proc/self/maps").read()
     assert torch.equal(unlabeled[7], torch.from_numpy(arrays["unlabeled_images"][7]))
     loader = data.train_dataloader()
-    batch, _, _ = next(iter(loader))
-    assert set(batch) == {"labeled", "unlabeled"} and batch["unlabeled"].shape == (4, 3, 96, 96)
+    batch = next(iter(loader))
+    assert isinstance(batch, TwoStreamBatch) and batch.unlabeled.shape == (4, 3, 96, 96)
+    assert len(loader) == len(data._loader("train", train=True)) == 3  # an epoch: one pass over 15 labeled images
     out = data.on_after_batch_transfer(batch, 0)
-    assert out["unlabeled"].dtype == torch.float32 and out["labeled"][0].dtype == torch.float32
+    assert isinstance(out, TwoStreamBatch)
+    assert out.unlabeled.dtype == torch.float32 and out.labeled[0].dtype == torch.float32
+    assert out.labeled[1] is batch.labeled[1]
 
 
 def test_bad_files_name_the_file_and_sizes(stl10):
@@ -142,8 +148,14 @@ def test_the_cli_sees_every_base_option_and_the_hyperparameters_keep_them(stl10)
     parser = ArgumentParser()
     parser.add_class_arguments(STL10DataModule, "data")
     options = {action.dest for action in parser._actions}
-    assert {"data.fold", "data.unlabeled", "data.batch_size", "data.mix", "data.train_sizes"} <= options
-    assert parser.get_defaults().data.crop_padding == 12  # STL-10's own default over the base's 4
+    assert {"data.fold", "data.unlabeled", "data.batch_size", "data.pipeline"} <= options
+    # Pipeline options without class_path/init_args: the short spelling works.
+    config = parser.parse_args(["--data.pipeline.mix", "cutmix", "--data.pipeline.train_sizes", "{0: 16}"])
+    pipeline = parser.instantiate_classes(config).data.pipeline
+    assert (type(pipeline), pipeline.mix, pipeline.train_sizes, pipeline.crop_padding) == (DevicePipeline, "cutmix",
+                                                                                          {0: 16}, None)
     root, _ = stl10
-    data = _module(root, fold=3, mix="cutmix")
-    assert (data.hparams.fold, data.hparams.batch_size, data.hparams.crop_padding, data.hparams.mix) == (3, 4, 12, "cutmix")
+    data = _module(root, fold=3, pipeline=DevicePipeline(mix="cutmix"))
+    # STL-10's crop padding: the pipeline's default of one eighth of the side, 12 at 96 pixels.
+    assert (data.hparams.fold, data.hparams.batch_size, data.pipeline.padding, data.pipeline.mix) == (3, 4, 12, "cutmix")
+    assert "pipeline" not in data.hparams  # no module instance in what checkpoints store

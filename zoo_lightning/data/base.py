@@ -1,16 +1,15 @@
-"""ImageDataModule: the shared path of every dataset, from uint8 arrays in memory to device batches.
+"""ImageDataModule: the contract every dataset fulfils, from uint8 arrays in memory to device batches.
 
 A subclass reads its release files into uint8 (N, 3, H, W) arrays (:meth:`load_splits`); this base
-splits off a seeded validation part, computes the normalization statistics of the training part
-(cached in a small JSON beside the data), serves whole batches with :class:`BatchLoader`, and on the
-device turns them into normalized float, augmented only while the Trainer trains.
+splits off a seeded validation part (:meth:`split_train`), takes the normalization statistics of the
+training part (:meth:`stats`, cached beside the data), serves whole batches with :class:`BatchLoader`,
+and after the transfer hands each batch to its :class:`DevicePipeline`, which augments it only
+while the Trainer trains. What a prediction needs later (statistics, class names, input size) is
+the DataModule's checkpoint state.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -18,16 +17,19 @@ from typing import Any, Sequence
 import lightning as L
 import numpy as np
 import torch
-from lightning.pytorch.utilities import rank_zero_info
-from torch import Tensor, nn
+from torch import Tensor
 
-from zoo_lightning.data.transforms import Normalize, RandomCrop, RandomHorizontalFlip, Resize
-from zoo_lightning.data.tensors import BatchLoader, as_tensor, channel_stats
+from zoo_lightning.batch import TwoStreamBatch
+from zoo_lightning.data.folder import load_folder
+from zoo_lightning.data.loader import BatchLoader, as_tensor
+from zoo_lightning.data.pipeline import DevicePipeline
+from zoo_lightning.data.stats import cached_channel_stats
+from zoo_lightning.data.transforms import Normalize
+from zoo_lightning.files import fingerprint
 
-__all__ = ["ImageDataModule", "Splits", "fingerprint", "atomic_write", "download_release"]
+__all__ = ["ImageDataModule", "Splits", "CACHE_DIR"]
 
 CACHE_DIR = ".zoo_cache"
-MIX_MODES = (None, "mixup", "cutmix", "mixup_cutmix")
 EVAL_ORDER_SEED = 1234  # the fixed order of validation and test images (see ImageDataModule._loader)
 
 
@@ -42,63 +44,6 @@ class Splits:
     class_names: Sequence[str]
 
 
-def fingerprint(paths: Sequence[Path], root: Path | None = None) -> str:
-    """Changes whenever a file is added, removed, resized or rewritten.
-
-    Paths enter relative to ``root``, so ``data``, ``./data`` and ``/abs/data`` give one fingerprint.
-    """
-    digest = hashlib.sha1()
-    for path in sorted(paths):
-        stat = os.stat(path)
-        name = os.path.relpath(path, root) if root is not None else str(path)
-        digest.update(f"{name}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
-    return digest.hexdigest()
-
-
-def atomic_write(path: Path, write: Any) -> None:
-    """Writes through a temporary file and renames it, so a crash never leaves half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def download_release(url: str, md5: str, data_dir: Path) -> None:
-    """Fetches an official archive with torchvision's utilities, checks its MD5, then extracts it.
-
-    An archive already in ``data_dir`` with the right checksum is used as is (so a copy fetched by
-    hand on another machine works offline); one with the wrong checksum is never extracted.
-    """
-    from torchvision.datasets import utils
-
-    archive = Path(data_dir) / os.path.basename(url)
-    try:
-        utils.download_url(url, str(data_dir), md5=md5)
-    except RuntimeError:
-        pass  # torchvision's own refusal of a bad checksum; the check below says what to do about it
-    except OSError as error:  # no network, DNS, HTTP errors, a read-only data_dir
-        raise FileNotFoundError(
-            f"Could not download {url}: {error}. Fetch {archive.name} on a machine with network access and put it "
-            f"at {archive}: it is checked and extracted on the next run."
-        ) from None
-    if not archive.is_file():
-        raise FileNotFoundError(f"Downloading {url} left no {archive}. Put the archive there by hand and run again.")
-    if not utils.check_integrity(str(archive), md5):
-        raise ValueError(
-            f"{archive} does not have the official MD5 {md5} (an interrupted or altered download), so it was not "
-            f"extracted. Delete it and run again, or fetch it from {url} by hand and compare `md5sum`."
-        )
-    utils.extract_archive(str(archive), str(data_dir))
-
-
-def _valid_stats(mean: Any, std: Any) -> bool:
-    return (isinstance(mean, list) and isinstance(std, list) and len(mean) == len(std) > 0
-            and all(isinstance(v, float) for v in mean + std) and all(v > 0 for v in std))
-
-
 class ImageDataModule(L.LightningDataModule):
     """Base of the image-classification DataModules.
 
@@ -109,22 +54,14 @@ class ImageDataModule(L.LightningDataModule):
             None takes the dataset's default (10,000 for CIFAR-10).
         split_seed: seed of the train/val split; the same seed gives the same split everywhere.
         download: fetch the official archive in ``prepare_data`` when it is not there.
-        crop_padding: zero padding of the random crop (0 turns the crop off).
-        flip: random horizontal flips.
         image_size: resize batches on the device to this size (e.g. 224 for ImageNet stems);
             None keeps the native size.
         eval_batch_size: batch size of validation and test (defaults to ``batch_size``).
-        shuffle_seed: base seed of the per-epoch training shuffle.
+        shuffle_seed: base seed of the per-epoch training shuffle and of the augmentation.
         predict_dir: a folder of one's own images for ``predict`` (any size and format).
-        mix: batch mixing in training, torchvision.transforms.v2's ``"mixup"``, ``"cutmix"`` or
-            ``"mixup_cutmix"`` (one of the two per batch); targets become soft (N, C) labels,
-            which every objective accepts.
-        mix_alpha: the Beta(alpha, alpha) parameter of the mixing ratio.
-        train_sizes: progressive resizing, ``{first_epoch: side}``: from that epoch on, training batches
-            are resized to ``side`` x ``side`` pixels, e.g. ``{0: 24, 30: 32}`` trains the first 30
-            epochs at 24 pixels (about twice the images/s of 32 on a CIFAR ResNet) and the rest at
-            full size. Epochs before the first key train at ``image_size``; validation, test and
-            prediction always run at ``image_size``.
+        pipeline: what is done to batches on the device (crop, flip, progressive resizing,
+            MixUp/CutMix, normalization); None is :class:`DevicePipeline` with its defaults. On the
+            command line: ``--data.pipeline.mix cutmix``, or ``--data.pipeline my.Pipeline``.
     """
 
     num_classes: int = 0
@@ -139,19 +76,13 @@ class ImageDataModule(L.LightningDataModule):
         val_size: int | None = None,
         split_seed: int = 0,
         download: bool = False,
-        crop_padding: int = 4,
-        flip: bool = True,
         image_size: int | None = None,
         eval_batch_size: int | None = None,
         shuffle_seed: int = 0,
         predict_dir: str | None = None,
-        mix: str | None = None,
-        mix_alpha: float = 1.0,
-        train_sizes: dict[int, int] | None = None,
+        pipeline: DevicePipeline | None = None,
     ) -> None:
         super().__init__()
-        if mix not in MIX_MODES:
-            raise ValueError(f"Unknown mix {mix!r}: choose one of {', '.join(map(str, MIX_MODES))}.")
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
         if eval_batch_size is not None and eval_batch_size < 1:
@@ -161,13 +92,12 @@ class ImageDataModule(L.LightningDataModule):
             raise ValueError(f"val_size must be >= 0, got {val_size}.")
         if image_size is not None and image_size < 8:
             raise ValueError(f"image_size must be >= 8 pixels, got {image_size}.")
-        # int keys again: a YAML or JSON round trip of the hyper-parameters (logger, config) may make them strings
-        sizes = {int(first): int(side) for first, side in (train_sizes or {}).items()}
-        for epoch, side in sizes.items():
-            if epoch < 0 or side < 8:
-                raise ValueError(f"train_sizes maps first epochs (>= 0) to image sides (>= 8 pixels), got {epoch}: {side}; "
-                                 "e.g. --data.init_args.train_sizes '{0: 24, 30: 32}'.")
-        self.save_hyperparameters()
+        if pipeline is not None and not isinstance(pipeline, DevicePipeline):
+            raise TypeError(f"pipeline must be a DevicePipeline (on the command line: --data.pipeline.mix cutmix, "
+                            f"or --data.pipeline CLASS_PATH), got {type(pipeline).__name__}.")
+        # A module instance in the hyper-parameters would be pickled into checkpoints, which load weights-only;
+        # under LightningCLI the run's config.yaml records the pipeline.
+        self.save_hyperparameters(ignore=["pipeline"])
         self.hparams.val_size = val_size
         self.data_dir = Path(data_dir)
         self.batch_size = batch_size
@@ -176,39 +106,13 @@ class ImageDataModule(L.LightningDataModule):
         self.mean: list[float] | None = None
         self.std: list[float] | None = None
         self.class_names = list(self.class_names)
-        if crop_padding < 0:
-            raise ValueError(f"crop_padding must be >= 0 (0 turns the crop off), got {crop_padding}.")
-        self.augment = self.train_augmentation()
-        self.mix = self.batch_mix()
-        self._augment_epoch, self._augment_calls = -1, 0
-        self.resize = Resize(self.image_size) if image_size else nn.Identity()
-        self.train_sizes = sizes
-        self._train_resize: tuple[int, nn.Module] | None = None  # (side, its Resize), rebuilt when the side changes
-        self.normalize: Normalize | None = None
+        self.pipeline = pipeline if pipeline is not None else DevicePipeline()
+        self._attached = False  # whether the pipeline knows the current statistics and image size
         self._splits: dict[str, tuple[Tensor, Tensor]] = {}
         self._fingerprint: str | None = None
         self.predict_paths: list[Path] = []
 
     # --- what a subclass provides ---------------------------------------------------------------
-
-    def train_augmentation(self) -> nn.Module:
-        """The batched uint8 transforms of training batches (override to add CutOut, MixUp, ...)."""
-        return nn.Sequential(
-            *([RandomCrop(self.hparams.crop_padding)] if self.hparams.crop_padding else []),
-            *([RandomHorizontalFlip()] if self.hparams.flip else []),
-        )
-
-    def batch_mix(self) -> Any:
-        """torchvision's batched MixUp/CutMix on (images, labels), or None."""
-        mode = self.hparams.mix
-        if mode is None:
-            return None
-        from torchvision.transforms import v2
-
-        kwargs = dict(alpha=self.hparams.mix_alpha, num_classes=self.num_classes)
-        options = {"mixup": [v2.MixUp(**kwargs)], "cutmix": [v2.CutMix(**kwargs)],
-                   "mixup_cutmix": [v2.MixUp(**kwargs), v2.CutMix(**kwargs)]}[mode]
-        return options[0] if len(options) == 1 else v2.RandomChoice(options)
 
     def find_or_download(self) -> None:
         """Checks the release files are there, downloads them if allowed, or says what to put where."""
@@ -250,7 +154,7 @@ class ImageDataModule(L.LightningDataModule):
         self._load()
         if self.mean is None:  # a checkpoint's statistics win over recomputing them
             self.mean, self.std = self.stats()
-        self.normalize = Normalize(self.mean, self.std)
+        self._attach_pipeline()
 
     def _load(self) -> None:
         """Reads the release (or its cache) and splits the train set; statistics stay untouched."""
@@ -270,22 +174,14 @@ class ImageDataModule(L.LightningDataModule):
         Cached in ``<data_dir>/.zoo_cache/<module>_stats.json`` under the source files' fingerprint and
         the split, so a changed file or another split recomputes them; a damaged file is ignored.
         """
-        key = json.dumps({"source": self.source_fingerprint(), "split": self._split_key()}, sort_keys=True)
+        key = {"source": self.source_fingerprint(), "split": self._split_key()}
         cache = self.data_dir / CACHE_DIR / f"{type(self).__name__.lower()}_stats.json"
-        try:
-            entries = json.loads(cache.read_text())
-        except (OSError, ValueError):
-            entries = {}  # absent or unreadable: recompute
-        entries = {k: v for k, v in entries.items() if isinstance(v, dict)} if isinstance(entries, dict) else {}
-        entry = entries.get(key)
-        if entry is not None and _valid_stats(entry.get("mean"), entry.get("std")):
-            return entry["mean"], entry["std"]
+        return cached_channel_stats(cache, key, self._train_images)
+
+    def _train_images(self) -> Tensor:
         if "train" not in self._splits:
             self._load()
-        mean, std = channel_stats(self._splits["train"][0])
-        entries[key] = {"mean": mean, "std": std}
-        atomic_write(cache, lambda tmp: tmp.write_text(json.dumps(entries, indent=1)))
-        return mean, std
+        return self._splits["train"][0]
 
     def _split_key(self) -> dict[str, Any]:
         return {"val_size": self.hparams.val_size, "split_seed": self.hparams.split_seed}
@@ -329,72 +225,48 @@ class ImageDataModule(L.LightningDataModule):
 
     def predict_dataloader(self) -> BatchLoader:
         """The images under ``predict_dir``, batched with their index into :attr:`predict_paths`."""
-        from zoo_lightning.predict import load_folder
-
         if not self.hparams.predict_dir:
             raise ValueError("predict needs images: pass --data.predict_dir DIR (a folder of .jpg/.png files).")
         images, self.predict_paths = load_folder(self.hparams.predict_dir, self.image_size)
         return BatchLoader(images, torch.arange(len(images)), batch_size=self.eval_batch_size)
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
-        if isinstance(batch, dict):  # several streams, e.g. {"labeled": (x, y), "unlabeled": x_u}
-            return {key: self.on_after_batch_transfer(value, dataloader_idx) for key, value in batch.items()}
+        """Prepares a batch on the device with :attr:`pipeline`: float32, normalized, augmented in training."""
+        if isinstance(batch, TwoStreamBatch):
+            labeled = self.on_after_batch_transfer(batch.labeled, dataloader_idx)
+            # The unlabeled images get the same augmentation, with no targets to mix.
+            return TwoStreamBatch(labeled, self._prepare(batch.unlabeled, None)[0])
         images, *rest = batch if isinstance(batch, (tuple, list)) else (batch,)
         if images.dtype != torch.uint8:
             return batch  # already prepared (e.g. by a caller feeding float tensors)
-        training = self.trainer is not None and self.trainer.training
-        if training:
-            images = self._augment(images)
-        images = self.normalizer(images.device)(images)
-        resize = self.training_resize(self.trainer.current_epoch) if training else self.resize
-        images = resize(images)
-        if training and self.mix is not None and rest:
-            images, targets = self.mix(images, rest[0])
-            rest = [targets, *rest[1:]]
-        return (images, *rest) if rest else images
+        images, targets = self._prepare(images, rest[0] if rest else None)
+        return (images, targets, *rest[1:]) if rest else images
 
-    def training_side(self, epoch: int) -> int:
-        """The side training batches have in ``epoch``: the last ``train_sizes`` entry at or before it."""
-        started = [first for first in self.train_sizes if first <= epoch]
-        return self.train_sizes[max(started)] if started else self.image_size
+    def _prepare(self, images: Tensor, targets: Tensor | None) -> tuple[Tensor, Tensor | None]:
+        trainer = self.trainer
+        training = trainer is not None and trainer.training
+        self._attach_pipeline()
+        if not training:
+            return self.pipeline(images, targets)
+        return self.pipeline(images, targets, training=True, epoch=trainer.current_epoch, rank=trainer.global_rank)
 
-    def training_resize(self, epoch: int) -> nn.Module:
-        if not self.train_sizes:
-            return self.resize
-        side = self.training_side(epoch)
-        if self._train_resize is None or self._train_resize[0] != side:
-            rank_zero_info(f"Training batches are {side}x{side} pixels from epoch {epoch} (train_sizes).")
-            self._train_resize = (side, Resize(side))
-        return self._train_resize[1]
+    def _attach_pipeline(self) -> None:
+        """Tells the pipeline the statistics and sizes, once they are known (after setup or a checkpoint)."""
+        if self._attached:
+            return
+        if self.mean is None or self.std is None:
+            raise RuntimeError("Normalization statistics are unknown: call setup() or load a checkpoint first.")
+        self.pipeline.attach(mean=self.mean, std=self.std, image_size=self.image_size, native_size=self.native_size,
+                             num_classes=self.num_classes, seed=self.hparams.shuffle_seed)
+        self._attached = True
 
-    def _augment(self, images: Tensor) -> Tensor:
-        """Runs :attr:`augment` with its random draws seeded by (shuffle_seed, rank, epoch, batch).
-
-        The same crops and flips on every machine, independent of the global RNG, and a run resumed
-        from an end-of-epoch checkpoint repeats the uninterrupted run's augmentation.
-        """
-        epoch = self.trainer.current_epoch
-        if epoch != self._augment_epoch:
-            self._augment_epoch, self._augment_calls = epoch, 0
-        entropy = [self.hparams.shuffle_seed, self.trainer.global_rank, epoch, self._augment_calls]
-        seed = int(np.random.SeedSequence(entropy).generate_state(1, np.uint64)[0] >> 1)
-        self._augment_calls += 1
-        device = images.device
-        if device.type not in ("cpu", "cuda"):
-            return self.augment(images)  # other backends: their global generator, unseeded
-        cuda = [device] if device.type == "cuda" else []
-        with torch.random.fork_rng(devices=cuda, device_type="cuda"):
-            torch.random.default_generator.manual_seed(seed)
-            if cuda:
-                torch.cuda.default_generators[device.index or 0].manual_seed(seed)
-            return self.augment(images)
-
-    def normalizer(self, device: torch.device) -> Normalize:
-        if self.normalize is None:
-            if self.mean is None:
-                raise RuntimeError("Normalization statistics are unknown: call setup() or load a checkpoint first.")
-            self.normalize = Normalize(self.mean, self.std)
-        return self.normalize.to(device)
+    @property
+    def normalize(self) -> Normalize | None:
+        """The pipeline's :class:`Normalize` (``inverse`` turns batches back into [0, 1] images), or None
+        while the statistics are unknown."""
+        if not self._attached and self.mean is not None:
+            self._attach_pipeline()
+        return self.pipeline.normalize if self._attached else None
 
     # --- what a checkpoint carries for prediction -------------------------------------------------
 
@@ -406,4 +278,4 @@ class ImageDataModule(L.LightningDataModule):
         self.mean, self.std = state_dict["mean"], state_dict["std"]
         self.class_names = list(state_dict["class_names"])
         self.image_size = state_dict["image_size"]
-        self.normalize = None
+        self._attached = False  # the next batch attaches the pipeline to these statistics

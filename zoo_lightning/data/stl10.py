@@ -13,11 +13,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from lightning.pytorch.utilities import CombinedLoader
 from torch import Tensor
 
-from zoo_lightning.data.base import ImageDataModule, Splits, download_release
-from zoo_lightning.data.tensors import BatchLoader, as_tensor
+from zoo_lightning.data.base import ImageDataModule, Splits
+from zoo_lightning.data.download import download_release
+from zoo_lightning.data.loader import BatchLoader, TwoStreamLoader, as_tensor
 
 __all__ = ["STL10DataModule", "read_stl10_images", "read_stl10_labels"]
 
@@ -63,8 +63,8 @@ class STL10DataModule(ImageDataModule):
         unlabeled: add the unlabeled split as a second training stream, for the distillation
             objective (the teacher's soft targets teach there).
         unlabeled_batch_size: images per unlabeled batch (defaults to ``batch_size``).
-        crop_padding: zero padding of the random crop: 12 at 96x96, the 4-of-32 of CIFAR scaled up.
-        **kwargs: the options of :class:`~zoo_lightning.data.base.ImageDataModule` (data_dir, batch_size, ...).
+        **kwargs: the options of :class:`~zoo_lightning.data.base.ImageDataModule` (data_dir, batch_size,
+            pipeline, ...). The pipeline's default crop padding is 12 pixels here, one eighth of 96.
     """
 
     num_classes = 10
@@ -77,13 +77,12 @@ class STL10DataModule(ImageDataModule):
         fold: int | None = None,
         unlabeled: bool = False,
         unlabeled_batch_size: int | None = None,
-        crop_padding: int = 12,
         **kwargs: Any,
     ) -> None:
         # **kwargs: jsonargparse follows them into ImageDataModule's signature, so the CLI lists every option.
         if fold is not None and not 0 <= fold <= 9:
             raise ValueError(f"fold must be 0..9 (the ten official folds) or None, got {fold}.")
-        super().__init__(crop_padding=crop_padding, **kwargs)
+        super().__init__(**kwargs)
 
     def folder(self) -> Path:
         for base in (self.data_dir / RELEASE, self.data_dir):
@@ -147,7 +146,7 @@ class STL10DataModule(ImageDataModule):
         """A fresh memmap view of the unlabeled split (no bytes read until a batch indexes it)."""
         return as_tensor(read_stl10_images(self.folder() / "unlabeled_X.bin"))
 
-    def train_dataloader(self) -> BatchLoader | CombinedLoader:
+    def train_dataloader(self) -> BatchLoader | TwoStreamLoader:
         labeled = super().train_dataloader()
         if not self.hparams.unlabeled:
             return labeled
@@ -158,4 +157,4 @@ class STL10DataModule(ImageDataModule):
             epoch=lambda: self.trainer.current_epoch if self.trainer is not None else 0,
         )
         # An epoch is one pass over the labeled images; the unlabeled stream is reshuffled every epoch.
-        return CombinedLoader({"labeled": labeled, "unlabeled": unlabeled}, mode="min_size")
+        return TwoStreamLoader(labeled, unlabeled)

@@ -3,6 +3,7 @@
 :class:`BatchLoader` slices shuffled index batches out of an (N, 3, H, W) uint8 tensor (which may
 wrap a numpy memmap, so only the rows a batch touches are read). Under DDP every rank takes a
 disjoint shard of each epoch's permutation, with the same number of batches on every rank.
+:class:`TwoStreamLoader` pairs a labeled loader with an unlabeled one (semi-supervised objectives).
 """
 
 from __future__ import annotations
@@ -15,7 +16,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["BatchLoader", "as_tensor", "channel_stats"]
+from zoo_lightning.batch import TwoStreamBatch
+
+__all__ = ["BatchLoader", "TwoStreamLoader", "as_tensor"]
 
 
 def as_tensor(array: np.ndarray | Tensor) -> Tensor:
@@ -25,25 +28,6 @@ def as_tensor(array: np.ndarray | Tensor) -> Tensor:
     with warnings.catch_warnings():  # read-only memmaps: batches are gathered copies, never written
         warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
         return torch.from_numpy(array)
-
-
-def channel_stats(images: np.ndarray | Tensor, chunk: int = 2048) -> tuple[list[float], list[float]]:
-    """Per-channel mean and std (population, as numpy's) of uint8 (N, C, H, W) images scaled to [0, 1].
-
-    One pass in float64 over chunks, so a large or memmapped array is never turned into float whole.
-    """
-    array = images.numpy() if isinstance(images, Tensor) else images
-    channels = array.shape[1]
-    total = np.zeros(channels)
-    squares = np.zeros(channels)
-    for start in range(0, len(array), chunk):
-        block = np.asarray(array[start : start + chunk], dtype=np.float64) / 255.0
-        total += block.sum(axis=(0, 2, 3))
-        squares += np.square(block).sum(axis=(0, 2, 3))
-    count = array.shape[0] * array.shape[2] * array.shape[3]
-    mean = total / count
-    std = np.sqrt(np.maximum(squares / count - mean**2, 0.0))
-    return mean.tolist(), std.tolist()
 
 
 class BatchLoader:
@@ -107,19 +91,19 @@ class BatchLoader:
         smallest = self.num_samples // self.world_size
         return max(1, smallest // self.batch_size) if self.drop_last else math.ceil(smallest / self.batch_size)
 
-    def indices(self) -> Tensor:
-        """This rank's sample indices for the current epoch, in iteration order."""
+    def indices(self, epoch: int | None = None) -> Tensor:
+        """This rank's sample indices for ``epoch`` (None: the current one), in iteration order."""
         n = self.num_samples
         if self.shuffle:
-            generator = torch.Generator().manual_seed(self.seed + self.epoch())
+            generator = torch.Generator().manual_seed(self.seed + (self.epoch() if epoch is None else epoch))
             order = torch.randperm(n, generator=generator)
         else:
             order = torch.arange(n)
         return order[self.rank :: self.world_size][: self._shard_size()]
 
-    def batches(self) -> list[Tensor]:
-        """This rank's index batches for the current epoch."""
-        order, size, count = self.indices(), self.batch_size, len(self)
+    def batches(self, epoch: int | None = None) -> list[Tensor]:
+        """This rank's index batches for ``epoch`` (None: the current one)."""
+        order, size, count = self.indices(epoch), self.batch_size, len(self)
         end = min(count * size, len(order)) if self.drop_last else len(order)
         return [order[i * size : (i + 1) * size if i < count - 1 else end] for i in range(count)]
 
@@ -130,11 +114,56 @@ class BatchLoader:
         out = torch.empty((len(index), *source.shape[1:]), dtype=source.dtype, pin_memory=True)
         return torch.index_select(source, 0, index, out=out)
 
-    def __iter__(self) -> Iterator[tuple[Tensor, Tensor] | Tensor]:
+    def iterate(self, epoch: int | None = None) -> Iterator[tuple[Tensor, Tensor] | Tensor]:
+        """The batches of one pass in the permutation of ``epoch`` (None: the current one)."""
         images = self.images if isinstance(self.images, Tensor) else self.images()
-        for batch in self.batches():
+        for batch in self.batches(epoch):
             if self.labels is None:
                 # Sorted indices read a memmap front to back; the order within a batch is irrelevant.
                 yield self._gather(images, batch.sort().values)
             else:
                 yield self._gather(images, batch), self._gather(self.labels, batch)
+
+    def __iter__(self) -> Iterator[tuple[Tensor, Tensor] | Tensor]:
+        return self.iterate()
+
+
+class TwoStreamLoader:
+    """Labeled batches paired with unlabeled ones: yields ``TwoStreamBatch((images, targets), unlabeled)``.
+
+    An epoch is one pass over the labeled loader, so ``len`` is its length. A longer unlabeled
+    stream is cut there (the next epoch starts it afresh in that epoch's permutation); a shorter one
+    is cycled, each new pass in a permutation of its own: pass ``p`` of epoch ``e`` draws the
+    unlabeled loader's permutation number ``e * K + p``, where ``K`` passes make up one epoch, so
+    no order is ever repeated and every rank agrees on it.
+
+    Args:
+        labeled: the ``(images, targets)`` batches that define the epoch.
+        unlabeled: a loader of images alone (``labels=None``), shuffled; its ``epoch`` is read once
+            per epoch, when iteration starts.
+    """
+
+    def __init__(self, labeled: BatchLoader, unlabeled: BatchLoader) -> None:
+        if labeled.labels is None or unlabeled.labels is not None:
+            raise ValueError("TwoStreamLoader pairs a labeled BatchLoader (with labels) with an unlabeled one "
+                             "(labels=None).")
+        self.labeled, self.unlabeled = labeled, unlabeled
+
+    def __len__(self) -> int:
+        return len(self.labeled)
+
+    def passes(self) -> int:
+        """How many passes over the unlabeled stream one epoch needs (``K``)."""
+        return math.ceil(len(self.labeled) / len(self.unlabeled))
+
+    def __iter__(self) -> Iterator[TwoStreamBatch]:
+        first = self.unlabeled.epoch() * self.passes()
+        pass_number = 0
+        stream = self.unlabeled.iterate(first)
+        for images, targets in self.labeled:
+            unlabeled = next(stream, None)
+            if unlabeled is None:
+                pass_number += 1
+                stream = self.unlabeled.iterate(first + pass_number)
+                unlabeled = next(stream)
+            yield TwoStreamBatch((images, targets), unlabeled)

@@ -1,4 +1,5 @@
-import pytest
+"""The batched on-device transforms: Normalize and its inverse, RandomCrop, RandomHorizontalFlip, Resize."""
+
 import torch
 
 from zoo_lightning.data.transforms import Normalize, RandomCrop, RandomHorizontalFlip, Resize
@@ -86,29 +87,3 @@ def test_transforms_run_without_autograd():
     for transform in (RandomCrop(2), RandomHorizontalFlip(), Resize(16), Normalize([0.5] * 3, [0.2] * 3)):
         out = transform(images)
         assert not out.requires_grad and out.grad_fn is None
-
-
-@pytest.mark.parametrize("mode", ["mixup", "cutmix", "mixup_cutmix"])
-def test_mix_keeps_shapes_and_makes_soft_labels_that_sum_to_one(cifar_python, mode):
-    from types import SimpleNamespace
-
-    from zoo_lightning.data import CIFAR10DataModule
-
-    root, _ = cifar_python
-    data = CIFAR10DataModule(data_dir=str(root), val_size=20, batch_size=16, mix=mode)
-    data.setup("fit")
-    images, labels = next(iter(data.train_dataloader()))
-    data.trainer = SimpleNamespace(training=True, current_epoch=0, global_rank=0)
-    mixed, soft = data.on_after_batch_transfer((images, labels), 0)
-    assert mixed.shape == images.shape and mixed.dtype == torch.float32
-    assert soft.shape == (16, 10) and torch.allclose(soft.sum(1), torch.ones(16))
-    assert (soft.max(1).values < 1).any()  # some labels really are mixtures
-    data.trainer = SimpleNamespace(training=False)
-    assert data.on_after_batch_transfer((images, labels), 0)[1] is labels  # evaluation keeps hard labels
-
-
-def test_unknown_mix_is_refused(tmp_path):
-    from zoo_lightning.data import CIFAR10DataModule
-
-    with pytest.raises(ValueError, match="mix"):
-        CIFAR10DataModule(data_dir=str(tmp_path), mix="mosaic")

@@ -1,0 +1,298 @@
+"""DevicePipeline: seeded augmentation, evaluation left alone, crop padding by image side, progressive
+resizing, MixUp/CutMix, and a new augmentation as a subclass that any DataModule takes as it is."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+from torch import Tensor, nn
+
+from zoo_lightning.batch import TwoStreamBatch
+from zoo_lightning.data import CIFAR10DataModule, DevicePipeline, STL10DataModule
+from zoo_lightning.data.transforms import RandomCrop, RandomHorizontalFlip
+
+MEAN, STD = [0.5, 0.4, 0.3], [0.2, 0.25, 0.3]
+
+
+def _attached(pipeline: DevicePipeline | None = None, native_size: int = 32, image_size: int | None = None,
+              seed: int = 0) -> DevicePipeline:
+    pipeline = pipeline or DevicePipeline()
+    pipeline.attach(mean=MEAN, std=STD, image_size=image_size or native_size, native_size=native_size,
+                    num_classes=10, seed=seed)
+    return pipeline
+
+
+def _batch(n: int = 16, side: int = 32, seed: int = 0) -> Tensor:
+    return torch.randint(0, 256, (n, 3, side, side), dtype=torch.uint8, generator=torch.Generator().manual_seed(seed))
+
+
+def _normalized(images: Tensor) -> Tensor:
+    return (images.float() / 255 - torch.tensor(MEAN).view(1, 3, 1, 1)) / torch.tensor(STD).view(1, 3, 1, 1)
+
+
+def _module(root, **kwargs) -> CIFAR10DataModule:
+    kwargs.setdefault("val_size", 20)
+    data = CIFAR10DataModule(data_dir=str(root), batch_size=8, **kwargs)
+    data.setup("fit")
+    return data
+
+
+def _attach(data, training: bool, epoch: int = 0, rank: int = 0) -> None:
+    """A stand-in for the parts of the Trainer the DataModule reads."""
+    data.trainer = SimpleNamespace(training=training, current_epoch=epoch, global_rank=rank, world_size=1)
+
+
+# --- the pipeline on its own ----------------------------------------------------------------------
+
+
+def test_evaluation_only_normalizes_and_keeps_the_targets():
+    pipeline = _attached(DevicePipeline(mix="cutmix"))
+    images, targets = _batch(), torch.arange(16)
+    out, out_targets = pipeline(images, targets)
+    assert out.dtype == torch.float32 and out_targets is targets
+    torch.testing.assert_close(out, _normalized(images))
+    assert pipeline(images)[1] is None  # an unlabeled batch: no targets in, none out
+
+
+@pytest.mark.parametrize("native_size, padding", [(32, 4), (96, 12), (24, 3)])
+def test_crop_padding_defaults_to_an_eighth_of_the_native_side(native_size, padding):
+    pipeline = _attached(native_size=native_size)
+    assert pipeline.padding == padding
+    assert [type(m) for m in pipeline.spatial] == [RandomCrop, RandomHorizontalFlip]
+    assert pipeline.spatial[0].padding == padding
+    assert _attached(DevicePipeline(crop_padding=2), native_size=native_size).padding == 2  # an explicit value wins
+
+
+def test_the_datamodules_get_their_default_padding(cifar_python, stl10):
+    assert _module(cifar_python[0]).pipeline.padding == 4
+    data = STL10DataModule(data_dir=str(stl10[0]), batch_size=4, val_size=5)
+    data.setup("fit")
+    assert data.pipeline.padding == 12
+
+
+def test_augmentation_is_seeded_by_seed_rank_epoch_and_batch():
+    images = _batch()
+    pipeline = _attached(seed=7)
+    state = torch.get_rng_state()
+    first = pipeline(images, training=True, epoch=2, rank=1)[0]
+    assert torch.equal(torch.get_rng_state(), state)  # the global RNG is left as it was
+    # By hand: the first batch of epoch 2 on rank 1 draws from SeedSequence([seed, rank, epoch, 0]).
+    seed = int(np.random.SeedSequence([7, 1, 2, 0]).generate_state(1, np.uint64)[0] >> 1)
+    torch.manual_seed(seed)
+    expected = pipeline.normalize(nn.Sequential(RandomCrop(4), RandomHorizontalFlip())(images))
+    torch.testing.assert_close(first, expected, rtol=0, atol=0)
+    second = pipeline(images, training=True, epoch=2, rank=1)[0]
+    assert not torch.equal(first, second)  # the next batch of the epoch draws other crops
+    other_rank = _attached(seed=7)(images, training=True, epoch=2, rank=0)[0]
+    assert not torch.equal(first, other_rank)
+    again = _attached(seed=7)  # a resumed run: a fresh pipeline repeats the epoch exactly
+    torch.testing.assert_close(again(images, training=True, epoch=2, rank=1)[0], first, rtol=0, atol=0)
+    # A new epoch restarts the batch counter.
+    pipeline(images, training=True, epoch=3, rank=1)
+    torch.testing.assert_close(pipeline(images, training=True, epoch=2, rank=1)[0], first, rtol=0, atol=0)
+
+
+def test_validation_errors_are_one_line_messages():
+    cases = [({"crop_padding": -1}, "crop_padding must be >= 0 (0 turns the crop off), got -1."),
+             ({"mix": "mosaic"}, "Unknown mix 'mosaic': choose one of None, mixup, cutmix, mixup_cutmix."),
+             ({"mix_alpha": 0.0}, "mix_alpha must be > 0"),
+             ({"train_sizes": {-1: 24}}, "train_sizes maps first epochs"),
+             ({"train_sizes": {0: 4}}, "--data.pipeline.train_sizes '{0: 24, 30: 32}'")]
+    for kwargs, message in cases:
+        with pytest.raises(ValueError) as error:
+            DevicePipeline(**kwargs)
+        assert message in str(error.value) and "\n" not in str(error.value)
+
+
+def test_a_batch_before_attach_is_refused():
+    with pytest.raises(RuntimeError, match="attach"):
+        DevicePipeline()(_batch())
+
+
+def test_resize_to_image_size_in_evaluation_and_training():
+    pipeline = _attached(native_size=32, image_size=48)
+    assert pipeline(_batch())[0].shape == (16, 3, 48, 48)
+    assert pipeline(_batch(), training=True)[0].shape == (16, 3, 48, 48)
+    assert isinstance(_attached(native_size=32).resize, nn.Identity)  # native size: nothing to resize
+
+
+# --- through the DataModule -----------------------------------------------------------------------
+
+
+def test_training_batches_are_augmented_reproducibly(cifar_python):
+    root, _ = cifar_python
+    data = _module(root)
+    images, labels = next(iter(data.train_dataloader()))
+    plain = data.on_after_batch_transfer((images, labels), 0)[0]
+    _attach(data, training=True)
+    first = data.on_after_batch_transfer((images, labels), 0)[0]
+    assert first.dtype == torch.float32 and first.shape == plain.shape and not torch.equal(first, plain)
+    second = data.on_after_batch_transfer((images, labels), 0)[0]
+    assert not torch.equal(first, second)  # the next batch draws other crops
+    # Seeded by (shuffle_seed, rank, epoch, batch): a rerun of the epoch repeats it exactly, another epoch differs,
+    # and the global RNG is left as it was.
+    state = torch.get_rng_state()
+    data.pipeline._epoch = -1
+    torch.testing.assert_close(data.on_after_batch_transfer((images, labels), 0)[0], first, rtol=0, atol=0)
+    assert torch.equal(torch.get_rng_state(), state)
+    _attach(data, training=True, epoch=1)
+    assert not torch.equal(data.on_after_batch_transfer((images, labels), 0)[0], first)
+
+
+def test_crop_and_flip_can_be_turned_off(cifar_python):
+    root, _ = cifar_python
+    data = _module(root, pipeline=DevicePipeline(crop_padding=0, flip=False))
+    assert len(data.pipeline.spatial) == 0
+    batch = next(iter(data.train_dataloader()))
+    _attach(data, training=True)
+    augmented = data.on_after_batch_transfer(batch, 0)[0]
+    data.trainer = None
+    torch.testing.assert_close(augmented, data.on_after_batch_transfer(batch, 0)[0])
+    with pytest.raises(ValueError, match="crop_padding"):
+        CIFAR10DataModule(pipeline=DevicePipeline(crop_padding=-1))
+
+
+def test_train_sizes_resize_training_batches_from_their_epoch_on(cifar_python):
+    root, _ = cifar_python
+    # A string key, as a YAML round trip may leave it.
+    data = _module(root, pipeline=DevicePipeline(train_sizes={1: 16, "3": 24}))
+    images, labels = next(iter(data.train_dataloader()))
+    sides = {}
+    for epoch in range(5):
+        _attach(data, training=True, epoch=epoch)
+        out = data.on_after_batch_transfer((images, labels), 0)[0]
+        assert out.shape[:2] == (8, 3) and out.shape[2] == out.shape[3]
+        sides[epoch] = out.shape[-1]
+    assert sides == {0: 32, 1: 16, 2: 16, 3: 24, 4: 24}  # before the first key: the native size
+    _attach(data, training=False, epoch=2)
+    assert data.on_after_batch_transfer((images, labels), 0)[0].shape[-1] == 32  # evaluation keeps the full size
+    # A 16-pixel batch is the antialiased shrink of the augmented 32-pixel one, not a crop of it.
+    _attach(data, training=True, epoch=1)
+    data.pipeline._epoch = -1
+    small = data.on_after_batch_transfer((images, labels), 0)[0]
+    data.pipeline.train_sizes = {}
+    data.pipeline._epoch = -1
+    full = data.on_after_batch_transfer((images, labels), 0)[0]
+    expected = nn.functional.interpolate(full, size=(16, 16), mode="bilinear", align_corners=False, antialias=True)
+    torch.testing.assert_close(small, expected)
+    for bad in ({-1: 24}, {0: 4}):
+        with pytest.raises(ValueError, match="train_sizes"):
+            CIFAR10DataModule(pipeline=DevicePipeline(train_sizes=bad))
+
+
+@pytest.mark.parametrize("mode", ["mixup", "cutmix", "mixup_cutmix"])
+def test_mix_keeps_shapes_and_makes_soft_labels_that_sum_to_one(cifar_python, mode):
+    root, _ = cifar_python
+    data = CIFAR10DataModule(data_dir=str(root), val_size=20, batch_size=16, pipeline=DevicePipeline(mix=mode))
+    data.setup("fit")
+    images, labels = next(iter(data.train_dataloader()))
+    data.trainer = SimpleNamespace(training=True, current_epoch=0, global_rank=0)
+    mixed, soft = data.on_after_batch_transfer((images, labels), 0)
+    assert mixed.shape == images.shape and mixed.dtype == torch.float32
+    assert soft.shape == (16, 10) and torch.allclose(soft.sum(1), torch.ones(16))
+    assert (soft.max(1).values < 1).any()  # some labels really are mixtures
+    data.trainer = SimpleNamespace(training=False)
+    assert data.on_after_batch_transfer((images, labels), 0)[1] is labels  # evaluation keeps hard labels
+
+
+def test_unknown_mix_is_refused():
+    with pytest.raises(ValueError, match="mix"):
+        DevicePipeline(mix="mosaic")
+
+
+def test_the_unlabeled_stream_is_augmented_but_never_mixed():
+    pipeline = _attached(DevicePipeline(mix="mixup"))
+    images = _batch()
+    out, targets = pipeline(images, None, training=True)
+    assert targets is None and out.shape == images.shape
+    # One seeded crop-and-flip draw, no blend: every value is a normalized pixel value or the padding's zero.
+    levels = pipeline.normalize(torch.arange(256, dtype=torch.uint8).view(1, 1, 1, 256).expand(1, 3, 1, 256))[0, :, 0]
+    for c in range(3):
+        assert torch.isin(out[:, c], levels[c]).all()
+
+
+# --- a new augmentation: a DevicePipeline subclass, the DataModule as it is -----------------------------
+
+
+class Cutout(DevicePipeline):
+    """Zeroes one ``size`` x ``size`` square per image, at a random place, after the crop and flip.
+
+    Args:
+        size: side of the square, in pixels.
+        **kwargs: the options of DevicePipeline.
+    """
+
+    def __init__(self, size: int = 8, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.size = size
+
+    def augment(self, images: Tensor) -> Tensor:
+        images = super().augment(images).clone()
+        n, _, h, w = images.shape
+        top = torch.randint(0, h - self.size + 1, (n,), device=images.device)
+        left = torch.randint(0, w - self.size + 1, (n,), device=images.device)
+        rows = torch.arange(h, device=images.device).view(1, h, 1)
+        cols = torch.arange(w, device=images.device).view(1, 1, w)
+        inside = ((rows >= top.view(n, 1, 1)) & (rows < (top + self.size).view(n, 1, 1))
+                  & (cols >= left.view(n, 1, 1)) & (cols < (left + self.size).view(n, 1, 1)))
+        return images.masked_fill(inside.unsqueeze(1), 0)
+
+
+def test_a_pipeline_subclass_adds_an_augmentation_without_a_datamodule_subclass(cifar_python):
+    root, _ = cifar_python
+    data = _module(root, pipeline=Cutout(size=8, crop_padding=0, flip=False))
+    assert type(data) is CIFAR10DataModule
+    images, labels = next(iter(data.train_dataloader()))
+    images = images.clamp(min=1)  # no zero pixels of its own: zeros are the cutout
+    _attach(data, training=True)
+    out = data.on_after_batch_transfer((images, labels), 0)[0]
+    zero = (-torch.tensor(data.mean) / torch.tensor(data.std)).view(1, 3, 1, 1)  # a 0 pixel, normalized
+    cut = torch.isclose(out, zero.expand_as(out), atol=1e-5).all(1)  # (N, H, W): where the square is
+    for mask in cut:
+        rows, cols = mask.any(1).nonzero().flatten(), mask.any(0).nonzero().flatten()
+        assert mask.sum() == 64 and rows.max() - rows.min() == 7 and cols.max() - cols.min() == 7
+    torch.testing.assert_close(out[~cut.unsqueeze(1).expand_as(out)],
+                               _normalized_like(data, images)[~cut.unsqueeze(1).expand_as(out)])
+    # The subclass's draws are seeded like the built-in ones: a rerun of the epoch repeats them.
+    data.pipeline._epoch = -1
+    torch.testing.assert_close(data.on_after_batch_transfer((images, labels), 0)[0], out, rtol=0, atol=0)
+    # Evaluation never cuts.
+    data.trainer = None
+    assert not torch.isclose(data.on_after_batch_transfer((images, labels), 0)[0], zero.expand_as(out)).all(1).any()
+
+
+def _normalized_like(data, images: Tensor) -> Tensor:
+    mean, std = torch.tensor(data.mean).view(1, 3, 1, 1), torch.tensor(data.std).view(1, 3, 1, 1)
+    return (images.float() / 255 - mean) / std
+
+
+def test_the_stream_pair_goes_through_one_seeded_augmentation(stl10):
+    root, _ = stl10
+    data = STL10DataModule(data_dir=str(root), batch_size=4, val_size=5, unlabeled=True,
+                           pipeline=DevicePipeline(mix="cutmix"))
+    data.setup("fit")
+    batch = next(iter(data.train_dataloader()))
+    _attach(data, training=True, epoch=4)
+    out = data.on_after_batch_transfer(batch, 0)
+    assert isinstance(out, TwoStreamBatch) and out.labeled[1].shape == (4, 10)  # labeled: mixed, soft targets
+    # The unlabeled images: the batch after the labeled one in the epoch's seeded sequence, not mixed.
+    reference = _attached(DevicePipeline(), native_size=96, seed=0)
+    reference.normalize = data.pipeline.normalize
+    reference(batch.labeled[0], training=True, epoch=4)
+    torch.testing.assert_close(out.unlabeled, reference(batch.unlabeled, training=True, epoch=4)[0], rtol=0, atol=0)
+
+
+def test_the_command_line_chooses_a_pipeline_subclass_by_class_path():
+    from jsonargparse import ArgumentParser
+
+    from zoo_lightning.data import ImageDataModule
+
+    parser = ArgumentParser(exit_on_error=False)
+    parser.add_subclass_arguments(ImageDataModule, "data")
+    config = parser.parse_args(["--data", "zoo_lightning.data.CIFAR10DataModule", "--data.pipeline",
+                                f"{Cutout.__module__}.Cutout", "--data.pipeline.size", "4", "--data.pipeline.flip", "false"])
+    pipeline = parser.instantiate_classes(config).data.pipeline
+    assert type(pipeline).__name__ == "Cutout" and (pipeline.size, pipeline.flip, pipeline.mix) == (4, False, None)

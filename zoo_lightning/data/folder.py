@@ -1,0 +1,113 @@
+"""Folders of image files, read the same way for training and for prediction.
+
+Training reads a labeled tree ``<split>/<class>/<image files>`` whose images all have the
+dataset's size (:func:`read_class_tree`); prediction reads any folder of images of any size and
+format, resized and center-cropped to the input size (:func:`load_folder`). Both decode a file
+with :func:`decode_rgb`, so grayscale, palette and RGBA files become RGB alike.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import Tensor
+
+__all__ = ["IMAGE_SUFFIXES", "image_files", "decode_rgb", "read_class_tree", "resize_center_crop", "load_folder"]
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm"}
+
+
+def image_files(folder: Path) -> list[Path]:
+    """Files with an image suffix under ``folder``, sorted by path components (class folders in name order)."""
+    found = []
+    for parent, _, names in os.walk(folder):  # several times faster than Path.rglob on 60k files
+        found.extend(os.path.join(parent, n) for n in names if os.path.splitext(n)[1].lower() in IMAGE_SUFFIXES)
+    return [Path(p) for p in sorted(found, key=lambda p: p.split(os.sep))]
+
+
+def decode_rgb(path: Path) -> Image.Image:
+    """The decoded RGB image in ``path``; ValueError naming the file when Pillow cannot read it."""
+    try:
+        with Image.open(path) as image:
+            return image.convert("RGB")  # decodes now, so a truncated file fails here, not later
+    except Exception as error:  # Pillow raises OSError, SyntaxError, ValueError, ... for bad files
+        raise ValueError(f"Cannot read image {path}: {error}. Remove or replace the file.") from None
+
+
+def read_class_tree(folder: Path, size: int, classes: Sequence[str] | None = None
+                    ) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """The images of ``folder/<class>/*`` as uint8 (N, 3, size, size), their int64 labels and the classes.
+
+    Args:
+        folder: holds one subfolder per class.
+        size: the side every image must have (training sets are not resized).
+        classes: the class names that give the labels, e.g. those of the train split when reading
+            the test split; None takes the sorted subfolder names of ``folder``.
+    """
+    folder = Path(folder)
+    if classes is None:
+        classes = sorted(p.name for p in folder.iterdir() if p.is_dir())
+        if not classes:
+            raise ValueError(f"{folder} has no class folders: expected {folder.name}/<class>/<image files>.")
+    classes = list(classes)
+    index = {name: i for i, name in enumerate(classes)}
+    files = image_files(folder)
+    if not files:
+        raise ValueError(f"No image files ({', '.join(sorted(IMAGE_SUFFIXES))}) under {folder}/<class>/.")
+    images = np.empty((len(files), 3, size, size), dtype=np.uint8)
+    labels = np.empty(len(files), dtype=np.int64)
+    for i, path in enumerate(files):
+        class_name = path.relative_to(folder).parts[0]
+        if class_name not in index:
+            raise ValueError(f"{path}: class folder {class_name!r} is not one of the train classes {classes}.")
+        pixels = np.asarray(decode_rgb(path))
+        if pixels.shape[:2] != (size, size):
+            raise ValueError(f"{path} is {pixels.shape[1]}x{pixels.shape[0]}; the images of this dataset are "
+                             f"{size}x{size}.")
+        images[i] = pixels.transpose(2, 0, 1)
+        labels[i] = index[class_name]
+    return images, labels, classes
+
+
+def resize_center_crop(image: Image.Image, size: int) -> np.ndarray:
+    """Shorter side to ``size``, then the central ``size`` x ``size`` square, as torchvision's eval transform.
+
+    Returns (size, size, 3) uint8 pixels.
+    """
+    image = image.convert("RGB")
+    scale = size / min(image.size)
+    resized = image.resize((max(size, round(image.width * scale)), max(size, round(image.height * scale))),
+                           Image.BILINEAR)
+    left, top = (resized.width - size) // 2, (resized.height - size) // 2
+    return np.asarray(resized.crop((left, top, left + size, top + size)))
+
+
+def load_folder(folder: str | Path, size: int) -> tuple[Tensor, list[Path]]:
+    """Every readable image under ``folder`` as uint8 (N, 3, size, size), with their paths.
+
+    Every file is tried, whatever its suffix; the ones Pillow cannot read are skipped with one
+    warning that lists them. No readable image at all is an error.
+    """
+    root = Path(folder)
+    if not root.is_dir():
+        raise FileNotFoundError(f"predict_dir {str(root)!r} is not a folder.")
+    images, paths, skipped = [], [], []
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        try:
+            images.append(resize_center_crop(decode_rgb(path), size).transpose(2, 0, 1))
+        except ValueError:
+            skipped.append(path)
+            continue
+        paths.append(path)
+    if skipped:
+        warnings.warn(f"Skipped {len(skipped)} file(s) that are not readable images: "
+                      + ", ".join(str(p) for p in skipped), stacklevel=2)
+    if not images:
+        raise ValueError(f"No readable image under {str(root)!r}: put .jpg/.png/... files there.")
+    return torch.from_numpy(np.stack(images)), paths
