@@ -116,3 +116,16 @@ def tiny_net():
     register_model(builder)
     yield TINY_NET
     del _REGISTRY[TINY_NET]
+
+
+@pytest.fixture(scope="session")
+def trained_cnn(tmp_path_factory, cifar_writer):
+    """A cnn fitted for two steps through the CLI on a tiny CIFAR-10 release: (root, its last.ckpt)."""
+    from zoo_lightning.cli import main
+
+    root = tmp_path_factory.mktemp("trained")
+    cifar_writer(root / "data")
+    main(["fit", "--config", "cnn_cifar.yaml", "--data.data_dir", str(root / "data"), "--data.val_size", "20",
+          "--trainer.max_steps", "2", "--trainer.enable_progress_bar", "false",
+          "--trainer.logger.init_args.save_dir", str(root / "logs")])
+    return root, root / "logs" / "cnn_cifar" / "version_0" / "checkpoints" / "last.ckpt"

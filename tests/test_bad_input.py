@@ -59,7 +59,7 @@ CASES = [
     ("unreadable image in a folder", lambda r, c: fit(r, "--data.data_dir", str(r / "folder"), "--data.val_size", "1"),
      "broken.png"),
     ("unknown tta", lambda r, c: fit(r, "--model.tta", "rotate"), "Unknown tta 'rotate'"),
-    ("unknown mix", lambda r, c: fit(r, "--data.init_args.mix", "mosaic"), "Unknown mix 'mosaic'"),
+    ("unknown mix", lambda r, c: fit(r, "--data.pipeline.mix", "mosaic"), "Unknown mix 'mosaic'"),
     ("unknown precision", lambda r, c: fit(r, "--trainer.precision", "17"), "precision"),
     ("teacher checkpoint missing", lambda r, c: distill(r, "--model.objective.teacher", str(r / "gone.ckpt")),
      "gone.ckpt"),

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from zoo_lightning.cli import ZooCLI
+from zoo_lightning.commands.trainer import ZooCLI
 
 DATA = Path(__file__).resolve().parent.parent / "data"
 

@@ -56,10 +56,10 @@ def _is_user_error(error: BaseException) -> bool:
 
 
 def _first_cause(message: str) -> str:
-    """jsonargparse wraps an error raised while building an object in a list of union subtypes that
-    failed; the first entry is the user's error."""
-    found = re.search(r"Errors:\s*\n\s*- (.+)", message)
-    return found.group(1) if found else message
+    """jsonargparse wraps an error raised while building an object in the list of union subtypes that
+    failed, once per level of nesting (a pipeline inside a DataModule); the innermost entry is the user's."""
+    found = re.findall(r"Errors:\s*\n\s*- (.+)", message)
+    return found[-1] if found else message
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -144,19 +144,19 @@ def test_a_backbone_registered_in_user_code_trains_through_the_cli(cifar_python,
 
 
 def test_train_sizes_from_the_command_line_resize_what_fit_trains_on(cifar_python, tmp_path, monkeypatch):
-    from zoo_lightning.data import CIFAR10DataModule, augment
+    from zoo_lightning.data import DevicePipeline, transforms
 
     sides: list[int] = []
-    resize = augment.Resize.forward
-    monkeypatch.setattr(augment.Resize, "forward", lambda self, images: sides.append(self.size) or resize(self, images))
+    resize = transforms.Resize.forward
+    monkeypatch.setattr(transforms.Resize, "forward", lambda self, images: sides.append(self.size) or resize(self, images))
     data_dir, _ = cifar_python
     logs = tmp_path / "logs"
-    main(fit_args(data_dir, logs, "--data.train_sizes", "{0: 16, 1: 32}", "--trainer.max_epochs", "2",
+    main(fit_args(data_dir, logs, "--data.pipeline.train_sizes", "{0: 16, 1: 32}", "--trainer.max_epochs", "2",
                    "--trainer.limit_train_batches", "2", "--trainer.limit_val_batches", "1"))
     assert sides == [16, 16, 32, 32]  # two training batches per epoch; validation is never resized
     # The saved config (jsonargparse writes the epochs as string keys) rebuilds the same schedule.
     saved = yaml.safe_load(next(logs.rglob("config.yaml")).read_text())["data"]["init_args"]
-    assert CIFAR10DataModule(**saved).train_sizes == {0: 16, 1: 32}
+    assert DevicePipeline(**saved["pipeline"]["init_args"]).train_sizes == {0: 16, 1: 32}
 
 
 def test_evaluating_without_a_logger_writes_nothing_and_can_be_repeated(cifar_python, tmp_path, monkeypatch, capsys):
