@@ -82,8 +82,14 @@ def test_unknown_backbone_is_one_line_with_the_closest_match(cifar_python, tmp_p
 
 
 def test_missing_data_says_what_to_do(tmp_path, capsys):
+    """Offline, the default download fails at once and says where to put the archive; without it, which files."""
     with pytest.raises(SystemExit):
         main(fit_args(tmp_path / "empty", tmp_path))
+    err = capsys.readouterr().err
+    assert "Could not download https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz" in err
+    assert f"put it at {tmp_path / 'empty' / 'cifar-10-python.tar.gz'}" in err and "Traceback" not in err
+    with pytest.raises(SystemExit):
+        main(fit_args(tmp_path / "empty", tmp_path, "--data.download", "false"))
     err = capsys.readouterr().err
     assert "No CIFAR-10 under" in err and "--data.download true" in err and "Traceback" not in err
 

@@ -75,7 +75,7 @@ class ImageDataModule(L.LightningDataModule):
         batch_size: int = 128,
         val_size: int | None = None,
         split_seed: int = 0,
-        download: bool = False,
+        download: bool = True,
         image_size: int | None = None,
         eval_batch_size: int | None = None,
         shuffle_seed: int = 0,

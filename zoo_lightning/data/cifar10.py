@@ -121,8 +121,10 @@ class CIFAR10DataModule(ImageDataModule):
     def find_or_download(self) -> None:
         if self._locate() is not None:
             return
-        if not self.hparams.download:
-            raise self._missing_error()
+        error = self._missing_error()
+        # A release or image folder that is there but incomplete is the user's to mend, not to download over.
+        if not self.hparams.download or not str(error).startswith("No CIFAR-10 under"):
+            raise error
         download_release(URL, MD5, self.data_dir)
 
     def source_files(self) -> list[Path]:

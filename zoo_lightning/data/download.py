@@ -11,23 +11,33 @@ __all__ = ["download_release"]
 def download_release(url: str, md5: str, data_dir: Path) -> None:
     """Fetches an official archive with torchvision's utilities, checks its MD5, then extracts it.
 
-    An archive already in ``data_dir`` with the right checksum is used as is (so a copy fetched by
-    hand on another machine works offline); one with the wrong checksum is never extracted.
+    An archive already in ``data_dir`` is used as is (so a copy fetched by hand on another machine
+    works offline), and one with the wrong checksum is never extracted. The download goes to a
+    hidden ``.part`` file renamed into place once complete and checked, so a failed or interrupted
+    one leaves nothing behind that a later run would mistake for the archive.
     """
     from torchvision.datasets import utils
 
-    archive = Path(data_dir) / os.path.basename(url)
-    try:
-        utils.download_url(url, str(data_dir), md5=md5)
-    except RuntimeError:
-        pass  # torchvision's own refusal of a bad checksum; the check below says what to do about it
-    except OSError as error:  # no network, DNS, HTTP errors, a read-only data_dir
-        raise FileNotFoundError(
-            f"Could not download {url}: {error}. Fetch {archive.name} on a machine with network access and put it "
-            f"at {archive}: it is checked and extracted on the next run."
-        ) from None
+    data_dir = Path(data_dir)
+    archive = data_dir / os.path.basename(url)
     if not archive.is_file():
-        raise FileNotFoundError(f"Downloading {url} left no {archive}. Put the archive there by hand and run again.")
+        created = not data_dir.exists()
+        partial = data_dir / f".{archive.name}.part"
+        try:
+            utils.download_url(url, str(data_dir), filename=partial.name)
+            if not utils.check_integrity(str(partial), md5):
+                raise ValueError(f"The download of {url} does not have the official MD5 {md5} (an interrupted or "
+                                 f"altered transfer); nothing was kept. Run again, or fetch {archive.name} by hand.")
+            os.replace(partial, archive)
+        except OSError as error:  # no network, DNS, HTTP errors, a read-only data_dir
+            raise FileNotFoundError(
+                f"Could not download {url}: {error}. Fetch {archive.name} on a machine with network access and put "
+                f"it at {archive}: it is checked and extracted on the next run."
+            ) from None
+        finally:
+            partial.unlink(missing_ok=True)
+            if created and data_dir.is_dir() and not any(data_dir.iterdir()):
+                data_dir.rmdir()
     if not utils.check_integrity(str(archive), md5):
         raise ValueError(
             f"{archive} does not have the official MD5 {md5} (an interrupted or altered download), so it was not "
