@@ -124,3 +124,11 @@ def hand_per_class(model: torch.nn.Module, data: TinyData) -> list[tuple[int, in
         predictions = model.eval()(data.normalized("val")).argmax(dim=1)
     labels = data.labels["val"]
     return [(int(((predictions == c) & (labels == c)).sum()), int((labels == c).sum())) for c in range(3)]
+
+
+def set_up(datamodule_class: type, root: Path, **kwargs):
+    """A DataModule over the tiny release in ``root``, prepared and set up for fit as the Trainer would."""
+    data = datamodule_class(data_dir=str(root), **kwargs)
+    data.prepare_data()
+    data.setup("fit")
+    return data

@@ -10,16 +10,13 @@ import pytest
 import torch
 from PIL import Image
 
+from tests.helpers import set_up
 from zoo_lightning.data import CIFAR10DataModule
 from zoo_lightning.data.base import CACHE_DIR
 
 
 def _module(root, **kwargs) -> CIFAR10DataModule:
-    kwargs.setdefault("val_size", 20)
-    data = CIFAR10DataModule(data_dir=str(root), batch_size=8, **kwargs)
-    data.prepare_data()
-    data.setup("fit")
-    return data
+    return set_up(CIFAR10DataModule, root, **{"val_size": 20, "batch_size": 8, **kwargs})
 
 
 def test_python_release_pixels_land_in_the_right_place_and_channel(cifar_python):

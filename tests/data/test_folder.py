@@ -11,8 +11,14 @@ import torch
 from PIL import Image
 
 from zoo_lightning.data import CIFAR10DataModule
-from zoo_lightning.data.folder import (IMAGE_SUFFIXES, decode_rgb, image_files, load_folder, read_class_tree,
-                                       resize_center_crop)
+from zoo_lightning.data.folder import (
+    IMAGE_SUFFIXES,
+    decode_rgb,
+    image_files,
+    load_folder,
+    read_class_tree,
+    resize_center_crop,
+)
 
 
 def _save(path: Path, pixels: np.ndarray, mode: str | None = None) -> Path:

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from tests.helpers import set_up
 from zoo_lightning.data import CIFAR10DataModule
 from zoo_lightning.data.base import CACHE_DIR
 from zoo_lightning.data.stats import cached_channel_stats, channel_stats
@@ -72,11 +73,7 @@ def test_damaged_or_invalid_cache_is_recomputed(tmp_path: Path, content: str):
 
 
 def _module(root, **kwargs) -> CIFAR10DataModule:
-    kwargs.setdefault("val_size", 20)
-    data = CIFAR10DataModule(data_dir=str(root), batch_size=8, **kwargs)
-    data.prepare_data()
-    data.setup("fit")
-    return data
+    return set_up(CIFAR10DataModule, root, **{"val_size": 20, "batch_size": 8, **kwargs})
 
 
 def test_statistics_cache_keeps_one_entry_per_split(cifar_python):

@@ -4,17 +4,14 @@ import numpy as np
 import pytest
 import torch
 
+from tests.helpers import set_up
 from zoo_lightning.batch import TwoStreamBatch
 from zoo_lightning.data import DevicePipeline, STL10DataModule
 from zoo_lightning.data.stl10 import read_stl10_images
 
 
 def _module(root, **kwargs) -> STL10DataModule:
-    kwargs.setdefault("val_size", 5)
-    data = STL10DataModule(data_dir=str(root), batch_size=4, **kwargs)
-    data.prepare_data()
-    data.setup("fit")
-    return data
+    return set_up(STL10DataModule, root, **{"val_size": 5, "batch_size": 4, **kwargs})
 
 
 def test_pattern_in_one_corner_of_one_channel_comes_out_there(tmp_path, stl10):

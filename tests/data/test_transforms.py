@@ -2,7 +2,12 @@
 
 import torch
 
-from zoo_lightning.data.transforms import Normalize, RandomCrop, RandomHorizontalFlip, Resize
+from zoo_lightning.data.transforms import (
+    Normalize,
+    RandomCrop,
+    RandomHorizontalFlip,
+    Resize,
+)
 
 
 def _asymmetric(n: int = 64) -> torch.Tensor:
