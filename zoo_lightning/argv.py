@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-__all__ = ["CONFIG_DIR", "DEFAULTS", "resolve_config", "resolve_config_args", "option_value"]
+__all__ = ["CONFIG_DIR", "DEFAULTS", "resolve_config", "resolve_config_args", "option_value", "config_files",
+           "check_config_file"]
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 DEFAULTS = CONFIG_DIR / "defaults.yaml"  # the recipe every fit starts from; configs give what differs
@@ -40,3 +41,43 @@ def option_value(argv: list[str], name: str) -> str | None:
         elif arg == name and i + 1 < len(argv):
             value = argv[i + 1]
     return value
+
+
+def config_files(argv: list[str]) -> list[str]:
+    """The values of every ``--config`` in ``argv``, in order."""
+    found = []
+    for i, arg in enumerate(argv):
+        if arg.startswith("--config="):
+            found.append(arg.split("=", 1)[1])
+        elif arg == "--config" and i + 1 < len(argv):
+            found.append(argv[i + 1])
+    return found
+
+
+def check_config_file(path: str) -> dict:
+    """The mapping a config file holds, or a one-line error naming the file and what is wrong with it.
+
+    A missing file is left to the parser, whose message names it; a YAML error names the line.
+    """
+    import yaml
+
+    file = Path(path)
+    if not file.is_file():
+        return {}
+    try:
+        content = yaml.safe_load(file.read_text())
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+        raise ValueError(f"Config {path} is not valid YAML{where}: {problem}. Fix the file, or start from a "
+                         "shipped config (`python -m zoo_lightning fit --config resnet20_cifar.yaml --print_config`).")
+    except (OSError, UnicodeDecodeError) as error:
+        raise ValueError(f"Cannot read config {path}: {error}.") from None
+    if content is None:
+        raise ValueError(f"Config {path} is empty: give at least one section (trainer:, model:, data:), or leave "
+                         "--config out to train with the defaults.")
+    if not isinstance(content, dict):
+        raise ValueError(f"Config {path} holds a {type(content).__name__}, not a mapping of sections "
+                         "(trainer:, model:, data:, ...).")
+    return content

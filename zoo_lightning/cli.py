@@ -48,11 +48,14 @@ def usage() -> str:
 
 def _is_user_error(error: BaseException) -> bool:
     """Errors that mean the input was wrong, not the program: shown as one line, no traceback."""
+    from lightning.fabric.utilities.exceptions import MisconfigurationException
+
     from zoo_lightning.checkpoints import CheckpointWriteError
     from zoo_lightning.models import UnknownModelError
 
+    # MisconfigurationException: Lightning's word for a Trainer flag this machine or run cannot take.
     return isinstance(error, (ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError,
-                              UnknownModelError, CheckpointWriteError))
+                              UnknownModelError, CheckpointWriteError, MisconfigurationException))
 
 
 def _first_cause(message: str) -> str:

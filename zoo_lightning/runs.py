@@ -1,11 +1,18 @@
-"""Run folders: how an experiment is named, so ``fit`` and ``sweep`` file runs in the same place."""
+"""Run folders: how an experiment is named, and how a command claims the folder it writes into.
+
+``fit`` and ``sweep`` name runs by one rule; every command that writes a run claims its folder
+atomically before anything is written, and a resume locks the run it continues.
+"""
 
 from __future__ import annotations
 
+import os
+import shutil
 from pathlib import Path
 from typing import Sequence
 
-__all__ = ["DEFAULT_EXPERIMENT", "experiment_name"]
+__all__ = ["DEFAULT_EXPERIMENT", "experiment_name", "newest_run", "claim_run_dir", "release_claim", "lock_for_resume",
+           "version_number", "CLAIM_TOKEN_ENV"]
 
 DEFAULT_EXPERIMENT = "default"  # the logger's name when neither the user nor a config gives one
 
@@ -22,3 +29,90 @@ def experiment_name(logger_name: str | None, config_files: Sequence[str | Path],
     if config_files:
         return Path(config_files[0]).stem
     return str(backbone).replace(":", "_")
+
+
+VERSION_PREFIX = "version_"
+CLAIM_FILE = ".claim"  # who claimed a run folder; a sweep hands its token to the run it starts
+CLAIM_TOKEN_ENV = "ZOO_RUN_CLAIM"
+RESUME_LOCK = ".resume.lock"
+
+
+def version_number(folder: Path) -> int | None:
+    """N of a ``version_N`` folder, else None."""
+    suffix = folder.name.removeprefix(VERSION_PREFIX)
+    return int(suffix) if folder.name.startswith(VERSION_PREFIX) and suffix.isdigit() else None
+
+
+def newest_run(experiment: Path) -> Path | None:
+    """The experiment's most recently claimed ``version_N`` folder (the highest N), or None."""
+    runs = [p for p in experiment.glob(f"{VERSION_PREFIX}*") if p.is_dir() and version_number(p) is not None]
+    return max(runs, key=version_number, default=None)
+
+
+def claim_run_dir(experiment: Path, version: str | int | None, token: str | None = None) -> Path:
+    """Creates the run folder before anything is written into it, so no two commands ever share one.
+
+    ``version`` None claims the next free ``version_N`` (``os.mkdir`` is atomic: of two commands
+    started together one gets N, the other N + 1). A given version must not exist yet, unless it
+    holds the claim ``token`` of the sweep that made it for this run.
+    """
+    experiment.mkdir(parents=True, exist_ok=True)
+    if version is not None:
+        folder = experiment / (f"{VERSION_PREFIX}{version}" if isinstance(version, int) else str(version))
+        try:
+            folder.mkdir()
+        except FileExistsError:
+            claim = folder / CLAIM_FILE
+            if token is None or not claim.is_file() or claim.read_text() != token:
+                raise FileExistsError(
+                    f"Run folder {folder} already exists: another run's. Choose another "
+                    "--trainer.logger.init_args.version, or leave it out to get the next free version_N."
+                ) from None
+            return folder
+        (folder / CLAIM_FILE).write_text(str(os.getpid()))
+        return folder
+    taken = [n for p in experiment.glob(f"{VERSION_PREFIX}*") if (n := version_number(p)) is not None]
+    number = max(taken) + 1 if taken else 0
+    while True:
+        folder = experiment / f"{VERSION_PREFIX}{number}"
+        try:
+            folder.mkdir()
+        except FileExistsError:
+            number += 1
+            continue
+        (folder / CLAIM_FILE).write_text(str(os.getpid()))
+        return folder
+
+
+def release_claim(folder: Path, used: bool) -> None:
+    """Drops the claim marker; a folder whose command failed before it started is removed with what it holds."""
+    (folder / CLAIM_FILE).unlink(missing_ok=True)
+    if not used and folder.is_dir():
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def lock_for_resume(folder: Path) -> Path:
+    """Takes the run's resume lock, so two resumes of one run never train into it together."""
+    lock = folder / RESUME_LOCK
+    for _ in range(2):
+        try:
+            with open(lock, "x") as f:
+                f.write(str(os.getpid()))
+            return lock
+        except FileExistsError:
+            holder = lock.read_text().strip()
+            if holder.isdigit() and _alive(int(holder)):
+                raise FileExistsError(f"Run {folder} is being resumed by process {holder} already; wait for it, "
+                                      "or stop it first.") from None
+            lock.unlink(missing_ok=True)  # left by a resume that was killed
+    raise FileExistsError(f"Could not take the resume lock {lock}; remove it if no resume is running.")

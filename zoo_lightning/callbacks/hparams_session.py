@@ -18,14 +18,14 @@ from lightning.pytorch.utilities import rank_zero_only
 from zoo_lightning import metric_names as names
 from zoo_lightning.checkpoints import callback_state, read_checkpoint
 
-__all__ = ["HparamsSession", "read_session", "KEY_HPARAMS", "HPARAM_METRICS", "DONE", "FAILED"]
+__all__ = ["HparamsSession", "read_session", "KEY_HPARAMS", "HPARAM_METRICS", "DONE", "FAILED", "INTERRUPTED"]
 
 # The hyper-parameters the HPARAMS table opens on (the others are a tick away).
 KEY_HPARAMS = ("backbone", "objective", "lr", "batch_size", "max_epochs")
 # Scalars the HPARAMS tab shows beside the hyper-parameters (blank where a run never logged one).
 HPARAM_METRICS = (names.BEST_VAL_TOP1, names.tag(names.VAL, names.TOP1), names.tag(names.VAL, names.LOSS),
                   names.tag(names.TEST, names.TOP1), names.tag(names.TEST, names.LOSS), names.IMAGES_PER_SEC)
-DONE, FAILED = "done", "failed"
+DONE, FAILED, INTERRUPTED = "done", "failed", "interrupted"
 # The summary tags of TensorBoard's hparams plugin.
 _START_TAG, _END_TAG = "_hparams_/session_start_info", "_hparams_/session_end_info"
 
@@ -94,7 +94,8 @@ class HparamsSession(L.Callback):
     ``fit`` writes the session once training starts (after the optimizers are built) and logs
     ``hp/best_val_top1`` after every validation; both are saved in the checkpoint, so a later
     ``test --ckpt_path`` reports the fit's recipe and best val top-1 beside its own test metrics.
-    The session ends with ``done`` when the command finishes and ``failed`` when it raises.
+    The session ends ``done`` when the command finishes, ``interrupted`` when Ctrl-C or SIGTERM
+    stops it, and ``failed`` when it raises.
     """
 
     def __init__(self) -> None:
@@ -125,13 +126,14 @@ class HparamsSession(L.Callback):
             writer.add_summary(start)
 
     @rank_zero_only
-    def _write_end(self, trainer: L.Trainer, success: bool) -> None:
+    def _write_end(self, trainer: L.Trainer, status: str) -> None:
         from tensorboard.compat.proto.summary_pb2 import Summary, SummaryMetadata
         from tensorboard.plugins.hparams import api_pb2, metadata, plugin_data_pb2
 
         # TensorBoard's own session_end_pb needs TensorFlow; this is the same summary, end time included.
-        end = plugin_data_pb2.SessionEndInfo(status=api_pb2.STATUS_SUCCESS if success else api_pb2.STATUS_FAILURE,
-                                             end_time_secs=time.time())
+        # TensorBoard has no "interrupted": a stopped run ends with STATUS_UNKNOWN and an end time.
+        code = {DONE: api_pb2.STATUS_SUCCESS, FAILED: api_pb2.STATUS_FAILURE, INTERRUPTED: api_pb2.STATUS_UNKNOWN}
+        end = plugin_data_pb2.SessionEndInfo(status=code[status], end_time_secs=time.time())
         content = plugin_data_pb2.HParamsPluginData(session_end_info=end, version=metadata.PLUGIN_DATA_VERSION)
         plugin = SummaryMetadata.PluginData(plugin_name=metadata.PLUGIN_NAME, content=content.SerializeToString())
         summary = Summary(value=[Summary.Value(tag=_END_TAG, metadata=SummaryMetadata(plugin_data=plugin))])
@@ -169,17 +171,20 @@ class HparamsSession(L.Callback):
         self._log_best(trainer)
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._write_end(trainer, success=True)
+        self._write_end(trainer, DONE)
 
     def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._write_end(trainer, success=True)
+        self._write_end(trainer, DONE)
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
-        self._write_end(trainer, success=False)
+        # Ctrl-C raises KeyboardInterrupt; Lightning turns SIGTERM into SIGTERMException, a SystemExit.
+        stopped = isinstance(exception, (KeyboardInterrupt, SystemExit))
+        self._write_end(trainer, INTERRUPTED if stopped else FAILED)
 
 
 def read_session(accumulator: Any) -> tuple[dict[str, Any], str | None]:
-    """The hyper-parameters and status (:data:`DONE`, :data:`FAILED` or None: open) of one event file.
+    """The hyper-parameters and status (:data:`DONE`, :data:`FAILED`, :data:`INTERRUPTED` or None: open) of one
+    event file.
 
     ``accumulator`` is TensorBoard's ``EventAccumulator`` over the file, already reloaded.
     """
@@ -200,5 +205,6 @@ def read_session(accumulator: Any) -> tuple[dict[str, Any], str | None]:
         end = plugin_data_pb2.HParamsPluginData.FromString(content[_END_TAG]).session_end_info
         # Only an end with a time is a real one: Lightning's hp_metric writes SUCCESS when a run starts.
         if end.end_time_secs:
-            status = {api_pb2.STATUS_SUCCESS: DONE, api_pb2.STATUS_FAILURE: FAILED}.get(end.status)
+            status = {api_pb2.STATUS_SUCCESS: DONE, api_pb2.STATUS_FAILURE: FAILED,
+                      api_pb2.STATUS_UNKNOWN: INTERRUPTED}.get(end.status)
     return params, status

@@ -31,7 +31,15 @@ class NonFiniteLossStop(L.Callback):
         if not torch.isfinite(loss.detach()).all():
             raise NonFiniteLossError(
                 f"Non-finite loss ({loss.item()}) at step {trainer.global_step}, epoch {trainer.current_epoch}. "
-                "Likely causes: a learning rate too high for this batch size (try --model.optimizer.init_args.lr "
-                f"10x lower) or fp16 overflow under precision={trainer.precision} (try bf16-mixed or 32-true). "
+                f"Likely cause: {_likely_cause(str(trainer.precision))}. "
                 "The checkpoints written so far are intact: resume from one with --ckpt_path."
             )
+
+
+def _likely_cause(precision: str) -> str:
+    lr = "a learning rate too high for this batch size (try --model.optimizer.init_args.lr 10x lower)"
+    if precision.startswith("16"):
+        return f"{lr}, or fp16 overflow under --trainer.precision {precision} (try bf16-mixed or 32-true)"
+    if precision.endswith("-true") and not precision.startswith(("32", "64")):
+        return f"{lr}, or too little range under --trainer.precision {precision} (try bf16-mixed or 32-true)"
+    return lr

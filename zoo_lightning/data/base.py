@@ -215,7 +215,13 @@ class ImageDataModule(L.LightningDataModule):
         )
 
     def train_dataloader(self) -> BatchLoader:
-        return self._loader("train", train=True)
+        loader = self._loader("train", train=True)
+        images = loader.num_samples // loader.world_size
+        if self.batch_size > images:
+            raise ValueError(f"batch_size {self.batch_size} is larger than the {images} training images"
+                             f"{' of each process' if loader.world_size > 1 else ''}: use --data.batch_size "
+                             f"{min(128, images)} or less.")
+        return loader
 
     def val_dataloader(self) -> BatchLoader | list:
         return self._loader("val", train=False) if self.hparams.val_size > 0 else []
@@ -246,9 +252,18 @@ class ImageDataModule(L.LightningDataModule):
         trainer = self.trainer
         training = trainer is not None and trainer.training
         self._attach_pipeline()
-        if not training:
-            return self.pipeline(images, targets)
-        return self.pipeline(images, targets, training=True, epoch=trainer.current_epoch, rank=trainer.global_rank)
+        if training:
+            images, targets = self.pipeline(images, targets, training=True, epoch=trainer.current_epoch,
+                                            rank=trainer.global_rank)
+        else:
+            images, targets = self.pipeline(images, targets)
+        if trainer is not None:
+            # Under --trainer.precision 16-true / bf16-true / 64-true the network's dtype, which Lightning
+            # could not give the batch while it was still uint8; mixed and 32-bit precision leave it float32.
+            images = trainer.precision_plugin.convert_input(images)
+            if targets is not None and targets.is_floating_point():  # MixUp/CutMix soft labels
+                targets = trainer.precision_plugin.convert_input(targets)
+        return images, targets
 
     def _attach_pipeline(self) -> None:
         """Tells the pipeline the statistics and sizes, once they are known (after setup or a checkpoint)."""

@@ -11,12 +11,15 @@ from __future__ import annotations
 import difflib
 import fnmatch
 import inspect
+import re
+import typing
 from dataclasses import dataclass
 from typing import Any, Callable, TypeVar
 
 from torch import nn
 
-__all__ = ["ModelEntry", "UnknownModelError", "register_model", "create_model", "list_models", "model_entry"]
+__all__ = ["ModelEntry", "UnknownModelError", "register_model", "create_model", "list_models", "model_entry",
+           "model_options"]
 
 STEMS = ("cifar", "imagenet")
 
@@ -89,8 +92,9 @@ def _torchvision_model(name: str, num_classes: int, **kwargs: Any) -> nn.Module:
 def _timm_model(name: str, num_classes: int, **kwargs: Any) -> nn.Module:
     try:
         import timm
-    except ImportError:
-        raise ImportError("`timm:` models need the optional extra: pip install -e '.[timm]'") from None
+    except ImportError as error:  # not installed, or installed but broken: say which
+        raise ValueError(f"`timm:` models need timm, which failed to import ({type(error).__name__}: {error}). "
+                         "Install it with `.venv/bin/pip install -e '.[timm]'`.") from None
     if not timm.is_model(name):  # is_model also accepts pretrained tags such as resnet18.a1_in1k
         raise _unknown(name, timm.list_models(), "timm")
     return timm.create_model(name, pretrained=False, num_classes=num_classes, **kwargs)
@@ -118,4 +122,33 @@ def create_model(name: str, num_classes: int = 10, stem: str = "cifar", **kwargs
         if prefix not in _EXTERNAL:
             raise UnknownModelError(f"Unknown model prefix {prefix!r} in {name!r}: use one of {', '.join(_EXTERNAL)}.")
         return _EXTERNAL[prefix](external_name, num_classes, **kwargs)
-    return model_entry(name).builder(num_classes=num_classes, stem=stem, **kwargs)
+    entry = model_entry(name)
+    try:
+        return entry.builder(num_classes=num_classes, stem=stem, **kwargs)
+    except TypeError as error:
+        wrong = re.search(r"(unexpected|multiple values for) keyword argument '(\w+)'", str(error))
+        if wrong is None:
+            raise
+        options = ", ".join(model_options(name)) or "none"
+        what = "takes no option" if wrong.group(1) == "unexpected" else "sets itself, and takes no"
+        raise ValueError(f"Backbone {name!r} {what} {wrong.group(2)!r} (backbone_kwargs); its options: "
+                         f"{options}.") from None
+
+
+def model_options(name: str) -> list[str]:
+    """The keyword options a registered builder accepts (``num_classes`` and ``stem`` aside)."""
+    builder = model_entry(name).builder
+    names: list[str] = []
+    targets: list[Any] = [builder]
+    try:  # builders are typed `-> ResNet`: what **kwargs reaches is that class's constructor
+        returned = typing.get_type_hints(builder).get("return")
+    except Exception:
+        returned = None
+    if isinstance(returned, type):
+        targets.append(returned.__init__)
+    for target in targets:
+        for param in inspect.signature(target).parameters.values():
+            if param.kind in (param.KEYWORD_ONLY, param.POSITIONAL_OR_KEYWORD) and param.name not in (
+                    "self", "num_classes", "stem", *names):
+                names.append(param.name)
+    return names

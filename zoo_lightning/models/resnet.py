@@ -308,34 +308,34 @@ def resnet110(**kwargs: Any) -> CifarResNet:
 @register_model
 def seresnet18(**kwargs: Any) -> ResNet:
     """SE-ResNet-18 from "Squeeze-and-Excitation Networks" (Hu et al., 2018)."""
-    return _resnet(BasicBlock, (2, 2, 2, 2), se=True, **kwargs)
+    return _resnet(BasicBlock, (2, 2, 2, 2), **{"se": True, **kwargs})
 
 
 @register_model
 def seresnet34(**kwargs: Any) -> ResNet:
     """SE-ResNet-34 from "Squeeze-and-Excitation Networks" (Hu et al., 2018)."""
-    return _resnet(BasicBlock, (3, 4, 6, 3), se=True, **kwargs)
+    return _resnet(BasicBlock, (3, 4, 6, 3), **{"se": True, **kwargs})
 
 
 @register_model
 def seresnet50(**kwargs: Any) -> ResNet:
     """SE-ResNet-50 from "Squeeze-and-Excitation Networks" (Hu et al., 2018)."""
-    return _resnet(Bottleneck, (3, 4, 6, 3), se=True, **kwargs)
+    return _resnet(Bottleneck, (3, 4, 6, 3), **{"se": True, **kwargs})
 
 
 @register_model
 def resnext50_32x4d(**kwargs: Any) -> ResNet:
     """ResNeXt-50 32x4d from "Aggregated Residual Transformations for Deep Neural Networks" (Xie et al., 2017)."""
-    return _resnet(Bottleneck, (3, 4, 6, 3), groups=32, width_per_group=4, **kwargs)
+    return _resnet(Bottleneck, (3, 4, 6, 3), **{"groups": 32, "width_per_group": 4, **kwargs})
 
 
 @register_model
 def resnext29_32x4d(**kwargs: Any) -> ResNet:
     """CIFAR ResNeXt-29 32x4d (three stages) from "Aggregated Residual Transformations for Deep Neural Networks" (Xie et al., 2017)."""
-    return _resnet(Bottleneck, (3, 3, 3), planes=(64, 128, 256), groups=32, width_per_group=4, **kwargs)
+    return _resnet(Bottleneck, (3, 3, 3), **{"planes": (64, 128, 256), "groups": 32, "width_per_group": 4, **kwargs})
 
 
 @register_model
 def wide_resnet50_2(**kwargs: Any) -> ResNet:
     """WRN-50-2 (bottlenecks twice as wide) from "Wide Residual Networks" (Zagoruyko & Komodakis, 2016)."""
-    return _resnet(Bottleneck, (3, 4, 6, 3), width_per_group=128, **kwargs)
+    return _resnet(Bottleneck, (3, 4, 6, 3), **{"width_per_group": 128, **kwargs})

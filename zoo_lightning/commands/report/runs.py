@@ -52,7 +52,7 @@ class Run:
     config: dict[str, Any] = field(default_factory=dict)  # config.yaml (the newest config.resume-N.yaml)
     hparams: dict[str, Any] = field(default_factory=dict)  # hparams.yaml: the module's and data's arguments
     session: dict[str, Any] = field(default_factory=dict)  # what the HPARAMS tab shows for the run
-    status: str | None = None  # DONE or FAILED once the HparamsSession callback has closed the session
+    status: str | None = None  # DONE, FAILED or INTERRUPTED once the HparamsSession callback has closed the session
     sweep: dict[str, str] = field(default_factory=dict)  # swept key -> value, from sweep.json
     evaluations: list[Run] = field(default_factory=list)  # test runs of this run's checkpoints
     unread: dict[Path, str] = field(default_factory=dict)  # event file -> why it was skipped or read in part

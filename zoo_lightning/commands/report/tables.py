@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from zoo_lightning import metric_names as names
-from zoo_lightning.callbacks.hparams_session import FAILED
+from zoo_lightning.callbacks.hparams_session import FAILED, INTERRUPTED
 
 from .runs import TEST_TOP1, VAL_TOP1, Run, parameter_count
 
@@ -30,8 +30,8 @@ def duration(seconds: float) -> str:
 
 def epochs_cell(run: Run) -> str:
     done, planned = run.epochs, run.max_epochs
-    if run.status == FAILED:
-        return f"{done}/{planned or '?'} (failed)"
+    if run.status in (FAILED, INTERRUPTED):
+        return f"{done}/{planned or '?'} ({run.status})"
     # The session is closed when fit ends; without one, only the epoch count can tell. So it is when
     # an event file was damaged: the session's end may be what was lost.
     open_session = run.status is None and bool(run.session) and run.trains and not run.unread
