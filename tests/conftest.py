@@ -144,6 +144,6 @@ def trained_cnn(tmp_path_factory, cifar_writer):
     root = tmp_path_factory.mktemp("trained")
     cifar_writer(root / "data")
     main(["fit", "--config", "cnn_cifar.yaml", "--data.data_dir", str(root / "data"), "--data.val_size", "20",
-          "--trainer.max_steps", "2", "--trainer.enable_progress_bar", "false",
+          "--data.batch_size", "16", "--trainer.max_steps", "2", "--trainer.enable_progress_bar", "false",
           "--trainer.logger.init_args.save_dir", str(root / "logs")])
     return root, root / "logs" / "cnn_cifar" / "version_0" / "checkpoints" / "last.ckpt"

@@ -22,7 +22,7 @@ def world(tmp_path_factory, cifar_writer, image_folder_writer):
     (root / "empty").mkdir()
     (root / "photos").mkdir()
     main(["fit", "--config", "cnn_cifar.yaml", "--data.data_dir", str(root / "data"), "--data.val_size", "20",
-          "--trainer.max_steps", "1", "--trainer.enable_progress_bar", "false",
+          "--data.batch_size", "16", "--trainer.max_steps", "1", "--trainer.enable_progress_bar", "false",
           "--trainer.logger.init_args.save_dir", str(root / "logs")])
     ckpt = next((root / "logs").rglob("last.ckpt"))
     (root / "truncated.ckpt").write_bytes(ckpt.read_bytes()[:5000])
@@ -33,7 +33,7 @@ def world(tmp_path_factory, cifar_writer, image_folder_writer):
 
 def fit(root: Path, *extra: str) -> list[str]:
     return ["fit", "--config", "cnn_cifar.yaml", "--data.data_dir", str(root / "data"), "--data.val_size", "20",
-            "--trainer.max_steps", "1", "--trainer.enable_progress_bar", "false",
+            "--data.batch_size", "16", "--trainer.max_steps", "1", "--trainer.enable_progress_bar", "false",
             "--trainer.logger.init_args.save_dir", str(root / "runs"), *extra]
 
 
@@ -78,7 +78,7 @@ CASES = [
     ("foreign --ckpt_path", lambda r, c: ["test", "--ckpt_path", str(r / "foreign.ckpt")],
      "not a checkpoint written by"),
     ("resume with nothing to resume", lambda r, c: fit(r, "--ckpt_path", "last",
-                                                       "--trainer.logger.init_args.name", "fresh"), "Nothing to resume"),
+                                                       "--trainer.logger.init_args.name", "fresh"), "No run under"),
     ("predict on an empty folder", lambda r, c: ["predict", "--ckpt_path", str(c), "--data.predict_dir",
                                                  str(r / "photos"), "--trainer.enable_progress_bar", "false",
                                                  "--trainer.logger.init_args.save_dir", str(r / "runs")],

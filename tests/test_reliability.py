@@ -77,7 +77,7 @@ def test_a_run_killed_before_its_first_checkpoint_keeps_its_folder_and_config(ci
 
     resumed = subprocess.run(_fit_args(data_dir, logs, "--ckpt_path", "last"), env=_env(), cwd=tmp_path,
                              capture_output=True, text=True, timeout=300)
-    assert resumed.returncode == 2 and "Nothing to resume" in resumed.stderr
+    assert resumed.returncode == 2 and "has no checkpoints/last.ckpt: it stopped before its first" in resumed.stderr
     again = subprocess.run(_fit_args(data_dir, logs, "--trainer.max_epochs", "1"), env=_env(), cwd=tmp_path,
                            capture_output=True, text=True, timeout=300)
     assert again.returncode == 0, again.stderr[-2000:]
@@ -89,4 +89,4 @@ def test_resume_with_nothing_to_resume_says_so(cifar_python, tmp_path):
     data_dir, _ = cifar_python
     result = subprocess.run(_fit_args(data_dir, tmp_path / "logs", "--ckpt_path", "last"), env=_env(), cwd=tmp_path,
                             capture_output=True, text=True, timeout=300)
-    assert result.returncode == 2 and "Nothing to resume" in result.stderr and "Traceback" not in result.stderr
+    assert result.returncode == 2 and "No run under" in result.stderr and "Traceback" not in result.stderr

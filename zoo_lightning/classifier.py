@@ -125,8 +125,7 @@ class ImageClassifier(L.LightningModule):
         if channels_last:
             self.backbone.to(memory_format=torch.channels_last)
         if input_size is not None:
-            # uint8, as the DataModule hands batches over: its transfer hook makes it the network's input
-            self.example_input_array = torch.zeros(1, 3, input_size, input_size, dtype=torch.uint8)
+            self.example_input_array = torch.zeros(1, 3, input_size, input_size)
         # Set past nn.Module.__setattr__ so the (compiled) alias is not registered twice in state_dict.
         object.__setattr__(self, "_forward", torch.compile(self.backbone) if compile else self.backbone)
 

@@ -5,6 +5,7 @@ from types import SimpleNamespace
 import lightning as L
 import pytest
 import torch
+from lightning.pytorch.plugins.precision import Precision
 from torch import nn
 
 from zoo_lightning.checkpoints import datamodule_state
@@ -20,7 +21,7 @@ def _module(root, **kwargs) -> CIFAR10DataModule:
 
 def _attach(data, training: bool, epoch: int = 0, rank: int = 0, world_size: int = 1) -> None:
     """A stand-in for the parts of the Trainer the DataModule reads."""
-    data.trainer = SimpleNamespace(training=training, current_epoch=epoch, global_rank=rank, world_size=world_size,
+    data.trainer = SimpleNamespace(precision_plugin=Precision(), training=training, current_epoch=epoch, global_rank=rank, world_size=world_size,
                                    strategy=SimpleNamespace(root_device=torch.device("cpu")))
 
 

@@ -8,6 +8,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+from lightning.pytorch.plugins.precision import Precision
 from torch import Tensor, nn
 
 from zoo_lightning.batch import TwoStreamBatch
@@ -42,7 +43,7 @@ def _module(root, **kwargs) -> CIFAR10DataModule:
 
 def _attach(data, training: bool, epoch: int = 0, rank: int = 0) -> None:
     """A stand-in for the parts of the Trainer the DataModule reads."""
-    data.trainer = SimpleNamespace(training=training, current_epoch=epoch, global_rank=rank, world_size=1)
+    data.trainer = SimpleNamespace(precision_plugin=Precision(), training=training, current_epoch=epoch, global_rank=rank, world_size=1)
 
 
 # --- the pipeline on its own ----------------------------------------------------------------------
@@ -189,12 +190,12 @@ def test_mix_keeps_shapes_and_makes_soft_labels_that_sum_to_one(cifar_python, mo
     data = CIFAR10DataModule(data_dir=str(root), val_size=20, batch_size=16, pipeline=DevicePipeline(mix=mode))
     data.setup("fit")
     images, labels = next(iter(data.train_dataloader()))
-    data.trainer = SimpleNamespace(training=True, current_epoch=0, global_rank=0)
+    data.trainer = SimpleNamespace(precision_plugin=Precision(), training=True, current_epoch=0, global_rank=0)
     mixed, soft = data.on_after_batch_transfer((images, labels), 0)
     assert mixed.shape == images.shape and mixed.dtype == torch.float32
     assert soft.shape == (16, 10) and torch.allclose(soft.sum(1), torch.ones(16))
     assert (soft.max(1).values < 1).any()  # some labels really are mixtures
-    data.trainer = SimpleNamespace(training=False)
+    data.trainer = SimpleNamespace(precision_plugin=Precision(), training=False)
     assert data.on_after_batch_transfer((images, labels), 0)[1] is labels  # evaluation keeps hard labels
 
 

@@ -166,6 +166,9 @@ class ZooCLI(LightningCLI):
         logger = config.trainer.get("logger")
         if logger and hasattr(logger, "init_args"):
             logger.init_args.name = experiment.name
+        if _launched_rank() > 0:
+            return  # rank 0 owns the run folder; Lightning hands its checkpoint path to the other ranks
+        if logger and hasattr(logger, "init_args"):
             if self._resume_run is not None:  # continue the run in its own folder; its config is not rewritten
                 _GUARD.lock = lock_for_resume(self._resume_run)
                 logger.init_args.version = self._resume_run.name
@@ -201,6 +204,15 @@ class ZooCLI(LightningCLI):
         if not any(isinstance(p, CheckpointIO) for p in plugins):
             plugins.append(AtomicCheckpointIO())
         return super().instantiate_trainer(callbacks=callbacks, plugins=plugins, **kwargs)
+
+
+def _launched_rank() -> int:
+    """This process's global rank when a launcher (Lightning's DDP, torchrun, SLURM) started it, else 0."""
+    for name in ("RANK", "LOCAL_RANK", "NODE_RANK", "SLURM_PROCID"):
+        value = os.environ.get(name, "0")
+        if value.isdigit() and int(value) > 0:
+            return int(value)
+    return 0
 
 
 class _RunGuard:

@@ -243,8 +243,8 @@ class ImageDataModule(L.LightningDataModule):
             # The unlabeled images get the same augmentation, with no targets to mix.
             return TwoStreamBatch(labeled, self._prepare(batch.unlabeled, None)[0])
         images, *rest = batch if isinstance(batch, (tuple, list)) else (batch,)
-        if images.dtype != torch.uint8:
-            return batch  # already prepared (e.g. by a caller feeding float tensors)
+        if images.dtype != torch.uint8:  # already prepared (the model summary's example input, a caller's floats)
+            return self._to_precision(batch)
         images, targets = self._prepare(images, rest[0] if rest else None)
         return (images, targets, *rest[1:]) if rest else images
 
@@ -257,13 +257,15 @@ class ImageDataModule(L.LightningDataModule):
                                             rank=trainer.global_rank)
         else:
             images, targets = self.pipeline(images, targets)
-        if trainer is not None:
-            # Under --trainer.precision 16-true / bf16-true / 64-true the network's dtype, which Lightning
-            # could not give the batch while it was still uint8; mixed and 32-bit precision leave it float32.
-            images = trainer.precision_plugin.convert_input(images)
-            if targets is not None and targets.is_floating_point():  # MixUp/CutMix soft labels
-                targets = trainer.precision_plugin.convert_input(targets)
-        return images, targets
+        return self._to_precision((images, targets))
+
+    def _to_precision(self, batch: Any) -> Any:
+        """Floating tensors in the network's dtype under --trainer.precision 16-true / bf16-true / 64-true.
+
+        Lightning casts a batch before the transfer, while ours is still uint8; mixed and 32-bit
+        precision leave it float32. Soft (MixUp/CutMix) targets follow the images.
+        """
+        return batch if self.trainer is None else self.trainer.precision_plugin.convert_input(batch)
 
     def _attach_pipeline(self) -> None:
         """Tells the pipeline the statistics and sizes, once they are known (after setup or a checkpoint)."""
