@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Sequence
 
 __all__ = ["DEFAULT_EXPERIMENT", "experiment_name", "newest_run", "claim_run_dir", "release_claim", "lock_for_resume",
-           "version_number", "CLAIM_TOKEN_ENV"]
+           "version_number", "CLAIM_FILE", "CLAIM_TOKEN_ENV"]
 
 DEFAULT_EXPERIMENT = "default"  # the logger's name when neither the user nor a config gives one
 

@@ -8,7 +8,7 @@ squeeze-and-excitation (SE-ResNet), grouped convolutions (ResNeXt) and wider bot
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import torch
 import torch.nn.functional as F

@@ -5,7 +5,7 @@ from __future__ import annotations
 from zoo_lightning import metric_names as names
 from zoo_lightning.callbacks.hparams_session import FAILED, INTERRUPTED
 
-from .runs import TEST_TOP1, VAL_TOP1, Run, parameter_count
+from .runs import VAL_TOP1, Run, parameter_count
 
 __all__ = ["main_table", "evaluations_table", "per_class_table", "sweep_table", "class_order", "epochs_cell",
            "test_cell", "percent"]
