@@ -59,7 +59,7 @@ def write_cifar_python_release(root: Path, per_batch: int = 20, test: int = 20, 
     return arrays
 
 
-def write_image_folder(root: Path, per_class: int = 3, classes: list[str] = CLASSES[:3], size: int = 32,
+def write_image_folder(root: Path, per_class: int = 3, classes: list[str] = CLASSES, size: int = 32,
                        seed: int = 0, suffix: str = ".png") -> dict[str, list[tuple[Path, np.ndarray]]]:
     """``root/{train,test}/<class>/NNNN.png``; returns each split's (path, HxWx3 pixels) in sorted order."""
     rng = np.random.default_rng(seed)

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 __all__ = ["CONFIG_DIR", "DEFAULTS", "resolve_config", "resolve_config_args", "option_value", "config_files",
-           "check_config_file"]
+           "check_config_file", "one_line"]
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 DEFAULTS = CONFIG_DIR / "defaults.yaml"  # the recipe every fit starts from; configs give what differs
@@ -81,3 +82,33 @@ def check_config_file(path: str) -> dict:
         raise ValueError(f"Config {path} holds a {type(content).__name__}, not a mapping of sections "
                          "(trainer:, model:, data:, ...).")
     return content
+
+
+# jsonargparse's scaffolding around the one reason an option was refused.
+_SCAFFOLD = re.compile(r"^(Does not validate against any of the Union subtypes|Subtypes:|Errors:|Given value( type)?:"
+                       r"|- Expected a <class 'NoneType'>|- Problem with given class_path|Parser key \")")
+
+
+def one_line(message: str) -> str:
+    """jsonargparse's many-line report of a refused option (nested once per subclass level) as one line.
+
+    ``Parser key "data": ... Option 'batchsize' is not accepted ...`` becomes
+    ``--data: Option 'batchsize' is not accepted``; an error raised inside a constructor (wrapped in
+    the same report) comes out as its own message.
+    """
+    lines = [line.strip() for line in message.strip().splitlines() if line.strip()]
+    if len(lines) <= 1:
+        return message.strip()
+    keys = re.findall(r'Parser key "([^"]+)"', message)
+    reasons = [line.removeprefix("- ") for line in lines[1:] if not _SCAFFOLD.match(line)]
+    choices = [c for r in reasons for c in re.findall(r"Expected a typing\.Literal\[(.*)\]", r)]
+    if choices:
+        given = re.search(r"Given value: (.*)", message)
+        reason = f"choose one of {', '.join(choices)}" + (f"; got {given.group(1).strip()}" if given else "")
+    elif reasons:
+        reason = re.sub(r"^Type .* expects a function or a callable class: ", "", reasons[-1])
+        reason = re.sub(r"\. Got value: Namespace\(.*$", "", reason)
+    else:
+        return lines[0]
+    reason = re.sub(r"<class '([\w.]+)'>", r"\1", reason)
+    return f"--{'.'.join(keys)}: {reason}" if keys else reason

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import importlib
 import os
-import re
 import sys
 from typing import NamedTuple
 
@@ -54,15 +53,8 @@ def _is_user_error(error: BaseException) -> bool:
     from zoo_lightning.models import UnknownModelError
 
     # MisconfigurationException: Lightning's word for a Trainer flag this machine or run cannot take.
-    return isinstance(error, (ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError,
+    return isinstance(error, (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, IsADirectoryError,
                               UnknownModelError, CheckpointWriteError, MisconfigurationException))
-
-
-def _first_cause(message: str) -> str:
-    """jsonargparse wraps an error raised while building an object in the list of union subtypes that
-    failed, once per level of nesting (a pipeline inside a DataModule); the innermost entry is the user's."""
-    found = re.findall(r"Errors:\s*\n\s*- (.+)", message)
-    return found[-1] if found else message
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -81,6 +73,8 @@ def main(argv: list[str] | None = None) -> None:
     except Exception as error:
         if os.environ.get("ZOO_DEBUG") or not _is_user_error(error):
             raise
-        print(f"error: {_first_cause(str(error))}", file=sys.stderr)
+        from zoo_lightning.argv import one_line
+
+        print(f"error: {one_line(str(error))}", file=sys.stderr)
         print("(set ZOO_DEBUG=1 to see the traceback)", file=sys.stderr)
         sys.exit(2)

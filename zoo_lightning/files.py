@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
+import warnings
 from pathlib import Path
 from typing import Callable, Sequence
 
-__all__ = ["atomic_write", "fingerprint"]
+__all__ = ["atomic_write", "write_cache", "fingerprint"]
 
 
 def atomic_write(path: Path, write: Callable[[Path], object]) -> None:
@@ -23,7 +25,21 @@ def atomic_write(path: Path, write: Callable[[Path], object]) -> None:
         write(tmp)
         os.replace(tmp, path)
     finally:
-        tmp.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # a cleanup that fails must not hide why the write failed
+            tmp.unlink(missing_ok=True)
+
+
+def write_cache(path: Path, write: Callable[[Path], object], what: str) -> bool:
+    """:func:`atomic_write` for a file that only saves time: a read-only folder or a full disk is one
+    warning, not an error. Returns whether the file was written."""
+    try:
+        atomic_write(path, write)
+        return True
+    except OSError as error:
+        warnings.warn(f"Could not write the {what} cache {path} ({error.strerror or error}); going on without it, "
+                      "so the work is redone on the next run. Make the folder writable, or free space, to keep it.",
+                      stacklevel=2)
+        return False
 
 
 def fingerprint(paths: Sequence[Path], root: Path | None = None) -> str:

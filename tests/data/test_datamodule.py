@@ -113,10 +113,10 @@ def test_eval_order_mixes_the_classes_and_is_fixed(tmp_path, image_folder_writer
         orders.append(torch.cat([b[1] for b in data.test_dataloader()]))
         if world_size == 1:
             loader = data.test_dataloader()
-            assert sorted(loader.indices().tolist()) == list(range(24))  # every image once
+            assert sorted(loader.indices().tolist()) == list(range(80))  # every image once
     torch.testing.assert_close(orders[0], orders[1])  # the same order every epoch
     # Two ranks share it without overlap: their counts per class add up to the whole set.
-    assert (torch.bincount(orders[2], minlength=3) + torch.bincount(orders[3], minlength=3)).tolist() == [8, 8, 8]
+    assert (torch.bincount(orders[2], minlength=10) + torch.bincount(orders[3], minlength=10)).tolist() == [8] * 10
 
 
 def test_the_normalize_attribute_is_the_pipelines_and_inverts_batches(cifar_python):

@@ -19,6 +19,7 @@ from torch import Tensor, nn
 
 from zoo_lightning.checkpoints import datamodule_state, load_backbone
 from zoo_lightning.data.transforms import Normalize
+from zoo_lightning.files import atomic_write
 
 __all__ = ["FORMATS", "StandaloneClassifier", "load_standalone", "export", "main"]
 
@@ -47,13 +48,31 @@ def load_standalone(ckpt_path: str | Path) -> tuple[StandaloneClassifier, dict[s
             "`python -m zoo_lightning fit` with a zoo_lightning DataModule."
         )
     model = StandaloneClassifier(backbone, Normalize(state["mean"], state["std"]))
-    return model.eval(), state
+    # Inference only: outputs that require grad would refuse `.numpy()` in the user's code.
+    return model.eval().requires_grad_(False), state
 
 
-def export(ckpt_path: str | Path, format: str = "torchscript", out: str | Path | None = None) -> Path:
-    """Writes the standalone model of ``ckpt_path`` in ``format``; returns the file written."""
+def _target(ckpt_path: str | Path, format: str, out: str | Path | None, overwrite: bool) -> Path:
+    """Where the export goes: ``--out``, or beside the checkpoint; never over a file unless asked."""
+    target = Path(out) if out else Path(ckpt_path).with_suffix(FORMATS[format])
+    if target.is_dir():
+        raise IsADirectoryError(f"--out {str(target)!r} is a folder: give a file name, e.g. "
+                                f"{target / ('model' + FORMATS[format])}.")
+    if target.exists() and not overwrite:
+        raise FileExistsError(f"{target} exists already: pass --overwrite to replace it, or another --out.")
+    return target
+
+
+def export(ckpt_path: str | Path, format: str = "torchscript", out: str | Path | None = None,
+           overwrite: bool = False) -> Path:
+    """Writes the standalone model of ``ckpt_path`` in ``format``; returns the file written.
+
+    The file is written beside its target and renamed into place, parent folders created; an
+    existing file is replaced only with ``overwrite``.
+    """
     if format not in FORMATS:
         raise ValueError(f"Unknown export format {format!r}: choose one of {', '.join(FORMATS)}.")
+    target = _target(ckpt_path, format, out, overwrite)
     model, data_state = load_standalone(ckpt_path)
     size = int(data_state.get("image_size", 32))
     example = torch.randint(0, 256, (2, 3, size, size), dtype=torch.uint8)
@@ -64,15 +83,15 @@ def export(ckpt_path: str | Path, format: str = "torchscript", out: str | Path |
             "The model returns several outputs in eval mode (auxiliary heads on); export needs one logits "
             "tensor. Rebuild it with backbone_kwargs {aux_logits: false} or keep heads training-only."
         )
-    out = Path(out) if out else Path(ckpt_path).with_suffix(FORMATS[format])
     with torch.no_grad():
         if format == "torchscript":
-            torch.jit.save(torch.jit.trace(model, example), str(out))
+            traced = torch.jit.trace(model, example)
+            atomic_write(target, lambda tmp: torch.jit.save(traced, str(tmp)))
         else:
             batch = torch.export.Dim("batch", min=1)
             program = torch.export.export(model, (example,), dynamic_shapes=({0: batch},))
-            torch.export.save(program, str(out))
-    return out
+            atomic_write(target, lambda tmp: torch.export.save(program, str(tmp)))
+    return target
 
 
 def main(argv: list[str]) -> None:
@@ -81,6 +100,7 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--ckpt_path", required=True, help="a checkpoint written by `fit`")
     parser.add_argument("--format", default="torchscript", choices=list(FORMATS))
     parser.add_argument("--out", default=None, help="output file (default: beside the checkpoint)")
+    parser.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     args = parser.parse_args(argv)
-    out = export(args.ckpt_path, args.format, args.out)
+    out = export(args.ckpt_path, args.format, args.out, args.overwrite)
     print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB): uint8 NCHW images in, logits out")

@@ -24,7 +24,8 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.plugins.io import CheckpointIO
 
 from zoo_lightning import metric_names as names
-from zoo_lightning.argv import DEFAULTS, check_config_file, config_files, option_value, resolve_config_args
+from zoo_lightning.argv import (DEFAULTS, check_config_file, config_files, one_line, option_value,
+                                resolve_config_args)
 from zoo_lightning.callbacks import (ClassificationDashboard, HparamsSession, ImagesPerSecond, NonFiniteLossStop,
                                      PredictionWriter)
 from zoo_lightning.callbacks.last_checkpoint import LastCheckpoint
@@ -60,11 +61,15 @@ def quiet_lightning() -> None:
 
 
 class ZooArgumentParser(LightningArgumentParser):
-    """Errors show one usage line and the message, not the hundred-line usage of every option."""
+    """A refused option is one line naming it and the reason, not jsonargparse's nested report."""
 
-    def print_usage(self, file=None) -> None:
-        prog = self.prog.replace(" [options]", "").replace("__main__.py", "python -m zoo_lightning")
-        print(f"usage: {prog} [--config CONFIG] [--trainer.* ...] [--model.* ...] [--data.* ...]", file=file)
+    def error(self, message: str, ex: Exception | None = None) -> Any:
+        if not self.exit_on_error or os.environ.get("JSONARGPARSE_DEBUG"):
+            return super().error(message, ex)  # jsonargparse trying one parse of several
+        parser = getattr(ex, "subcommand_parser", None) or self
+        prog = parser.prog.replace(" [options]", "")
+        sys.stderr.write(f"error: {one_line(message)}. `{prog} --help` lists the options.\n")
+        parser.exit(2)
 
 
 class ZooCLI(LightningCLI):
@@ -77,7 +82,8 @@ class ZooCLI(LightningCLI):
         kwargs.setdefault("save_config_callback", AtomicSaveConfigCallback)
         kwargs.setdefault("parser_class", ZooArgumentParser)
         # `--trainer.max_epoch 3` must be an error, not silently taken as max_epochs.
-        parser_kwargs = {"allow_abbrev": False, **{c: {"default_config_files": [str(DEFAULTS)]} for c in TRAINER_COMMANDS}}
+        parser_kwargs = {"allow_abbrev": False, "prog": "python -m zoo_lightning",
+                         **{c: {"default_config_files": [str(DEFAULTS)]} for c in TRAINER_COMMANDS}}
         kwargs.setdefault("parser_kwargs", parser_kwargs)
         trainer_defaults = {
             "logger": {

@@ -17,7 +17,7 @@ import numpy as np
 from zoo_lightning.data.base import CACHE_DIR, ImageDataModule, Splits
 from zoo_lightning.data.download import download_release
 from zoo_lightning.data.folder import image_files, read_class_tree
-from zoo_lightning.files import atomic_write
+from zoo_lightning.files import write_cache
 
 __all__ = ["CIFAR10DataModule"]
 
@@ -42,8 +42,15 @@ def _unpickle(path: Path, keys: tuple[bytes, ...]) -> dict:
 
 def _read_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
     content = _unpickle(path, (b"data", b"labels"))
-    rows = np.asarray(content[b"data"], dtype=np.uint8)
-    labels = np.asarray(content[b"labels"], dtype=np.int64)
+    rows = np.asarray(content[b"data"])
+    if rows.dtype != np.uint8:  # a cast would make floats near-black and wrap int16 values
+        raise ValueError(f"{path}: the pixels are {rows.dtype}; the CIFAR-10 release stores uint8 bytes (0..255). "
+                         "Unpack cifar-10-python.tar.gz again, or write the batch with data.astype(np.uint8).")
+    labels = np.asarray(content[b"labels"])
+    if labels.size and (not np.issubdtype(labels.dtype, np.integer) or labels.min() < 0 or labels.max() >= len(CLASSES)):
+        raise ValueError(f"{path}: labels must be integers 0..{len(CLASSES) - 1}, found "
+                         f"{labels.min()}..{labels.max()} ({labels.dtype}).")
+    labels = labels.astype(np.int64)
     if rows.ndim != 2 or rows.shape[1] != 3072 or len(labels) != len(rows):
         raise ValueError(f"{path}: expected N x 3072 bytes and N labels, found data {rows.shape} and "
                          f"{len(labels)} labels.")
@@ -63,6 +70,9 @@ def read_python_release(folder: Path) -> Splits:
 def read_image_folder(root: Path, size: int = 32) -> Splits:
     """``train/<class>/*`` and ``test/<class>/*``; labels follow the sorted class folder names of train/."""
     train_images, train_labels, classes = read_class_tree(root / "train", size)
+    if len(classes) != len(CLASSES):
+        raise ValueError(f"{root / 'train'} has {len(classes)} class folders ({', '.join(classes)}); CIFAR-10 has "
+                         f"{len(CLASSES)}. Give it the 10 folders ({', '.join(CLASSES)}).")
     test_images, test_labels, _ = read_class_tree(root / "test", size, classes)
     return Splits(train_images, train_labels, test_images, test_labels, class_names=classes)
 
@@ -160,5 +170,5 @@ class CIFAR10DataModule(ImageDataModule):
                          test_images=splits.test_images, test_labels=splits.test_labels,
                          class_names=np.asarray(splits.class_names))
 
-        atomic_write(cache, write)
+        write_cache(cache, write, "decoded images")
         return splits

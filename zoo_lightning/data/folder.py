@@ -18,25 +18,57 @@ import torch
 from PIL import Image
 from torch import Tensor
 
-__all__ = ["IMAGE_SUFFIXES", "image_files", "decode_rgb", "read_class_tree", "resize_center_crop", "load_folder"]
+__all__ = ["IMAGE_SUFFIXES", "hidden", "image_files", "decode_rgb", "read_class_tree", "resize_center_crop", "load_folder"]
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm"}
 
 
-def image_files(folder: Path) -> list[Path]:
-    """Files with an image suffix under ``folder``, sorted by path components (class folders in name order)."""
-    found = []
-    for parent, _, names in os.walk(folder):  # several times faster than Path.rglob on 60k files
-        found.extend(os.path.join(parent, n) for n in names if os.path.splitext(n)[1].lower() in IMAGE_SUFFIXES)
+def hidden(name: str) -> bool:
+    """Dot files: macOS's ``._photo.jpg`` and ``.DS_Store``, editors' backups; never images of the set."""
+    return name.startswith(".")
+
+
+def image_files(folder: Path, suffixes: set[str] | None = IMAGE_SUFFIXES) -> list[Path]:
+    """Files with an image suffix (any file, for ``suffixes=None``) under ``folder``, hidden ones left out,
+    sorted by path components (class folders in name order).
+
+    Symbolic links to folders are followed, each real folder once, so a class folder that links to
+    images elsewhere is read like any other.
+    """
+    found, seen = [], set()
+    for parent, folders, names in os.walk(folder, followlinks=True):  # faster than Path.rglob on 60k files
+        real = os.path.realpath(parent)
+        if real in seen:  # a link back up the tree
+            folders[:] = []
+            continue
+        seen.add(real)
+        folders[:] = [f for f in folders if not hidden(f)]
+        found.extend(os.path.join(parent, n) for n in names
+                     if not hidden(n) and (suffixes is None or os.path.splitext(n)[1].lower() in suffixes))
     return [Path(p) for p in sorted(found, key=lambda p: p.split(os.sep))]
 
 
+def _to_8_bit(image: Image.Image) -> Image.Image:
+    """16-bit and 32-bit images scaled to 0..255; Pillow's own conversion clips them (all white)."""
+    pixels = np.asarray(image)
+    if image.mode.startswith("I;16"):
+        top = 65535.0
+    elif image.mode == "I":  # 16-bit PNGs open as 32-bit integers
+        top = 65535.0 if pixels.max(initial=0) > 255 else 255.0
+    else:  # "F": floats, in [0, 1] or in [0, 255]
+        top = 1.0 if pixels.max(initial=0) <= 1.0 else 255.0
+    scaled = np.clip(pixels.astype(np.float64) * (255.0 / top), 0, 255).round().astype(np.uint8)
+    return Image.fromarray(scaled, mode="L")
+
+
 def decode_rgb(path: Path) -> Image.Image:
-    """The decoded RGB image in ``path``; ValueError naming the file when Pillow cannot read it."""
+    """The decoded RGB image in ``path``, whatever its mode; ValueError naming the file when it cannot be read."""
     try:
         with Image.open(path) as image:
+            if image.mode.startswith("I") or image.mode == "F":
+                image = _to_8_bit(image)
             return image.convert("RGB")  # decodes now, so a truncated file fails here, not later
-    except Exception as error:  # Pillow raises OSError, SyntaxError, ValueError, ... for bad files
+    except Exception as error:  # Pillow raises OSError, SyntaxError, ValueError, DecompressionBombError, ...
         raise ValueError(f"Cannot read image {path}: {error}. Remove or replace the file.") from None
 
 
@@ -52,7 +84,7 @@ def read_class_tree(folder: Path, size: int, classes: Sequence[str] | None = Non
     """
     folder = Path(folder)
     if classes is None:
-        classes = sorted(p.name for p in folder.iterdir() if p.is_dir())
+        classes = sorted(p.name for p in folder.iterdir() if p.is_dir() and not hidden(p.name))
         if not classes:
             raise ValueError(f"{folder} has no class folders: expected {folder.name}/<class>/<image files>.")
     classes = list(classes)
@@ -98,7 +130,7 @@ def load_folder(folder: str | Path, size: int) -> tuple[Tensor, list[Path]]:
     if not root.is_dir():
         raise FileNotFoundError(f"predict_dir {str(root)!r} is not a folder.")
     images, paths, skipped = [], [], []
-    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+    for path in image_files(root, suffixes=None):
         try:
             images.append(resize_center_crop(decode_rgb(path), size).transpose(2, 0, 1))
         except ValueError:

@@ -14,7 +14,7 @@ from typing import Any, Callable, Mapping
 import numpy as np
 from torch import Tensor
 
-from zoo_lightning.files import atomic_write
+from zoo_lightning.files import write_cache
 
 __all__ = ["channel_stats", "cached_channel_stats"]
 
@@ -69,5 +69,5 @@ def cached_channel_stats(
         return entry["mean"], entry["std"]
     mean, std = channel_stats(images())
     entries[name] = {"mean": mean, "std": std}
-    atomic_write(cache, lambda tmp: tmp.write_text(json.dumps(entries, indent=1)))
+    write_cache(cache, lambda tmp: tmp.write_text(json.dumps(entries, indent=1)), "normalization statistics")
     return mean, std

@@ -122,18 +122,31 @@ class STL10DataModule(ImageDataModule):
             class_names=names or CLASSES,
         )
 
-    def fold_indices(self) -> list[np.ndarray]:
-        lines = (self.folder() / "fold_indices.txt").read_text().splitlines()
-        folds = [np.array(line.split(), dtype=np.int64) for line in lines if line.strip()]
+    def fold_indices(self, train_size: int | None = None) -> list[np.ndarray]:
+        """The ten official folds: indices into the labeled train images, checked against ``train_size``."""
+        path = self.folder() / "fold_indices.txt"
+        folds = []
+        for number, line in enumerate(path.read_text().splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                folds.append(np.array([int(v) for v in line.split()], dtype=np.int64))
+            except ValueError:
+                raise ValueError(f"{path}, line {number}: not whitespace-separated image indices "
+                                 f"({line.strip()[:40]!r}). Download the release again.") from None
         if len(folds) != 10:
-            raise ValueError(f"{self.folder() / 'fold_indices.txt'} has {len(folds)} folds; the release has 10.")
+            raise ValueError(f"{path} has {len(folds)} folds; the release has 10.")
+        for number, fold in enumerate(folds):
+            if train_size is not None and fold.size and (fold.min() < 0 or fold.max() >= train_size):
+                raise ValueError(f"{path}: fold {number} names image {fold.min() if fold.min() < 0 else fold.max()}, "
+                                 f"but train_X.bin has images 0..{train_size - 1}. Download the release again.")
         return folds
 
     def split_train(self, splits: Splits) -> tuple[np.ndarray, np.ndarray]:
         fold = self.hparams.fold
         if fold is None:
             return super().split_train(splits)
-        train = np.sort(self.fold_indices()[fold])
+        train = np.sort(self.fold_indices(len(splits.train_labels))[fold])
         rest = np.setdiff1d(np.arange(len(splits.train_labels)), train)
         val_size = min(self.hparams.val_size, len(rest))
         val = np.random.default_rng(self.hparams.split_seed).permutation(rest)[:val_size]

@@ -65,7 +65,14 @@ def list_models(pattern: str = "*") -> list[str]:
 
 
 def _unknown(name: str, known: list[str], where: str = "the registry") -> UnknownModelError:
-    close = difflib.get_close_matches(name, known, n=3, cutoff=0.5)
+    close = difflib.get_close_matches(name, known, n=6, cutoff=0.5)
+
+    def distance(candidate: str) -> tuple[float, int]:
+        # Equal ratios (resnet2O: resnet20 and resnet32) go to the name with fewer characters out of place.
+        mismatches = sum(a != b for a, b in zip(candidate, name)) + abs(len(candidate) - len(name))
+        return -difflib.SequenceMatcher(None, name, candidate).ratio(), mismatches
+
+    close = sorted(close, key=distance)[:3]
     hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
     return UnknownModelError(
         f"Unknown model {name!r} in {where}.{hint} Known: {', '.join(known)}. "

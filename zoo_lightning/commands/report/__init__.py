@@ -120,6 +120,9 @@ def main(argv: list[str]) -> None:
                         help=f"runs for the per-class figure: substrings or patterns of their names "
                              f"(default: the {DEFAULT_PER_CLASS_RUNS} best)")
     args = parser.parse_args(argv)
+    if Path(args.out).exists() and not Path(args.out).is_dir():
+        raise NotADirectoryError(f"--out {args.out!r} is a file; report writes report.md and its PNGs into a folder. "
+                                 "Pass a folder's name (it is created).")
     report = write_report(args.logdir, args.out, args.runs)
     print(report.read_text())
     print(f"wrote {report} and its plots")

@@ -323,6 +323,9 @@ def load_runs(logdir: str | Path, warn: Callable[[str], None] = _warn) -> list[R
         FileNotFoundError: ``logdir`` does not exist or holds no event files.
     """
     root = Path(logdir)
+    if root.is_file():
+        raise NotADirectoryError(f"{str(logdir)!r} is a file; report reads a folder of runs: pass their save_dir "
+                                 "(by default lightning_logs).")
     if not root.is_dir():
         raise FileNotFoundError(f"Log folder {str(logdir)!r} does not exist: pass the save_dir of your runs "
                                 "(by default lightning_logs).")
