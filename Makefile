@@ -3,7 +3,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 SHARED_DATA := ../shared/datasets/cifar10-jpeg.tar.gz
 
-.PHONY: install test test-real bench profile data clean
+.PHONY: install test test-real bench profile data docs clean
 
 install:
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,10 @@ bench: data
 # Where a fit step's time goes (torch.profiler); MODEL=resnet20 for another backbone.
 profile: data
 	OMP_NUM_THREADS=2 $(BIN)/python -m benchmarks.profile_fit --model $(or $(MODEL),cnn)
+
+# docs/troubleshooting.md from the fault tests' case list (a test checks it is current).
+docs:
+	$(BIN)/python -m tests.faults.cases
 
 clean:
 	rm -rf $(VENV) *.egg-info

@@ -136,7 +136,7 @@ def test_what_a_checkpoint_carries_is_found_by_name(tmp_path):
     assert datamodule_state(checkpoint) == saved["CIFAR10DataModule"]
     assert datamodule_state({"Other": {"mean": [0.1], "std": [0.2]}}) is None  # mean/std alone do not make one
     assert datamodule_args(checkpoint) == {"class_path": "zoo_lightning.data.CIFAR10DataModule",
-                                           "init_args": {"batch_size": 16}}
+                                           "init_args": {"batch_size": 16, "class_names": list("abcdefg")}}
     assert callback_state(checkpoint, HparamsSession) == {"best_val_top1": 0.5, "hparams": {"lr": 0.1}}
     model, _ = load_backbone(path)
     x = torch.randn(2, 3, 32, 32)

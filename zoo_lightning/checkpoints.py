@@ -115,6 +115,8 @@ def datamodule_args(checkpoint: Mapping[str, Any]) -> dict[str, Any] | None:
     if class_path is None:
         return None
     init_args = {k: v for k, v in hparams.items() if not k.startswith("_")}  # drop the CLI's bookkeeping keys
+    if state.get("class_names"):  # the network's outputs are the checkpoint's, dataset there or not
+        init_args["class_names"] = list(state["class_names"])
     return {"class_path": class_path, "init_args": init_args}
 
 

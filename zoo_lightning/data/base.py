@@ -62,6 +62,9 @@ class ImageDataModule(L.LightningDataModule):
         pipeline: what is done to batches on the device (crop, flip, progressive resizing,
             MixUp/CutMix, normalization); None is :class:`DevicePipeline` with its defaults. On the
             command line: ``--data.pipeline.mix cutmix``, or ``--data.pipeline my.Pipeline``.
+        class_names: the classes, when they are known before the data is read: the CLI passes a
+            checkpoint's for validate/test/predict, so the network has the checkpoint's outputs even
+            where the dataset is not there (predict); the data read must then have these classes.
     """
 
     num_classes: int = 0
@@ -81,6 +84,7 @@ class ImageDataModule(L.LightningDataModule):
         shuffle_seed: int = 0,
         predict_dir: str | None = None,
         pipeline: DevicePipeline | None = None,
+        class_names: list[str] | None = None,
     ) -> None:
         super().__init__()
         if batch_size < 1:
@@ -105,7 +109,8 @@ class ImageDataModule(L.LightningDataModule):
         self.image_size = image_size or self.native_size
         self.mean: list[float] | None = None
         self.std: list[float] | None = None
-        self.class_names = list(self.class_names)
+        self.class_names = [str(n) for n in class_names] if class_names else list(self.class_names)
+        self.num_classes = len(self.class_names) if class_names else type(self).num_classes
         self.pipeline = pipeline if pipeline is not None else DevicePipeline()
         self._attached = False  # whether the pipeline knows the current statistics and image size
         self._splits: dict[str, tuple[Tensor, Tensor]] = {}
@@ -159,7 +164,13 @@ class ImageDataModule(L.LightningDataModule):
     def _load(self) -> None:
         """Reads the release (or its cache) and splits the train set; statistics stay untouched."""
         splits = self.load_splits()
-        self.class_names = [str(name) for name in splits.class_names]  # plain str: checkpoints load weights-only
+        read = [str(name) for name in splits.class_names]  # plain str: checkpoints load weights-only
+        expected = self.hparams.get("class_names")
+        if expected and list(expected) != read:
+            raise ValueError(f"The checkpoint was trained on {len(expected)} classes ({', '.join(expected)}); the "
+                             f"data under {self.data_dir} has {len(read)} ({', '.join(read)}). Evaluate it on the "
+                             "data it was trained on.")
+        self.class_names = read
         train_idx, val_idx = self.split_train(splits)
         images, labels = splits.train_images, splits.train_labels
         self._splits = {

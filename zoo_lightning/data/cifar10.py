@@ -47,9 +47,12 @@ def _read_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
         raise ValueError(f"{path}: the pixels are {rows.dtype}; the CIFAR-10 release stores uint8 bytes (0..255). "
                          "Unpack cifar-10-python.tar.gz again, or write the batch with data.astype(np.uint8).")
     labels = np.asarray(content[b"labels"])
-    if labels.size and (not np.issubdtype(labels.dtype, np.integer) or labels.min() < 0 or labels.max() >= len(CLASSES)):
-        raise ValueError(f"{path}: labels must be integers 0..{len(CLASSES) - 1}, found "
-                         f"{labels.min()}..{labels.max()} ({labels.dtype}).")
+    if labels.size and not np.issubdtype(labels.dtype, np.integer):
+        raise ValueError(f"{path}: the labels are {labels.dtype}; they must be the class indices 0..{len(CLASSES) - 1}.")
+    wrong = np.unique(labels[(labels < 0) | (labels >= len(CLASSES))])
+    if wrong.size:
+        raise ValueError(f"{path}: label {', '.join(map(str, wrong[:5]))} is no class of CIFAR-10; labels must be "
+                         f"the class indices 0..{len(CLASSES) - 1}.")
     labels = labels.astype(np.int64)
     if rows.ndim != 2 or rows.shape[1] != 3072 or len(labels) != len(rows):
         raise ValueError(f"{path}: expected N x 3072 bytes and N labels, found data {rows.shape} and "

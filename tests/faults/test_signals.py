@@ -1,0 +1,83 @@
+"""Ctrl-C and SIGTERM: the run stops with status 130 / 143, its last.ckpt holds the step it reached and
+resumes from there, `report` shows it interrupted, and a sweep stops or goes on as it should."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.faults.cases import Case
+from tests.helpers import cli_command, cli_env
+
+
+def _long_fit(w, logs: Path, *extra: str) -> list[str]:
+    return ["fit", "--config", "cnn_cifar.yaml", "--data.data_dir", str(w / "data"), "--data.val_size", "20",
+            "--data.batch_size", "8", "--trainer.max_epochs", "200", "--trainer.enable_progress_bar", "false",
+            "--trainer.logger.init_args.save_dir", str(logs), *extra]
+
+
+# The command lines here are stopped by the signal of each case once their first epoch has ended.
+CASES = [
+    Case("a fit stopped with Ctrl-C (SIGINT)", lambda w, logs: _long_fit(w, logs), "Stopped by SIGINT", code=130),
+    Case("a fit stopped with SIGTERM (a scheduler's time limit)", lambda w, logs: _long_fit(w, logs),
+         "Stopped by SIGTERM", code=143),
+]
+SIGNALS = {130: signal.SIGINT, 143: signal.SIGTERM}
+
+
+def _wait_for(path: Path, process: subprocess.Popen, seconds: float = 300) -> None:
+    deadline = time.time() + seconds
+    while not path.is_file() and time.time() < deadline and process.poll() is None:
+        time.sleep(0.05)
+    assert path.is_file(), "the run ended before its first checkpoint"
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.what for c in CASES])
+def test_case(case, world, tmp_path):
+    from zoo_lightning.commands.report import load_runs
+
+    logs = tmp_path / "logs"
+    process = subprocess.Popen(cli_command(*case.argv(world, logs)), env=cli_env(), cwd=tmp_path,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    last = logs / "cnn_cifar" / "version_0" / "checkpoints" / "last.ckpt"
+    _wait_for(last, process)
+    process.send_signal(SIGNALS[case.code])
+    _, err = process.communicate(timeout=300)
+    assert process.returncode == case.code, err[-2000:]
+    assert case.says in err and "Traceback" not in err, err[-2000:]
+    stopped_at = torch.load(last, weights_only=True)["global_step"]
+    assert 10 <= stopped_at < 200 * 10  # at least the first epoch, far from the end
+    (run,) = load_runs(logs, warn=lambda line: None)
+    assert run.status == "interrupted"
+
+    resume = _long_fit(world, logs, "--trainer.max_steps", str(stopped_at + 1), "--ckpt_path", "last")
+    resumed = subprocess.run(cli_command(*resume), env=cli_env(), cwd=tmp_path, capture_output=True, text=True,
+                             timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert f"Restored all states from the checkpoint at {last}" in resumed.stdout + resumed.stderr
+    assert torch.load(last, weights_only=True)["global_step"] == stopped_at + 1  # went on from where it stopped
+
+
+def test_a_sweep_records_a_killed_run_and_goes_on_but_stops_on_ctrl_c(world, tmp_path):
+    logs = tmp_path / "logs"
+    args = ["sweep", "--config", "cnn_cifar.yaml", "--grid", "model.optimizer.init_args.lr=0.1,0.05,0.02",
+            *_long_fit(world, logs)[3:]]
+    sweep = subprocess.Popen(cli_command(*args), env=cli_env(), cwd=tmp_path, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+    experiment = logs / "cnn_cifar"
+    _wait_for(experiment / "lr=0.1" / "checkpoints" / "last.ckpt", sweep)
+    fit = subprocess.run(["pgrep", "-f", "version lr=0.1"], capture_output=True, text=True).stdout.split()
+    subprocess.run(["kill", "-TERM", *fit])  # the run alone, as an out-of-memory killer or a user would
+    _wait_for(experiment / "lr=0.05" / "checkpoints" / "last.ckpt", sweep)
+    sweep.send_signal(signal.SIGINT)  # Ctrl-C in the sweep's terminal
+    out, err = sweep.communicate(timeout=300)
+    assert sweep.returncode == 130, err[-2000:]
+    assert "run lr=0.1 failed with exit code 143; going on" in err
+    assert "stopped by SIGINT during lr=0.05; 1 run(s) not started" in err
+    assert "| cnn_cifar/lr=0.1 | 143 |" in out and "| cnn_cifar/lr=0.05 | 130 |" in out
+    assert sorted(p.name for p in experiment.iterdir()) == ["lr=0.05", "lr=0.1"]
