@@ -188,3 +188,14 @@ def test_ema_weights_are_the_ones_evaluated(tmp_path):
     assert any(not torch.equal(a, b) for a, b in zip(seen["val"], seen["raw"]))  # averaged != raw
     # Training ends by copying the average into the module, so what was validated is what is kept.
     assert all(torch.allclose(a, b) for a, b in zip(seen["val"], model.backbone.parameters()))
+
+
+def test_flip_shift_tta_is_its_weighted_formula():
+    model = ImageClassifier("cnn", num_classes=4, tta="flip_shift", backbone_kwargs={"widths": (4, 8, 8)}).eval()
+    x = torch.rand(2, 3, 16, 16)
+    padded = torch.nn.functional.pad(x, (1, 1, 1, 1), mode="reflect")
+    up_left, down_right = padded[:, :, 2:, 2:], padded[:, :, :-2, :-2]
+    with torch.no_grad():
+        pair = lambda v: (model.backbone(v) + model.backbone(v.flip(3))) / 2  # noqa: E731
+        expected = 0.5 * pair(x) + 0.25 * pair(up_left) + 0.25 * pair(down_right)
+        torch.testing.assert_close(model.evaluate_logits(x), expected)  # no Trainer fitting: TTA applies

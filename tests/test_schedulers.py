@@ -40,3 +40,16 @@ def test_bad_arguments_raise(kwargs):
     optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
     with pytest.raises(ValueError):
         WarmupCosineLR(optimizer, **kwargs)
+
+
+def test_triangular_schedule_at_the_start_the_peak_and_the_end():
+    from zoo_lightning.schedulers import TriangularLR
+
+    optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=2.0)
+    schedule = TriangularLR(optimizer, total_steps=100)
+    assert schedule.factor(0) == pytest.approx(0.2) and schedule.factor(23) == pytest.approx(1.0)
+    assert schedule.factor(100) == pytest.approx(0.07) and schedule.factor(150) == pytest.approx(0.07)
+    assert schedule.factor(11.5) == pytest.approx(0.6)  # halfway up
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(0.4)
+    with pytest.raises(ValueError, match="total_steps"):
+        TriangularLR(optimizer)

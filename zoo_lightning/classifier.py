@@ -27,13 +27,14 @@ from zoo_lightning.schedulers import WarmupCosineLR
 
 __all__ = ["ImageClassifier", "parameter_groups"]
 
-TTA_MODES = (None, "flip", "flip_translate")
+TTA_MODES = (None, "flip", "flip_translate", "flip_shift")
 
 
-def _translate(images: Tensor, shift: int) -> Tensor:
-    """Shifts images by ``shift`` pixels down and right (negative: up and left), zero-filling the edge."""
+def _translate(images: Tensor, shift: int, mode: str = "constant") -> Tensor:
+    """Shifts images by ``shift`` pixels down and right (negative: up and left); the uncovered edge is
+    zeros (``mode="constant"``) or the image mirrored (``"reflect"``)."""
     n, c, h, w = images.shape
-    padded = nn.functional.pad(images, (abs(shift),) * 4)
+    padded = nn.functional.pad(images, (abs(shift),) * 4, mode=mode)
     start = abs(shift) - shift
     return padded[:, :, start : start + h, start : start + w]
 
@@ -89,8 +90,10 @@ class ImageClassifier(L.LightningModule):
             scheduler scales both groups alike, so the ratio holds through warm-up and decay.
         tta: test-time augmentation in validate/test/predict: ``"flip"`` averages the logits of the
             image and its mirror; ``"flip_translate"`` adds both views shifted by one pixel
-            (right-down and left-up), four views in all. The per-epoch validation inside ``fit``
-            stays single-view, so it costs one forward pass and its curve compares across runs.
+            (right-down and left-up, zero-filled), four views weighted alike; ``"flip_shift"``
+            (airbench's level 2) weights the image-and-mirror pair 0.5 and each pair shifted by one
+            pixel up-left and down-right, with reflect padding, 0.25. The per-epoch validation inside
+            ``fit`` stays single-view, so it costs one forward pass and its curve compares across runs.
         input_size: side of the input images; the CLI links it from the DataModule's image_size. Only the model
             summary uses it, to count one image's FLOPs as ``python -m zoo_lightning models`` does.
     """
@@ -145,13 +148,18 @@ class ImageClassifier(L.LightningModule):
 
     def evaluate_logits(self, images: Tensor) -> Tensor:
         """Main logits, averaged over the test-time views when ``tta`` is set."""
-        views = [images]
         tta = None if self._fitting() else self.hparams.tta
-        if tta:
-            views.append(images.flip(3))
+        if tta is None:
+            return main_logits(self(images))
+        pair = lambda x: (main_logits(self(x)) + main_logits(self(x.flip(3)))) / 2  # noqa: E731
+        if tta == "flip":
+            return pair(images)
         if tta == "flip_translate":
+            views = [images, images.flip(3)]
             views += [_translate(images, 1), _translate(views[1], -1)]
-        return torch.stack([main_logits(self(v)) for v in views]).mean(dim=0)
+            return torch.stack([main_logits(self(v)) for v in views]).mean(dim=0)
+        return (0.5 * pair(images) + 0.25 * pair(_translate(images, -1, "reflect"))
+                + 0.25 * pair(_translate(images, 1, "reflect")))
 
     def _fitting(self) -> bool:
         return self._trainer is not None and self._trainer.state.fn == TrainerFn.FITTING

@@ -179,3 +179,22 @@ def test_evaluating_without_a_logger_writes_nothing_and_can_be_repeated(cifar_py
               "--data.val_size", "20", "--trainer.logger", "false", "--trainer.enable_progress_bar", "false"])
         assert "test/top1" in capsys.readouterr().out
     assert list(workdir.iterdir()) == []
+
+
+def test_the_airbench_recipe_fits_on_every_training_image_then_tests(cifar_python, tmp_path, caplog):
+    """val_size 0: no validation, no best.ckpt, last.ckpt written, the test in the fit's own run; precision auto."""
+    from zoo_lightning.hardware import auto_precision
+
+    data_dir, _ = cifar_python
+    logs = tmp_path / "logs"
+    main(["fit", "--config", "airbench94_cifar.yaml", "--data.data_dir", str(data_dir), "--data.batch_size", "16",
+          "--data.eval_batch_size", "20", "--trainer.max_steps", "7", "--trainer.enable_progress_bar", "false",
+          "--trainer.logger.init_args.save_dir", str(logs), "--model.backbone_kwargs", "{widths: [8, 16, 16]}"])
+    (run,) = (logs / "airbench94_cifar").iterdir()
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["last.ckpt"]
+    checkpoint = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
+    assert checkpoint["global_step"] == 7  # 100 training images in batches of 16: 6 an epoch, 7 steps in all
+    tags = EventAccumulator(str(run)).Reload().Tags()["scalars"]
+    assert "test/top1" in tags and not any(t.startswith("val/") for t in tags)
+    precision, _ = auto_precision("auto")
+    assert f"Precision auto: {precision}" in caplog.text

@@ -297,3 +297,43 @@ def test_the_command_line_chooses_a_pipeline_subclass_by_class_path():
                                 f"{Cutout.__module__}.Cutout", "--data.pipeline.size", "4", "--data.pipeline.flip", "false"])
     pipeline = parser.instantiate_classes(config).data.pipeline
     assert type(pipeline).__name__ == "Cutout" and (pipeline.size, pipeline.flip, pipeline.mix) == (4, False, None)
+
+
+def test_alternating_flip_mirrors_every_image_in_odd_epochs_against_even_ones():
+    images = torch.randint(0, 256, (64, 3, 8, 8), dtype=torch.uint8)
+    pipeline = DevicePipeline(crop_padding=0, alternating_flip=True)
+    pipeline.attach(mean=[0.5] * 3, std=[0.25] * 3, image_size=8, native_size=8, num_classes=10, seed=3)
+    even = pipeline._seeded_augment(images, epoch=0, rank=0)
+    odd = pipeline._seeded_augment(images, epoch=1, rank=0)
+    again = pipeline._seeded_augment(images, epoch=2, rank=0)
+    assert torch.equal(odd, even.flip(3)) and torch.equal(again, even)  # every image, each epoch
+    flipped = (even != images).flatten(1).any(1).float().mean().item()
+    assert 0.3 < flipped < 0.7  # about half mirrored to begin with
+
+
+def test_reflect_padding_shifts_without_a_black_edge():
+    from zoo_lightning.data.transforms import RandomCrop
+
+    images = torch.full((32, 3, 8, 8), 200, dtype=torch.uint8)
+    images[:, :, :, 0] = 100  # a left column that reflection repeats and zero padding would not
+    shifted = RandomCrop(2, "reflect")(images)
+    assert shifted.min() >= 100  # no zeros came in
+    assert (RandomCrop(2)(images) == 0).any()
+
+
+def test_cutout_fills_a_square_with_the_mean_colour():
+    pipeline = DevicePipeline(crop_padding=0, flip=False, cutout=4)
+    pipeline.attach(mean=[0.2, 0.4, 0.6], std=[0.25] * 3, image_size=16, native_size=16, num_classes=10, seed=0)
+    images = torch.full((50, 3, 16, 16), 255, dtype=torch.uint8)
+    out = pipeline._seeded_augment(images, epoch=0, rank=0)
+    filled = out[:, 0] == 51  # round(0.2 * 255)
+    assert torch.equal(filled, out[:, 2] == 153) and filled.flatten(1).sum(1).max() == 16  # a 4x4 square at most
+    normalized, _ = pipeline(images, training=True)
+    assert normalized.abs().min() < 0.01  # the mean colour normalizes to zero
+
+
+def test_unknown_padding_mode_and_negative_cutout_are_refused():
+    with pytest.raises(ValueError, match="padding_mode"):
+        DevicePipeline(padding_mode="wrap")
+    with pytest.raises(ValueError, match="cutout"):
+        DevicePipeline(cutout=-1)

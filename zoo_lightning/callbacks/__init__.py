@@ -2,9 +2,11 @@
 
 from zoo_lightning.callbacks.dashboard import ClassificationDashboard, class_names, per_class_accuracy
 from zoo_lightning.callbacks.hparams_session import HparamsSession
+from zoo_lightning.callbacks.lookahead import LookaheadAveraging
 from zoo_lightning.callbacks.nonfinite import NonFiniteLossError, NonFiniteLossStop
+from zoo_lightning.callbacks.patch_whitening import PatchWhitening
 from zoo_lightning.callbacks.prediction_writer import PredictionWriter
 from zoo_lightning.callbacks.throughput import ImagesPerSecond
 
-__all__ = ["ClassificationDashboard", "HparamsSession", "ImagesPerSecond", "NonFiniteLossError", "NonFiniteLossStop",
-           "PredictionWriter", "class_names", "per_class_accuracy"]
+__all__ = ["ClassificationDashboard", "HparamsSession", "ImagesPerSecond", "LookaheadAveraging", "NonFiniteLossError",
+           "NonFiniteLossStop", "PatchWhitening", "PredictionWriter", "class_names", "per_class_accuracy"]

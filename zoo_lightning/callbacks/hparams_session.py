@@ -157,6 +157,9 @@ class HparamsSession(L.Callback):
         self._log_best(trainer)
 
     def on_test_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.ckpt_path is None and self.run_params:  # a test right after fit: the fit's own session
+            self._log_best(trainer)
+            return
         checkpoint = None
         if trainer.ckpt_path:  # Lightning restores callback state only when fitting: read it here
             checkpoint = read_checkpoint(trainer.ckpt_path)

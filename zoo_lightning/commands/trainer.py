@@ -16,11 +16,14 @@ import signal
 import sys
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar, RichProgressBar
+from lightning.fabric.connector import _PRECISION_INPUT
+from lightning.pytorch import Trainer
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning.pytorch.utilities import rank_zero_info
 from lightning.pytorch.plugins.io import CheckpointIO
 
 from zoo_lightning import metric_names as names
@@ -35,6 +38,7 @@ from zoo_lightning.callbacks.save_config import AtomicSaveConfigCallback
 from zoo_lightning.checkpoints import AtomicCheckpointIO, datamodule_args, read_checkpoint
 from zoo_lightning.classifier import ImageClassifier
 from zoo_lightning.data import ImageDataModule
+from zoo_lightning.hardware import auto_precision
 from zoo_lightning.runs import (CLAIM_TOKEN_ENV, DEFAULT_EXPERIMENT, claim_run_dir, experiment_name, lock_for_resume,
                                 newest_run, release_claim)
 
@@ -72,6 +76,17 @@ class ZooArgumentParser(LightningArgumentParser):
         parser.exit(2)
 
 
+class ZooTrainer(Trainer):
+    """Lightning's Trainer, whose ``precision`` also takes ``"auto"``: bf16-mixed where the machine
+    computes bf16 natively, else 32-true (:func:`zoo_lightning.hardware.auto_precision`), said in one line."""
+
+    def __init__(self, *args: Any, precision: _PRECISION_INPUT | Literal["auto"] | None = None, **kwargs: Any) -> None:
+        if precision == "auto":
+            precision, why = auto_precision(kwargs.get("accelerator"))
+            rank_zero_info(f"Precision auto: {precision}, as {why}.")
+        super().__init__(*args, precision=precision, **kwargs)
+
+
 class ZooCLI(LightningCLI):
     """LightningCLI with the project's defaults: the shipped recipe, versioned TensorBoard runs, best/last
     checkpoints written atomically, and the dashboard callbacks."""
@@ -92,6 +107,7 @@ class ZooCLI(LightningCLI):
             },
         }
         trainer_defaults.update(kwargs.pop("trainer_defaults", None) or {})
+        kwargs.setdefault("trainer_class", ZooTrainer)
         self._resume_run: Path | None = None  # the run `fit --ckpt_path last` continues in place
         self._explicit: dict[str, Any] = {}
         self._runtime_options: dict[str, Any] = {}
@@ -119,6 +135,13 @@ class ZooCLI(LightningCLI):
         parser.add_lightning_class_args(ImagesPerSecond, "throughput")
         parser.add_lightning_class_args(NonFiniteLossStop, "nonfinite")
         parser.add_lightning_class_args(StepLearningRateMonitor, "lr_monitor")
+        parser.add_argument("--test_after_fit", type=bool, default=False,
+                            help="fit only: test the final weights when training ends (for runs that fit on every "
+                                 "training image, --data.val_size 0, and so keep no best.ckpt)")
+
+    def after_fit(self) -> None:
+        if self.config.fit.get("test_after_fit") and not self.trainer.interrupted:
+            self.trainer.test(self.model, datamodule=self.datamodule)
 
     def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
         argv = resolve_config_args(list(args))

@@ -225,6 +225,19 @@ class ImageDataModule(L.LightningDataModule):
             pin_memory=self._pin_memory(),
         )
 
+    def training_images(self, count: int, seed: int = 0) -> Tensor:
+        """``count`` training images drawn at random (seeded), as the network sees them before any
+        augmentation: float32 (N, C, H, W) on the CPU, normalized and at ``image_size``.
+
+        For callbacks that fit something to the data, such as patch whitening, without knowing the dataset.
+        """
+        if not self._splits:
+            self.setup("fit")
+        self._attach_pipeline()
+        images = self._splits["train"][0]
+        order = torch.randperm(len(images), generator=torch.Generator().manual_seed(seed))[:count]
+        return self.pipeline(torch.index_select(images, 0, order.sort().values))[0]
+
     def train_dataloader(self) -> BatchLoader:
         loader = self._loader("train", train=True)
         images = loader.num_samples // loader.world_size

@@ -26,7 +26,8 @@ import torch
 from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor, nn
 
-from zoo_lightning.data.transforms import Normalize, RandomCrop, RandomHorizontalFlip, Resize
+from zoo_lightning.data.transforms import (PADDING_MODES, AlternatingFlip, Cutout, Normalize, RandomCrop,
+                                           RandomHorizontalFlip, Resize)
 
 __all__ = ["DevicePipeline", "MIX_MODES"]
 
@@ -40,6 +41,11 @@ class DevicePipeline(nn.Module):
         crop_padding: zero padding of the random crop, in pixels (0 turns the crop off); None takes
             one eighth of the dataset's native image side: 4 at 32x32 (CIFAR-10), 12 at 96x96 (STL-10).
         flip: random horizontal flips.
+        alternating_flip: instead of independent flips, each image is mirrored or not at random in
+            even epochs and the other way in odd ones (airbench), so two epochs show both views.
+        padding_mode: how the crop fills the border: ``"zeros"``, or ``"reflect"`` (a mirror of the
+            image: a translation with no black edge).
+        cutout: side of a square set to the mean colour in every training image (0: none).
         train_sizes: progressive resizing, ``{first_epoch: side}``: from that epoch on, training batches
             are resized to ``side`` x ``side`` pixels, e.g. ``{0: 24, 30: 32}`` trains the first 30
             epochs at 24 pixels (about twice the images/s of 32 on a CIFAR ResNet) and the rest at
@@ -58,8 +64,15 @@ class DevicePipeline(nn.Module):
         train_sizes: dict[int, int] | None = None,
         mix: str | None = None,
         mix_alpha: float = 1.0,
+        alternating_flip: bool = False,
+        padding_mode: str = "zeros",
+        cutout: int = 0,
     ) -> None:
         super().__init__()
+        if padding_mode not in PADDING_MODES:
+            raise ValueError(f"Unknown padding_mode {padding_mode!r}: choose one of {', '.join(PADDING_MODES)}.")
+        if cutout < 0:
+            raise ValueError(f"cutout must be >= 0 pixels (0: none), got {cutout}.")
         if crop_padding is not None and crop_padding < 0:
             raise ValueError(f"crop_padding must be >= 0 (0 turns the crop off), got {crop_padding}.")
         if mix not in MIX_MODES:
@@ -73,6 +86,7 @@ class DevicePipeline(nn.Module):
                 raise ValueError(f"train_sizes maps first epochs (>= 0) to image sides (>= 8 pixels), got {epoch}: {side}; "
                                  "e.g. --data.pipeline.train_sizes '{0: 24, 30: 32}'.")
         self.crop_padding, self.flip = crop_padding, flip
+        self.alternating_flip, self.padding_mode, self.cutout = alternating_flip, padding_mode, cutout
         self.train_sizes = sizes
         self.mix, self.mix_alpha = mix, mix_alpha
         # Set by attach(), once the DataModule knows them.
@@ -102,15 +116,18 @@ class DevicePipeline(nn.Module):
         self.normalize = Normalize(mean, std)
         self.image_size, self.seed = image_size, seed
         self.padding = native_size // 8 if self.crop_padding is None else self.crop_padding
-        self.spatial = self._crop_and_flip()
+        self.spatial = self._crop_and_flip(mean)
         self.mixer = self._batch_mix(num_classes)
         self.resize = Resize(image_size) if image_size != native_size else nn.Identity()
         self._train_resize = None
 
-    def _crop_and_flip(self) -> nn.Module:
+    def _crop_and_flip(self, mean: Sequence[float]) -> nn.Module:
+        mean_colour = [int(round(255 * m)) for m in mean]
         return nn.Sequential(
-            *([RandomCrop(self.padding)] if self.padding else []),
-            *([RandomHorizontalFlip()] if self.flip else []),
+            *([AlternatingFlip(self.seed)] if self.alternating_flip else []),
+            *([RandomCrop(self.padding, self.padding_mode)] if self.padding else []),
+            *([RandomHorizontalFlip()] if self.flip and not self.alternating_flip else []),
+            *([Cutout(self.cutout, mean_colour)] if self.cutout else []),
         )
 
     def _batch_mix(self, num_classes: int) -> Any:
@@ -130,9 +147,12 @@ class DevicePipeline(nn.Module):
         """The spatial augmentation of a uint8 (N, C, H, W) training batch; override to add one.
 
         Its random draws are seeded (see :meth:`_seeded_augment`); it runs before normalization and
-        must return uint8 images of the input size. The default is the crop and flip of the options.
+        must return uint8 images of the input size. The default is the flip, crop and cutout of the
+        options (the alternating flip first, as it depends on the untouched image).
         """
-        return self.spatial(images)
+        for transform in self.spatial:
+            images = transform(images, self._epoch) if isinstance(transform, AlternatingFlip) else transform(images)
+        return images
 
     def _seeded_augment(self, images: Tensor, epoch: int, rank: int) -> Tensor:
         """Runs :meth:`augment` with its random draws seeded by (seed, rank, epoch, batch).
@@ -192,4 +212,5 @@ class DevicePipeline(nn.Module):
 
     def extra_repr(self) -> str:
         return (f"crop_padding={self.crop_padding}, flip={self.flip}, train_sizes={self.train_sizes}, "
-                f"mix={self.mix}, mix_alpha={self.mix_alpha}")
+                f"mix={self.mix}, mix_alpha={self.mix_alpha}, alternating_flip={self.alternating_flip}, "
+                f"padding_mode={self.padding_mode}, cutout={self.cutout}")

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["Normalize", "RandomCrop", "RandomHorizontalFlip", "Resize"]
+__all__ = ["Normalize", "RandomCrop", "RandomHorizontalFlip", "Resize", "AlternatingFlip", "Cutout", "PADDING_MODES"]
 
 
 class Normalize(nn.Module):
@@ -38,14 +38,23 @@ class Normalize(nn.Module):
         return (images * self.std + self.mean).clamp(0.0, 1.0)
 
 
-class RandomCrop(nn.Module):
-    """Zero-pads every side by ``padding`` and crops back to the input size at a random offset per image."""
+PADDING_MODES = ("zeros", "reflect")
 
-    def __init__(self, padding: int) -> None:
+
+class RandomCrop(nn.Module):
+    """Pads every side by ``padding`` and crops back to the input size at a random offset per image.
+
+    ``padding_mode`` "zeros" fills the border with black; "reflect" mirrors the image into it, so a
+    shifted image has no black edge (airbench's translate).
+    """
+
+    def __init__(self, padding: int, padding_mode: str = "zeros") -> None:
         super().__init__()
         if padding < 0:
             raise ValueError(f"padding must be >= 0, got {padding}.")
-        self.padding = padding
+        if padding_mode not in PADDING_MODES:
+            raise ValueError(f"Unknown padding_mode {padding_mode!r}: choose one of {', '.join(PADDING_MODES)}.")
+        self.padding, self.padding_mode = padding, padding_mode
 
     @torch.no_grad()
     def forward(self, images: Tensor) -> Tensor:
@@ -53,7 +62,8 @@ class RandomCrop(nn.Module):
             return images
         n, c, h, w = images.shape
         p, device = self.padding, images.device
-        padded = F.pad(images, (p, p, p, p))  # N x C x (H + 2p) x (W + 2p)
+        mode = "constant" if self.padding_mode == "zeros" else "reflect"
+        padded = F.pad(images, (p, p, p, p), mode=mode)  # N x C x (H + 2p) x (W + 2p)
         dy = torch.randint(0, 2 * p + 1, (n, 1, 1), device=device)
         dx = torch.randint(0, 2 * p + 1, (n, 1, 1), device=device)
         # One gather over each padded image's flattened pixels: output (i, j) reads (dy + i, dx + j).
@@ -94,3 +104,57 @@ class Resize(nn.Module):
             return images
         shrink = images.shape[-1] > self.size
         return F.interpolate(images, size=(self.size, self.size), mode="bilinear", align_corners=False, antialias=shrink)
+
+
+class AlternatingFlip(nn.Module):
+    """Each image mirrored or not at random in even epochs, and the other way in odd ones.
+
+    The choice is a hash of the image's own pixels and ``seed``, so it needs no index and is the same
+    every epoch: over two epochs every image is seen once each way (airbench's alternating flip),
+    where independent flips would show some images the same way twice.
+    """
+
+    def __init__(self, seed: int = 0) -> None:
+        super().__init__()
+        self.seed = seed
+
+    def chosen(self, images: Tensor) -> Tensor:
+        """(N,) bool: whether each image is mirrored in even epochs."""
+        flat = images.flatten(1).to(torch.int64)
+        weights = torch.arange(1, flat.shape[1] + 1, device=images.device) % 251 + 1
+        key = (flat * weights).sum(1) * 2654435761 + self.seed * 40503
+        return (key >> 11) % 2 == 1
+
+    @torch.no_grad()
+    def forward(self, images: Tensor, epoch: int) -> Tensor:
+        flip = self.chosen(images) ^ (epoch % 2 == 1)
+        return torch.where(flip.view(-1, 1, 1, 1), images.flip(3), images)
+
+
+class Cutout(nn.Module):
+    """Fills one ``size`` x ``size`` square per image, at a random centre, with ``fill`` (per channel).
+
+    The fill is the dataset's mean colour, which normalization turns into zeros (DeVries & Taylor, 2017).
+    """
+
+    def __init__(self, size: int, fill: Sequence[int] = (0, 0, 0)) -> None:
+        super().__init__()
+        if size < 0:
+            raise ValueError(f"cutout must be >= 0 pixels, got {size}.")
+        self.size = size
+        self.register_buffer("fill", torch.tensor(list(fill), dtype=torch.uint8).view(1, -1, 1, 1), persistent=False)
+
+    @torch.no_grad()
+    def forward(self, images: Tensor) -> Tensor:
+        if self.size == 0:
+            return images
+        n, c, h, w = images.shape
+        device = images.device
+        cy = torch.randint(0, h, (n, 1, 1), device=device)
+        cx = torch.randint(0, w, (n, 1, 1), device=device)
+        rows = torch.arange(h, device=device).view(1, h, 1)
+        cols = torch.arange(w, device=device).view(1, 1, w)
+        half = self.size // 2
+        inside = ((rows - cy).abs() <= half - (1 - self.size % 2) * (rows >= cy)) & \
+                 ((cols - cx).abs() <= half - (1 - self.size % 2) * (cols >= cx))
+        return torch.where(inside.unsqueeze(1), self.fill.to(device), images)

@@ -11,6 +11,7 @@ from zoo_lightning.models.registry import (
 
 # Each import registers a family's builders.
 from zoo_lightning.models import (  # noqa: F401,E402
+    airbench,
     alexnet,
     cnn,
     densenet,

@@ -1,0 +1,63 @@
+"""LookaheadAveraging: the weights reset to the average at the right steps; a resumed run ends the same."""
+
+from __future__ import annotations
+
+import lightning as L
+import pytest
+import torch
+
+from zoo_lightning.callbacks import LookaheadAveraging
+from zoo_lightning.classifier import ImageClassifier
+from zoo_lightning.data import CIFAR10DataModule
+
+SMALL = {"widths": (4, 8, 8)}
+
+
+def _fit(root, tmp_path, epochs: int, ckpt_path=None, callbacks=()):
+    L.seed_everything(0, verbose=False)
+    data = CIFAR10DataModule(data_dir=str(root), val_size=20, batch_size=16, download=False)
+    model = ImageClassifier("cnn", num_classes=10, backbone_kwargs=SMALL)
+    lookahead = LookaheadAveraging(start_epoch=1, every_n_steps=2)
+    trainer = L.Trainer(max_epochs=epochs, accelerator="cpu", logger=False, default_root_dir=tmp_path,
+                        enable_progress_bar=False, enable_model_summary=False, callbacks=[lookahead, *callbacks])
+    trainer.fit(model, datamodule=data, ckpt_path=ckpt_path)
+    return trainer, model, lookahead
+
+
+def test_the_decay_follows_its_schedule():
+    lookahead = LookaheadAveraging()
+    assert lookahead.decay_at(50, 100) == pytest.approx(0.95 ** 5 * 0.5 ** 3)
+    assert lookahead.decay_at(100, 100) == pytest.approx(0.95 ** 5)
+
+
+def test_updates_at_every_nth_step_from_the_start_epoch_and_the_model_holds_the_average(cifar_python, tmp_path):
+    root, _ = cifar_python
+    seen = []
+
+    class Watch(L.Callback):
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            average = trainer.callbacks[0]._average_model
+            holds = all(torch.equal(a, b) for a, b in zip(average.module.parameters(), pl_module.parameters()))
+            seen.append((trainer.global_step, trainer.callbacks[0]._latest_update_step, holds))
+
+    _fit(root, tmp_path, epochs=3, callbacks=[Watch()])
+    # 5 steps an epoch; epoch 0 never averages; from epoch 1 every second step does, then holds the average.
+    updates = [step for step, latest, _ in seen if step == latest and step]
+    assert updates == [6, 8, 10, 12, 14]
+    assert all(holds for step, latest, holds in seen if step in updates)
+
+
+def test_a_resumed_run_ends_with_the_weights_of_an_uninterrupted_one(cifar_python, tmp_path):
+    root, _ = cifar_python
+    class StopAfterTwo(L.Callback):  # a run of 4 epochs (the decay depends on that) stopped after two
+        def on_train_epoch_end(self, trainer, pl_module):
+            trainer.should_stop = trainer.current_epoch == 1
+
+    _, straight, _ = _fit(root, tmp_path / "a", epochs=4)
+    first, _, _ = _fit(root, tmp_path / "b", epochs=4, callbacks=[StopAfterTwo()])
+    assert first.current_epoch == 2
+    ckpt = tmp_path / "b" / "mid.ckpt"
+    first.save_checkpoint(ckpt)
+    _, resumed, _ = _fit(root, tmp_path / "c", epochs=4, ckpt_path=ckpt)
+    for (name, a), b in zip(straight.state_dict().items(), resumed.state_dict().values()):
+        torch.testing.assert_close(a, b, msg=name)
