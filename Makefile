@@ -27,6 +27,8 @@ test-real: data
 
 bench: data
 	OMP_NUM_THREADS=2 $(BIN)/python -m benchmarks.throughput
+	OMP_NUM_THREADS=2 $(BIN)/python -m benchmarks.throughput --models airbench94 --batch 1024 \
+		--precisions 32-true bf16-mixed --modes bare fit --layouts channels_last
 
 # Where a fit step's time goes (torch.profiler); MODEL=resnet20 for another backbone.
 profile: data

@@ -1,7 +1,9 @@
 """Training throughput: our full ``fit`` loop against the bare model step and today's usual pipelines.
 
-    make bench                                    # cnn and resnet20 (and resnet18), batch 128, 2 threads
+    make bench                                    # cnn and resnet20 (and resnet18), batch 128, 2 threads;
+                                                  # then airbench94 at batch 1024 in fp32 and bf16
     python -m benchmarks.throughput --models cnn --steps 30
+    python -m benchmarks.throughput --models airbench94 --batch 1024 --precisions 32-true bf16-mixed --modes bare fit
 
 Columns, all training images/s at the same model and batch:
   bare    forward + backward + SGD step on tensors already in memory (the ceiling)
@@ -10,6 +12,8 @@ Columns, all training images/s at the same model and batch:
           2 workers, feeding a plain LightningModule
   seed    the seed notebooks' loop: per-image ToTensor + Normalize, num_workers=0, ``.item()`` every step
   bf16    (only with ``--modes ... bf16``) the bare step under CPU bf16 autocast
+With ``--precisions``, bare and fit run once per precision (``bf16-mixed``: the bare step under
+autocast, the fit with ``Trainer(precision="bf16-mixed")``).
 Each cell runs in its own subprocess so peak RSS is that cell's alone. Numbers, never assertions.
 """
 
@@ -28,7 +32,8 @@ from pathlib import Path
 import torch
 
 DATA_DIR = Path("data")
-BATCH = 128
+BATCH = int(os.environ.get("BENCH_BATCH", "128"))  # set by --batch for the cells' subprocesses
+PRECISION = os.environ.get("BENCH_PRECISION", "32-true")
 
 
 def _threads() -> None:
@@ -52,6 +57,13 @@ def _backbone(name: str, channels_last: bool) -> torch.nn.Module:
 
 
 def bench_bare(name: str, steps: int, warmup: int, channels_last: bool) -> dict:
+    if PRECISION == "bf16-mixed":
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            return _bare(name, steps, warmup, channels_last)
+    return _bare(name, steps, warmup, channels_last)
+
+
+def _bare(name: str, steps: int, warmup: int, channels_last: bool) -> dict:
     model = _backbone(name, channels_last).train()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, nesterov=True)
     x, y = _images(BATCH)
@@ -101,7 +113,7 @@ def _fit_trainer(tmp: str, steps: int, warmup: int, timer: _StepTimer, **kwargs)
     return L.Trainer(
         accelerator="cpu", devices=1, max_steps=warmup + steps, limit_val_batches=0, num_sanity_val_steps=0,
         logger=TensorBoardLogger(tmp, name="bench"), enable_checkpointing=False, enable_progress_bar=False,
-        enable_model_summary=False, callbacks=[timer.callback], **kwargs,
+        enable_model_summary=False, callbacks=[timer.callback], precision=PRECISION, **kwargs,
     )
 
 
@@ -201,7 +213,7 @@ def bench_seed(name: str, steps: int, warmup: int, channels_last: bool) -> dict:
 def bench_bf16(name: str, steps: int, warmup: int, channels_last: bool) -> dict:
     """The bare step under CPU bf16 autocast, what ``--trainer.precision bf16-mixed`` does to the model."""
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        return bench_bare(name, steps, warmup, channels_last)
+        return _bare(name, steps, warmup, channels_last)
 
 
 MODES = {"bare": bench_bare, "fit": bench_fit, "tv": bench_tv, "seed": bench_seed, "bf16": bench_bf16}
@@ -216,10 +228,11 @@ def run_one(args: argparse.Namespace) -> None:
     print("RESULT " + json.dumps(result))
 
 
-def _cell(mode: str, model: str, steps: int, warmup: int, channels_last: bool) -> dict:
+def _cell(mode: str, model: str, steps: int, warmup: int, channels_last: bool, batch: int, precision: str) -> dict:
     cmd = [sys.executable, "-m", "benchmarks.throughput", "--one", mode, "--model", model,
            "--steps", str(steps), "--warmup", str(warmup)] + (["--channels-last"] if channels_last else [])
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+    env = {**os.environ, "BENCH_BATCH": str(batch), "BENCH_PRECISION": precision}
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     for line in proc.stdout.splitlines():
         if line.startswith("RESULT "):
             return json.loads(line[len("RESULT "):])
@@ -233,6 +246,9 @@ def main() -> None:
     parser.add_argument("--modes", nargs="+", default=DEFAULT_MODES, choices=list(MODES))
     parser.add_argument("--steps", type=int, default=0, help="timed steps per cell (0: per-model default)")
     parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--batch", type=int, default=BATCH)
+    parser.add_argument("--precisions", nargs="+", default=["32-true"], choices=["32-true", "bf16-mixed"])
+    parser.add_argument("--layouts", nargs="+", default=["nchw", "channels_last"], choices=["nchw", "channels_last"])
     parser.add_argument("--channels-last", action="store_true", help="(--one only)")
     parser.add_argument("--one", choices=list(MODES), help=argparse.SUPPRESS)
     parser.add_argument("--model", help=argparse.SUPPRESS)
@@ -240,26 +256,29 @@ def main() -> None:
     if args.one:
         return run_one(args)
 
-    default_steps = {"cnn": 60, "resnet20": 20, "resnet18": 3}
-    print(f"# Training throughput, batch {BATCH}, {os.environ.get('OMP_NUM_THREADS', '2')} threads")
-    print(f"# machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; "
-          f"torch {torch.__version__}; command: {' '.join(sys.argv)}")
+    default_steps = {"cnn": 60, "resnet20": 20, "resnet18": 3, "airbench94": 6}
+    from zoo_lightning.hardware import cpu_flags
+
+    bf16 = sorted(f for f in cpu_flags() if "bf16" in f) or ["none"]
+    print(f"# Training throughput, batch {args.batch}, {os.environ.get('OMP_NUM_THREADS', '2')} threads")
+    print(f"# machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, bf16 instructions: "
+          f"{', '.join(bf16)}; torch {torch.__version__}; command: {' '.join(sys.argv)}")
     extra = ["bf16/bare"] if "bf16" in args.modes else []
-    header = ["model", "channels_last", *[f"{m} img/s" for m in args.modes], "fit/bare", "fit/tv", "fit/seed",
-              *extra, "eval img/s (fit)", "peak RSS MB (fit)"]
+    header = ["model", "channels_last", "precision", *[f"{m} img/s" for m in args.modes], "fit/bare", "fit/tv",
+              "fit/seed", *extra, "eval img/s (fit)", "peak RSS MB (fit)"]
     print("| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))
     for model in args.models:
         steps = args.steps or default_steps.get(model, 10)
-        for channels_last in (False, True):
-            cells = {m: _cell(m, model, steps, args.warmup, channels_last) for m in args.modes}
+        for channels_last, precision in [(c == "channels_last", p) for c in args.layouts for p in args.precisions]:
+            cells = {m: _cell(m, model, steps, args.warmup, channels_last, args.batch, precision) for m in args.modes}
             rate = {m: cells[m].get("img_s", float("nan")) for m in args.modes}
 
             def ratio(a: str, b: str) -> str:
                 return f"{rate[a] / rate[b]:.2f}" if a in rate and b in rate else "-"
 
             fit = cells.get("fit", {})
-            row = [model, str(channels_last), *[f"{rate[m]:.0f}" for m in args.modes],
+            row = [model, str(channels_last), precision, *[f"{rate[m]:.0f}" for m in args.modes],
                    ratio("fit", "bare"), ratio("fit", "tv"), ratio("fit", "seed"),
                    *(ratio("bf16", "bare") for _ in extra),
                    f"{fit.get('eval_img_s', float('nan')):.0f}", f"{fit.get('peak_rss_mb', float('nan')):.0f}"]

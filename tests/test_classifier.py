@@ -27,12 +27,22 @@ def _trainer(tmp_path, **kwargs) -> L.Trainer:
 
 def test_parameter_groups_keep_decay_off_norms_and_biases():
     model = ImageClassifier("cnn", num_classes=5)
-    decay, no_decay = parameter_groups(model.backbone)
+    decay, norms, biases = parameter_groups(model.backbone)
     assert all(p.ndim > 1 for p in decay["params"]) and decay.get("weight_decay") is None
-    assert all(p.ndim == 1 for p in no_decay["params"]) and no_decay["weight_decay"] == 0.0
-    bn = next(m for m in model.backbone.modules() if isinstance(m, torch.nn.BatchNorm2d))
-    assert any(p is bn.weight for p in no_decay["params"])
-    assert len(decay["params"]) + len(no_decay["params"]) == len(list(model.backbone.parameters()))
+    assert norms["weight_decay"] == 0.0 and biases["weight_decay"] == 0.0
+    bn = [m for m in model.backbone.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert [id(p) for p in norms["params"]] == [id(p) for m in bn for p in (m.weight, m.bias)]
+    linear = [m for m in model.backbone.modules() if isinstance(m, torch.nn.Linear)]
+    assert {id(p) for p in biases["params"]} == {id(m.bias) for m in linear}
+    total = sum(len(g["params"]) for g in (decay, norms, biases))
+    assert total == len(list(model.backbone.parameters()))
+
+
+def test_frozen_parameters_are_in_no_group():
+    model = ImageClassifier("airbench94", num_classes=10)
+    grouped = {id(p) for g in parameter_groups(model.backbone) for p in g["params"]}
+    frozen = [p for p in model.backbone.parameters() if not p.requires_grad]
+    assert len(frozen) == 6 and not grouped & {id(p) for p in frozen}  # the BatchNorm scales
 
 
 def test_default_recipe_is_nesterov_sgd_with_per_step_warmup_cosine(tmp_path):
@@ -42,7 +52,7 @@ def test_default_recipe_is_nesterov_sgd_with_per_step_warmup_cosine(tmp_path):
     optimizer = trainer.optimizers[0]
     assert isinstance(optimizer, torch.optim.SGD)
     assert optimizer.defaults["nesterov"] and optimizer.defaults["momentum"] == 0.9
-    assert [g["weight_decay"] for g in optimizer.param_groups] == [5e-4, 0.0]
+    assert [g["weight_decay"] for g in optimizer.param_groups] == [5e-4, 0.0, 0.0]
     config = trainer.lr_scheduler_configs[0]
     assert config.interval == "step" and isinstance(config.scheduler, WarmupCosineLR)
     assert config.scheduler.total_steps == 6  # taken from the Trainer, not from a config
@@ -61,10 +71,11 @@ def test_norm_lr_scale_multiplies_the_no_decay_group_through_the_schedule(tmp_pa
     model = ImageClassifier("cnn", num_classes=5, norm_lr_scale=4.0)
     trainer = _trainer(tmp_path, max_steps=6, callbacks=[record])
     trainer.fit(model, _loader())
-    assert trainer.lr_scheduler_configs[0].scheduler.base_lrs == [pytest.approx(0.1), pytest.approx(0.4)]
-    # Warm-up and cosine move both groups by the same factor, so every step keeps the 1:4 ratio.
-    assert len({round(lr, 6) for lr, _ in record.lrs}) > 2
-    assert all(norm_lr == pytest.approx(4.0 * lr) for lr, norm_lr in record.lrs)
+    assert trainer.lr_scheduler_configs[0].scheduler.base_lrs == [pytest.approx(0.1), pytest.approx(0.4),
+                                                                 pytest.approx(0.1)]
+    # Warm-up and cosine move every group by the same factor, so every step keeps the 1:4 ratio.
+    assert len({round(lr, 6) for lr, _, _ in record.lrs}) > 2
+    assert all(norm_lr == pytest.approx(4.0 * lr) and bias_lr == pytest.approx(lr) for lr, norm_lr, bias_lr in record.lrs)
     with pytest.raises(ValueError, match="norm_lr_scale must be > 0"):
         ImageClassifier("cnn", num_classes=5, norm_lr_scale=0.0)
 

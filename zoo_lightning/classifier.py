@@ -49,14 +49,22 @@ def default_lr_scheduler(optimizer: torch.optim.Optimizer, total_steps: int | No
     return WarmupCosineLR(optimizer, total_steps=total_steps)
 
 
+NORM_LAYERS = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)
+
+
 def parameter_groups(module: nn.Module) -> list[dict[str, Any]]:
-    """Splits parameters so weight decay skips normalization weights and biases (1-d tensors)."""
-    decay, no_decay = [], []
+    """Three groups: weights that decay; normalization layers' weights and biases; other biases.
+
+    Weight decay skips the last two (1-d tensors); ``norm_lr_scale`` multiplies the second's LR.
+    Frozen parameters are left out.
+    """
+    norms = {id(p) for m in module.modules() if isinstance(m, NORM_LAYERS) for p in m.parameters(recurse=False)}
+    decay, norm, bias = [], [], []
     for param in module.parameters():
         if param.requires_grad:
-            (no_decay if param.ndim <= 1 else decay).append(param)
-    # The optimizer's own weight_decay applies to the first group; the second overrides it with 0.
-    return [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}]
+            (norm if id(param) in norms else bias if param.ndim <= 1 else decay).append(param)
+    # The optimizer's own weight_decay applies to the first group; the others override it with 0.
+    return [{"params": decay}, {"params": norm, "weight_decay": 0.0}, {"params": bias, "weight_decay": 0.0}]
 
 
 def _accepts_total_steps(factory: Any) -> bool:
@@ -85,9 +93,10 @@ class ImageClassifier(L.LightningModule):
             filled in from the Trainer when the scheduler takes it.
         channels_last: run the backbone and its inputs in NHWC memory format.
         compile: wrap the backbone's forward in ``torch.compile``.
-        norm_lr_scale: LR multiplier for the no-decay group (normalization weights and biases, the
-            classifier's bias); airbench trains BN biases at a higher LR than the weights. The
-            scheduler scales both groups alike, so the ratio holds through warm-up and decay.
+        norm_lr_scale: LR multiplier for the normalization layers' weights and biases (not for the
+            biases of convolutions and linear layers); airbench trains BN biases at 64x the LR of
+            the weights. The scheduler scales every group alike, so the ratio holds through warm-up
+            and decay.
         tta: test-time augmentation in validate/test/predict: ``"flip"`` averages the logits of the
             image and its mirror; ``"flip_translate"`` adds both views shifted by one pixel
             (right-down and left-up, zero-filled), four views weighted alike; ``"flip_shift"``

@@ -56,12 +56,15 @@ class _DropNotices(logging.Filter):
 
 
 def quiet_lightning() -> None:
-    """Drops :data:`_NOTICES` and the deprecation warning Lightning's own pytree code raises under torch 2.14."""
+    """Drops :data:`_NOTICES`, the deprecation warning Lightning's own pytree code raises under torch 2.14,
+    and the warning about the empty validation loader of a fit on every training image."""
     for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
         logger = logging.getLogger(name)
         if not any(isinstance(f, _DropNotices) for f in logger.filters):
             logger.addFilter(_DropNotices())
     warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
+    # --data.val_size 0 hands Lightning an empty validation loader on purpose.
+    warnings.filterwarnings("ignore", message=r"Total length of `list` across ranks is zero")
 
 
 class ZooArgumentParser(LightningArgumentParser):
