@@ -23,6 +23,7 @@ from torch import nn
 
 from zoo_lightning.files import atomic_write
 from zoo_lightning.models import create_model
+from zoo_lightning.models.weights import build_options
 
 __all__ = [
     "read_checkpoint", "rebuild_backbone", "backbone_state_dict", "load_backbone", "datamodule_state",
@@ -72,9 +73,15 @@ def read_checkpoint(path: str | Path, what: str = "checkpoint") -> dict[str, Any
 
 
 def rebuild_backbone(hparams: Mapping[str, Any]) -> nn.Module:
-    """The backbone that the classifier's hyper-parameters describe (random weights)."""
-    return create_model(str(hparams["backbone"]), num_classes=int(hparams.get("num_classes", 10)),
-                        stem=str(hparams.get("stem") or "cifar"), **dict(hparams.get("backbone_kwargs") or {}))
+    """The backbone that the classifier's hyper-parameters describe (random weights).
+
+    Pretrained weights that need a network option (torchvision's GoogLeNet: ``transform_input``) get
+    it here, so a checkpoint fine-tuned from them is rebuilt with it too.
+    """
+    backbone = str(hparams["backbone"])
+    options = {**build_options(hparams.get("pretrained"), backbone), **dict(hparams.get("backbone_kwargs") or {})}
+    return create_model(backbone, num_classes=int(hparams.get("num_classes", 10)),
+                        stem=str(hparams.get("stem") or "cifar"), **options)
 
 
 def backbone_state_dict(checkpoint: Mapping[str, Any]) -> dict[str, torch.Tensor]:
