@@ -110,3 +110,34 @@ def test_unfreezing_at_an_epoch_trains_the_backbone_from_then_on(tmp_path):
         lr = dict(step)
         assert lr["backbone"] == pytest.approx(0.5 * lr["head"])
     assert all(p.requires_grad for p in model.parameters())
+
+
+def test_fit_from_torchvision_weights_normalizes_as_they_expect_with_no_network(cifar_python, tmp_path, monkeypatch):
+    """The whole path, offline: the CLI links the weights' normalization to the data, fit loads them from the hub
+    cache, and the frozen backbone ends the run as torchvision's file has it."""
+    import torchvision
+
+    from tests.helpers import fit_args, run_cli
+    from zoo_lightning.models.weights import torchvision_cache_file, torchvision_weights
+
+    data_dir, _ = cifar_python
+    torch.manual_seed(0)
+    weights = torchvision.models.resnet18(weights=None).state_dict()
+    hub = tmp_path / "torch"
+    monkeypatch.setenv("TORCH_HOME", str(hub))
+    file = torchvision_cache_file(torchvision_weights("resnet18"))  # where torch's hub cache keeps the download
+    file.parent.mkdir(parents=True)
+    torch.save(weights, file)
+    result = run_cli(fit_args(data_dir, tmp_path / "logs", "--model.backbone", "resnet18", "--model.stem", "imagenet",
+                              "--model.pretrained", "torchvision", "--model.freeze_backbone", "true",
+                              "--trainer.max_steps", "2"), cwd=tmp_path, TORCH_HOME=str(hub))
+    assert result.returncode == 0, result.stderr[-3000:]
+    output = result.stdout + result.stderr
+    assert output.count("Normalizing with the mean/std that the pretrained weights expect (torchvision's "
+                        "ResNet18_Weights.IMAGENET1K_V1)") == 1
+    assert "Loaded torchvision's ResNet18_Weights.IMAGENET1K_V1 into resnet18" in output
+    checkpoint = torch.load(next((tmp_path / "logs").rglob("last.ckpt")), weights_only=True)
+    assert checkpoint["CIFAR10DataModule"]["mean"] == pytest.approx([0.485, 0.456, 0.406])
+    trained = checkpoint["state_dict"]
+    assert all(torch.equal(trained[f"backbone.{k}"], v) for k, v in weights.items() if not k.startswith("fc."))
+    assert trained["backbone.fc.weight"].shape == (10, 512)

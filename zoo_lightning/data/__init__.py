@@ -3,6 +3,7 @@
 from zoo_lightning.data.base import ImageDataModule
 from zoo_lightning.data.cifar10 import CIFAR10DataModule
 from zoo_lightning.data.pipeline import DevicePipeline
+from zoo_lightning.data.randaugment import RandAugmentPipeline
 from zoo_lightning.data.stl10 import STL10DataModule
 
-__all__ = ["ImageDataModule", "CIFAR10DataModule", "STL10DataModule", "DevicePipeline"]
+__all__ = ["ImageDataModule", "CIFAR10DataModule", "STL10DataModule", "DevicePipeline", "RandAugmentPipeline"]
