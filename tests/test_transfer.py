@@ -141,3 +141,24 @@ def test_fit_from_torchvision_weights_normalizes_as_they_expect_with_no_network(
     trained = checkpoint["state_dict"]
     assert all(torch.equal(trained[f"backbone.{k}"], v) for k, v in weights.items() if not k.startswith("fc."))
     assert trained["backbone.fc.weight"].shape == (10, 512)
+
+
+def test_a_resumed_fit_keeps_its_checkpoint_and_never_needs_the_pretrained_weights(cifar_python, tmp_path):
+    from tests.helpers import fit_args
+    from zoo_lightning.cli import main
+
+    data_dir, _ = cifar_python
+    source = ImageClassifier("cnn", num_classes=10).backbone.state_dict()
+    torch.save(source, tmp_path / "weights.pth")
+    logs = tmp_path / "logs"
+    main(fit_args(data_dir, logs, "--model.pretrained", str(tmp_path / "weights.pth")))
+    run = logs / "cnn_cifar" / "version_0"
+    first = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]["backbone.stem.0.weight"]
+    assert not torch.equal(first, source["stem.0.weight"])  # trained on from the pretrained weights
+    (tmp_path / "weights.pth").unlink()  # a resume restores its own weights: the file is not read again
+    main(fit_args(data_dir, logs, "--model.pretrained", str(tmp_path / "weights.pth"), "--ckpt_path", "last",
+                  epochs=2))
+    resumed = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
+    assert resumed["epoch"] == 1
+    # (The schedule of the first run had ended, so its learning rate stays 0 and the weights stay as they were.)
+    assert torch.equal(resumed["state_dict"]["backbone.stem.0.weight"], first)

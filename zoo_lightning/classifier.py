@@ -103,8 +103,9 @@ class ImageClassifier(L.LightningModule):
         pretrained: weights for the backbone: ``"torchvision"`` (torchvision's ImageNet weights of a
             registered family with ``stem="imagenet"``, or of a ``torchvision:`` name), a timm tag for a
             ``timm:`` name, or a file (a ``.ckpt`` of this project, a ``.pt``/``.pth`` state dict). All
-            entries must fit except the head's, which starts new for ``num_classes``. Loaded when ``fit``
-            starts (:meth:`load_pretrained`), so evaluating a checkpoint never needs them.
+            entries must fit except the head's, which starts new for ``num_classes``. Loaded when a new
+            ``fit`` starts (:meth:`load_pretrained`): resuming one, or evaluating a checkpoint, never
+            needs them.
         freeze_backbone: train the head alone (feature extraction): the other parameters get no
             gradient and are left out of the optimizer, and the backbone's BatchNorm layers stay in
             eval mode, keeping the running statistics the weights came with.
@@ -272,8 +273,12 @@ class ImageClassifier(L.LightningModule):
             raise ValueError("--model.unfreeze_at_epoch works in one process only (DistributedDataParallel fixes the "
                              "trained parameters when it starts). Run two fits instead: --model.freeze_backbone true, "
                              "then --model.pretrained RUN/checkpoints/best.ckpt with --model.backbone_lr_scale.")
-        # Before the checkpoint a resumed fit restores, which then replaces them.
-        self.load_pretrained()
+
+    def on_fit_start(self) -> None:
+        # After a resumed fit restored its checkpoint (ckpt_path is then set): those weights are the ones to keep.
+        # Before the first step, and in place, so the optimizer and an EMA copy start from the loaded weights.
+        if self.trainer.ckpt_path is None:
+            self.load_pretrained()
 
     def _set_backbone_trainable(self, trainable: bool) -> None:
         head = set(self.head_names)
