@@ -29,6 +29,7 @@ from zoo_lightning.checkpoints import rebuild_backbone
 from zoo_lightning.models.registry import head_parameter_names
 from zoo_lightning.models.weights import TORCHVISION, build_options, library_normalization, library_of
 from zoo_lightning.objectives import CrossEntropy, Objective, hard_targets, main_logits
+from zoo_lightning.pretrained import expected_normalization, load_pretrained
 from zoo_lightning.schedulers import WarmupCosineLR
 
 __all__ = ["ImageClassifier", "parameter_groups"]
@@ -253,14 +254,10 @@ class ImageClassifier(L.LightningModule):
     @property
     def expected_normalization(self) -> dict[str, Any] | None:
         """``{"mean", "std", "source"}`` that the pretrained weights were trained with, or None (the data's own)."""
-        from zoo_lightning.pretrained import expected_normalization
-
         return expected_normalization(self.hparams.pretrained, self.hparams.backbone)
 
     def load_pretrained(self) -> None:
         """Loads ``pretrained`` into the backbone, all but the head; once per instance (``fit`` calls it)."""
-        from zoo_lightning.pretrained import load_pretrained
-
         if self.hparams.pretrained and not self._pretrained_loaded:
             rank_zero_info(load_pretrained(self.backbone, self.hparams.pretrained, self.hparams.backbone,
                                            self.head_names))

@@ -6,6 +6,7 @@ import json
 import torch
 
 from tests.helpers import run_cli
+from zoo_lightning.checkpoints import datamodule_args
 from zoo_lightning.commands.selftrain import _parser, student_arguments
 
 
@@ -32,6 +33,7 @@ def test_two_rounds_each_taught_by_the_round_before(cifar_python, tmp_path):
     assert student["hyper_parameters"]["backbone"] == "resnet20"
     assert student["hyper_parameters"]["backbone_kwargs"] == {"dropout": 0.1}
     assert student["datamodule_hyper_parameters"]["pseudo_labels"].endswith("round_2/pseudo_labels.pt")
+    assert "pseudo_labels" not in datamodule_args(student)["init_args"]  # evaluation reads the test set alone
     config = (runs / "round_2" / "config.yaml").read_text()
     assert "zoo_lightning.data.RandAugmentPipeline" in config
     assert torch.load(runs / "round_1" / "checkpoints" / "last.ckpt", weights_only=True)["hyper_parameters"][

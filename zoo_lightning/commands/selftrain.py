@@ -43,7 +43,6 @@ __all__ = ["main", "pseudo_label", "student_arguments", "RECORD", "LABELS"]
 
 RECORD = "selftrain.json"  # what a round is, for report
 LABELS = "pseudo_labels.pt"  # the teacher's labels a student trained on
-_DATA_ONLY_FOR_TRAINING = ("pseudo_labels", "pseudo_label_mode", "pseudo_label_threshold", "unlabeled")
 
 
 def pseudo_label(teacher: str | Path, out: Path, threshold: float = 0.0, batch_size: int = 512,
@@ -65,8 +64,8 @@ def pseudo_label(teacher: str | Path, out: Path, threshold: float = 0.0, batch_s
     if spec is None:
         raise ValueError(f"The teacher checkpoint {teacher} names no DataModule; train it with `fit` first.")
     module, _, name = spec["class_path"].rpartition(".")
-    options = {k: v for k, v in spec["init_args"].items() if k not in _DATA_ONLY_FOR_TRAINING}
-    data = getattr(importlib.import_module(module), name)(**options)
+    # Without the teacher's own pseudo-labels (datamodule_args leaves them out): it labels, it does not train.
+    data = getattr(importlib.import_module(module), name)(**spec["init_args"])
     data.prepare_data()
     data.setup("fit")
     state = datamodule_state(checkpoint)
@@ -85,8 +84,9 @@ def pseudo_label(teacher: str | Path, out: Path, threshold: float = 0.0, batch_s
     torch.save({"probabilities": probabilities.half(), "class_names": list(data.class_names),
                 "digest": images_digest(images), "teacher": str(teacher)}, out)
     confidence = probabilities.max(dim=1).values
-    return {"images": len(images), "kept": int((confidence >= threshold).sum()), "confidence": {f"{q:.2f}": round(float(confidence.quantile(q)), 4)
-                                                 for q in (0.1, 0.5, 0.9)}, "file": str(out)}
+    quantiles = {f"{q:.2f}": round(float(confidence.quantile(q)), 4) for q in (0.1, 0.5, 0.9)}
+    return {"images": len(images), "kept": int((confidence >= threshold).sum()), "confidence": quantiles,
+            "file": str(out)}
 
 
 def student_arguments(args: argparse.Namespace, backbone: str | None, labels: Path) -> list[str]:

@@ -7,8 +7,8 @@ from zoo_lightning.callbacks.hparams_session import FAILED, INTERRUPTED
 
 from .runs import VAL_TOP1, Run, parameter_count
 
-__all__ = ["main_table", "evaluations_table", "per_class_table", "sweep_table", "selftrain_table", "class_order", "epochs_cell",
-           "test_cell", "percent"]
+__all__ = ["main_table", "evaluations_table", "per_class_table", "sweep_table", "selftrain_table", "class_order",
+           "epochs_cell", "test_cell", "percent"]
 
 TEST_LOSS = names.tag(names.TEST, names.LOSS)
 
