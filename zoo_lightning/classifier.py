@@ -35,7 +35,6 @@ from zoo_lightning.schedulers import WarmupCosineLR
 __all__ = ["ImageClassifier", "parameter_groups"]
 
 TTA_MODES = (None, "flip", "flip_translate")
-_BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
 
 
 def _translate(images: Tensor, shift: int) -> Tensor:
@@ -254,7 +253,13 @@ class ImageClassifier(L.LightningModule):
     @property
     def expected_normalization(self) -> dict[str, Any] | None:
         """``{"mean", "std", "source"}`` that the pretrained weights were trained with, or None (the data's own)."""
-        return expected_normalization(self.hparams.pretrained, self.hparams.backbone)
+        return self.normalization_for(self.hparams.pretrained, self.hparams.backbone)
+
+    @staticmethod
+    def normalization_for(pretrained: str | None, backbone: str) -> dict[str, Any] | None:
+        """:attr:`expected_normalization` from the two options alone: the CLI links it to the DataModule when
+        it parses the command line, before either is built."""
+        return expected_normalization(pretrained, backbone)
 
     def load_pretrained(self) -> None:
         """Loads ``pretrained`` into the backbone, all but the head; once per instance (``fit`` calls it)."""
@@ -314,27 +319,35 @@ class ImageClassifier(L.LightningModule):
                            f"{self.hparams.backbone_lr_scale} x the head's learning rate.")
 
     def _optimizer_groups(self) -> list[dict[str, Any]]:
-        """Parameter groups, each with its ``lr_scale``: decay / no-decay, and backbone / head when they differ.
+        """:func:`parameter_groups`, each with its ``lr_scale`` (``norm_lr_scale`` on the second), and each split
+        into the backbone's part (at ``backbone_lr_scale``) and the head's when those differ.
 
-        No weight decay on normalization weights and biases; ``norm_lr_scale`` on those, ``backbone_lr_scale``
-        on the backbone. A backbone frozen for the whole run is left out.
+        A backbone frozen for the whole run is left out (it has no trainable parameter); one that unfreezes
+        later is in from the start.
         """
         hparams = self.hparams
+        later = hparams.freeze_backbone and hparams.unfreeze_at_epoch is not None
+        if later:
+            self._set_backbone_trainable(True)  # for parameter_groups, which leaves out frozen parameters
+        groups = parameter_groups(self.backbone)
+        if later:
+            self._set_backbone_trainable(False)
+        for index, group in enumerate(groups):
+            group["lr_scale"] = hparams.norm_lr_scale if index == 1 else 1.0
         if not hparams.freeze_backbone and hparams.backbone_lr_scale == 1.0:
-            decay, no_decay = parameter_groups(self.backbone)
-            return [{**decay, "lr_scale": 1.0}, {**no_decay, "lr_scale": hparams.norm_lr_scale}]
-        head = set(self.head_names)
-        named = list(self.backbone.named_parameters())
-        parts = {"backbone": ([p for n, p in named if n not in head], hparams.backbone_lr_scale),
-                 "head": ([p for n, p in named if n in head], 1.0)}
-        if hparams.freeze_backbone and hparams.unfreeze_at_epoch is None:
-            del parts["backbone"]
-        groups = []
-        for part, (params, scale) in parts.items():
-            groups += [{"params": [p for p in params if p.ndim > 1], "name": part, "lr_scale": scale},
-                       {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0, "name": f"{part}_no_decay",
-                        "lr_scale": scale * hparams.norm_lr_scale}]
-        return [group for group in groups if group["params"]]
+            return groups
+        head = {id(p) for n, p in self.backbone.named_parameters() if n in set(self.head_names)}
+        split = []
+        for part, scale in (("backbone", hparams.backbone_lr_scale), ("head", 1.0)):
+            for index, group in enumerate(groups):
+                params = [p for p in group["params"] if (id(p) in head) == (part == "head")]
+                # Named for the LR monitor: lr-SGD/backbone, lr-SGD/backbone_pg2, ..., lr-SGD/head, ...
+                split.append({**group, "params": params, "name": part if index == 0 else f"{part}_pg{index + 1}",
+                              "lr_scale": group["lr_scale"] * scale})
+        return [group for group in split if group["params"]]
+
+
+_BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)  # kept in eval mode when frozen
 
 
 def _check_transfer_options(backbone: str, stem: str, pretrained: str | None, freeze_backbone: bool,

@@ -35,7 +35,6 @@ from zoo_lightning.callbacks.save_config import AtomicSaveConfigCallback
 from zoo_lightning.checkpoints import AtomicCheckpointIO, datamodule_args, read_checkpoint
 from zoo_lightning.classifier import ImageClassifier
 from zoo_lightning.data import ImageDataModule
-from zoo_lightning.pretrained import expected_normalization
 from zoo_lightning.runs import (CLAIM_TOKEN_ENV, DEFAULT_EXPERIMENT, claim_run_dir, experiment_name, lock_for_resume,
                                 newest_run, release_claim)
 
@@ -104,7 +103,7 @@ class ZooCLI(LightningCLI):
         # The mean/std the pretrained weights were trained with, for the data to normalize with. Linked when the
         # command line is parsed: the data is built before the model (whose class count it gives).
         parser.link_arguments(("model.pretrained", "model.backbone"), "data.init_args.normalization",
-                              compute_fn=expected_normalization, apply_on="parse")
+                              compute_fn=ImageClassifier.normalization_for, apply_on="parse")
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
         parser.set_defaults(
             {
