@@ -56,6 +56,10 @@ def test_googlenet_takes_torchvisions_names_and_input_transform():
     keys = set(create_model("googlenet", 1000, "imagenet").state_dict())
     assert {"conv1.conv.weight", "conv2.conv.weight", "conv3.conv.weight"} <= keys and not any("stem" in k for k in keys)
     assert "stem.conv.weight" in create_model("googlenet").state_dict()  # the CIFAR stem keeps its name
+    # Checkpoints from when the ImageNet stem was a Sequential named `stem` still load.
+    state = create_model("googlenet", 10, "imagenet").state_dict()
+    renamed = {k.replace("conv1.", "stem.0.", 1) if k.startswith("conv1.") else k: v for k, v in state.items()}
+    create_model("googlenet", 10, "imagenet").load_state_dict(renamed)
     # The weights' option reaches the network, also when a checkpoint's hyper-parameters rebuild it.
     assert rebuild_backbone({"backbone": "googlenet", "stem": "imagenet", "pretrained": "torchvision"}).transform_input
     assert not rebuild_backbone({"backbone": "googlenet", "stem": "imagenet"}).transform_input

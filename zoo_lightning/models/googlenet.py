@@ -21,6 +21,14 @@ __all__ = ["GoogLeNet", "GoogLeNetOutputs", "Inception", "InceptionAux"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+# The ImageNet stem's layers were once a Sequential named `stem`; checkpoints from then still load.
+_OLD_STEM_NAMES = {"stem.0.": "conv1.", "stem.2.": "conv2.", "stem.3.": "conv3."}
+
+
+def _rename_old_stem(module: nn.Module, state_dict: dict, prefix: str, *args: object) -> None:
+    for old, new in _OLD_STEM_NAMES.items():
+        for key in [k for k in state_dict if k.startswith(prefix + old)]:
+            state_dict[prefix + new + key[len(prefix + old):]] = state_dict.pop(key)
 
 
 class GoogLeNetOutputs(NamedTuple):
@@ -97,6 +105,7 @@ class GoogLeNet(nn.Module):
             self.conv2 = BasicConv2d(64, 64, kernel_size=1)
             self.conv3 = BasicConv2d(64, 192, kernel_size=3, padding=1)
             self.maxpool2 = nn.MaxPool2d(3, stride=2, ceil_mode=True)
+            self.register_load_state_dict_pre_hook(_rename_old_stem)
             self.maxpool3 = nn.MaxPool2d(3, stride=2, ceil_mode=True)
             self.maxpool4 = nn.MaxPool2d(2, stride=2, ceil_mode=True)
         else:
