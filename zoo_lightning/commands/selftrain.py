@@ -120,7 +120,7 @@ def _checkpoint(folder: Path) -> Path | None:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m zoo_lightning selftrain", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m zoo_lightning selftrain", description=__doc__, allow_abbrev=False,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", required=True, help="the recipe of every round (a path or a shipped config's name)")
     parser.add_argument("--rounds", type=int, default=2, help="student rounds after the teacher (default 2)")
