@@ -19,6 +19,7 @@ LAYERS = [
      "zoo_lightning.argv", "zoo_lightning.runs", "zoo_lightning.hardware"],
     ["zoo_lightning.models"],
     ["zoo_lightning.checkpoints", "zoo_lightning.schedulers", "zoo_lightning.figures"],
+    ["zoo_lightning.pretrained"],
     ["zoo_lightning.data", "zoo_lightning.objectives", "zoo_lightning.callbacks"],
     ["zoo_lightning.classifier"],
     ["zoo_lightning.commands", "zoo_lightning.cli"],

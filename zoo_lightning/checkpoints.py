@@ -23,6 +23,7 @@ from torch import nn
 
 from zoo_lightning.files import atomic_write
 from zoo_lightning.models import create_model
+from zoo_lightning.models.weights import build_options
 
 __all__ = [
     "read_checkpoint", "rebuild_backbone", "backbone_state_dict", "load_backbone", "datamodule_state",
@@ -30,6 +31,7 @@ __all__ = [
 ]
 
 _NO_SPACE = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+TRAINING_SET_ONLY = ("pseudo_labels", "pseudo_label_mode", "pseudo_label_threshold")
 _cache: dict[str, Any] = {}  # the last file read: its key (path, size, mtime) and contents
 
 
@@ -72,9 +74,15 @@ def read_checkpoint(path: str | Path, what: str = "checkpoint") -> dict[str, Any
 
 
 def rebuild_backbone(hparams: Mapping[str, Any]) -> nn.Module:
-    """The backbone that the classifier's hyper-parameters describe (random weights)."""
-    return create_model(str(hparams["backbone"]), num_classes=int(hparams.get("num_classes", 10)),
-                        stem=str(hparams.get("stem") or "cifar"), **dict(hparams.get("backbone_kwargs") or {}))
+    """The backbone that the classifier's hyper-parameters describe (random weights).
+
+    Pretrained weights that need a network option (torchvision's GoogLeNet: ``transform_input``) get
+    it here, so a checkpoint fine-tuned from them is rebuilt with it too.
+    """
+    backbone = str(hparams["backbone"])
+    options = {**build_options(hparams.get("pretrained"), backbone), **dict(hparams.get("backbone_kwargs") or {})}
+    return create_model(backbone, num_classes=int(hparams.get("num_classes", 10)),
+                        stem=str(hparams.get("stem") or "cifar"), **options)
 
 
 def backbone_state_dict(checkpoint: Mapping[str, Any]) -> dict[str, torch.Tensor]:
@@ -115,6 +123,8 @@ def datamodule_args(checkpoint: Mapping[str, Any]) -> dict[str, Any] | None:
     if class_path is None:
         return None
     init_args = {k: v for k, v in hparams.items() if not k.startswith("_")}  # drop the CLI's bookkeeping keys
+    for key in TRAINING_SET_ONLY:  # what only the training set was made of: evaluation reads none of it
+        init_args.pop(key, None)
     if state.get("class_names"):  # the network's outputs are the checkpoint's, dataset there or not
         init_args["class_names"] = list(state["class_names"])
     return {"class_path": class_path, "init_args": init_args}

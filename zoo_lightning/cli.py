@@ -28,6 +28,7 @@ COMMANDS: dict[str, Command] = {
     "stats": Command("zoo_lightning.commands.stats:main", "a dataset's per-channel mean and std"),
     "export": Command("zoo_lightning.commands.export:main", "a checkpoint as a standalone TorchScript or .pt2 model"),
     "sweep": Command("zoo_lightning.commands.sweep:main", "one versioned fit per combination of a grid"),
+    "selftrain": Command("zoo_lightning.commands.selftrain:main", "Noisy Student: rounds of pseudo-labels and noisy students"),
     "report": Command("zoo_lightning.commands.report:main", "runs compared as a markdown table and PNG plots"),
 }
 # The Trainer's verbs hand LightningCLI the whole command line, their own name first.

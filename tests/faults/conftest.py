@@ -70,6 +70,12 @@ def world(tmp_path_factory) -> World:
     return World(root, ckpt)
 
 
+@pytest.fixture(autouse=True)
+def empty_hub_cache(monkeypatch, tmp_path):
+    """torch's hub cache of the machine is not the tests': pretrained weights are never found there."""
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+
+
 def run_main(argv: list[str], capsys) -> tuple[int, str]:
     """``python -m zoo_lightning ARGV`` in this process: (exit status, what it printed to stderr)."""
     from zoo_lightning.cli import main

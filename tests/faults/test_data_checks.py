@@ -23,6 +23,24 @@ def _stl10(w, name: str, fold_file: str) -> str:
     return str(root)
 
 
+def _folders(w, *extra: str, data: str) -> list[str]:
+    return fit(w, "--data", "zoo_lightning.data.FolderDataModule", "--data.image_size", "32", *extra, data=data)
+
+
+def _one_class(w) -> str:
+    if not (w / "one_class").is_dir():
+        write_image_folder(w / "one_class", per_class=2, classes=["only"])
+    return "one_class"
+
+
+def _pseudo_labels(w, rows: int) -> str:
+    import torch
+
+    path = w / f"pseudo_{rows}.pt"
+    torch.save({"probabilities": torch.full((rows, 10), 0.1), "class_names": CLASSES, "digest": "?"}, path)
+    return str(path)
+
+
 def _stl_fit(w, data_dir: str, fold: int = 0) -> list[str]:
     return ["fit", "--config", "resnet18_stl10.yaml", "--model.backbone", "cnn", "--data.data_dir", data_dir,
             "--data.init_args.fold", str(fold), "--data.val_size", "2", "--data.batch_size", "2", "--trainer.max_steps", "1",
@@ -49,6 +67,22 @@ CASES = [
     Case("an STL-10 fold file that is not numbers", lambda w: _stl_fit(w, _stl10(w, "stl_text", "0 1 two\n" * 10)),
          "fold_indices.txt, line 1: not whitespace-separated image indices"),
     Case("an STL-10 fold index outside 0..9", lambda w: _stl_fit(w, str(w / "stl"), fold=10), "fold must be 0..9"),
+    Case("your own images (FolderDataModule) without a train/ folder", lambda w: _folders(w, data="empty"),
+         "train/ folder: put your images as"),
+    Case("your own images in one class folder", lambda w: _folders(w, data=_one_class(w)),
+         "needs at least two class folders"),
+    Case("one of your own images that cannot be read", lambda w: _folders(w, data="folder"), "broken.png"),
+    Case("more labeled images per class than a CIFAR-10 class has", lambda w: fit(w, "--data.labeled_per_class", "50"),
+         "training images (after the validation split); use --data.labeled_per_class"),
+    Case("CIFAR-10's unlabeled stream without labeled_per_class", lambda w: fit(w, "--data.unlabeled", "true"),
+         "--data.unlabeled true needs --data.labeled_per_class N"),
+    Case("a pseudo-label file that does not exist", lambda w: fit(
+        w, "--data.labeled_per_class", "2", "--data.pseudo_labels", str(w / "gone.pt")), "selftrain"),
+    Case("pseudo-labels made for other unlabeled images", lambda w: fit(
+        w, "--data.labeled_per_class", "2", "--data.pseudo_labels", _pseudo_labels(w, 7)),
+         "were made for 7 other unlabeled images than these 60"),
+    Case("an unknown pseudo-label mode", lambda w: fit(w, "--data.pseudo_label_mode", "fuzzy"),
+         "Unknown pseudo_label_mode 'fuzzy'"),
 ]
 
 

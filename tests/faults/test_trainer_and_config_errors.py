@@ -12,6 +12,12 @@ def distill(w, *extra: str) -> list[str]:
     return fit(w, "--model.objective", "zoo_lightning.objectives.Distillation", *extra)
 
 
+def selftrain(w, *extra: str) -> list[str]:
+    return ["selftrain", "--config", "cnn_cifar.yaml", *extra, "--data.data_dir", str(w / "data"), "--data.val_size",
+            "20", "--data.batch_size", "16", "--trainer.max_steps", "1", "--trainer.enable_progress_bar", "false",
+            "--trainer.logger.init_args.save_dir", str(w / "runs")]
+
+
 CASES = [
     Case("a config file that does not exist", lambda w: ["fit", "--config", "no_such.yaml"], "no_such.yaml"),
     Case("an empty config file", lambda w: fit(w, "--config", str(w / "empty.yaml")), "empty.yaml is empty"),
@@ -69,6 +75,30 @@ CASES = [
          "alpha must be in [0, 1]"),
     Case("`--trainer.sync_batchnorm true` without GPUs", lambda w: fit(w, "--trainer.sync_batchnorm", "true"),
          "sync_batchnorm true needs GPUs"),
+    Case("`--model.pretrained torchvision` with the CIFAR stem",
+         lambda w: fit(w, "--model.backbone", "resnet18", "--model.pretrained", "torchvision"),
+         "torchvision's ImageNet weights are for the ImageNet stem: add --model.stem imagenet"),
+    Case("`--model.pretrained torchvision` for a backbone torchvision has no weights for",
+         lambda w: fit(w, "--model.stem", "imagenet", "--model.pretrained", "torchvision"),
+         "torchvision has no pretrained weights for 'cnn'"),
+    Case("torchvision's weights neither in torch's hub cache nor downloadable (no network)",
+         lambda w: fit(w, "--model.backbone", "resnet18", "--model.stem", "imagenet", "--model.pretrained",
+                       "torchvision"),
+         "Cannot download torchvision's ResNet18_Weights.IMAGENET1K_V1"),
+    Case("a `--model.pretrained` file that does not exist",
+         lambda w: fit(w, "--model.pretrained", str(w / "gone.pth")), "is no file. Give `torchvision`"),
+    Case("`--model.pretrained` weights of another network",
+         lambda w: fit(w, "--model.backbone", "resnet20", "--model.pretrained", str(w / "cnn7.pt")),
+         "do not fit resnet20: missing: conv1.weight"),
+    Case("`--model.unfreeze_at_epoch` without `--model.freeze_backbone true`",
+         lambda w: fit(w, "--model.unfreeze_at_epoch", "2"), "needs --model.freeze_backbone true"),
+    Case("`--model.backbone_lr_scale 0`", lambda w: fit(w, "--model.backbone_lr_scale", "0"),
+         "backbone_lr_scale must be > 0"),
+    Case("`selftrain` on data without unlabeled images", lambda w: selftrain(w, "--teacher", str(w.ckpt)),
+         "CIFAR10DataModule has no unlabeled images. CIFAR10DataModule has them with --data.labeled_per_class N"),
+    Case("a `selftrain --teacher` that does not exist", lambda w: selftrain(w, "--teacher", str(w / "gone.ckpt")),
+         "--teacher"),
+    Case("`selftrain --rounds 0`", lambda w: selftrain(w, "--rounds", "0"), "--rounds must be >= 1"),
     Case("a `models` pattern that matches nothing", lambda w: ["models", "zzz*"], "No registered model matches"),
     Case("an unknown command", lambda w: ["fitt"], "unknown command 'fitt'"),
 ]

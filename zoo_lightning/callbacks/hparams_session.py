@@ -62,7 +62,7 @@ def collect_hparams(trainer: L.Trainer, pl_module: L.LightningModule, training: 
         "stage": "fit" if training else "test",
         "backbone": hparams.get("backbone", type(pl_module).__name__),
         "stem": hparams.get("stem", "-"),
-        "parameters": sum(p.numel() for p in pl_module.parameters() if p.requires_grad),
+        "parameters": sum(p.numel() for p in pl_module.parameters()),  # frozen ones too: the network's size
         "objective": type(objective).__name__ if objective is not None else "-",
     }
     if objective is not None:  # the objective's own settings: label_smoothing, temperature, alpha, ...

@@ -119,6 +119,10 @@ class ZooCLI(LightningCLI):
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.link_arguments("data.num_classes", "model.num_classes", apply_on="instantiate")
         parser.link_arguments("data.image_size", "model.input_size", apply_on="instantiate")
+        # The mean/std the pretrained weights were trained with, for the data to normalize with. Linked when the
+        # command line is parsed: the data is built before the model (whose class count it gives).
+        parser.link_arguments(("model.pretrained", "model.backbone"), "data.init_args.normalization",
+                              compute_fn=ImageClassifier.normalization_for, apply_on="parse")
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
         parser.set_defaults(
             {
@@ -292,7 +296,7 @@ def checkpoint_of_newest_run(subcommand: str, which: str | None, experiment: Pat
 
 
 RESUME_KEYS_MODEL = ("backbone", "stem", "backbone_kwargs")
-RESUME_KEYS_DATA = ("split_seed", "val_size", "fold", "data_dir")
+RESUME_KEYS_DATA = ("split_seed", "val_size", "fold", "data_dir", "labeled_per_class")
 
 
 def explicit_settings(argv: list[str]) -> dict[str, Any]:

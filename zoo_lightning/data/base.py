@@ -5,11 +5,13 @@ splits off a seeded validation part (:meth:`split_train`), takes the normalizati
 training part (:meth:`stats`, cached beside the data), serves whole batches with :class:`BatchLoader`,
 and after the transfer hands each batch to its :class:`DevicePipeline`, which augments it only
 while the Trainer trains. What a prediction needs later (statistics, class names, input size) is
-the DataModule's checkpoint state.
+the DataModule's checkpoint state. A dataset with unlabeled images (:meth:`ImageDataModule.unlabeled_images`)
+can serve them as a second stream, or train on them with a teacher's pseudo-labels (``pseudo_labels``).
 """
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -17,20 +19,33 @@ from typing import Any, Sequence
 import lightning as L
 import numpy as np
 import torch
+from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor
 
 from zoo_lightning.batch import TwoStreamBatch
 from zoo_lightning.data.folder import load_folder
-from zoo_lightning.data.loader import BatchLoader, as_tensor
+from zoo_lightning.data.loader import BatchLoader, TwoStreamLoader, as_tensor
 from zoo_lightning.data.pipeline import DevicePipeline
 from zoo_lightning.data.stats import cached_channel_stats
 from zoo_lightning.data.transforms import Normalize
 from zoo_lightning.files import fingerprint
 
-__all__ = ["ImageDataModule", "Splits", "CACHE_DIR"]
+__all__ = ["ImageDataModule", "Splits", "CACHE_DIR", "PSEUDO_LABEL_MODES", "images_digest"]
 
 CACHE_DIR = ".zoo_cache"
 EVAL_ORDER_SEED = 1234  # the fixed order of validation and test images (see ImageDataModule._loader)
+PSEUDO_LABEL_MODES = ("soft", "hard")
+
+
+def images_digest(images: Tensor) -> str:
+    """A short digest of a uint8 image array: its shape and 64 rows spread over it (a memmap reads only those).
+
+    Pseudo-labels carry the digest of the unlabeled images they were made for, so a student whose data
+    options select other images is stopped instead of learning from labels of the wrong pictures.
+    """
+    rows = torch.linspace(0, len(images) - 1, min(64, len(images))).long() if len(images) else torch.zeros(0).long()
+    sample = torch.index_select(images, 0, rows).contiguous()
+    return hashlib.sha1(repr(tuple(images.shape)).encode() + sample.numpy().tobytes()).hexdigest()[:16]
 
 
 @dataclass
@@ -65,6 +80,14 @@ class ImageDataModule(L.LightningDataModule):
         class_names: the classes, when they are known before the data is read: the CLI passes a
             checkpoint's for validate/test/predict, so the network has the checkpoint's outputs even
             where the dataset is not there (predict); the data read must then have these classes.
+        normalization: ``{"mean": [...], "std": [...], "source": "..."}`` to normalize with instead of
+            the training images' own statistics: the CLI links it from ``--model.pretrained``, whose
+            weights expect the statistics they were trained with (ImageNet's for torchvision's).
+        pseudo_labels: a file of a teacher's class probabilities for :meth:`unlabeled_images`
+            (``selftrain`` writes them): those images join the training set with these targets.
+        pseudo_label_mode: ``"soft"`` trains on the probabilities (labeled images get one-hot ones),
+            ``"hard"`` on the most likely class.
+        pseudo_label_threshold: only unlabeled images whose top probability reaches it are used.
     """
 
     num_classes: int = 0
@@ -85,6 +108,10 @@ class ImageDataModule(L.LightningDataModule):
         predict_dir: str | None = None,
         pipeline: DevicePipeline | None = None,
         class_names: list[str] | None = None,
+        normalization: dict[str, Any] | None = None,
+        pseudo_labels: str | None = None,
+        pseudo_label_mode: str = "soft",
+        pseudo_label_threshold: float = 0.0,
     ) -> None:
         super().__init__()
         if batch_size < 1:
@@ -99,6 +126,7 @@ class ImageDataModule(L.LightningDataModule):
         if pipeline is not None and not isinstance(pipeline, DevicePipeline):
             raise TypeError(f"pipeline must be a DevicePipeline (on the command line: --data.pipeline.mix cutmix, "
                             f"or --data.pipeline CLASS_PATH), got {type(pipeline).__name__}.")
+        _check_pseudo_label_options(pseudo_labels, pseudo_label_mode, pseudo_label_threshold, pipeline)
         # A module instance in the hyper-parameters would be pickled into checkpoints, which load weights-only;
         # under LightningCLI the run's config.yaml records the pipeline.
         self.save_hyperparameters(ignore=["pipeline"])
@@ -116,6 +144,10 @@ class ImageDataModule(L.LightningDataModule):
         self._splits: dict[str, tuple[Tensor, Tensor]] = {}
         self._fingerprint: str | None = None
         self.predict_paths: list[Path] = []
+        if normalization:
+            self.mean, self.std = [float(v) for v in normalization["mean"]], [float(v) for v in normalization["std"]]
+            rank_zero_info(f"Normalizing with the mean/std that the pretrained weights expect "
+                           f"({normalization.get('source', 'given')}): mean {self.mean}, std {self.std}.")
 
     # --- what a subclass provides ---------------------------------------------------------------
 
@@ -130,6 +162,11 @@ class ImageDataModule(L.LightningDataModule):
     def source_files(self) -> list[Path]:
         """The files the data is read from; their fingerprint keys the statistics cache."""
         raise NotImplementedError
+
+    def unlabeled_images(self) -> Tensor:
+        """The dataset's unlabeled images, uint8 (N, 3, H, W) like the labeled ones; a subclass that has some says so."""
+        raise ValueError(f"{type(self).__name__} has no unlabeled images. CIFAR10DataModule has them with "
+                         "--data.labeled_per_class N, STL10DataModule its unlabeled split, FolderDataModule root/unlabeled/.")
 
     def source_fingerprint(self) -> str:
         """:func:`fingerprint` of :meth:`source_files`, once per instance (60k files take a moment to list)."""
@@ -178,6 +215,56 @@ class ImageDataModule(L.LightningDataModule):
             "val": (as_tensor(images[val_idx]), as_tensor(labels[val_idx])),
             "test": (as_tensor(splits.test_images), as_tensor(splits.test_labels)),
         }
+        if self.hparams.get("pseudo_labels"):
+            # The statistics stay those of the labeled images, the teacher's, which its pseudo-labels were made with.
+            self._splits["labeled"] = self._splits["train"]
+            self._splits["train"] = self._with_pseudo_labels(*self._splits["train"])
+
+    def _with_pseudo_labels(self, images: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
+        """The labeled training part plus the unlabeled images that pass the threshold, with the teacher's targets."""
+        path = Path(self.hparams.pseudo_labels)
+        if not path.is_file():
+            raise FileNotFoundError(f"--data.pseudo_labels {str(path)!r} does not exist; `python -m zoo_lightning "
+                                    "selftrain` writes them (pseudo_labels.pt in a student round's run folder).")
+        try:
+            content = torch.load(path, map_location="cpu", weights_only=True)
+            probabilities = content["probabilities"].float()
+        except Exception as error:  # truncated, foreign, or a dict without the entry
+            raise ValueError(f"Cannot read pseudo-labels from {path} ({type(error).__name__}): write them again with "
+                             "`python -m zoo_lightning selftrain`.") from None
+        unlabeled = self.unlabeled_images()
+        same = (tuple(probabilities.shape) == (len(unlabeled), self.num_classes)
+                and content.get("digest") == images_digest(unlabeled)
+                and list(content.get("class_names") or []) == list(self.class_names))
+        if not same:
+            raise ValueError(f"The pseudo-labels in {path} were made for {probabilities.shape[0]} other unlabeled images "
+                             f"than these {len(unlabeled)} ({self.num_classes} classes): give the data options "
+                             "(labeled_per_class, val_size, split_seed, data_dir) the teacher was trained with.")
+        confidence, predicted = probabilities.max(dim=1)
+        keep = torch.nonzero(confidence >= self.hparams.pseudo_label_threshold).flatten()
+        if not len(keep):
+            raise ValueError(f"No unlabeled image reaches pseudo_label_threshold {self.hparams.pseudo_label_threshold} "
+                             f"(the teacher's highest confidence is {confidence.max():.3f}): lower it.")
+        extra = torch.index_select(unlabeled, 0, keep)
+        if self.hparams.pseudo_label_mode == "hard":
+            targets = predicted[keep]
+        else:  # one kind of target per batch: the labeled images' as one-hot probabilities
+            targets = probabilities[keep]
+            labels = torch.nn.functional.one_hot(labels, self.num_classes).float()
+        rank_zero_info(f"Training on {len(images)} labeled and {len(keep)} of {len(unlabeled)} pseudo-labeled images "
+                       f"({self.hparams.pseudo_label_mode} labels, confidence >= {self.hparams.pseudo_label_threshold}).")
+        return torch.cat([images, extra]), torch.cat([labels, targets])
+
+    def _with_unlabeled_stream(self, labeled: BatchLoader, batch_size: int | None) -> TwoStreamLoader:
+        """``labeled`` paired with shuffled batches of :meth:`unlabeled_images` (semi-supervised objectives)."""
+        rank, world_size = self._rank_and_world()
+        unlabeled = BatchLoader(
+            self.unlabeled_images, None, batch_size=batch_size or self.batch_size,
+            shuffle=True, drop_last=True, seed=self.hparams.shuffle_seed + 1, rank=rank, world_size=world_size,
+            epoch=lambda: self.trainer.current_epoch if self.trainer is not None else 0,
+        )
+        # An epoch is one pass over the labeled images; the unlabeled stream is reshuffled every epoch.
+        return TwoStreamLoader(labeled, unlabeled)
 
     def stats(self) -> tuple[list[float], list[float]]:
         """Per-channel mean/std of the training part, in [0, 1] units (float64, one pass over the uint8 pixels).
@@ -192,7 +279,7 @@ class ImageDataModule(L.LightningDataModule):
     def _train_images(self) -> Tensor:
         if "train" not in self._splits:
             self._load()
-        return self._splits["train"][0]
+        return self._splits.get("labeled", self._splits["train"])[0]
 
     def _split_key(self) -> dict[str, Any]:
         return {"val_size": self.hparams.val_size, "split_seed": self.hparams.split_seed}
@@ -320,3 +407,14 @@ class ImageDataModule(L.LightningDataModule):
         self.class_names = list(state_dict["class_names"])
         self.image_size = state_dict["image_size"]
         self._attached = False  # the next batch attaches the pipeline to these statistics
+
+
+def _check_pseudo_label_options(path: str | None, mode: str, threshold: float, pipeline: DevicePipeline | None) -> None:
+    if mode not in PSEUDO_LABEL_MODES:
+        raise ValueError(f"Unknown pseudo_label_mode {mode!r}: choose one of {', '.join(PSEUDO_LABEL_MODES)}.")
+    if not 0.0 <= threshold < 1.0:
+        raise ValueError(f"pseudo_label_threshold must be in [0, 1) (the teacher's top probability an unlabeled image "
+                         f"needs), got {threshold}.")
+    if path and mode == "soft" and getattr(pipeline, "mix", None):
+        raise ValueError("--data.pipeline.mix mixes class indices, and soft pseudo-labels are probabilities: use "
+                         "--data.pseudo_label_mode hard with mixing, or leave mix out.")

@@ -4,6 +4,8 @@
 ``data_batch_1..5``, ``test_batch`` and ``batches.meta``, or ``train/<class>/*`` and
 ``test/<class>/*`` image files. Either is decoded once into uint8 arrays, cached in
 ``<data_dir>/.zoo_cache/`` and rebuilt when the source files change or the cache is unreadable.
+With ``labeled_per_class`` only that many training images of each class keep their labels (the
+semi-supervised benchmark's 4,000 labels: 400 a class); the rest are its unlabeled images.
 """
 
 from __future__ import annotations
@@ -11,12 +13,15 @@ from __future__ import annotations
 import pickle
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+from torch import Tensor
 
 from zoo_lightning.data.base import CACHE_DIR, ImageDataModule, Splits
 from zoo_lightning.data.download import download_release
 from zoo_lightning.data.folder import image_files, read_class_tree
+from zoo_lightning.data.loader import BatchLoader, TwoStreamLoader, as_tensor
 from zoo_lightning.files import write_cache
 
 __all__ = ["CIFAR10DataModule"]
@@ -94,6 +99,11 @@ class CIFAR10DataModule(ImageDataModule):
         data_dir: holds ``cifar-10-batches-py/`` or ``train/`` + ``test/`` image folders, directly
             or in a subfolder (``data/cifar10-jpeg/train/...``).
         val_size: train images held out for validation (default 10,000: a 40k/10k split).
+        labeled_per_class: keep the labels of only this many training images per class (drawn with
+            ``split_seed`` from the training part, after the validation split); the others are
+            :meth:`unlabeled_images`: with the defaults, 400 gives 4,000 labeled and 36,000 unlabeled.
+        unlabeled: add those unlabeled images as a second training stream (for Distillation).
+        unlabeled_batch_size: images per unlabeled batch (defaults to ``batch_size``).
         **kwargs: see :class:`~zoo_lightning.data.base.ImageDataModule`.
     """
 
@@ -101,6 +111,25 @@ class CIFAR10DataModule(ImageDataModule):
     class_names = CLASSES
     native_size = 32
     default_val_size = 10000
+
+    def __init__(
+        self,
+        labeled_per_class: int | None = None,
+        unlabeled: bool = False,
+        unlabeled_batch_size: int | None = None,
+        **kwargs: Any,
+    ) -> None:
+        # **kwargs: jsonargparse follows them into ImageDataModule's signature, so the CLI lists every option.
+        if labeled_per_class is not None and labeled_per_class < 1:
+            raise ValueError(f"labeled_per_class must be >= 1 (labeled training images of each class), got "
+                             f"{labeled_per_class}; leave it out to keep every label.")
+        if unlabeled and labeled_per_class is None:
+            raise ValueError("--data.unlabeled true needs --data.labeled_per_class N: the unlabeled images are the "
+                             "training images beyond the N labeled ones of each class.")
+        if unlabeled and kwargs.get("pseudo_labels"):
+            raise ValueError("--data.pseudo_labels trains on the unlabeled images already; leave --data.unlabeled out.")
+        super().__init__(**kwargs)
+        self._unlabeled: Tensor | None = None
 
     def _locate(self) -> tuple[str, Path] | None:
         """("python", folder) or ("folder", root) of the first layout found, or None."""
@@ -139,6 +168,41 @@ class CIFAR10DataModule(ImageDataModule):
         if not self.hparams.download or not str(error).startswith("No CIFAR-10 under"):
             raise error
         download_release(URL, MD5, self.data_dir)
+
+    def split_train(self, splits: Splits) -> tuple[np.ndarray, np.ndarray]:
+        """The seeded train/val split; with ``labeled_per_class``, the labeled part of the training images."""
+        train, val = super().split_train(splits)
+        per_class = self.hparams.labeled_per_class
+        if per_class is None:
+            return train, val
+        rng = np.random.default_rng([self.hparams.split_seed, per_class])  # a stream of its own beside the val split
+        labels = splits.train_labels[train]
+        labeled = []
+        for index, name in enumerate(splits.class_names):
+            members = train[labels == index]
+            if len(members) < per_class:
+                raise ValueError(f"labeled_per_class {per_class}: class {name!r} has {len(members)} training images "
+                                 f"(after the validation split); use --data.labeled_per_class {len(members)} or less.")
+            labeled.append(rng.choice(members, per_class, replace=False))
+        kept = np.sort(np.concatenate(labeled))
+        self._unlabeled = as_tensor(splits.train_images[np.setdiff1d(train, kept)])
+        return kept, val
+
+    def unlabeled_images(self) -> Tensor:
+        """The training images beyond the ``labeled_per_class`` labeled ones, uint8 (N, 3, 32, 32)."""
+        if self.hparams.labeled_per_class is None:
+            return super().unlabeled_images()
+        if self._unlabeled is None:
+            self._load()
+        return self._unlabeled
+
+    def _split_key(self) -> dict[str, Any]:
+        key = super()._split_key()
+        return key if self.hparams.labeled_per_class is None else {**key, "labeled_per_class": self.hparams.labeled_per_class}
+
+    def train_dataloader(self) -> BatchLoader | TwoStreamLoader:
+        labeled = super().train_dataloader()
+        return self._with_unlabeled_stream(labeled, self.hparams.unlabeled_batch_size) if self.hparams.unlabeled else labeled
 
     def source_files(self) -> list[Path]:
         found = self._locate()

@@ -1,7 +1,7 @@
 """Folders of image files, read the same way for training and for prediction.
 
 Training reads a labeled tree ``<split>/<class>/<image files>`` whose images all have the
-dataset's size (:func:`read_class_tree`); prediction reads any folder of images of any size and
+dataset's size, or are resized to it (:func:`read_class_tree`); prediction reads any folder of images of any size and
 format, resized and center-cropped to the input size (:func:`load_folder`). Both decode a file
 with :func:`decode_rgb`, so grayscale, palette and RGBA files become RGB alike.
 """
@@ -72,15 +72,17 @@ def decode_rgb(path: Path) -> Image.Image:
         raise ValueError(f"Cannot read image {path}: {error}. Remove or replace the file.") from None
 
 
-def read_class_tree(folder: Path, size: int, classes: Sequence[str] | None = None
+def read_class_tree(folder: Path, size: int, classes: Sequence[str] | None = None, resize: bool = False
                     ) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """The images of ``folder/<class>/*`` as uint8 (N, 3, size, size), their int64 labels and the classes.
 
     Args:
         folder: holds one subfolder per class.
-        size: the side every image must have (training sets are not resized).
+        size: the side every image must have, or is resized to.
         classes: the class names that give the labels, e.g. those of the train split when reading
             the test split; None takes the sorted subfolder names of ``folder``.
+        resize: images of any size are resized and center-cropped as :func:`resize_center_crop` does
+            (your own photos); otherwise each must already be ``size`` x ``size`` (a release such as CIFAR-10).
     """
     folder = Path(folder)
     if classes is None:
@@ -98,7 +100,7 @@ def read_class_tree(folder: Path, size: int, classes: Sequence[str] | None = Non
         class_name = path.relative_to(folder).parts[0]
         if class_name not in index:
             raise ValueError(f"{path}: class folder {class_name!r} is not one of the train classes {classes}.")
-        pixels = np.asarray(decode_rgb(path))
+        pixels = resize_center_crop(decode_rgb(path), size) if resize else np.asarray(decode_rgb(path))
         if pixels.shape[:2] != (size, size):
             raise ValueError(f"{path} is {pixels.shape[1]}x{pixels.shape[0]}; the images of this dataset are "
                              f"{size}x{size}.")

@@ -82,6 +82,8 @@ class STL10DataModule(ImageDataModule):
         # **kwargs: jsonargparse follows them into ImageDataModule's signature, so the CLI lists every option.
         if fold is not None and not 0 <= fold <= 9:
             raise ValueError(f"fold must be 0..9 (the ten official folds) or None, got {fold}.")
+        if unlabeled and kwargs.get("pseudo_labels"):
+            raise ValueError("--data.pseudo_labels trains on the unlabeled images already; leave --data.unlabeled out.")
         super().__init__(**kwargs)
 
     def folder(self) -> Path:
@@ -163,11 +165,4 @@ class STL10DataModule(ImageDataModule):
         labeled = super().train_dataloader()
         if not self.hparams.unlabeled:
             return labeled
-        rank, world_size = self._rank_and_world()
-        unlabeled = BatchLoader(
-            self.unlabeled_images, None, batch_size=self.hparams.unlabeled_batch_size or self.batch_size,
-            shuffle=True, drop_last=True, seed=self.hparams.shuffle_seed + 1, rank=rank, world_size=world_size,
-            epoch=lambda: self.trainer.current_epoch if self.trainer is not None else 0,
-        )
-        # An epoch is one pass over the labeled images; the unlabeled stream is reshuffled every epoch.
-        return TwoStreamLoader(labeled, unlabeled)
+        return self._with_unlabeled_stream(labeled, self.hparams.unlabeled_batch_size)

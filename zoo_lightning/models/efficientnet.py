@@ -18,7 +18,7 @@ from zoo_lightning.models.registry import register_model
 
 __all__ = ["EfficientNet", "MBConv"]
 
-BN_EPS = 1e-3
+BN_EPS = 1e-5  # torchvision's (the paper's TensorFlow code uses 1e-3), so its ImageNet weights give its outputs
 
 
 class MBConv(nn.Module):

@@ -3,7 +3,8 @@
 Laid out as torchvision's GoogLeNet (BatchNorm after every conv, and a 3x3 conv in the branch the
 paper gives as 5x5, which is where torchvision's parameter count comes from). In training, with
 ``aux_logits=True``, it returns :class:`GoogLeNetOutputs` (logits, aux2, aux1), the two auxiliary
-classifiers on inception 4d and 4a; in eval mode, a plain logits tensor.
+classifiers on inception 4d and 4a; in eval mode, a plain logits tensor. The ImageNet stem's layers
+have torchvision's names, so its state dict loads as it is.
 """
 
 from __future__ import annotations
@@ -17,6 +18,17 @@ from torch import Tensor, nn
 from zoo_lightning.models.registry import register_model
 
 __all__ = ["GoogLeNet", "GoogLeNetOutputs", "Inception", "InceptionAux"]
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+# The ImageNet stem's layers were once a Sequential named `stem`; checkpoints from then still load.
+_OLD_STEM_NAMES = {"stem.0.": "conv1.", "stem.2.": "conv2.", "stem.3.": "conv3."}
+
+
+def _rename_old_stem(module: nn.Module, state_dict: dict, prefix: str, *args: object) -> None:
+    for old, new in _OLD_STEM_NAMES.items():
+        for key in [k for k in state_dict if k.startswith(prefix + old)]:
+            state_dict[prefix + new + key[len(prefix + old):]] = state_dict.pop(key)
 
 
 class GoogLeNetOutputs(NamedTuple):
@@ -78,18 +90,22 @@ class GoogLeNet(nn.Module):
         aux_logits: build the two auxiliary classifiers (used in training only).
         dropout: before the final classifier.
         dropout_aux: inside the auxiliary classifiers.
+        transform_input: turn inputs normalized with the ImageNet mean/std into the [-1, 1] scale
+            that torchvision's ImageNet weights were trained on (they expect it).
     """
 
     def __init__(self, num_classes: int = 10, stem: str = "cifar", aux_logits: bool = True, dropout: float = 0.2,
-                 dropout_aux: float = 0.7) -> None:
+                 dropout_aux: float = 0.7, transform_input: bool = False) -> None:
         super().__init__()
-        self.aux_logits = aux_logits
-        if stem == "imagenet":
-            self.stem: nn.Module = nn.Sequential(
-                BasicConv2d(3, 64, kernel_size=7, stride=2, padding=3), nn.MaxPool2d(3, stride=2, ceil_mode=True),
-                BasicConv2d(64, 64, kernel_size=1), BasicConv2d(64, 192, kernel_size=3, padding=1),
-                nn.MaxPool2d(3, stride=2, ceil_mode=True),
-            )
+        self.aux_logits, self.transform_input = aux_logits, transform_input
+        self.imagenet_stem = stem == "imagenet"
+        if self.imagenet_stem:  # torchvision's names: conv1, maxpool1, conv2, conv3, maxpool2
+            self.conv1 = BasicConv2d(3, 64, kernel_size=7, stride=2, padding=3)
+            self.maxpool1 = nn.MaxPool2d(3, stride=2, ceil_mode=True)
+            self.conv2 = BasicConv2d(64, 64, kernel_size=1)
+            self.conv3 = BasicConv2d(64, 192, kernel_size=3, padding=1)
+            self.maxpool2 = nn.MaxPool2d(3, stride=2, ceil_mode=True)
+            self.register_load_state_dict_pre_hook(_rename_old_stem)
             self.maxpool3 = nn.MaxPool2d(3, stride=2, ceil_mode=True)
             self.maxpool4 = nn.MaxPool2d(2, stride=2, ceil_mode=True)
         else:
@@ -117,8 +133,17 @@ class GoogLeNet(nn.Module):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
 
+    def _stem(self, x: Tensor) -> Tensor:
+        if self.transform_input:  # undo the ImageNet normalization, then scale [0, 1] to [-1, 1]
+            std = x.new_tensor(IMAGENET_STD).view(1, 3, 1, 1)
+            mean = x.new_tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+            x = x * (std / 0.5) + (mean - 0.5) / 0.5
+        if not self.imagenet_stem:
+            return self.stem(x)
+        return self.maxpool2(self.conv3(self.conv2(self.maxpool1(self.conv1(x)))))
+
     def forward(self, x: Tensor) -> GoogLeNetOutputs | Tensor:
-        x = self.inception3b(self.inception3a(self.stem(x)))
+        x = self.inception3b(self.inception3a(self._stem(x)))
         x = self.inception4a(self.maxpool3(x))
         heads = self.aux_logits and self.training
         aux1 = self.aux1(x) if heads else None

@@ -11,9 +11,10 @@ from typing import Any, Sequence
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torchvision.ops import stochastic_depth
 
 from zoo_lightning.models.registry import register_model
-from zoo_lightning.models.resnet import _stem, conv1x1, conv3x3
+from zoo_lightning.models.resnet import _stem, conv1x1, conv3x3, drop_path_rates
 
 __all__ = ["PreActBlock", "PreActResNet", "WideResNet"]
 
@@ -23,7 +24,8 @@ class PreActBlock(nn.Module):
 
     expansion = 1
 
-    def __init__(self, inplanes: int, planes: int, stride: int = 1, dropout: float = 0.0) -> None:
+    def __init__(self, inplanes: int, planes: int, stride: int = 1, dropout: float = 0.0,
+                 drop_path: float = 0.0) -> None:
         super().__init__()
         self.bn1 = nn.BatchNorm2d(inplanes)
         self.conv1 = conv3x3(inplanes, planes, stride)
@@ -31,13 +33,14 @@ class PreActBlock(nn.Module):
         self.dropout = nn.Dropout(dropout) if dropout else nn.Identity()
         self.conv2 = conv3x3(planes, planes)
         self.shortcut = conv1x1(inplanes, planes, stride) if stride != 1 or inplanes != planes else None
+        self.drop_path = drop_path
 
     def forward(self, x: Tensor) -> Tensor:
         out = F.relu(self.bn1(x))
         identity = x if self.shortcut is None else self.shortcut(out)
         out = self.conv1(out)
         out = self.conv2(self.dropout(F.relu(self.bn2(out))))
-        return out + identity
+        return stochastic_depth(out, self.drop_path, "row", self.training) + identity
 
 
 class PreActResNet(nn.Module):
@@ -51,6 +54,7 @@ class PreActResNet(nn.Module):
             BN-ReLU, max-pool).
         stem_width: channels of the stem convolution.
         dropout: between the two convolutions of each block (WRN uses 0.3 on CIFAR).
+        drop_path: stochastic depth rate of the last block, rising linearly from 0 at the first.
     """
 
     def __init__(
@@ -61,15 +65,18 @@ class PreActResNet(nn.Module):
         stem: str = "cifar",
         stem_width: int = 64,
         dropout: float = 0.0,
+        drop_path: float = 0.0,
     ) -> None:
         super().__init__()
         self.conv1, self.maxpool = _stem(stem, stem_width)
         if stem == "imagenet":  # He et al.'s pre-activation ImageNet nets normalize before the max-pool
             self.maxpool = nn.Sequential(nn.BatchNorm2d(stem_width), nn.ReLU(inplace=True), self.maxpool)
         inplanes, stages = stem_width, []
+        rates = iter(drop_path_rates(drop_path, sum(layers)))
         for i, (width, blocks) in enumerate(zip(planes, layers)):
             for j in range(blocks):
-                stages.append(PreActBlock(inplanes, width, stride=2 if i > 0 and j == 0 else 1, dropout=dropout))
+                stages.append(PreActBlock(inplanes, width, stride=2 if i > 0 and j == 0 else 1, dropout=dropout,
+                                          drop_path=next(rates)))
                 inplanes = width
         self.features = nn.Sequential(*stages)
         self.bn = nn.BatchNorm2d(inplanes)  # the last blocks' output is not yet normalized
@@ -94,15 +101,16 @@ class WideResNet(PreActResNet):
         num_classes: classifier outputs.
         stem: ``"cifar"`` or ``"imagenet"``.
         dropout: between the convolutions of each block.
+        drop_path: stochastic depth rate of the last block, rising linearly from 0 at the first.
     """
 
     def __init__(self, depth: int, widen_factor: int, num_classes: int = 10, stem: str = "cifar",
-                 dropout: float = 0.0) -> None:
+                 dropout: float = 0.0, drop_path: float = 0.0) -> None:
         if (depth - 4) % 6:
             raise ValueError(f"Wide ResNet depth must be 6n+4 (16, 22, 28, 40), got {depth}.")
         n = (depth - 4) // 6
         widths = [16 * widen_factor, 32 * widen_factor, 64 * widen_factor]
-        super().__init__((n, n, n), widths, num_classes, stem, stem_width=16, dropout=dropout)
+        super().__init__((n, n, n), widths, num_classes, stem, stem_width=16, dropout=dropout, drop_path=drop_path)
 
 
 @register_model

@@ -3,7 +3,8 @@
 A family file decorates its builders with :func:`register_model`; the CLI, the ``models`` listing
 and the registry-driven tests find them through :func:`list_models` and :func:`create_model`.
 Names with a ``torchvision:`` or ``timm:`` prefix build those libraries' models (random init,
-nothing downloaded).
+nothing downloaded). :func:`head_parameter_names` says which parameters of any of them are the
+classifier head, by one rule.
 """
 
 from __future__ import annotations
@@ -16,10 +17,11 @@ import typing
 from dataclasses import dataclass
 from typing import Any, Callable, TypeVar
 
+import torch
 from torch import nn
 
 __all__ = ["ModelEntry", "UnknownModelError", "register_model", "create_model", "list_models", "model_entry",
-           "model_options"]
+           "model_options", "head_parameter_names"]
 
 STEMS = ("cifar", "imagenet")
 
@@ -159,3 +161,21 @@ def model_options(name: str) -> list[str]:
                     "self", "num_classes", "stem", *names):
                 names.append(param.name)
     return names
+
+
+def head_parameter_names(name: str, num_classes: int = 10, stem: str = "cifar", **kwargs: Any) -> list[str]:
+    """The classifier head of a backbone: the names of the parameters whose shapes follow ``num_classes``.
+
+    One rule for every registered family, torchvision's and timm's models and any backbone registered
+    later: the model is built twice on the meta device (no memory, no initialization), with
+    ``num_classes`` and ``num_classes + 1`` outputs, and the parameters whose shapes differ are the
+    head. That is the last Linear layer (``fc``, ``classifier``, ``classifier.6``, ...), and also the
+    output layers of GoogLeNet's auxiliary classifiers, which predict the classes too.
+
+    Args:
+        name, num_classes, stem, **kwargs: as for :func:`create_model`.
+    """
+    with torch.device("meta"):
+        shapes = [{n: p.shape for n, p in create_model(name, classes, stem, **kwargs).named_parameters()}
+                  for classes in (num_classes, num_classes + 1)]
+    return [n for n, shape in shapes[0].items() if shapes[1].get(n) != shape]

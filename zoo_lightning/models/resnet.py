@@ -4,6 +4,7 @@ One family file: the ImageNet-style ResNet-18..152 (torchvision's layout and par
 the ImageNet stem), the CIFAR ResNets of the paper's section 4.2 (ResNet-20..110: three stages of
 16/32/64 channels, parameter-free option-A shortcuts), and, as block options rather than copies,
 squeeze-and-excitation (SE-ResNet), grouped convolutions (ResNeXt) and wider bottlenecks (WRN-50-2).
+Every ResNet takes stochastic depth (``drop_path``) and dropout before the classifier as options.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import Any, Sequence
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torchvision.ops import stochastic_depth
 
 from zoo_lightning.models.layers import SqueezeExcite
 from zoo_lightning.models.registry import register_model
@@ -30,6 +32,14 @@ def conv1x1(in_planes: int, out_planes: int, stride: int = 1) -> nn.Conv2d:
     return nn.Conv2d(in_planes, out_planes, 1, stride=stride, bias=False)
 
 
+def drop_path_rates(drop_path: float, blocks: int) -> list[float]:
+    """Stochastic depth (Huang et al., 2016): rates rising linearly from 0 at the first block to ``drop_path``
+    at the last, as timm spaces them."""
+    if not 0.0 <= drop_path < 1.0:
+        raise ValueError(f"drop_path must be in [0, 1) (the stochastic-depth rate of the last block), got {drop_path}.")
+    return [drop_path * i / max(1, blocks - 1) for i in range(blocks)]
+
+
 class BasicBlock(nn.Module):
     """Two 3x3 convolutions with an identity (or projection) shortcut."""
 
@@ -44,6 +54,7 @@ class BasicBlock(nn.Module):
         groups: int = 1,
         base_width: int = 64,
         se: bool = False,
+        drop_path: float = 0.0,
     ) -> None:
         super().__init__()
         if groups != 1 or base_width != 64:
@@ -55,12 +66,13 @@ class BasicBlock(nn.Module):
         self.bn2 = nn.BatchNorm2d(planes)
         self.se = SqueezeExcite(planes, planes // SE_REDUCTION) if se else nn.Identity()
         self.downsample = downsample
+        self.drop_path = drop_path
 
     def forward(self, x: Tensor) -> Tensor:
         identity = x if self.downsample is None else self.downsample(x)
         out = self.relu(self.bn1(self.conv1(x)))
         out = self.se(self.bn2(self.conv2(out)))
-        return self.relu(out + identity)
+        return self.relu(stochastic_depth(out, self.drop_path, "row", self.training) + identity)
 
 
 class Bottleneck(nn.Module):
@@ -77,6 +89,7 @@ class Bottleneck(nn.Module):
         groups: int = 1,
         base_width: int = 64,
         se: bool = False,
+        drop_path: float = 0.0,
     ) -> None:
         super().__init__()
         width = int(planes * (base_width / 64.0)) * groups
@@ -90,13 +103,14 @@ class Bottleneck(nn.Module):
         out_channels = planes * self.expansion
         self.se = SqueezeExcite(out_channels, out_channels // SE_REDUCTION) if se else nn.Identity()
         self.downsample = downsample
+        self.drop_path = drop_path
 
     def forward(self, x: Tensor) -> Tensor:
         identity = x if self.downsample is None else self.downsample(x)
         out = self.relu(self.bn1(self.conv1(x)))
         out = self.relu(self.bn2(self.conv2(out)))
         out = self.se(self.bn3(self.conv3(out)))
-        return self.relu(out + identity)
+        return self.relu(stochastic_depth(out, self.drop_path, "row", self.training) + identity)
 
 
 Block = type[BasicBlock] | type[Bottleneck]
@@ -137,6 +151,9 @@ class ResNet(nn.Module):
         width_per_group: bottleneck width per group (64 plain, 128 for WRN-50-2).
         se: squeeze-and-excitation on every block's residual branch (SE-ResNet).
         zero_init_residual: start every residual branch at zero.
+        drop_path: stochastic depth: the probability that the last block's residual branch is skipped
+            for an image in training, rising linearly from 0 at the first block.
+        dropout: before the classifier, in training.
     """
 
     def __init__(
@@ -150,12 +167,15 @@ class ResNet(nn.Module):
         width_per_group: int = 64,
         se: bool = False,
         zero_init_residual: bool = False,
+        drop_path: float = 0.0,
+        dropout: float = 0.0,
     ) -> None:
         super().__init__()
         if len(planes) != len(layers):
             raise ValueError(f"planes {tuple(planes)} and layers {tuple(layers)} must have one entry per stage.")
         self.inplanes = 64
         self.groups, self.base_width, self.se = groups, width_per_group, se
+        self._drop_paths = iter(drop_path_rates(drop_path, sum(layers)))  # one rate per block, in order
         self.conv1, self.maxpool = _stem(stem, self.inplanes)
         self.bn1 = nn.BatchNorm2d(self.inplanes)
         self.relu = nn.ReLU(inplace=True)
@@ -163,6 +183,7 @@ class ResNet(nn.Module):
         for i, (width, blocks) in enumerate(zip(planes, layers)):  # layer1, layer2, ... as torchvision names them
             setattr(self, f"layer{i + 1}", self._make_layer(block, width, blocks, stride=1 if i == 0 else 2))
         self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.dropout = nn.Dropout(dropout)
         self.fc = nn.Linear(planes[-1] * block.expansion, num_classes)
         _init_weights(self, zero_init_residual)
 
@@ -173,16 +194,16 @@ class ResNet(nn.Module):
                 conv1x1(self.inplanes, planes * block.expansion, stride), nn.BatchNorm2d(planes * block.expansion)
             )
         options = dict(groups=self.groups, base_width=self.base_width, se=self.se)
-        layers = [block(self.inplanes, planes, stride, downsample, **options)]
+        layers = [block(self.inplanes, planes, stride, downsample, drop_path=next(self._drop_paths), **options)]
         self.inplanes = planes * block.expansion
-        layers += [block(self.inplanes, planes, **options) for _ in range(1, blocks)]
+        layers += [block(self.inplanes, planes, drop_path=next(self._drop_paths), **options) for _ in range(1, blocks)]
         return nn.Sequential(*layers)
 
     def forward(self, x: Tensor) -> Tensor:
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
         for i in range(1, self.stages + 1):
             x = getattr(self, f"layer{i}")(x)
-        return self.fc(torch.flatten(self.avgpool(x), 1))
+        return self.fc(self.dropout(torch.flatten(self.avgpool(x), 1)))
 
 
 class ShortcutA(nn.Module):
@@ -206,13 +227,17 @@ class CifarResNet(nn.Module):
         stem: ``"cifar"`` (the paper's 3x3 conv) or ``"imagenet"`` (7x7/2 conv + max-pool, for
             large inputs such as 224x224).
         se: squeeze-and-excitation in every block.
+        drop_path: stochastic depth rate of the last block, rising linearly from 0 at the first.
+        dropout: before the classifier, in training.
     """
 
-    def __init__(self, depth: int, num_classes: int = 10, stem: str = "cifar", se: bool = False) -> None:
+    def __init__(self, depth: int, num_classes: int = 10, stem: str = "cifar", se: bool = False,
+                 drop_path: float = 0.0, dropout: float = 0.0) -> None:
         super().__init__()
         if (depth - 2) % 6:
             raise ValueError(f"CIFAR ResNet depth must be 6n+2 (20, 32, 44, 56, 110), got {depth}.")
         n = (depth - 2) // 6
+        self._drop_paths = iter(drop_path_rates(drop_path, 3 * n))
         self.conv1, self.maxpool = _stem(stem, 16)
         self.bn1 = nn.BatchNorm2d(16)
         self.relu = nn.ReLU(inplace=True)
@@ -221,20 +246,21 @@ class CifarResNet(nn.Module):
         self.layer2 = self._make_layer(32, n, 2, se)
         self.layer3 = self._make_layer(64, n, 2, se)
         self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.dropout = nn.Dropout(dropout)
         self.fc = nn.Linear(64, num_classes)
         _init_weights(self, zero_init_residual=False)
 
     def _make_layer(self, planes: int, blocks: int, stride: int, se: bool) -> nn.Sequential:
         shortcut = ShortcutA(planes - self.inplanes) if stride != 1 or self.inplanes != planes else None
-        layers = [BasicBlock(self.inplanes, planes, stride, shortcut, se=se)]
+        layers = [BasicBlock(self.inplanes, planes, stride, shortcut, se=se, drop_path=next(self._drop_paths))]
         self.inplanes = planes
-        layers += [BasicBlock(planes, planes, se=se) for _ in range(1, blocks)]
+        layers += [BasicBlock(planes, planes, se=se, drop_path=next(self._drop_paths)) for _ in range(1, blocks)]
         return nn.Sequential(*layers)
 
     def forward(self, x: Tensor) -> Tensor:
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
         x = self.layer3(self.layer2(self.layer1(x)))
-        return self.fc(torch.flatten(self.avgpool(x), 1))
+        return self.fc(self.dropout(torch.flatten(self.avgpool(x), 1)))
 
 
 def _resnet(block: Block, layers: Sequence[int], **kwargs: Any) -> ResNet:

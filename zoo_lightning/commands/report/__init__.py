@@ -5,7 +5,8 @@ its scalars, its ``config.yaml`` / ``hparams.yaml`` and its HPARAMS session. A `
 RUN/checkpoints/X.ckpt`` run is shown in the row of the run that wrote the checkpoint.
 
 Written to DIR: ``report.md`` (one row per run, best val top-1 first; the runs' evaluations; the
-per-class accuracy of the chosen runs; sweeps grouped by their values) and three PNGs:
+per-class accuracy of the chosen runs; sweeps grouped by their values; the rounds of each
+``selftrain`` session) and three PNGs:
 ``val_top1.png`` and ``val_loss.png`` (every run against epoch, one figure each) and
 ``per_class_accuracy.png`` (grouped bars). The plots use matplotlib with the Agg backend: it is
 already a dependency (torchmetrics draws the confusion matrix with it), it renders headless, and it
@@ -25,7 +26,8 @@ from zoo_lightning import figures
 from zoo_lightning import metric_names as names
 
 from .runs import DEFAULT_PER_CLASS_RUNS, VAL_TOP1, Run, choose, load_runs, ranked
-from .tables import class_order, evaluations_table, main_table, per_class_table, percent, sweep_table
+from .tables import (class_order, evaluations_table, main_table, per_class_table, percent, selftrain_table,
+                     sweep_table)
 
 __all__ = ["main", "write_report", "load_runs", "Run"]
 
@@ -104,6 +106,9 @@ def write_report(logdir: str | Path, out: str | Path, runs_pattern: list[str] | 
                   "![per_class_accuracy](per_class_accuracy.png)"]
     if any(r.sweep for r in runs):
         lines += ["", "## Sweeps", "", *sweep_table(runs)]
+    if any(r.selftrain.get("session") for r in runs):
+        lines += ["", "## Self-training", "", "Noisy Student rounds (`selftrain`): each student learned from the "
+                  "pseudo-labels of the round before.", "", *selftrain_table(runs)]
     report = out_dir / "report.md"
     report.write_text("\n".join(lines) + "\n")
     return report

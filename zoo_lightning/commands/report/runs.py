@@ -54,6 +54,7 @@ class Run:
     session: dict[str, Any] = field(default_factory=dict)  # what the HPARAMS tab shows for the run
     status: str | None = None  # DONE, FAILED or INTERRUPTED once the HparamsSession callback has closed the session
     sweep: dict[str, str] = field(default_factory=dict)  # swept key -> value, from sweep.json
+    selftrain: dict[str, Any] = field(default_factory=dict)  # a self-training round: selftrain.json
     evaluations: list[Run] = field(default_factory=list)  # test runs of this run's checkpoints
     unread: dict[Path, str] = field(default_factory=dict)  # event file -> why it was skipped or read in part
 
@@ -341,7 +342,8 @@ def load_runs(logdir: str | Path, warn: Callable[[str], None] = _warn) -> list[R
         runs.append(Run(_run_name(folder, root), folder, events.scalars, events.wall_seconds,
                         config=_read_config(folder), hparams=_read_yaml(folder / "hparams.yaml"),
                         session=events.session, status=events.status, unread=events.unread,
-                        sweep=_read_yaml(folder / "sweep.json").get("values", {})))  # JSON is YAML
+                        sweep=_read_yaml(folder / "sweep.json").get("values", {}),  # JSON is YAML
+                        selftrain=_read_yaml(folder / "selftrain.json")))
     _join_evaluations(runs)
     return runs
 

@@ -1,4 +1,4 @@
-"""The report's markdown tables: one row per run, the evaluations, per-class accuracy, and sweeps."""
+"""The report's markdown tables: one row per run, the evaluations, per-class accuracy, sweeps and self-training."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from zoo_lightning.callbacks.hparams_session import FAILED, INTERRUPTED
 
 from .runs import VAL_TOP1, Run, parameter_count
 
-__all__ = ["main_table", "evaluations_table", "per_class_table", "sweep_table", "class_order", "epochs_cell",
-           "test_cell", "percent"]
+__all__ = ["main_table", "evaluations_table", "per_class_table", "sweep_table", "selftrain_table", "class_order",
+           "epochs_cell", "test_cell", "percent"]
 
 TEST_LOSS = names.tag(names.TEST, names.LOSS)
 
@@ -93,4 +93,20 @@ def sweep_table(runs: list[Run]) -> list[str]:
     for run in sorted(swept, key=lambda r: [str(r.sweep.get(k, "")) for k in keys]):
         lines.append(f"| {run.name} | " + " | ".join(str(run.sweep.get(k, "-")) for k in keys)
                      + f" | {percent(run.best(VAL_TOP1))} | {test_cell(run)} |")
+    return lines
+
+
+def selftrain_table(runs: list[Run]) -> list[str]:
+    """The rounds of each ``selftrain`` session in order: who taught whom, on how many pseudo-labels, and how well."""
+    rounds = sorted((r for r in runs if r.selftrain.get("session")),
+                    key=lambda r: (str(r.selftrain["session"]), int(r.selftrain.get("round", 0))))
+    lines = ["| session | round | run | backbone | teacher | pseudo-labels | best val top-1 | test top-1 |",
+             "|---|--:|---|---|---|---|--:|--:|"]
+    for run in rounds:
+        record, labels = run.selftrain, run.selftrain.get("pseudo_labels") or {}
+        used = (f"{labels.get('kept', labels.get('images'))} of {labels.get('images')} ({labels.get('mode')}, "
+                f">= {labels.get('threshold')})") if labels else "-"
+        lines.append(f"| {record['session']} | {record.get('round', '-')} | {run.name} | {run.backbone} | "
+                     f"{record.get('teacher') or record.get('teacher_checkpoint') or '-'} | {used} | "
+                     f"{percent(run.best(VAL_TOP1))} | {test_cell(run)} |")
     return lines

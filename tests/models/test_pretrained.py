@@ -1,0 +1,158 @@
+"""Pretrained weights: torchvision's state dicts load into our families with identical outputs, from torch's
+hub cache without network, all but the head; a mismatch is one line that lists the keys.
+
+Nothing is downloaded: the "torchvision weights" here are torchvision models with random weights (and
+randomized BatchNorm statistics, so that every BatchNorm setting shows in the outputs).
+"""
+
+import pytest
+import torch
+import torchvision
+from torch import nn
+
+from zoo_lightning.checkpoints import rebuild_backbone
+from zoo_lightning.classifier import ImageClassifier
+from zoo_lightning.models import create_model
+from zoo_lightning.models.weights import build_options, torchvision_cache_file, torchvision_weights
+from zoo_lightning.pretrained import expected_normalization, load_pretrained
+
+# One or two of each family; the rest of torchvision's twins (same code, more layers) under `make test-real`.
+FAST = ["alexnet", "vgg11", "vgg11_bn", "googlenet", "resnet18", "resnet50", "resnext50_32x4d", "densenet121",
+        "mobilenet_v2", "efficientnet_b0"]
+SLOW = ["vgg13_bn", "vgg16_bn", "vgg19_bn", "resnet34", "resnet101", "wide_resnet50_2", "densenet161", "densenet169"]
+TORCHVISION_OPTIONS = {"googlenet": {"aux_logits": True, "init_weights": True}}
+
+
+def _randomized(model: nn.Module, seed: int = 0) -> nn.Module:
+    """Random BatchNorm statistics and affine parameters, so that the outputs depend on every BatchNorm setting
+    (an eps of 1e-3 instead of 1e-5 moves EfficientNet-B0's logits by 1e-3 of their size)."""
+    g = torch.Generator().manual_seed(seed)
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 0.1)
+            m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+            m.weight.data.copy_(1 + 0.1 * torch.randn(m.num_features, generator=g))
+            m.bias.data.copy_(0.1 * torch.randn(m.num_features, generator=g))
+    return model
+
+
+def _torchvision_model(name: str) -> nn.Module:
+    torch.manual_seed(0)
+    options = {**TORCHVISION_OPTIONS.get(name, {}), **build_options("torchvision", name)}
+    return _randomized(torchvision.models.get_model(name, weights=None, **options)).eval()
+
+
+@pytest.mark.parametrize("name", FAST + [pytest.param(n, marks=pytest.mark.slow) for n in SLOW])
+def test_a_torchvision_state_dict_loads_strictly_with_identical_outputs(name):
+    theirs = _torchvision_model(name)
+    ours = create_model(name, num_classes=1000, stem="imagenet", **build_options("torchvision", name)).eval()
+    ours.load_state_dict(theirs.state_dict())  # strict: every key, every shape
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(ours(x), theirs(x), rtol=1e-4, atol=1e-5)
+
+
+def test_googlenet_takes_torchvisions_names_and_input_transform():
+    keys = set(create_model("googlenet", 1000, "imagenet").state_dict())
+    assert {"conv1.conv.weight", "conv2.conv.weight", "conv3.conv.weight"} <= keys and not any("stem" in k for k in keys)
+    assert "stem.conv.weight" in create_model("googlenet").state_dict()  # the CIFAR stem keeps its name
+    # Checkpoints from when the ImageNet stem was a Sequential named `stem` still load.
+    state = create_model("googlenet", 10, "imagenet").state_dict()
+    renamed = {k.replace("conv1.", "stem.0.", 1) if k.startswith("conv1.") else k: v for k, v in state.items()}
+    create_model("googlenet", 10, "imagenet").load_state_dict(renamed)
+    # The weights' option reaches the network, also when a checkpoint's hyper-parameters rebuild it.
+    assert rebuild_backbone({"backbone": "googlenet", "stem": "imagenet", "pretrained": "torchvision"}).transform_input
+    assert not rebuild_backbone({"backbone": "googlenet", "stem": "imagenet"}).transform_input
+
+
+def _in_hub_cache(tmp_path, monkeypatch, name: str, state: dict) -> None:
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    file = torchvision_cache_file(torchvision_weights(name))
+    assert file.parent == tmp_path / "torch" / "hub" / "checkpoints"
+    file.parent.mkdir(parents=True)
+    torch.save(state, file)
+
+
+def test_torchvision_weights_are_read_from_the_hub_cache_with_no_network(tmp_path, monkeypatch):
+    theirs = _torchvision_model("resnet18")
+    _in_hub_cache(tmp_path, monkeypatch, "resnet18", theirs.state_dict())
+    model = ImageClassifier("resnet18", num_classes=5, stem="imagenet", pretrained="torchvision")
+    fresh_head = model.backbone.fc.weight.detach().clone()
+    model.load_pretrained()
+    loaded, source = model.backbone.state_dict(), theirs.state_dict()
+    assert all(torch.equal(loaded[k], source[k]) for k in source if not k.startswith("fc."))
+    assert model.backbone.fc.weight.shape == (5, 512) and torch.equal(model.backbone.fc.weight, fresh_head)
+    assert model.expected_normalization["mean"] == [0.485, 0.456, 0.406]
+    assert "ResNet18_Weights.IMAGENET1K_V1" in model.expected_normalization["source"]
+
+
+def test_without_the_file_and_network_the_error_says_where_to_put_it(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    model = ImageClassifier("resnet18", num_classes=5, stem="imagenet", pretrained="torchvision")
+    with pytest.raises(FileNotFoundError) as error:
+        model.load_pretrained()
+    message = str(error.value)
+    assert "Cannot download torchvision's ResNet18_Weights.IMAGENET1K_V1" in message
+    assert str(tmp_path / "torch" / "hub" / "checkpoints" / "resnet18-f37072fd.pth") in message
+    assert "\n" not in message
+
+
+def test_densenet_files_with_the_old_layer_names_load(tmp_path, monkeypatch):
+    state = _torchvision_model("densenet121").state_dict()
+    legacy = {k.replace("norm1.", "norm.1.").replace("conv2.", "conv.2."): v for k, v in state.items()}
+    assert legacy.keys() != state.keys()
+    _in_hub_cache(tmp_path, monkeypatch, "densenet121", legacy)
+    model = create_model("densenet121", num_classes=3, stem="imagenet")
+    load_pretrained(model, "torchvision", "densenet121", ["classifier.weight", "classifier.bias"])
+    assert torch.equal(model.features.denseblock1.denselayer1.norm1.running_var,
+                       state["features.denseblock1.denselayer1.norm1.running_var"])
+
+
+def test_googlenet_without_aux_heads_skips_the_files_untrained_ones(tmp_path, monkeypatch):
+    _in_hub_cache(tmp_path, monkeypatch, "googlenet", _torchvision_model("googlenet").state_dict())
+    plain = ImageClassifier("googlenet", num_classes=4, stem="imagenet", backbone_kwargs={"aux_logits": False},
+                            pretrained="torchvision")
+    plain.load_pretrained()
+    assert plain.backbone.transform_input and plain.backbone.aux1 is None
+
+
+def test_a_state_dict_of_another_network_is_refused_in_one_line_listing_the_keys(tmp_path):
+    torch.save(create_model("resnet34", stem="imagenet").state_dict(), tmp_path / "resnet34.pth")
+    model = create_model("resnet18", stem="imagenet")
+    with pytest.raises(ValueError) as error:
+        load_pretrained(model, str(tmp_path / "resnet34.pth"), "resnet18", ["fc.weight", "fc.bias"])
+    message = str(error.value)
+    assert "do not fit resnet18" in message and "not in the network: layer1.2.conv1.weight" in message
+    assert "more)" in message and "\n" not in message
+    cifar = create_model("resnet18", stem="cifar")
+    with pytest.raises(ValueError, match=r"other shape: conv1.weight \(64, 3, 7, 7\) vs the network's \(64, 3, 3, 3\)"):
+        load_pretrained(cifar, str(tmp_path / "resnet34.pth"), "resnet18", ["fc.weight", "fc.bias"])
+
+
+def test_our_checkpoints_and_plain_state_dicts_are_pretrained_weights(trained_cnn, tmp_path):
+    _, checkpoint = trained_cnn
+    model = ImageClassifier("cnn", num_classes=3, pretrained=str(checkpoint))
+    model.load_pretrained()
+    saved = torch.load(checkpoint, weights_only=True)["state_dict"]
+    assert torch.equal(model.backbone.stem[0].weight, saved["backbone.stem.0.weight"])
+    assert model.backbone.classifier[2].weight.shape == (3, 256)  # new head for 3 classes, not the 10 it had
+    normalization = model.expected_normalization  # the data statistics the checkpoint was trained with
+    assert normalization["source"].startswith("the checkpoint") and len(normalization["mean"]) == 3
+    # DDP's `module.` prefix, and other training code's {"state_dict": ...}, are read too.
+    weights = {f"module.{k}": v for k, v in create_model("cnn").state_dict().items()}
+    torch.save({"state_dict": weights, "epoch": 3}, tmp_path / "other.pt")
+    load_pretrained(create_model("cnn"), str(tmp_path / "other.pt"), "cnn", ["classifier.2.weight", "classifier.2.bias"])
+    assert expected_normalization(str(tmp_path / "other.pt"), "cnn") is None
+    assert expected_normalization(str(tmp_path / "gone.ckpt"), "cnn") is None  # evaluation elsewhere: not an error
+
+
+@pytest.mark.parametrize("kwargs, says", [
+    ({"backbone": "resnet18", "pretrained": "torchvision"}, "add --model.stem imagenet"),
+    ({"backbone": "resnet20", "stem": "imagenet", "pretrained": "torchvision"}, "torchvision has no pretrained weights"),
+    ({"backbone": "cnn", "backbone_lr_scale": 0.0}, "backbone_lr_scale must be > 0"),
+    ({"backbone": "cnn", "unfreeze_at_epoch": 3}, "needs --model.freeze_backbone true"),
+    ({"backbone": "cnn", "freeze_backbone": True, "unfreeze_at_epoch": 0}, "unfreeze_at_epoch must be >= 1"),
+])
+def test_transfer_options_are_checked_before_any_work(kwargs, says):
+    with pytest.raises(ValueError, match=says):
+        ImageClassifier(num_classes=5, **kwargs)

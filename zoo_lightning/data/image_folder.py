@@ -1,0 +1,180 @@
+"""FolderDataModule: your own images, one folder per class, any number of classes, any image sizes.
+
+``data_dir`` holds::
+
+    train/<class>/<image files>   the training images; the folder names are the classes
+    val/<class>/...               optional: the validation images (else a seeded part of train/)
+    test/<class>/...              optional: the test images
+    unlabeled/...                 optional: images without labels (for selftrain's pseudo-labels)
+
+Every image is decoded once (any format Pillow reads, grayscale and RGBA made RGB), its shorter
+side resized to ``image_size`` and its centre cropped square, exactly as ``predict`` treats a
+photo, and the uint8 arrays are cached in ``<data_dir>/.zoo_cache/`` until a file is added, removed
+or changed. From there on it trains like CIFAR-10: batches in memory, augmented on the device.
+"""
+
+from __future__ import annotations
+
+import json
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from torch import Tensor
+
+from zoo_lightning.data.base import CACHE_DIR, ImageDataModule, Splits
+from zoo_lightning.data.folder import hidden, image_files, load_folder, read_class_tree
+from zoo_lightning.data.loader import BatchLoader, TwoStreamLoader, as_tensor
+from zoo_lightning.files import write_cache
+
+__all__ = ["FolderDataModule", "class_folders"]
+
+SPLITS = ("train", "val", "test", "unlabeled")
+
+
+def class_folders(folder: Path) -> list[str]:
+    """The sorted class folder names under ``folder`` (hidden ones left out), or a one-line error."""
+    if not folder.is_dir():
+        raise FileNotFoundError(f"No {folder}/ folder: put your images as {folder}/<class>/<image files>, one folder "
+                                "per class (or pass --data.data_dir the folder that holds train/).")
+    classes = sorted(p.name for p in folder.iterdir() if p.is_dir() and not hidden(p.name))
+    if len(classes) < 2:
+        found = f"only {classes[0]!r}" if classes else "none"
+        raise ValueError(f"{folder} needs at least two class folders ({folder.name}/<class>/<image files>), found {found}.")
+    return classes
+
+
+class FolderDataModule(ImageDataModule):
+    """Images in class folders, resized once at load and cached as uint8, then served like CIFAR-10.
+
+    Args:
+        data_dir: holds ``train/<class>/*`` and optionally ``val/``, ``test/`` and ``unlabeled/``.
+        image_size: the side images are resized (shorter side) and center-cropped to at load, and
+            the network's input size (224 for ImageNet weights).
+        val_size: training images held out for validation, drawn with ``split_seed``; None takes a
+            tenth of them. With a ``val/`` folder, that folder is the validation set (None counts its
+            images; 0 turns validation off).
+        unlabeled: add ``unlabeled/`` as a second training stream (for Distillation).
+        unlabeled_batch_size: images per unlabeled batch (defaults to ``batch_size``).
+        **kwargs: the options of :class:`~zoo_lightning.data.base.ImageDataModule`. With ``class_names``
+            (the CLI passes a checkpoint's for validate/test/predict) the disk is not read to build it.
+    """
+
+    def __init__(
+        self,
+        data_dir: str = "data",
+        image_size: int = 224,
+        val_size: int | None = None,
+        unlabeled: bool = False,
+        unlabeled_batch_size: int | None = None,
+        **kwargs: Any,
+    ) -> None:
+        root = Path(data_dir)
+        given = kwargs.get("class_names")
+        classes = [str(n) for n in given] if given else class_folders(root / "train")
+        if val_size is None:
+            val_size = 0 if given else self._default_val_size(root)
+        if unlabeled and kwargs.get("pseudo_labels"):
+            raise ValueError("--data.pseudo_labels trains on the unlabeled images already; leave --data.unlabeled out.")
+        self.native_size = image_size  # stored at this size: the device pipeline resizes nothing
+        super().__init__(data_dir=data_dir, image_size=image_size, val_size=val_size, **kwargs)
+        self.class_names, self.num_classes = classes, len(classes)
+        self._val_count: int | None = None  # images in val/, once read; None without the folder
+        self._unlabeled: Tensor | None = None
+
+    @staticmethod
+    def _default_val_size(root: Path) -> int:
+        if (root / "val").is_dir():
+            return len(image_files(root / "val"))
+        return len(image_files(root / "train")) // 10
+
+    # --- reading ---------------------------------------------------------------------------------------
+
+    def find_or_download(self) -> None:
+        class_folders(self.data_dir / "train")  # says what to put where; there is nothing to download
+
+    def source_files(self) -> list[Path]:
+        return [f for split in SPLITS if (self.data_dir / split).is_dir() for f in image_files(self.data_dir / split)]
+
+    def load_splits(self) -> Splits:
+        key = json.dumps({"source": self.source_fingerprint(), "size": self.image_size, "classes": self.class_names})
+        cache = self.data_dir / CACHE_DIR / f"folder_{self.image_size}px.npz"
+        arrays = self._read_cache(cache, key)
+        if arrays is None:
+            arrays = self._read_folders()
+
+            def write(tmp: Path) -> None:
+                with open(tmp, "wb") as f:
+                    np.savez(f, key=key, **arrays)
+
+            write_cache(cache, write, "resized images")
+        val_count = int(arrays["val_count"])
+        self._val_count = None if val_count < 0 else val_count
+        self._unlabeled = as_tensor(arrays["unlabeled"]) if len(arrays["unlabeled"]) else None
+        return Splits(arrays["train_images"], arrays["train_labels"], arrays["test_images"], arrays["test_labels"],
+                      class_names=self.class_names)
+
+    @staticmethod
+    def _read_cache(cache: Path, key: str) -> dict[str, np.ndarray] | None:
+        try:
+            with np.load(cache, allow_pickle=False) as stored:
+                if str(stored["key"]) == key:
+                    return {name: stored[name] for name in stored.files if name != "key"}
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+            pass  # absent, truncated, foreign or stale: read the folders again
+        return None
+
+    def _read_folders(self) -> dict[str, np.ndarray]:
+        """Every split decoded and resized; val/ is appended to train/ (``val_count`` says how many it holds)."""
+        size, root = self.image_size, self.data_dir
+        empty = (np.empty((0, 3, size, size), np.uint8), np.empty(0, np.int64))
+
+        def read(split: str) -> tuple[np.ndarray, np.ndarray]:
+            if not (root / split).is_dir():
+                return empty
+            images, labels, _ = read_class_tree(root / split, size, self.class_names, resize=True)
+            return images, labels
+
+        train, val, test = read("train"), read("val"), read("test")
+        unlabeled = (load_folder(root / "unlabeled", size)[0].numpy() if (root / "unlabeled").is_dir()
+                     else empty[0])
+        return {"train_images": np.concatenate([train[0], val[0]]), "train_labels": np.concatenate([train[1], val[1]]),
+                "val_count": np.asarray(len(val[1]) if (root / "val").is_dir() else -1),
+                "test_images": test[0], "test_labels": test[1], "unlabeled": unlabeled}
+
+    def split_train(self, splits: Splits) -> tuple[np.ndarray, np.ndarray]:
+        """A seeded split of train/, or train/ and val/ as they are."""
+        if self._val_count is None:
+            return super().split_train(splits)
+        n, asked = len(splits.train_labels), self.hparams.val_size
+        if asked not in (0, self._val_count):
+            raise ValueError(f"{self.data_dir / 'val'} is the validation set ({self._val_count} images): leave "
+                             "--data.val_size out (or 0 for no validation).")
+        first_val = n - self._val_count
+        return np.arange(first_val), (np.arange(first_val, n) if asked else np.arange(0))
+
+    def _split_key(self) -> dict[str, Any]:
+        return {**super()._split_key(), "image_size": self.image_size, "val_folder": self._val_count}
+
+    def unlabeled_images(self) -> Tensor:
+        """``unlabeled/`` resized like the rest, uint8 (N, 3, image_size, image_size)."""
+        if not self._splits:
+            self._load()
+        if self._unlabeled is None:
+            raise ValueError(f"{self.data_dir} has no unlabeled/ folder: put images without labels there.")
+        return self._unlabeled
+
+    # --- loaders ---------------------------------------------------------------------------------------
+
+    def train_dataloader(self) -> BatchLoader | TwoStreamLoader:
+        labeled = super().train_dataloader()
+        return self._with_unlabeled_stream(labeled, self.hparams.unlabeled_batch_size) if self.hparams.unlabeled else labeled
+
+    def test_dataloader(self) -> BatchLoader:
+        if not self._splits:
+            self.setup()
+        if not len(self._splits["test"][1]):
+            raise ValueError(f"{self.data_dir} has no test/ folder: put test images in {self.data_dir}/test/<class>/ "
+                             "to test, or score the validation split with `validate`.")
+        return super().test_dataloader()
