@@ -24,7 +24,7 @@ def _check_trains(model: torch.nn.Module, size: int, num_classes: int = 7) -> No
     assert torch.isfinite(logits).all()
     loss = sum(o.square().mean() for o in (outputs if isinstance(outputs, tuple) else [outputs]))
     loss.backward()
-    missing = [name for name, p in model.named_parameters() if p.grad is None]
+    missing = [name for name, p in model.named_parameters() if p.requires_grad and p.grad is None]
     assert not missing, f"no gradient reached {missing[:5]}"
 
 
