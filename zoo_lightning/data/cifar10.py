@@ -80,7 +80,8 @@ def read_image_folder(root: Path, size: int = 32) -> Splits:
     train_images, train_labels, classes = read_class_tree(root / "train", size)
     if len(classes) != len(CLASSES):
         raise ValueError(f"{root / 'train'} has {len(classes)} class folders ({', '.join(classes)}); CIFAR-10 has "
-                         f"{len(CLASSES)}. Give it the 10 folders ({', '.join(CLASSES)}).")
+                         f"{len(CLASSES)}. Give it the 10 folders ({', '.join(CLASSES)}), or train your own classes "
+                         "with --data zoo_lightning.data.FolderDataModule.")
     test_images, test_labels, _ = read_class_tree(root / "test", size, classes)
     return Splits(train_images, train_labels, test_images, test_labels, class_names=classes)
 
