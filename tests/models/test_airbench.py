@@ -1,4 +1,4 @@
-"""airbench94 / airbench96: the parameter count and FLOPs by hand, the initialization, the frozen BatchNorm scale."""
+"""airbench94 / 95 / 96: the parameter count and FLOPs by hand, the initialization, the frozen BatchNorm scale."""
 
 from __future__ import annotations
 
@@ -31,6 +31,9 @@ def test_parameters_and_flops_are_the_hand_counts():
     params, flops = _hand_count()
     assert count_parameters(create_model("airbench94")) == params == 1_972_792
     assert count_mflops("airbench94", "cifar", 32) * 1e6 == flops
+    params, flops = _hand_count((128, 384, 384))
+    assert count_parameters(create_model("airbench95")) == params
+    assert count_mflops("airbench95", "cifar", 32) * 1e6 == flops
     params, flops = _hand_count((128, 512, 512), residual=True)
     assert count_parameters(create_model("airbench96")) == params
     assert count_mflops("airbench96", "cifar", 32) * 1e6 == flops

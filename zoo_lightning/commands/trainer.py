@@ -57,7 +57,8 @@ class _DropNotices(logging.Filter):
 
 def quiet_lightning() -> None:
     """Drops :data:`_NOTICES`, the deprecation warning Lightning's own pytree code raises under torch 2.14,
-    and the warning about the empty validation loader of a fit on every training image."""
+    the warning about the empty validation loader of a fit on every training image, and the model
+    summary's about its size estimate under bf16 (it counts parameters, which stay 32-bit)."""
     for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
         logger = logging.getLogger(name)
         if not any(isinstance(f, _DropNotices) for f in logger.filters):
@@ -65,6 +66,7 @@ def quiet_lightning() -> None:
     warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
     # --data.val_size 0 hands Lightning an empty validation loader on purpose.
     warnings.filterwarnings("ignore", message=r"Total length of `list` across ranks is zero")
+    warnings.filterwarnings("ignore", message=r"Precision bf16-mixed is not supported by the model summary")
 
 
 class ZooArgumentParser(LightningArgumentParser):

@@ -5,7 +5,7 @@ A 2x2 patch convolution (meant to be set by patch whitening, see
 conv - max-pool - BatchNorm - GELU - conv - BatchNorm - GELU, a global max-pool and a bias-free
 linear layer whose logits are scaled by 1/9. BatchNorm keeps its weight frozen at 1 and updates its
 running statistics fast (PyTorch momentum 0.4); every conv starts as the identity on its first
-``in_channels`` filters (dirac init). ``airbench96`` doubles the widths and adds a third conv to
+``in_channels`` filters (dirac init). ``airbench95`` widens the groups to 128, 384, 384; ``airbench96`` doubles the widths and adds a third conv to
 each group, with a residual connection over the last two.
 """
 
@@ -18,7 +18,7 @@ from torch import Tensor, nn
 
 from zoo_lightning.models.registry import register_model
 
-__all__ = ["Airbench", "airbench94", "airbench96"]
+__all__ = ["Airbench", "airbench94", "airbench95", "airbench96"]
 
 
 class FrozenScaleBatchNorm(nn.BatchNorm2d):
@@ -90,6 +90,12 @@ class Airbench(nn.Module):
 def airbench94(num_classes: int = 10, stem: str = "cifar", **kwargs: Any) -> Airbench:
     """airbench94 from "94% on CIFAR-10 in 3.29 Seconds on a Single GPU" (Jordan, 2024)."""
     return Airbench(num_classes, **kwargs)
+
+
+@register_model
+def airbench95(num_classes: int = 10, stem: str = "cifar", **kwargs: Any) -> Airbench:
+    """airbench95 (widths 128, 384, 384) from "94% on CIFAR-10 in 3.29 Seconds on a Single GPU" (Jordan, 2024)."""
+    return Airbench(num_classes, **{"widths": (128, 384, 384), **kwargs})
 
 
 @register_model
