@@ -6,10 +6,11 @@ import contextlib
 import hashlib
 import os
 import warnings
+import zipfile
 from pathlib import Path
 from typing import Callable, Sequence
 
-__all__ = ["atomic_write", "write_cache", "fingerprint"]
+__all__ = ["atomic_write", "write_cache", "read_array_cache", "write_array_cache", "fingerprint"]
 
 
 def atomic_write(path: Path, write: Callable[[Path], object]) -> None:
@@ -40,6 +41,31 @@ def write_cache(path: Path, write: Callable[[Path], object], what: str) -> bool:
                       "so the work is redone on the next run. Make the folder writable, or free space, to keep it.",
                       stacklevel=2)
         return False
+
+
+def read_array_cache(path: Path, key: str) -> dict | None:
+    """The arrays :func:`write_array_cache` saved under ``key``; None when the file is absent,
+    truncated, foreign or was saved under another key (the caller rebuilds it)."""
+    import numpy as np
+
+    try:
+        with np.load(path, allow_pickle=False) as stored:
+            if str(stored["key"]) == key:
+                return {name: stored[name] for name in stored.files if name != "key"}
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+        pass
+    return None
+
+
+def write_array_cache(path: Path, key: str, arrays: dict, what: str) -> bool:
+    """``arrays`` saved as one ``.npz`` under ``key`` through :func:`write_cache`."""
+    import numpy as np
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as f:
+            np.savez(f, key=key, **arrays)
+
+    return write_cache(path, write, what)
 
 
 def fingerprint(paths: Sequence[Path], root: Path | None = None) -> str:

@@ -11,7 +11,6 @@ semi-supervised benchmark's 4,000 labels: 400 a class); the rest are its unlabel
 from __future__ import annotations
 
 import pickle
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +21,7 @@ from zoo_lightning.data.base import CACHE_DIR, ImageDataModule, Splits
 from zoo_lightning.data.download import download_release
 from zoo_lightning.data.folder import image_files, read_class_tree
 from zoo_lightning.data.loader import BatchLoader, TwoStreamLoader, as_tensor
-from zoo_lightning.files import write_cache
+from zoo_lightning.files import read_array_cache, write_array_cache
 
 __all__ = ["CIFAR10DataModule"]
 
@@ -221,22 +220,14 @@ class CIFAR10DataModule(ImageDataModule):
         layout, folder = found
         key = self.source_fingerprint()
         cache = self.data_dir / CACHE_DIR / f"cifar10_{layout}_{folder.resolve().name}.npz"
-        try:
-            with np.load(cache, allow_pickle=False) as stored:
-                if str(stored["fingerprint"]) == key:
-                    splits = Splits(stored["train_images"], stored["train_labels"], stored["test_images"],
-                                    stored["test_labels"], class_names=[str(n) for n in stored["class_names"]])
-                    if _consistent(splits):
-                        return splits
-        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
-            pass  # absent, truncated, foreign or stale: rebuild from the source
+        stored = read_array_cache(cache, key)
+        if stored is not None:
+            splits = Splits(stored["train_images"], stored["train_labels"], stored["test_images"],
+                            stored["test_labels"], class_names=[str(n) for n in stored["class_names"]])
+            if _consistent(splits):
+                return splits
         splits = read_python_release(folder) if layout == "python" else read_image_folder(folder)
-
-        def write(tmp: Path) -> None:
-            with open(tmp, "wb") as f:
-                np.savez(f, fingerprint=key, train_images=splits.train_images, train_labels=splits.train_labels,
-                         test_images=splits.test_images, test_labels=splits.test_labels,
-                         class_names=np.asarray(splits.class_names))
-
-        write_cache(cache, write, "decoded images")
+        write_array_cache(cache, key, {"train_images": splits.train_images, "train_labels": splits.train_labels,
+                                       "test_images": splits.test_images, "test_labels": splits.test_labels,
+                                       "class_names": np.asarray(splits.class_names)}, "decoded images")
         return splits

@@ -16,7 +16,6 @@ or changed. From there on it trains like CIFAR-10: batches in memory, augmented 
 from __future__ import annotations
 
 import json
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +25,7 @@ from torch import Tensor
 from zoo_lightning.data.base import CACHE_DIR, ImageDataModule, Splits
 from zoo_lightning.data.folder import hidden, image_files, load_folder, read_class_tree
 from zoo_lightning.data.loader import BatchLoader, TwoStreamLoader, as_tensor
-from zoo_lightning.files import write_cache
+from zoo_lightning.files import read_array_cache, write_array_cache
 
 __all__ = ["FolderDataModule", "class_folders"]
 
@@ -100,30 +99,15 @@ class FolderDataModule(ImageDataModule):
     def load_splits(self) -> Splits:
         key = json.dumps({"source": self.source_fingerprint(), "size": self.image_size, "classes": self.class_names})
         cache = self.data_dir / CACHE_DIR / f"folder_{self.image_size}px.npz"
-        arrays = self._read_cache(cache, key)
+        arrays = read_array_cache(cache, key)
         if arrays is None:
             arrays = self._read_folders()
-
-            def write(tmp: Path) -> None:
-                with open(tmp, "wb") as f:
-                    np.savez(f, key=key, **arrays)
-
-            write_cache(cache, write, "resized images")
+            write_array_cache(cache, key, arrays, "resized images")
         val_count = int(arrays["val_count"])
         self._val_count = None if val_count < 0 else val_count
         self._unlabeled = as_tensor(arrays["unlabeled"]) if len(arrays["unlabeled"]) else None
         return Splits(arrays["train_images"], arrays["train_labels"], arrays["test_images"], arrays["test_labels"],
                       class_names=self.class_names)
-
-    @staticmethod
-    def _read_cache(cache: Path, key: str) -> dict[str, np.ndarray] | None:
-        try:
-            with np.load(cache, allow_pickle=False) as stored:
-                if str(stored["key"]) == key:
-                    return {name: stored[name] for name in stored.files if name != "key"}
-        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
-            pass  # absent, truncated, foreign or stale: read the folders again
-        return None
 
     def _read_folders(self) -> dict[str, np.ndarray]:
         """Every split decoded and resized; val/ is appended to train/ (``val_count`` says how many it holds)."""
