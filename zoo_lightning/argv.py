@@ -33,14 +33,16 @@ def resolve_config_args(argv: list[str]) -> list[str]:
     return resolved
 
 
-def option_value(argv: list[str], name: str) -> str | None:
-    """The value of ``--name VALUE`` or ``--name=VALUE`` in ``argv`` (the last one wins), else None."""
+def option_value(argv: list[str], *names: str) -> str | None:
+    """The value of ``--name VALUE`` or ``--name=VALUE`` in ``argv`` for any of ``names`` (spellings of one
+    option; the last one given wins), else None."""
     value = None
     for i, arg in enumerate(argv):
-        if arg.startswith(f"{name}="):
-            value = arg.split("=", 1)[1]
-        elif arg == name and i + 1 < len(argv):
-            value = argv[i + 1]
+        for name in names:
+            if arg.startswith(f"{name}="):
+                value = arg.split("=", 1)[1]
+            elif arg == name and i + 1 < len(argv):
+                value = argv[i + 1]
     return value
 
 

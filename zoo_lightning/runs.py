@@ -1,7 +1,7 @@
 """Run folders: how an experiment is named, and how a command claims the folder it writes into.
 
-``fit`` and ``sweep`` name runs by one rule; every command that writes a run claims its folder
-atomically before anything is written, and a resume locks the run it continues.
+``fit``, ``sweep`` and ``selftrain`` name runs by one rule; every command that writes a run claims its
+folder atomically before anything is written, and a resume locks the run it continues.
 """
 
 from __future__ import annotations
@@ -11,8 +11,11 @@ import shutil
 from pathlib import Path
 from typing import Sequence
 
-__all__ = ["DEFAULT_EXPERIMENT", "experiment_name", "newest_run", "claim_run_dir", "release_claim", "lock_for_resume",
-           "version_number", "CLAIM_FILE", "CLAIM_TOKEN_ENV"]
+from zoo_lightning.argv import option_value
+
+__all__ = ["DEFAULT_EXPERIMENT", "experiment_name", "experiment_dir", "config_logger", "newest_run", "claim_run_dir",
+           "claim_named_run", "release_claim", "lock_for_resume", "version_number", "CLAIM_FILE", "CLAIM_TOKEN_ENV",
+           "LOGGER_SAVE_DIR", "LOGGER_NAME"]
 
 DEFAULT_EXPERIMENT = "default"  # the logger's name when neither the user nor a config gives one
 
@@ -29,6 +32,31 @@ def experiment_name(logger_name: str | None, config_files: Sequence[str | Path],
     if config_files:
         return Path(config_files[0]).stem
     return str(backbone).replace(":", "_")
+
+
+# The two spellings LightningCLI accepts for the logger's options.
+LOGGER_SAVE_DIR = ("--trainer.logger.init_args.save_dir", "--trainer.logger.save_dir")
+LOGGER_NAME = ("--trainer.logger.init_args.name", "--trainer.logger.name")
+
+
+def config_logger(config: Path) -> tuple[str | None, str | None]:
+    """The (save_dir, name) a config file gives its TensorBoard logger, None where it gives none."""
+    import yaml
+
+    cfg = yaml.safe_load(config.read_text()) or {}
+    logger = (cfg.get("trainer") or {}).get("logger") if isinstance(cfg, dict) else None
+    init = (logger.get("init_args") or logger) if isinstance(logger, dict) else {}
+    return init.get("save_dir"), init.get("name")
+
+
+def experiment_dir(config: Path, argv: list[str]) -> Path:
+    """``save_dir/experiment`` of the fits ``--config config *argv`` starts, for commands that start them.
+
+    Such a command hands both parts to every fit it starts, so it and its fits agree by construction.
+    """
+    save_dir, name = config_logger(config)
+    save_dir = option_value(argv, *LOGGER_SAVE_DIR) or save_dir or "lightning_logs"
+    return Path(save_dir) / experiment_name(option_value(argv, *LOGGER_NAME) or name, [config], backbone="")
 
 
 VERSION_PREFIX = "version_"
@@ -82,6 +110,16 @@ def claim_run_dir(experiment: Path, version: str | int | None, token: str | None
             continue
         (folder / CLAIM_FILE).write_text(str(os.getpid()))
         return folder
+
+
+def claim_named_run(experiment: Path, name: str) -> Path:
+    """A new folder for a run named ``name`` (``name_v2``, ... when one exists): a run's folder is never reused."""
+    for suffix in range(1, 10_000):
+        try:
+            return claim_run_dir(experiment, name if suffix == 1 else f"{name}_v{suffix}")
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"No free run folder for {name} under {experiment}.")
 
 
 def release_claim(folder: Path, used: bool) -> None:

@@ -6,6 +6,7 @@ import lightning as L
 import pytest
 from lightning.pytorch.loggers import TensorBoardLogger
 from tensorboard.plugins.hparams import plugin_data_pb2
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from tests.helpers import TINY_NET, TinyData, events
 from zoo_lightning.callbacks import HparamsSession

@@ -17,9 +17,10 @@ def test_two_rounds_each_taught_by_the_round_before(cifar_python, tmp_path):
                       "--dropout", "0.1", "--data.data_dir", str(data_dir), "--data.val_size", "20",
                       "--data.labeled_per_class", "2", "--data.batch_size", "8", "--trainer.max_epochs", "1",
                       "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",
-                      "--trainer.logger.init_args.save_dir", str(logs)], cwd=tmp_path, timeout=900)
+                      "--trainer.logger.save_dir", str(logs)], cwd=tmp_path, timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
     runs = logs / "cnn_cifar"
+    assert not (tmp_path / "lightning_logs").exists()  # the short spelling of save_dir moves the rounds too
     assert sorted(p.name for p in runs.iterdir()) == ["round_0", "round_1", "round_2"]
     records = {n: json.loads((runs / f"round_{n}" / "selftrain.json").read_text()) for n in range(3)}
     assert len({r["session"] for r in records.values()}) == 1

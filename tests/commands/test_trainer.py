@@ -7,7 +7,7 @@ import yaml
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from tests.helpers import fit_args, run_cli
-from zoo_lightning.argv import CONFIG_DIR, resolve_config_args
+from zoo_lightning.argv import CONFIG_DIR
 from zoo_lightning.cli import main
 
 

@@ -24,7 +24,6 @@ import argparse
 import datetime
 import importlib
 import json
-import os
 import shlex
 import shutil
 import signal
@@ -35,9 +34,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from zoo_lightning.argv import option_value, resolve_config
-from zoo_lightning.commands.sweep import _claim, _config_logger, _Stop
-from zoo_lightning.runs import CLAIM_FILE, CLAIM_TOKEN_ENV, experiment_name
+from zoo_lightning.argv import resolve_config
+from zoo_lightning.commands.fit_runner import FitRunner
 
 __all__ = ["main", "pseudo_label", "student_arguments", "RECORD", "LABELS"]
 
@@ -151,20 +149,15 @@ def main(argv: list[str]) -> None:
     config = Path(resolve_config(args.config))
     if not config.is_file():
         raise FileNotFoundError(f"Config {args.config!r} not found (looked in . and configs/).")
-    save_dir, name = _config_logger(config)
-    save_dir = option_value(passthrough, "--trainer.logger.init_args.save_dir") or save_dir or "lightning_logs"
-    experiment = experiment_name(option_value(passthrough, "--trainer.logger.init_args.name") or name, [config], "")
-    root = Path(save_dir) / experiment
+    runner = FitRunner(config, passthrough)
+    experiment = runner.experiment.name
     session = f"{datetime.datetime.now():%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:4]}"
     students = args.students or [None]
     teacher: Path | None = Path(args.teacher) if args.teacher else None
     teacher_run: str | None = None
     rounds: list[Round] = []
-    stop = _Stop()
     for number in range(0 if teacher is None else 1, args.rounds + 1):
-        folder = _claim(root, f"round_{number}")
-        token = uuid.uuid4().hex  # handed to the fit, which adopts the folder claimed for it
-        (folder / CLAIM_FILE).write_text(token)
+        folder = runner.claim(f"round_{number}")
         record: dict[str, Any] = {"session": session, "round": number, "role": "teacher" if number == 0 else "student",
                                   "teacher": teacher_run, "teacher_checkpoint": None if teacher is None else str(teacher)}
         extra: list[str] = []
@@ -180,16 +173,12 @@ def main(argv: list[str]) -> None:
             record["backbone"] = backbone or "(the config's)"
             extra = student_arguments(args, backbone, folder / LABELS)
         (folder / RECORD).write_text(json.dumps(record, indent=1))
-        cmd = [sys.executable, "-m", "zoo_lightning", "fit", "--config", str(config), *passthrough, *extra,
-               "--trainer.logger.init_args.name", experiment, "--trainer.logger.init_args.version", folder.name]
         print(f"[selftrain {session}] round {number}/{args.rounds}: {experiment}/{folder.name}", flush=True)
         start = time.perf_counter()
-        returncode = stop.run(cmd, {**os.environ, CLAIM_TOKEN_ENV: token})
+        returncode = runner.fit(folder, extra, records=(RECORD, LABELS))
         rounds.append(Round(number, folder, returncode, time.perf_counter() - start))
-        if folder.is_dir() and not any(p.name not in (CLAIM_FILE, RECORD, LABELS) for p in folder.iterdir()):
-            shutil.rmtree(folder)  # the fit stopped before it began: nothing to keep, nothing to report
-        if stop.signal is not None:
-            print(f"[selftrain] stopped by {signal.Signals(stop.signal).name} in round {number}.", file=sys.stderr)
+        if runner.signal is not None:
+            print(f"[selftrain] stopped by {signal.Signals(runner.signal).name} in round {number}.", file=sys.stderr)
             break
         teacher, teacher_run = _checkpoint(folder), f"{experiment}/{folder.name}"
         if returncode or teacher is None:
@@ -200,7 +189,7 @@ def main(argv: list[str]) -> None:
     print("\n| round | run | exit code | minutes |\n|---|---|---|---|")
     for r in rounds:
         print(f"| {r.number} | {experiment}/{r.folder.name} | {r.returncode} | {r.seconds / 60:.1f} |")
-    if stop.signal is not None:
-        sys.exit(128 + stop.signal)
+    if runner.signal is not None:
+        sys.exit(128 + runner.signal)
     if any(r.returncode for r in rounds) or len(rounds) < args.rounds + (args.teacher is None):
         sys.exit(1)

@@ -15,20 +15,14 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
-import os
-import shutil
 import signal
-import subprocess
 import sys
 import time
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
-
-from zoo_lightning.argv import option_value, resolve_config
-from zoo_lightning.runs import CLAIM_FILE, CLAIM_TOKEN_ENV, claim_run_dir, experiment_name
+from zoo_lightning.argv import resolve_config
+from zoo_lightning.commands.fit_runner import FitRunner
 
 __all__ = ["parse_grid", "combinations", "run_name", "main"]
 
@@ -74,14 +68,6 @@ class SweepRun:
     seconds: float
 
 
-def _config_logger(config: Path) -> tuple[str | None, str | None]:
-    """The (save_dir, name) a config file gives its TensorBoard logger, None where it gives none."""
-    cfg = yaml.safe_load(config.read_text()) or {}
-    logger = (cfg.get("trainer") or {}).get("logger") if isinstance(cfg, dict) else None
-    init = (logger.get("init_args") or {}) if isinstance(logger, dict) else {}
-    return init.get("save_dir"), init.get("name")
-
-
 def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(prog="python -m zoo_lightning sweep", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -92,31 +78,20 @@ def main(argv: list[str]) -> None:
     if not config.is_file():
         raise FileNotFoundError(f"Config {args.config!r} not found (looked in . and configs/).")
     grid = parse_grid(args.grid)
-    save_dir, name = _config_logger(config)
-    save_dir = option_value(passthrough, "--trainer.logger.init_args.save_dir") or save_dir or "lightning_logs"
-    name = option_value(passthrough, "--trainer.logger.init_args.name") or name
-    # The rule `fit` applies, given to every run explicitly so the sweep and its runs agree by construction.
-    experiment = experiment_name(name, [config], backbone="")
+    runner = FitRunner(config, passthrough)
+    experiment = runner.experiment.name
     runs: list[SweepRun] = []
     combos = combinations(grid)
-    stop = _Stop()
     for i, combo in enumerate(combos, 1):
-        folder = _claim(Path(save_dir) / experiment, run_name(combo))
-        token = uuid.uuid4().hex  # handed to the run, which adopts the folder claimed for it
-        (folder / CLAIM_FILE).write_text(token)
+        folder = runner.claim(run_name(combo))
         (folder / "sweep.json").write_text(json.dumps({"grid": list(grid), "values": combo}, indent=1))
-        cmd = [sys.executable, "-m", "zoo_lightning", "fit", "--config", str(config), *passthrough,
-               "--trainer.logger.init_args.name", experiment, "--trainer.logger.init_args.version", folder.name]
-        for key, value in combo.items():
-            cmd += [f"--{key}", value]
+        extra = [arg for key, value in combo.items() for arg in (f"--{key}", value)]
         print(f"[sweep {i}/{len(combos)}] {experiment}/{folder.name}", flush=True)
         start = time.perf_counter()
-        returncode = stop.run(cmd, {**os.environ, CLAIM_TOKEN_ENV: token})
+        returncode = runner.fit(folder, extra, records=("sweep.json",))
         runs.append(SweepRun(folder.name, combo, returncode, time.perf_counter() - start))
-        if folder.is_dir() and not any(p.name not in (CLAIM_FILE, "sweep.json") for p in folder.iterdir()):
-            shutil.rmtree(folder)  # the run stopped before it began: nothing to keep, nothing to report
-        if stop.signal is not None:
-            print(f"[sweep] stopped by {signal.Signals(stop.signal).name} during {folder.name}; "
+        if runner.signal is not None:
+            print(f"[sweep] stopped by {signal.Signals(runner.signal).name} during {folder.name}; "
                   f"{len(combos) - i} run(s) not started.", file=sys.stderr)
             break
         if returncode:
@@ -124,43 +99,7 @@ def main(argv: list[str]) -> None:
     print("\n| run | exit code | minutes |\n|---|---|---|")
     for run in runs:
         print(f"| {experiment}/{run.name} | {run.returncode} | {run.seconds / 60:.1f} |")
-    if stop.signal is not None:
-        sys.exit(128 + stop.signal)
+    if runner.signal is not None:
+        sys.exit(128 + runner.signal)
     if any(run.returncode for run in runs):
         sys.exit(1)
-
-
-def _claim(experiment: Path, name: str) -> Path:
-    """A new folder for a run named ``name`` (``name_v2``, ... when one exists): a run's folder is never reused."""
-    for suffix in range(1, 10_000):
-        try:
-            return claim_run_dir(experiment, name if suffix == 1 else f"{name}_v{suffix}")
-        except FileExistsError:
-            continue
-    raise FileExistsError(f"No free run folder for {name} under {experiment}.")
-
-
-class _Stop:
-    """Runs one fit at a time; Ctrl-C or SIGTERM is passed to it, and the sweep stops once it has ended.
-
-    The fit writes its last.ckpt and exits 130 / 143 (a terminal's Ctrl-C reaches both processes,
-    a ``kill`` only the sweep, so the signal is forwarded either way).
-    """
-
-    def __init__(self) -> None:
-        self.signal: int | None = None
-        self.child: subprocess.Popen | None = None
-
-    def _forward(self, signum: int, frame: object) -> None:
-        self.signal = signum
-        if self.child is not None and self.child.poll() is None:
-            self.child.send_signal(signum)
-
-    def run(self, cmd: list[str], env: dict[str, str]) -> int:
-        handlers = {s: signal.signal(s, self._forward) for s in (signal.SIGINT, signal.SIGTERM)}
-        try:
-            self.child = subprocess.Popen(cmd, env=env)
-            return self.child.wait()
-        finally:
-            for number, handler in handlers.items():
-                signal.signal(number, handler)

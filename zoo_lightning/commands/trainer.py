@@ -319,10 +319,9 @@ def explicit_settings(argv: list[str]) -> dict[str, Any]:
             init = data.get("init_args") or {}
             given.update({f"data.{k}": init[k] for k in RESUME_KEYS_DATA if k in init})
     for key in (*(f"model.{k}" for k in RESUME_KEYS_MODEL), *(f"data.{k}" for k in RESUME_KEYS_DATA)):
-        for spelling in (f"--{key}", f"--{key.replace('data.', 'data.init_args.')}"):
-            value = option_value(argv, spelling)
-            if value is not None:
-                given[key] = yaml.safe_load(value)
+        value = option_value(argv, f"--{key}", f"--{key.replace('data.', 'data.init_args.')}")
+        if value is not None:
+            given[key] = yaml.safe_load(value)
     return given
 
 
