@@ -88,6 +88,9 @@ class ImageDataModule(L.LightningDataModule):
         pseudo_label_mode: ``"soft"`` trains on the probabilities (labeled images get one-hot ones),
             ``"hard"`` on the most likely class.
         pseudo_label_threshold: only unlabeled images whose top probability reaches it are used.
+        unlabeled: add :meth:`unlabeled_images` as a second training stream, shuffled every epoch, for
+            objectives that teach on images without labels (Distillation's soft targets).
+        unlabeled_batch_size: images per unlabeled batch (defaults to ``batch_size``).
     """
 
     num_classes: int = 0
@@ -112,6 +115,8 @@ class ImageDataModule(L.LightningDataModule):
         pseudo_labels: str | None = None,
         pseudo_label_mode: str = "soft",
         pseudo_label_threshold: float = 0.0,
+        unlabeled: bool = False,
+        unlabeled_batch_size: int | None = None,
     ) -> None:
         super().__init__()
         if batch_size < 1:
@@ -127,6 +132,10 @@ class ImageDataModule(L.LightningDataModule):
             raise TypeError(f"pipeline must be a DevicePipeline (on the command line: --data.pipeline.mix cutmix, "
                             f"or --data.pipeline CLASS_PATH), got {type(pipeline).__name__}.")
         _check_pseudo_label_options(pseudo_labels, pseudo_label_mode, pseudo_label_threshold, pipeline)
+        if unlabeled and pseudo_labels:
+            raise ValueError("--data.pseudo_labels trains on the unlabeled images already; leave --data.unlabeled out.")
+        if unlabeled_batch_size is not None and unlabeled_batch_size < 1:
+            raise ValueError(f"unlabeled_batch_size must be >= 1, got {unlabeled_batch_size}.")
         # A module instance in the hyper-parameters would be pickled into checkpoints, which load weights-only;
         # under LightningCLI the run's config.yaml records the pipeline.
         self.save_hyperparameters(ignore=["pipeline"])
@@ -325,13 +334,15 @@ class ImageDataModule(L.LightningDataModule):
         order = torch.randperm(len(images), generator=torch.Generator().manual_seed(seed))[:count]
         return self.pipeline(torch.index_select(images, 0, order.sort().values))[0]
 
-    def train_dataloader(self) -> BatchLoader:
+    def train_dataloader(self) -> BatchLoader | TwoStreamLoader:
         loader = self._loader("train", train=True)
         images = loader.num_samples // loader.world_size
         if self.batch_size > images:
             raise ValueError(f"batch_size {self.batch_size} is larger than the {images} training images"
                              f"{' of each process' if loader.world_size > 1 else ''}: use --data.batch_size "
                              f"{min(128, images)} or less.")
+        if self.hparams.unlabeled:
+            return self._with_unlabeled_stream(loader, self.hparams.unlabeled_batch_size)
         return loader
 
     def val_dataloader(self) -> BatchLoader | list:

@@ -20,7 +20,7 @@ from torch import Tensor
 from zoo_lightning.data.base import CACHE_DIR, ImageDataModule, Splits
 from zoo_lightning.data.download import download_release
 from zoo_lightning.data.folder import image_files, read_class_tree
-from zoo_lightning.data.loader import BatchLoader, TwoStreamLoader, as_tensor
+from zoo_lightning.data.loader import as_tensor
 from zoo_lightning.files import read_array_cache, write_array_cache
 
 __all__ = ["CIFAR10DataModule"]
@@ -102,8 +102,6 @@ class CIFAR10DataModule(ImageDataModule):
         labeled_per_class: keep the labels of only this many training images per class (drawn with
             ``split_seed`` from the training part, after the validation split); the others are
             :meth:`unlabeled_images`: with the defaults, 400 gives 4,000 labeled and 36,000 unlabeled.
-        unlabeled: add those unlabeled images as a second training stream (for Distillation).
-        unlabeled_batch_size: images per unlabeled batch (defaults to ``batch_size``).
         **kwargs: see :class:`~zoo_lightning.data.base.ImageDataModule`.
     """
 
@@ -115,19 +113,15 @@ class CIFAR10DataModule(ImageDataModule):
     def __init__(
         self,
         labeled_per_class: int | None = None,
-        unlabeled: bool = False,
-        unlabeled_batch_size: int | None = None,
         **kwargs: Any,
     ) -> None:
         # **kwargs: jsonargparse follows them into ImageDataModule's signature, so the CLI lists every option.
         if labeled_per_class is not None and labeled_per_class < 1:
             raise ValueError(f"labeled_per_class must be >= 1 (labeled training images of each class), got "
                              f"{labeled_per_class}; leave it out to keep every label.")
-        if unlabeled and labeled_per_class is None:
+        if kwargs.get("unlabeled") and labeled_per_class is None:
             raise ValueError("--data.unlabeled true needs --data.labeled_per_class N: the unlabeled images are the "
                              "training images beyond the N labeled ones of each class.")
-        if unlabeled and kwargs.get("pseudo_labels"):
-            raise ValueError("--data.pseudo_labels trains on the unlabeled images already; leave --data.unlabeled out.")
         super().__init__(**kwargs)
         self._unlabeled: Tensor | None = None
 
@@ -199,10 +193,6 @@ class CIFAR10DataModule(ImageDataModule):
     def _split_key(self) -> dict[str, Any]:
         key = super()._split_key()
         return key if self.hparams.labeled_per_class is None else {**key, "labeled_per_class": self.hparams.labeled_per_class}
-
-    def train_dataloader(self) -> BatchLoader | TwoStreamLoader:
-        labeled = super().train_dataloader()
-        return self._with_unlabeled_stream(labeled, self.hparams.unlabeled_batch_size) if self.hparams.unlabeled else labeled
 
     def source_files(self) -> list[Path]:
         found = self._locate()

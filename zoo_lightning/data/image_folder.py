@@ -24,7 +24,7 @@ from torch import Tensor
 
 from zoo_lightning.data.base import CACHE_DIR, ImageDataModule, Splits
 from zoo_lightning.data.folder import hidden, image_files, load_folder, read_class_tree
-from zoo_lightning.data.loader import BatchLoader, TwoStreamLoader, as_tensor
+from zoo_lightning.data.loader import BatchLoader, as_tensor
 from zoo_lightning.files import read_array_cache, write_array_cache
 
 __all__ = ["FolderDataModule", "class_folders"]
@@ -54,8 +54,6 @@ class FolderDataModule(ImageDataModule):
         val_size: training images held out for validation, drawn with ``split_seed``; None takes a
             tenth of them. With a ``val/`` folder, that folder is the validation set (None counts its
             images; 0 turns validation off).
-        unlabeled: add ``unlabeled/`` as a second training stream (for Distillation).
-        unlabeled_batch_size: images per unlabeled batch (defaults to ``batch_size``).
         **kwargs: the options of :class:`~zoo_lightning.data.base.ImageDataModule`. With ``class_names``
             (the CLI passes a checkpoint's for validate/test/predict) the disk is not read to build it.
     """
@@ -65,8 +63,6 @@ class FolderDataModule(ImageDataModule):
         data_dir: str = "data",
         image_size: int = 224,
         val_size: int | None = None,
-        unlabeled: bool = False,
-        unlabeled_batch_size: int | None = None,
         **kwargs: Any,
     ) -> None:
         root = Path(data_dir)
@@ -74,8 +70,6 @@ class FolderDataModule(ImageDataModule):
         classes = [str(n) for n in given] if given else class_folders(root / "train")
         if val_size is None:
             val_size = 0 if given else self._default_val_size(root)
-        if unlabeled and kwargs.get("pseudo_labels"):
-            raise ValueError("--data.pseudo_labels trains on the unlabeled images already; leave --data.unlabeled out.")
         self.native_size = image_size  # stored at this size: the device pipeline resizes nothing
         super().__init__(data_dir=data_dir, image_size=image_size, val_size=val_size, **kwargs)
         self.class_names, self.num_classes = classes, len(classes)
@@ -150,10 +144,6 @@ class FolderDataModule(ImageDataModule):
         return self._unlabeled
 
     # --- loaders ---------------------------------------------------------------------------------------
-
-    def train_dataloader(self) -> BatchLoader | TwoStreamLoader:
-        labeled = super().train_dataloader()
-        return self._with_unlabeled_stream(labeled, self.hparams.unlabeled_batch_size) if self.hparams.unlabeled else labeled
 
     def test_dataloader(self) -> BatchLoader:
         if not self._splits:

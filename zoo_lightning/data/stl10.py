@@ -17,7 +17,7 @@ from torch import Tensor
 
 from zoo_lightning.data.base import ImageDataModule, Splits
 from zoo_lightning.data.download import download_release
-from zoo_lightning.data.loader import BatchLoader, TwoStreamLoader, as_tensor
+from zoo_lightning.data.loader import as_tensor
 
 __all__ = ["STL10DataModule", "read_stl10_images", "read_stl10_labels"]
 
@@ -60,9 +60,6 @@ class STL10DataModule(ImageDataModule):
     Args:
         fold: 0..9 trains on that official fold of ``fold_indices.txt`` (validation is then drawn
             from the other 4,000); None uses all 5,000 with a seeded ``val_size`` split.
-        unlabeled: add the unlabeled split as a second training stream, for the distillation
-            objective (the teacher's soft targets teach there).
-        unlabeled_batch_size: images per unlabeled batch (defaults to ``batch_size``).
         **kwargs: the options of :class:`~zoo_lightning.data.base.ImageDataModule` (data_dir, batch_size,
             pipeline, ...). The pipeline's default crop padding is 12 pixels here, one eighth of 96.
     """
@@ -75,15 +72,11 @@ class STL10DataModule(ImageDataModule):
     def __init__(
         self,
         fold: int | None = None,
-        unlabeled: bool = False,
-        unlabeled_batch_size: int | None = None,
         **kwargs: Any,
     ) -> None:
         # **kwargs: jsonargparse follows them into ImageDataModule's signature, so the CLI lists every option.
         if fold is not None and not 0 <= fold <= 9:
             raise ValueError(f"fold must be 0..9 (the ten official folds) or None, got {fold}.")
-        if unlabeled and kwargs.get("pseudo_labels"):
-            raise ValueError("--data.pseudo_labels trains on the unlabeled images already; leave --data.unlabeled out.")
         super().__init__(**kwargs)
 
     def folder(self) -> Path:
@@ -160,9 +153,3 @@ class STL10DataModule(ImageDataModule):
     def unlabeled_images(self) -> Tensor:
         """A fresh memmap view of the unlabeled split (no bytes read until a batch indexes it)."""
         return as_tensor(read_stl10_images(self.folder() / "unlabeled_X.bin"))
-
-    def train_dataloader(self) -> BatchLoader | TwoStreamLoader:
-        labeled = super().train_dataloader()
-        if not self.hparams.unlabeled:
-            return labeled
-        return self._with_unlabeled_stream(labeled, self.hparams.unlabeled_batch_size)
