@@ -13,11 +13,12 @@ from typing import Sequence
 
 from zoo_lightning.argv import option_value
 
-__all__ = ["DEFAULT_EXPERIMENT", "experiment_name", "experiment_dir", "config_logger", "newest_run", "claim_run_dir",
+__all__ = ["DEFAULT_EXPERIMENT", "DEFAULT_SAVE_DIR", "experiment_name", "experiment_dir", "config_logger", "newest_run", "claim_run_dir",
            "claim_named_run", "release_claim", "lock_for_resume", "version_number", "CLAIM_FILE", "CLAIM_TOKEN_ENV",
            "LOGGER_SAVE_DIR", "LOGGER_NAME"]
 
 DEFAULT_EXPERIMENT = "default"  # the logger's name when neither the user nor a config gives one
+DEFAULT_SAVE_DIR = "lightning_logs"  # the logger's save_dir when neither the user nor a config gives one
 
 
 def experiment_name(logger_name: str | None, config_files: Sequence[str | Path], backbone: str) -> str:
@@ -55,7 +56,7 @@ def experiment_dir(config: Path, argv: list[str]) -> Path:
     Such a command hands both parts to every fit it starts, so it and its fits agree by construction.
     """
     save_dir, name = config_logger(config)
-    save_dir = option_value(argv, *LOGGER_SAVE_DIR) or save_dir or "lightning_logs"
+    save_dir = option_value(argv, *LOGGER_SAVE_DIR) or save_dir or DEFAULT_SAVE_DIR
     return Path(save_dir) / experiment_name(option_value(argv, *LOGGER_NAME) or name, [config], backbone="")
 
 

@@ -14,7 +14,8 @@ import sys
 import uuid
 from pathlib import Path
 
-from zoo_lightning.runs import CLAIM_FILE, CLAIM_TOKEN_ENV, claim_named_run, experiment_dir
+from zoo_lightning.runs import (CLAIM_FILE, CLAIM_TOKEN_ENV, LOGGER_NAME, LOGGER_SAVE_DIR, claim_named_run,
+                                experiment_dir)
 
 __all__ = ["FitRunner"]
 
@@ -48,8 +49,7 @@ class FitRunner:
         ``records`` the command wrote there for it.
         """
         cmd = [sys.executable, "-m", "zoo_lightning", "fit", "--config", str(self.config), *self.argv, *extra,
-               "--trainer.logger.init_args.save_dir", str(self.experiment.parent),
-               "--trainer.logger.init_args.name", self.experiment.name,
+               LOGGER_SAVE_DIR[0], str(self.experiment.parent), LOGGER_NAME[0], self.experiment.name,
                "--trainer.logger.init_args.version", folder.name]
         env = {**os.environ, CLAIM_TOKEN_ENV: self._tokens[folder]}
         handlers = {s: signal.signal(s, self._forward) for s in (signal.SIGINT, signal.SIGTERM)}

@@ -39,8 +39,8 @@ from zoo_lightning.checkpoints import AtomicCheckpointIO, datamodule_args, read_
 from zoo_lightning.classifier import ImageClassifier
 from zoo_lightning.data import ImageDataModule
 from zoo_lightning.hardware import auto_precision
-from zoo_lightning.runs import (CLAIM_TOKEN_ENV, DEFAULT_EXPERIMENT, claim_run_dir, experiment_name, lock_for_resume,
-                                newest_run, release_claim)
+from zoo_lightning.runs import (CLAIM_TOKEN_ENV, DEFAULT_EXPERIMENT, DEFAULT_SAVE_DIR, claim_run_dir, experiment_name,
+                                lock_for_resume, newest_run, release_claim)
 
 __all__ = ["ZooCLI", "run", "TRAINER_COMMANDS"]
 
@@ -108,7 +108,7 @@ class ZooCLI(LightningCLI):
         trainer_defaults = {
             "logger": {
                 "class_path": "lightning.pytorch.loggers.TensorBoardLogger",
-                "init_args": {"save_dir": "lightning_logs", "name": DEFAULT_EXPERIMENT, "default_hp_metric": False},
+                "init_args": {"save_dir": DEFAULT_SAVE_DIR, "name": DEFAULT_EXPERIMENT, "default_hp_metric": False},
             },
         }
         trainer_defaults.update(kwargs.pop("trainer_defaults", None) or {})
@@ -184,7 +184,7 @@ class ZooCLI(LightningCLI):
         init = logger.init_args if logger and hasattr(logger, "init_args") else {}
         configs = [str(p) for p in (config.get("config") or []) if Path(str(p)).resolve() != DEFAULTS]
         name = experiment_name(init.get("name"), configs, config.model.backbone)
-        return Path(init.get("save_dir") or "lightning_logs") / name
+        return Path(init.get("save_dir") or DEFAULT_SAVE_DIR) / name
 
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand]
