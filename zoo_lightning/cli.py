@@ -17,13 +17,16 @@ __all__ = ["COMMANDS", "main", "usage"]
 class Command(NamedTuple):
     target: str  # "module:function", called with the arguments after the command's name
     summary: str
+    named: bool = False  # the Trainer's verbs share one function, which is also given the command's name
 
 
 COMMANDS: dict[str, Command] = {
-    "fit": Command("zoo_lightning.commands.trainer:run", "train a backbone (--config, --trainer.*, --model.*, --data.*)"),
-    "validate": Command("zoo_lightning.commands.trainer:run", "score a checkpoint on the validation split"),
-    "test": Command("zoo_lightning.commands.trainer:run", "score a checkpoint on the test split"),
-    "predict": Command("zoo_lightning.commands.trainer:run", "classify a folder of your own images into a CSV"),
+    "fit": Command("zoo_lightning.commands.trainer:run", "train a backbone (--config, --trainer.*, --model.*, --data.*)",
+                   named=True),
+    "validate": Command("zoo_lightning.commands.trainer:run", "score a checkpoint on the validation split", named=True),
+    "test": Command("zoo_lightning.commands.trainer:run", "score a checkpoint on the test split", named=True),
+    "predict": Command("zoo_lightning.commands.trainer:run", "classify a folder of your own images into a CSV",
+                       named=True),
     "models": Command("zoo_lightning.commands.models:main", "the registered backbones with parameters and FLOPs"),
     "stats": Command("zoo_lightning.commands.stats:main", "a dataset's per-channel mean and std"),
     "export": Command("zoo_lightning.commands.export:main", "a checkpoint as a standalone TorchScript or .pt2 model"),
@@ -31,8 +34,6 @@ COMMANDS: dict[str, Command] = {
     "selftrain": Command("zoo_lightning.commands.selftrain:main", "Noisy Student: rounds of pseudo-labels and noisy students"),
     "report": Command("zoo_lightning.commands.report:main", "runs compared as a markdown table and PNG plots"),
 }
-# The Trainer's verbs hand LightningCLI the whole command line, their own name first.
-_TRAINER_VERBS = ("fit", "validate", "test", "predict")
 
 
 def usage() -> str:
@@ -55,7 +56,7 @@ def _is_user_error(error: BaseException) -> bool:
 
     # MisconfigurationException: Lightning's word for a Trainer flag this machine or run cannot take.
     return isinstance(error, (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, IsADirectoryError,
-                              UnknownModelError, CheckpointWriteError, MisconfigurationException))
+                              PermissionError, UnknownModelError, CheckpointWriteError, MisconfigurationException))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -70,12 +71,15 @@ def main(argv: list[str] | None = None) -> None:
     module, function = COMMANDS[name].target.split(":")
     command = getattr(importlib.import_module(module), function)
     try:
-        command(argv if name in _TRAINER_VERBS else argv[1:])
+        if COMMANDS[name].named:
+            command(name, argv[1:])
+        else:
+            command(argv[1:])
     except Exception as error:
         if os.environ.get("ZOO_DEBUG") or not _is_user_error(error):
             raise
-        from zoo_lightning.argv import one_line
+        from zoo_lightning.parsing import one_line
 
-        print(f"error: {one_line(str(error))}", file=sys.stderr)
+        print(f"error: {one_line(error)}", file=sys.stderr)
         print("(set ZOO_DEBUG=1 to see the traceback)", file=sys.stderr)
         sys.exit(2)

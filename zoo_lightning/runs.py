@@ -1,32 +1,41 @@
-"""Run folders: how an experiment is named, and how a command claims the folder it writes into.
+"""Run folders and their one owner, :class:`RunLogger`: how runs are named, claimed, locked and found.
 
-``fit``, ``sweep`` and ``selftrain`` name runs by one rule; every command that writes a run claims its
-folder atomically before anything is written, and a resume locks the run it continues.
+A training run is a folder ``save_dir/<experiment>/<version>`` holding its ``config.yaml``, TensorBoard
+events and ``checkpoints/``. ``fit``, ``sweep`` and ``selftrain`` configure the logger through its init
+arguments; evaluations of a run (``validate``, ``test``, ``predict``) are filed inside it, under
+``evaluations/``, so an experiment's folders are its trainings alone, and ``--ckpt_path last|best``
+(:func:`find_run`) chooses among them.
 """
 
 from __future__ import annotations
 
 import os
-import shutil
+import uuid
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Callable
 
-from zoo_lightning.argv import option_value
+from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
-__all__ = ["DEFAULT_EXPERIMENT", "DEFAULT_SAVE_DIR", "experiment_name", "experiment_dir", "config_logger", "newest_run", "claim_run_dir",
-           "claim_named_run", "release_claim", "lock_for_resume", "version_number", "CLAIM_FILE", "CLAIM_TOKEN_ENV",
-           "LOGGER_SAVE_DIR", "LOGGER_NAME"]
+__all__ = ["RunLogger", "RunRecord", "DEFAULT_SAVE_DIR", "DEFAULT_EXPERIMENT", "EVALUATIONS", "experiment_name",
+           "training_runs", "find_run", "run_of_checkpoint", "version_number"]
 
-DEFAULT_EXPERIMENT = "default"  # the logger's name when neither the user nor a config gives one
 DEFAULT_SAVE_DIR = "lightning_logs"  # the logger's save_dir when neither the user nor a config gives one
+DEFAULT_EXPERIMENT = "default"  # the logger's name when neither the user nor a config gives one
+VERSION_PREFIX = "version_"
+EVALUATIONS = "evaluations"  # a training run's sub-folder for the evaluations of its checkpoints
+CONFIG_FILE = "config.yaml"  # what LightningCLI writes when a run starts: the record of what it trains
+CLAIM_FILE = ".claim"  # the token of a command that reserved a folder for a run it starts
+RESUME_LOCK = ".resume.lock"
 
 
-def experiment_name(logger_name: str | None, config_files: Sequence[str | Path], backbone: str) -> str:
+def experiment_name(logger_name: str | None, config_files: list[str | Path], backbone: str) -> str:
     """The experiment folder of a run under the logger's ``save_dir``.
 
-    The name the user or a config gave the logger; else the stem of the first config file, the
-    recipe (``--config resnet56_cifar.yaml`` files runs under ``resnet56_cifar/``); else the backbone,
-    with the ``:`` of ``torchvision:``/``timm:`` names replaced so it is a plain folder name.
+    The name the user or a config gave the logger; else the stem of the first config file, the recipe
+    (``--config resnet56_cifar.yaml`` files runs under ``resnet56_cifar/``); else the backbone, with the
+    ``:`` of ``torchvision:``/``timm:`` names replaced so it is a plain folder name.
     """
     if logger_name and logger_name != DEFAULT_EXPERIMENT:
         return str(logger_name)
@@ -35,99 +44,10 @@ def experiment_name(logger_name: str | None, config_files: Sequence[str | Path],
     return str(backbone).replace(":", "_")
 
 
-# The two spellings LightningCLI accepts for the logger's options.
-LOGGER_SAVE_DIR = ("--trainer.logger.init_args.save_dir", "--trainer.logger.save_dir")
-LOGGER_NAME = ("--trainer.logger.init_args.name", "--trainer.logger.name")
-
-
-def config_logger(config: Path) -> tuple[str | None, str | None]:
-    """The (save_dir, name) a config file gives its TensorBoard logger, None where it gives none."""
-    import yaml
-
-    cfg = yaml.safe_load(config.read_text()) or {}
-    logger = (cfg.get("trainer") or {}).get("logger") if isinstance(cfg, dict) else None
-    init = (logger.get("init_args") or logger) if isinstance(logger, dict) else {}
-    return init.get("save_dir"), init.get("name")
-
-
-def experiment_dir(config: Path, argv: list[str]) -> Path:
-    """``save_dir/experiment`` of the fits ``--config config *argv`` starts, for commands that start them.
-
-    Such a command hands both parts to every fit it starts, so it and its fits agree by construction.
-    """
-    save_dir, name = config_logger(config)
-    save_dir = option_value(argv, *LOGGER_SAVE_DIR) or save_dir or DEFAULT_SAVE_DIR
-    return Path(save_dir) / experiment_name(option_value(argv, *LOGGER_NAME) or name, [config], backbone="")
-
-
-VERSION_PREFIX = "version_"
-CLAIM_FILE = ".claim"  # who claimed a run folder; a sweep hands its token to the run it starts
-CLAIM_TOKEN_ENV = "ZOO_RUN_CLAIM"
-RESUME_LOCK = ".resume.lock"
-
-
-def version_number(folder: Path) -> int | None:
-    """N of a ``version_N`` folder, else None."""
-    suffix = folder.name.removeprefix(VERSION_PREFIX)
-    return int(suffix) if folder.name.startswith(VERSION_PREFIX) and suffix.isdigit() else None
-
-
-def newest_run(experiment: Path) -> Path | None:
-    """The experiment's most recently claimed ``version_N`` folder (the highest N), or None."""
-    runs = [p for p in experiment.glob(f"{VERSION_PREFIX}*") if p.is_dir() and version_number(p) is not None]
-    return max(runs, key=version_number, default=None)
-
-
-def claim_run_dir(experiment: Path, version: str | int | None, token: str | None = None) -> Path:
-    """Creates the run folder before anything is written into it, so no two commands ever share one.
-
-    ``version`` None claims the next free ``version_N`` (``os.mkdir`` is atomic: of two commands
-    started together one gets N, the other N + 1). A given version must not exist yet, unless it
-    holds the claim ``token`` of the sweep that made it for this run.
-    """
-    experiment.mkdir(parents=True, exist_ok=True)
-    if version is not None:
-        folder = experiment / (f"{VERSION_PREFIX}{version}" if isinstance(version, int) else str(version))
-        try:
-            folder.mkdir()
-        except FileExistsError:
-            claim = folder / CLAIM_FILE
-            if token is None or not claim.is_file() or claim.read_text() != token:
-                raise FileExistsError(
-                    f"Run folder {folder} already exists: another run's. Choose another "
-                    "--trainer.logger.init_args.version, or leave it out to get the next free version_N."
-                ) from None
-            return folder
-        (folder / CLAIM_FILE).write_text(str(os.getpid()))
-        return folder
-    taken = [n for p in experiment.glob(f"{VERSION_PREFIX}*") if (n := version_number(p)) is not None]
-    number = max(taken) + 1 if taken else 0
-    while True:
-        folder = experiment / f"{VERSION_PREFIX}{number}"
-        try:
-            folder.mkdir()
-        except FileExistsError:
-            number += 1
-            continue
-        (folder / CLAIM_FILE).write_text(str(os.getpid()))
-        return folder
-
-
-def claim_named_run(experiment: Path, name: str) -> Path:
-    """A new folder for a run named ``name`` (``name_v2``, ... when one exists): a run's folder is never reused."""
-    for suffix in range(1, 10_000):
-        try:
-            return claim_run_dir(experiment, name if suffix == 1 else f"{name}_v{suffix}")
-        except FileExistsError:
-            continue
-    raise FileExistsError(f"No free run folder for {name} under {experiment}.")
-
-
-def release_claim(folder: Path, used: bool) -> None:
-    """Drops the claim marker; a folder whose command failed before it started is removed with what it holds."""
-    (folder / CLAIM_FILE).unlink(missing_ok=True)
-    if not used and folder.is_dir():
-        shutil.rmtree(folder, ignore_errors=True)
+def version_number(folder: Path, prefix: str = VERSION_PREFIX) -> int | None:
+    """N of a ``{prefix}N`` folder, else None."""
+    suffix = folder.name.removeprefix(prefix)
+    return int(suffix) if folder.name.startswith(prefix) and suffix.isdigit() else None
 
 
 def _alive(pid: int) -> bool:
@@ -138,6 +58,133 @@ def _alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def _writable(parent: Path) -> None:
+    """Makes ``parent`` or says, in one line, why a run folder cannot be made there."""
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise PermissionError(f"Cannot make the run folder's parent {parent}: {error.strerror or error}. Give a "
+                              "writable --trainer.logger.init_args.save_dir.") from None
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise PermissionError(f"Cannot write into {parent}: permission denied. Give a writable "
+                              "--trainer.logger.init_args.save_dir.")
+
+
+class RunLogger(TensorBoardLogger):
+    """TensorBoard logger that owns its run folder: claims it atomically, locks a run it resumes.
+
+    The folder is made the first time the run asks where it is (Lightning does while setting up, after the
+    command has checked its inputs), with one ``os.mkdir``: of two commands started together, one gets
+    ``version_N``, the other ``version_N+1``; a named version that exists is refused, never shared.
+
+    Args:
+        save_dir: the folder of experiments.
+        name: the experiment (the CLI puts the config's name in place of ``"default"``).
+        version: None for the next free ``{version_prefix}N``; a name or number for that folder, which must not
+            exist (unless ``claim`` is the token of the command that reserved it, or ``resume`` is set).
+        resume: continue the existing run in folder ``version``; it is locked while this process trains it.
+        claim: the token a command that starts fits (``sweep``, ``selftrain``) wrote into the folder it
+            reserved for this run with :meth:`reserve`.
+        version_prefix: the stem of numbered versions: ``version_`` for trainings, ``test_`` (etc.) for evaluations.
+        default_hp_metric: TensorBoardLogger's placeholder metric; off, as the run's HPARAMS session is the
+            :class:`~zoo_lightning.callbacks.HparamsSession` callback's.
+        **kwargs: :class:`~lightning.pytorch.loggers.TensorBoardLogger`'s.
+    """
+
+    def __init__(self, save_dir: str | Path = DEFAULT_SAVE_DIR, name: str = DEFAULT_EXPERIMENT,
+                 version: int | str | None = None, resume: bool = False, claim: str | None = None,
+                 version_prefix: str = VERSION_PREFIX, default_hp_metric: bool = False, **kwargs: Any) -> None:
+        super().__init__(save_dir=save_dir, name=name, version=version, default_hp_metric=default_hp_metric, **kwargs)
+        self.requested_version = version
+        self.resume, self.claim, self.version_prefix = resume, claim, version_prefix
+        self.folder: Path | None = None  # the run folder once claimed (or locked, when resuming)
+        self.lock: Path | None = None
+
+    @property
+    def version(self) -> str:
+        """The run folder's name, claimed on first use (by rank 0; the others get its path from Lightning)."""
+        if self.folder is None and rank_zero_only.rank > 0:
+            return str(self.requested_version or "")
+        return self.take_folder().name
+
+    @property
+    def experiment(self) -> Any:
+        """TensorBoard's SummaryWriter, made once the run folder is claimed (TensorBoardLogger would make the
+        experiment folder first, and a save_dir that cannot hold it would fail without a word on how to fix it)."""
+        if self.folder is None and rank_zero_only.rank == 0:
+            self.take_folder()
+        return super().experiment
+
+    def take_folder(self) -> Path:
+        """The run folder, claimed (or locked) now if it was not yet."""
+        if self.folder is None:
+            self.folder = self.take()
+        return self.folder
+
+    def folder_for(self, version: int | str) -> Path:
+        name = f"{VERSION_PREFIX}{version}" if isinstance(version, int) else str(version)
+        return Path(self.root_dir) / name
+
+    def take(self) -> Path:
+        """Claims (or, resuming, locks) the run folder; the logger's :attr:`folder` from then on."""
+        root = Path(self.root_dir)
+        _writable(root)
+        if self.resume:
+            if self.requested_version is None:
+                raise ValueError("RunLogger(resume=True) needs the version of the run it continues.")
+            folder = self.folder_for(self.requested_version)
+            self.lock = lock_for_resume(folder)
+            return folder
+        if self.requested_version is not None:
+            folder = self.folder_for(self.requested_version)
+            try:
+                folder.mkdir()
+            except FileExistsError:
+                token = folder / CLAIM_FILE
+                if not self.claim or not token.is_file() or token.read_text() != self.claim:
+                    raise FileExistsError(
+                        f"Run folder {folder} already exists: another run's. Choose another "
+                        "--trainer.logger.init_args.version, or leave it out to get the next free version."
+                    ) from None
+                token.unlink()
+            return folder
+        taken = [n for p in root.iterdir() if (n := version_number(p, self.version_prefix)) is not None]
+        number = max(taken) + 1 if taken else 0
+        while True:
+            folder = root / f"{self.version_prefix}{number}"
+            try:
+                folder.mkdir()
+                return folder
+            except FileExistsError:
+                number += 1
+
+    @staticmethod
+    def reserve(experiment: Path, name: str) -> tuple[Path, str]:
+        """A new folder for a run named ``name`` (``name_v2``, ... when taken) that a command will start; the
+        token the run's logger takes as ``claim`` to adopt it. A run folder is never reused."""
+        _writable(experiment)
+        token = uuid.uuid4().hex
+        for suffix in range(1, 10_000):
+            folder = experiment / (name if suffix == 1 else f"{name}_v{suffix}")
+            try:
+                folder.mkdir()
+            except FileExistsError:
+                continue
+            (folder / CLAIM_FILE).write_text(token)
+            return folder, token
+        raise FileExistsError(f"No free run folder for {name} under {experiment}.")
+
+    def release(self) -> None:
+        """Drops the resume lock; the folder and what the run wrote stay."""
+        if self.lock is not None:
+            self.lock.unlink(missing_ok=True)
+            self.lock = None
+
+    def finalize(self, status: str) -> None:
+        super().finalize(status)
+        self.release()
 
 
 def lock_for_resume(folder: Path) -> Path:
@@ -155,3 +202,67 @@ def lock_for_resume(folder: Path) -> Path:
                                       "or stop it first.") from None
             lock.unlink(missing_ok=True)  # left by a resume that was killed
     raise FileExistsError(f"Could not take the resume lock {lock}; remove it if no resume is running.")
+
+
+@dataclass
+class RunRecord:
+    """A training run as its ``config.yaml`` records it."""
+
+    folder: Path
+    config: dict[str, Any]
+
+    @property
+    def model(self) -> dict[str, Any]:
+        return dict(self.config.get("model") or {})
+
+    @property
+    def data(self) -> dict[str, Any]:
+        data = self.config.get("data") or {}
+        return {"class_path": data.get("class_path"), **dict(data.get("init_args") or {})}
+
+    def checkpoint(self, which: str) -> Path:
+        return self.folder / "checkpoints" / f"{which}.ckpt"
+
+
+def training_runs(experiment: Path) -> list[RunRecord]:
+    """The training runs of an experiment folder, the most recently started first (by their ``config.yaml``)."""
+    import yaml
+
+    runs = []
+    for folder in experiment.iterdir() if experiment.is_dir() else ():
+        config = folder / CONFIG_FILE
+        if folder.is_dir() and config.is_file():
+            try:
+                content = yaml.safe_load(config.read_text())
+            except (OSError, yaml.YAMLError):
+                continue
+            if isinstance(content, dict):
+                runs.append((config.stat().st_mtime_ns, RunRecord(folder, content)))
+    return [record for _, record in sorted(runs, key=lambda item: (item[0], item[1].folder.name), reverse=True)]
+
+
+def find_run(experiment: Path, which: str, differences: Callable[[RunRecord], list[str]]) -> RunRecord:
+    """The run ``--ckpt_path last|best`` means: the newest training run of the experiment for which
+    ``differences`` (what the command asks, against what the run recorded) is empty.
+
+    Raises:
+        FileNotFoundError: no training run at all, or the chosen one has no such checkpoint.
+        ValueError: runs exist, but none trained what the command asks; names the differences of the newest.
+    """
+    runs = training_runs(experiment)
+    if not runs:
+        raise FileNotFoundError(f"No training run under {experiment} to take checkpoints/{which}.ckpt from: train one with "
+                                "`fit` first, or pass a checkpoint file.")
+    for run in runs:
+        if not differences(run):
+            return run
+    newest = runs[0]
+    raise ValueError(f"No run under {experiment} trained what this command asks: the newest, {newest.folder.name}, "
+                     f"has {'; '.join(differences(newest))}. Give the options it was trained with, or pass its "
+                     "checkpoint with --ckpt_path FILE.")
+
+
+def run_of_checkpoint(path: Path) -> Path | None:
+    """The training run folder a checkpoint sits in (``RUN/checkpoints/X.ckpt``), or None."""
+    run = path.resolve().parent.parent
+    return run if path.resolve().parent.name == "checkpoints" and (run / CONFIG_FILE).is_file() else None

@@ -7,7 +7,7 @@ import yaml
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from tests.helpers import fit_args, run_cli
-from zoo_lightning.argv import CONFIG_DIR
+from zoo_lightning.parsing import CONFIG_DIR
 from zoo_lightning.cli import main
 
 
@@ -34,8 +34,11 @@ def test_fit_then_test_from_the_checkpoint(cifar_python, tmp_path):
                  "--trainer.logger.init_args.save_dir", str(logs), "--ckpt_path", str(best)], cwd=tmp_path)
     assert test.returncode == 0, test.stderr[-3000:]
     assert "test/top1" in test.stdout
-    # A second command never writes into the first run's folder.
-    assert (logs / "cnn_cifar" / "version_1").is_dir()
+    # The evaluation is filed inside the run it scored, never as a training run beside it, and leaves the run's
+    # own files as they were.
+    assert sorted(p.name for p in (logs / "cnn_cifar").iterdir()) == ["version_0"]
+    assert (run / "evaluations" / "test_0" / "config.yaml").is_file()
+    assert any((run / "evaluations" / "test_0").glob("events.out.tfevents.*"))
     assert (run / "checkpoints" / "best.ckpt").stat().st_mtime_ns == best.stat().st_mtime_ns
 
     # The checkpoint teaches a student of another family through the distillation config.
@@ -103,24 +106,14 @@ def test_mistyped_config_key_gets_jsonargparses_message(tmp_path, capsys, monkey
     assert "max_epoch" in err and "Traceback" not in err
 
 
-class _Parsed(Exception):
-    pass
-
-
 def test_every_config_parses_and_names_a_registered_backbone():
     from zoo_lightning.commands.trainer import ZooCLI
     from zoo_lightning.models import list_models
 
-    class ParseOnly(ZooCLI):
-        def before_instantiate_classes(self) -> None:
-            raise _Parsed(self.config["fit"])
-
     configs = sorted(CONFIG_DIR.glob("*.yaml"))
     assert len(configs) >= 3
     for config in configs:
-        with pytest.raises(_Parsed) as parsed:
-            ParseOnly(args=["fit", "--config", str(config)])
-        backbone = parsed.value.args[0].model.backbone
+        backbone = ZooCLI("fit", ["--config", str(config)], build=False).config.model.backbone
         assert backbone in list_models() or ":" in backbone, f"{config.name}: unknown backbone {backbone}"
 
 
@@ -198,3 +191,13 @@ def test_the_airbench_recipe_fits_on_every_training_image_then_tests(cifar_pytho
     assert "test/top1" in tags and not any(t.startswith("val/") for t in tags)
     precision, _ = auto_precision("auto")
     assert f"Precision auto: {precision}" in caplog.text
+
+
+def test_help_lists_the_choices_of_tta_precision_and_the_pipelines_padding(capsys):
+    with pytest.raises(SystemExit) as stop:
+        main(["fit", "--help"])
+    assert stop.value.code == 0
+    out = " ".join(capsys.readouterr().out.split())  # argparse wraps long lines
+    assert "--model.tta TTA" in out and "'flip', 'flip_translate', 'flip_shift'" in out
+    assert "--trainer.precision PRECISION" in out and "'auto', '32-true', 'bf16-mixed'" in out
+    assert "--data.pipeline.padding_mode PADDING_MODE" in out and "'zeros', 'reflect'" in out

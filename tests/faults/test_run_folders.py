@@ -109,3 +109,21 @@ def test_without_a_logger_a_fit_still_gets_its_own_folder_and_evaluation_writes_
                               str(world / "data")], capsys)
         assert code == 0, err[-2000:]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["lightning_logs"]
+
+
+def test_a_fit_refused_for_its_pretrained_weights_leaves_no_folder(world, capsys, monkeypatch):
+    monkeypatch.chdir(world.root)
+    code, err = run_main(fit(world, "--model.pretrained", str(world / "gone.pth"), "--trainer.logger.init_args.name",
+                             "pretrained"), capsys)
+    assert code == 2 and "gone.pth" in err
+    assert not (world / "runs" / "pretrained").exists()
+
+
+def test_a_logs_folder_that_cannot_be_made_is_one_line(world, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(world.root)
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    code, err = run_main(fit(world, "--trainer.logger.init_args.save_dir", str(blocker / "logs")), capsys)
+    assert code == 2 and "Traceback" not in err
+    assert f"Cannot make the run folder's parent {blocker / 'logs' / 'cnn_cifar'}" in err
+    assert "writable --trainer.logger.init_args.save_dir" in err

@@ -44,6 +44,7 @@ def _truncated_last(w) -> str:
     if not run.is_dir():
         run.mkdir(parents=True)
         (run / "last.ckpt").write_bytes(w.ckpt.read_bytes()[:4000])
+        (run.parent / "config.yaml").write_text((w.ckpt.parent.parent / "config.yaml").read_text())
     return str(w / "cut")
 
 
@@ -52,9 +53,9 @@ CASES = [
     Case("`validate` without --ckpt_path", lambda w: _evaluate(w, "validate"), "validate needs trained weights"),
     Case("`test --ckpt_path last` before any fit", lambda w: _evaluate(w, "test", "--ckpt_path", "last",
                                                                           "--trainer.logger.init_args.name", "none"),
-         "No run under"),
+         "No training run under"),
     Case("`fit --ckpt_path last` with nothing to resume",
-         lambda w: fit(w, "--ckpt_path", "last", "--trainer.logger.init_args.name", "fresh"), "No run under"),
+         lambda w: fit(w, "--ckpt_path", "last", "--trainer.logger.init_args.name", "fresh"), "No training run under"),
     Case("`fit --ckpt_path last` when the newest run stopped before its first checkpoint",
          lambda w: fit(w, "--ckpt_path", "last", "--trainer.logger.init_args.save_dir", _died_young(w)),
          "has no checkpoints/last.ckpt: it stopped before its first checkpoint"),
@@ -66,12 +67,12 @@ CASES = [
          "not a checkpoint written by"),
     Case("a --ckpt_path that is a folder", lambda w: ["test", "--ckpt_path", str(w / "data")], "is a folder"),
     Case("a resume with another backbone", lambda w: fit(w, "--ckpt_path", str(w.ckpt), "--model.backbone", "resnet20"),
-         "model.backbone is 'resnet20' here but 'cnn'"),
+         "was trained with model.backbone 'cnn' (here 'resnet20')"),
     Case("a resume with another val_size (validation images would be trained on)",
          lambda w: fit(w, "--ckpt_path", str(w.ckpt), "--data.val_size", "30"),
-         "data.val_size is 30 here but 20 in"),
+         "was trained with data.val_size 20 (here 30)"),
     Case("a resume with another split_seed", lambda w: fit(w, "--ckpt_path", str(w.ckpt), "--data.split_seed", "5"),
-         "data.split_seed is 5 here but 0 in"),
+         "was trained with data.split_seed 0 (here 5)"),
 ]
 
 
@@ -178,3 +179,84 @@ def test_a_run_killed_before_its_first_checkpoint_keeps_its_folder_and_config(ci
     assert again.returncode == 0, again.stderr[-2000:]
     assert sorted(p.name for p in (logs / "cnn_cifar").iterdir()) == ["version_0", "version_1"]  # a new run beside it
     assert (run / "config.yaml").read_text() == written
+
+
+def _experiment_with(w, name: str, runs: list[tuple[str, str]]):
+    """An experiment whose runs (oldest first) are copies of the world's trained run, each recorded as trained on
+    the given DataModule class; their config.yaml times give their order."""
+    import os
+
+    import yaml
+
+    experiment = w / name / "cnn_cifar"
+    if not experiment.is_dir():
+        for i, (version, data_class) in enumerate(runs):
+            shutil.copytree(w.ckpt.parent.parent, experiment / version)
+            config = experiment / version / "config.yaml"
+            content = yaml.safe_load(config.read_text())
+            content["data"]["class_path"] = data_class
+            config.write_text(yaml.safe_dump(content))
+            os.utime(config, ns=(10**18 + i, 10**18 + i))
+    return str(w / name)
+
+
+FOLDER = "zoo_lightning.data.FolderDataModule"
+CIFAR = "zoo_lightning.data.CIFAR10DataModule"
+
+
+def test_last_means_the_newest_run_trained_on_the_data_asked_for(world, capsys, monkeypatch):
+    """A folder run filed under a CIFAR-10 config's experiment is not what `fit --config ... --ckpt_path last` on
+    CIFAR-10 continues: the newest run that trained CIFAR-10 is, and with none, one line names the difference."""
+    monkeypatch.chdir(world.root)
+    only_folder = _experiment_with(world, "folder_only", [("version_0", FOLDER)])
+    code, err = run_main(fit(world, "--ckpt_path", "last", "--trainer.logger.init_args.save_dir", only_folder), capsys)
+    assert code == 2 and "Traceback" not in err
+    assert "the newest, version_0, has data.class_path 'zoo_lightning.data.FolderDataModule'" in err
+    assert "(here 'zoo_lightning.data.CIFAR10DataModule')" in err
+
+    mixed = _experiment_with(world, "mixed", [("version_0", CIFAR), ("version_1", FOLDER)])
+    code, err = run_main(fit(world, "--ckpt_path", "last", "--trainer.max_steps", "3",
+                             "--trainer.logger.init_args.save_dir", mixed), capsys)
+    assert code == 0, err[-2000:]
+    runs = world / "mixed" / "cnn_cifar"
+    assert torch.load(runs / "version_0" / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 3
+    assert torch.load(runs / "version_1" / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 2
+    assert sorted(p.name for p in runs.iterdir()) == ["version_0", "version_1"]  # continued in place
+
+
+def test_evaluations_are_filed_in_the_run_and_last_still_means_the_training(world, capsys, monkeypatch):
+    monkeypatch.chdir(world.root)
+    save_dir = _experiment_with(world, "evaluated", [("version_0", CIFAR)])
+    run = world / "evaluated" / "cnn_cifar" / "version_0"
+    for verb in ("validate", "test", "test"):
+        code, err = run_main([verb, "--config", "cnn_cifar.yaml", "--ckpt_path", "last", "--data.data_dir",
+                              str(world / "data"), "--data.val_size", "20", "--trainer.enable_progress_bar", "false",
+                              "--trainer.logger.init_args.save_dir", save_dir], capsys)
+        assert code == 0, err[-2000:]
+    assert sorted(p.name for p in (world / "evaluated" / "cnn_cifar").iterdir()) == ["version_0"]
+    assert sorted(p.name for p in (run / "evaluations").iterdir()) == ["test_0", "test_1", "validate_0"]
+
+
+def test_an_evaluation_refuses_a_network_option_that_contradicts_the_checkpoint(world, capsys, monkeypatch):
+    monkeypatch.chdir(world.root)
+    before = _digests(world.ckpt.parent.parent)
+    code, err = run_main(["test", "--config", "resnet56_cifar.yaml", "--model.backbone", "resnet56", "--ckpt_path",
+                          str(world.ckpt), "--data.data_dir", str(world / "data")], capsys)
+    assert code == 2 and "Traceback" not in err
+    assert f"{world.ckpt} was trained with model.backbone 'cnn' (here 'resnet56')" in err
+    assert _digests(world.ckpt.parent.parent) == before  # nothing filed under the run
+
+
+def test_a_resume_rewrites_last_ckpt_in_place(world, tmp_path, capsys, monkeypatch):
+    """The resumed run writes the last.ckpt it continued from, never a last-v1.ckpt beside a stale one."""
+    monkeypatch.chdir(world.root)
+    logs = tmp_path / "logs"
+    code, err = run_main(fit(world, "--trainer.logger.init_args.save_dir", str(logs)), capsys)
+    assert code == 0, err[-2000:]
+    checkpoints = logs / "cnn_cifar" / "version_0" / "checkpoints"
+    for steps in ("3", "4"):
+        code, err = run_main(fit(world, "--trainer.logger.init_args.save_dir", str(logs), "--ckpt_path", "last",
+                                 "--trainer.max_steps", steps), capsys)
+        assert code == 0, err[-2000:]
+        assert sorted(p.name for p in checkpoints.iterdir()) == ["last.ckpt"]
+        assert torch.load(checkpoints / "last.ckpt", weights_only=True)["global_step"] == int(steps)

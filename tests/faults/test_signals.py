@@ -78,6 +78,8 @@ def test_a_sweep_records_a_killed_run_and_goes_on_but_stops_on_ctrl_c(world, tmp
     out, err = sweep.communicate(timeout=300)
     assert sweep.returncode == 130, err[-2000:]
     assert "run lr=0.1 failed with exit code 143; going on" in err
+    # The stopped fit names its own run to continue, not the experiment's newest.
+    assert f"continue that run with `python -m zoo_lightning fit ... --ckpt_path {experiment}/lr=0.1/checkpoints/last.ckpt`" in err
     assert "stopped by SIGINT during lr=0.05; 1 run(s) not started" in err
     assert "| cnn_cifar/lr=0.1 | 143 |" in out and "| cnn_cifar/lr=0.05 | 130 |" in out
     assert sorted(p.name for p in experiment.iterdir()) == ["lr=0.05", "lr=0.1"]

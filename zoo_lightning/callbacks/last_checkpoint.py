@@ -20,8 +20,10 @@ class LastCheckpoint(ModelCheckpoint):
     """
 
     def __init__(self, filename: str = "last", **kwargs: Any) -> None:
-        kwargs.update(monitor=None, save_top_k=1, save_on_train_epoch_end=True, save_on_exception=True)
-        kwargs.setdefault("enable_version_counter", False)  # one last.ckpt, rewritten in place
+        # One last.ckpt, rewritten in place: the parser hands every ModelCheckpoint option over, the version
+        # counter's True included, which made a resumed run write last-v1.ckpt beside the one it resumed.
+        kwargs.update(monitor=None, save_top_k=1, save_on_train_epoch_end=True, save_on_exception=True,
+                      enable_version_counter=False)
         super().__init__(filename=filename, **kwargs)
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:

@@ -26,7 +26,6 @@ import importlib
 import json
 import shlex
 import shutil
-import signal
 import sys
 import time
 import uuid
@@ -34,8 +33,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from zoo_lightning.argv import resolve_config
 from zoo_lightning.commands.fit_runner import FitRunner
+from zoo_lightning.models import model_entry
+from zoo_lightning.parsing import resolve_config
+from zoo_lightning.signals import StopSignals
 
 __all__ = ["main", "pseudo_label", "student_arguments", "RECORD", "LABELS"]
 
@@ -146,18 +147,34 @@ def main(argv: list[str]) -> None:
     if args.teacher is not None and not Path(args.teacher).is_file():
         raise FileNotFoundError(f"--teacher {args.teacher!r} does not exist: pass a run's checkpoints/best.ckpt, or leave "
                                 "it out to train the teacher in round 0.")
-    config = Path(resolve_config(args.config))
-    if not config.is_file():
-        raise FileNotFoundError(f"Config {args.config!r} not found (looked in . and configs/).")
-    runner = FitRunner(config, passthrough)
+    config = resolve_config(args.config)
+    with StopSignals() as stop:
+        runner = FitRunner(config, passthrough, stop)
+        students = args.students or [None]
+        for backbone in students:  # every round's options are refused or accepted before round 0 trains
+            runner.check(student_arguments(args, backbone, runner.experiment / LABELS))
+            if backbone is not None and ":" not in backbone:
+                model_entry(backbone)  # an unknown name is refused, with the closest ones, before round 0 trains
+        rounds = _rounds(args, runner, students, stop)
+    experiment = runner.experiment.name
+    print("\n| round | run | exit code | minutes |\n|---|---|---|---|")
+    for r in rounds:
+        print(f"| {r.number} | {experiment}/{r.folder.name} | {r.returncode} | {r.seconds / 60:.1f} |")
+    if stop.exit_status is not None:
+        sys.exit(stop.exit_status)
+    if any(r.returncode for r in rounds) or len(rounds) < args.rounds + (args.teacher is None):
+        sys.exit(1)
+
+
+def _rounds(args: argparse.Namespace, runner: FitRunner, students: list[str | None], stop: StopSignals) -> list[Round]:
+    """The teacher's round (unless one is given) and the students' rounds, each a fit in a folder of its own."""
     experiment = runner.experiment.name
     session = f"{datetime.datetime.now():%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:4]}"
-    students = args.students or [None]
     teacher: Path | None = Path(args.teacher) if args.teacher else None
     teacher_run: str | None = None
     rounds: list[Round] = []
     for number in range(0 if teacher is None else 1, args.rounds + 1):
-        folder = runner.claim(f"round_{number}")
+        folder = runner.reserve(f"round_{number}")
         record: dict[str, Any] = {"session": session, "round": number, "role": "teacher" if number == 0 else "student",
                                   "teacher": teacher_run, "teacher_checkpoint": None if teacher is None else str(teacher)}
         extra: list[str] = []
@@ -167,7 +184,7 @@ def main(argv: list[str]) -> None:
             try:
                 labels = pseudo_label(teacher, folder / LABELS, args.threshold, args.label_batch_size)
             except BaseException:
-                shutil.rmtree(folder, ignore_errors=True)  # claimed for a round that cannot start
+                shutil.rmtree(folder, ignore_errors=True)  # reserved for a round that cannot start
                 raise
             record["pseudo_labels"] = {"mode": "hard" if args.hard else "soft", "threshold": args.threshold, **labels}
             record["backbone"] = backbone or "(the config's)"
@@ -177,8 +194,8 @@ def main(argv: list[str]) -> None:
         start = time.perf_counter()
         returncode = runner.fit(folder, extra, records=(RECORD, LABELS))
         rounds.append(Round(number, folder, returncode, time.perf_counter() - start))
-        if runner.signal is not None:
-            print(f"[selftrain] stopped by {signal.Signals(runner.signal).name} in round {number}.", file=sys.stderr)
+        if stop.received is not None:
+            print(f"[selftrain] stopped by {stop.name} in round {number}.", file=sys.stderr)
             break
         teacher, teacher_run = _checkpoint(folder), f"{experiment}/{folder.name}"
         if returncode or teacher is None:
@@ -186,10 +203,4 @@ def main(argv: list[str]) -> None:
             print(f"[selftrain] round {number} failed ({why}); the next round needs its weights: stopping.",
                   file=sys.stderr)
             break
-    print("\n| round | run | exit code | minutes |\n|---|---|---|---|")
-    for r in rounds:
-        print(f"| {r.number} | {experiment}/{r.folder.name} | {r.returncode} | {r.seconds / 60:.1f} |")
-    if runner.signal is not None:
-        sys.exit(128 + runner.signal)
-    if any(r.returncode for r in rounds) or len(rounds) < args.rounds + (args.teacher is None):
-        sys.exit(1)
+    return rounds

@@ -10,22 +10,18 @@ __all__ = ["main"]
 
 
 def main(argv: list[str]) -> None:
-    from jsonargparse import ActionConfigFile, ArgumentParser
-
-    from zoo_lightning.argv import DEFAULTS, check_config_file, config_files, resolve_config_args
     from zoo_lightning.data import ImageDataModule
+    from zoo_lightning.parsing import DEFAULTS, ConfigFile, Parser
 
     # The shipped defaults first, as fit reads them, so a config that gives only what differs works here too.
-    parser = ArgumentParser(prog="python -m zoo_lightning stats", description=__doc__,
+    parser = Parser(prog="python -m zoo_lightning stats", description=__doc__,
                             default_config_files=[str(DEFAULTS)])
-    parser.add_argument("--config", action=ActionConfigFile, help="a data-only YAML, or a full fit config")
+    parser.add_argument("--config", action=ConfigFile, help="a data-only YAML, or a full fit config (a path or a "
+                                                            "shipped config's name)")
     parser.add_subclass_arguments(ImageDataModule, "data", required=True)
     # A fit config also holds trainer/model sections: accepted and ignored here.
     for section in ("trainer", "model", "seed_everything", "ckpt_path", "optimizer", "lr_scheduler"):
         parser.add_argument(f"--{section}", type=object, default=None, help="ignored")
-    argv = resolve_config_args(argv)
-    for path in config_files(argv):
-        check_config_file(path)
     config = parser.parse_args(argv)
     data = parser.instantiate_classes(config).data
     data.prepare_data()

@@ -15,14 +15,13 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
-import signal
 import sys
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
-from zoo_lightning.argv import resolve_config
 from zoo_lightning.commands.fit_runner import FitRunner
+from zoo_lightning.parsing import resolve_config
+from zoo_lightning.signals import StopSignals
 
 __all__ = ["parse_grid", "combinations", "run_name", "main"]
 
@@ -69,37 +68,42 @@ class SweepRun:
 
 
 def main(argv: list[str]) -> None:
-    parser = argparse.ArgumentParser(prog="python -m zoo_lightning sweep", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m zoo_lightning sweep", description=__doc__, allow_abbrev=False,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", required=True, help="the config to sweep (a path or the name of a shipped config)")
     parser.add_argument("--grid", nargs="+", required=True, metavar="KEY=V1,V2", help="CLI keys and their values")
     args, passthrough = parser.parse_known_args(argv)
-    config = Path(resolve_config(args.config))
-    if not config.is_file():
-        raise FileNotFoundError(f"Config {args.config!r} not found (looked in . and configs/).")
+    config = resolve_config(args.config)
     grid = parse_grid(args.grid)
-    runner = FitRunner(config, passthrough)
-    experiment = runner.experiment.name
-    runs: list[SweepRun] = []
     combos = combinations(grid)
-    for i, combo in enumerate(combos, 1):
-        folder = runner.claim(run_name(combo))
-        (folder / "sweep.json").write_text(json.dumps({"grid": list(grid), "values": combo}, indent=1))
-        extra = [arg for key, value in combo.items() for arg in (f"--{key}", value)]
-        print(f"[sweep {i}/{len(combos)}] {experiment}/{folder.name}", flush=True)
-        start = time.perf_counter()
-        returncode = runner.fit(folder, extra, records=("sweep.json",))
-        runs.append(SweepRun(folder.name, combo, returncode, time.perf_counter() - start))
-        if runner.signal is not None:
-            print(f"[sweep] stopped by {signal.Signals(runner.signal).name} during {folder.name}; "
-                  f"{len(combos) - i} run(s) not started.", file=sys.stderr)
-            break
-        if returncode:
-            print(f"[sweep] run {folder.name} failed with exit code {returncode}; going on.", file=sys.stderr)
+    with StopSignals() as stop:
+        runner = FitRunner(config, passthrough, stop)
+        for combo in combos:  # every combination is refused or accepted before the first one trains
+            runner.check(_arguments(combo))
+        experiment = runner.experiment.name
+        runs: list[SweepRun] = []
+        for i, combo in enumerate(combos, 1):
+            folder = runner.reserve(run_name(combo))
+            (folder / "sweep.json").write_text(json.dumps({"grid": list(grid), "values": combo}, indent=1))
+            print(f"[sweep {i}/{len(combos)}] {experiment}/{folder.name}", flush=True)
+            start = time.perf_counter()
+            returncode = runner.fit(folder, _arguments(combo), records=("sweep.json",))
+            runs.append(SweepRun(folder.name, combo, returncode, time.perf_counter() - start))
+            if stop.received is not None:
+                print(f"[sweep] stopped by {stop.name} during {folder.name}; {len(combos) - i} run(s) not started.",
+                      file=sys.stderr)
+                break
+            if returncode:
+                print(f"[sweep] run {folder.name} failed with exit code {returncode}; going on.", file=sys.stderr)
     print("\n| run | exit code | minutes |\n|---|---|---|")
     for run in runs:
         print(f"| {experiment}/{run.name} | {run.returncode} | {run.seconds / 60:.1f} |")
-    if runner.signal is not None:
-        sys.exit(128 + runner.signal)
+    if stop.exit_status is not None:
+        sys.exit(stop.exit_status)
     if any(run.returncode for run in runs):
         sys.exit(1)
+
+
+def _arguments(combo: dict[str, str]) -> list[str]:
+    """The fit options that set a combination's values."""
+    return [arg for key, value in combo.items() for arg in (f"--{key}", value)]

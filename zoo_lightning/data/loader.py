@@ -49,6 +49,10 @@ class BatchLoader:
         rank, world_size: this process's shard under DDP.
         epoch: returns the current epoch when iteration starts (the Trainer's ``current_epoch``).
         pin_memory: gather each batch into page-locked memory, so the copy to a GPU is asynchronous.
+
+    It is resumable: :meth:`state_dict` (which Lightning saves in a checkpoint) says how many batches of
+    which epoch were handed out, and after :meth:`load_state_dict` the next pass over that epoch starts
+    after them, so a run stopped mid-epoch continues with the batches it had not seen.
     """
 
     def __init__(
@@ -78,6 +82,8 @@ class BatchLoader:
         self.batch_size, self.shuffle, self.drop_last = batch_size, shuffle, drop_last
         self.seed, self.rank, self.world_size, self.epoch = seed, rank, world_size, epoch
         self.pin_memory = pin_memory
+        self.position = {"epoch": -1, "batches": 0}  # where the pass in progress (or the last one) is
+        self.resume_at: dict[str, int] | None = None  # a restored position, applied by the next pass of its epoch
 
     def _shard_size(self) -> int:
         n, w = self.num_samples, self.world_size
@@ -116,13 +122,28 @@ class BatchLoader:
 
     def iterate(self, epoch: int | None = None) -> Iterator[tuple[Tensor, Tensor] | Tensor]:
         """The batches of one pass in the permutation of ``epoch`` (None: the current one)."""
+        epoch = self.epoch() if epoch is None else epoch
+        skip = 0
+        if self.resume_at is not None and self.resume_at["epoch"] == epoch:
+            skip = self.resume_at["batches"]
+        self.resume_at = None
         images = self.images if isinstance(self.images, Tensor) else self.images()
-        for batch in self.batches(epoch):
+        self.position = {"epoch": epoch, "batches": skip}
+        for batch in self.batches(epoch)[skip:]:
+            self.position["batches"] += 1
             if self.labels is None:
                 # Sorted indices read a memmap front to back; the order within a batch is irrelevant.
                 yield self._gather(images, batch.sort().values)
             else:
                 yield self._gather(images, batch), self._gather(self.labels, batch)
+
+    def state_dict(self) -> dict[str, int]:
+        """The epoch of the pass in progress and how many of its batches were handed out."""
+        return dict(self.position)
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        """Makes the next pass over ``state["epoch"]`` start after its first ``state["batches"]`` batches."""
+        self.resume_at = {"epoch": int(state["epoch"]), "batches": int(state["batches"])}
 
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor] | Tensor]:
         return self.iterate()
@@ -158,8 +179,12 @@ class TwoStreamLoader:
 
     def __iter__(self) -> Iterator[TwoStreamBatch]:
         first = self.unlabeled.epoch() * self.passes()
-        pass_number = 0
-        stream = self.unlabeled.iterate(first)
+        resume = self.labeled.resume_at
+        done = resume["batches"] if resume is not None and resume["epoch"] == self.labeled.epoch() else 0
+        # The unlabeled batches the skipped labeled ones were paired with: whole passes, then part of one.
+        pass_number, within = divmod(done, len(self.unlabeled))
+        self.unlabeled.load_state_dict({"epoch": first + pass_number, "batches": within})
+        stream = self.unlabeled.iterate(first + pass_number)
         for images, targets in self.labeled:
             unlabeled = next(stream, None)
             if unlabeled is None:
@@ -167,3 +192,10 @@ class TwoStreamLoader:
                 stream = self.unlabeled.iterate(first + pass_number)
                 unlabeled = next(stream)
             yield TwoStreamBatch((images, targets), unlabeled)
+
+    def state_dict(self) -> dict[str, int]:
+        """The labeled stream's position; the unlabeled one's follows from it."""
+        return self.labeled.state_dict()
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.labeled.load_state_dict(state)
