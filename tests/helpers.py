@@ -1,4 +1,5 @@
-"""What many tests share: running the CLI as a user does, tiny fit arguments, a tiny DataModule and fit."""
+"""What many tests share: running the CLI as a user does, tiny fit arguments, a tiny DataModule and fit, and an
+option checked by its type as the CLI's parser checks it."""
 
 from __future__ import annotations
 
@@ -7,9 +8,12 @@ import subprocess
 import sys
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import lightning as L
+import pytest
 import torch
+from jsonargparse import ArgumentError, ArgumentParser
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import TensorBoardLogger
 from torch.utils.data import DataLoader, TensorDataset
@@ -132,3 +136,20 @@ def set_up(datamodule_class: type, root: Path, **kwargs):
     data.prepare_data()
     data.setup("fit")
     return data
+
+
+def check_option_type(cls: type, option: str, bad: str, good: str, expected: Any, *given: str,
+                      skip: tuple[str, ...] = ()) -> None:
+    """``--OPTION BAD`` is refused by jsonargparse at parse time, naming the option and the value; ``--OPTION GOOD``
+    parses to ``expected``, of its plain type (an int stays an int: checkpoints load weights-only).
+
+    The parser reads ``cls``'s constructor signature as the CLI does; ``given`` are other arguments it needs
+    (a required teacher, say), ``skip`` parameters left out (a scheduler's optimizer).
+    """
+    parser = ArgumentParser(exit_on_error=False)
+    parser.add_class_arguments(cls, skip=set(skip))
+    with pytest.raises(ArgumentError) as refused:
+        parser.parse_args([*given, f"--{option}", bad])
+    assert f'"{option}"' in str(refused.value) and bad in str(refused.value), str(refused.value)
+    value = parser.parse_args([*given, f"--{option}", good])[option]
+    assert value == expected and type(value) is type(expected), value

@@ -3,7 +3,8 @@ import math
 import pytest
 import torch
 
-from zoo_lightning.schedulers import WarmupCosineLR
+from tests.helpers import check_option_type
+from zoo_lightning.schedulers import TriangularLR, WarmupCosineLR
 
 
 def _lrs(scheduler: WarmupCosineLR, steps: int) -> list[float]:
@@ -35,16 +36,24 @@ def test_min_lr_ratio_is_the_floor():
     assert _lrs(scheduler, 1)[0] == pytest.approx(0.2)
 
 
-@pytest.mark.parametrize("kwargs", [{"total_steps": None}, {"total_steps": 0}, {"total_steps": 10, "warmup_fraction": 1.0}])
-def test_bad_arguments_raise(kwargs):
+@pytest.mark.parametrize("total_steps", [None, 0])  # what the classifier fills in from the Trainer, after parsing
+def test_a_run_without_steps_is_refused(total_steps):
     optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
-    with pytest.raises(ValueError):
-        WarmupCosineLR(optimizer, **kwargs)
+    with pytest.raises(ValueError, match=f"WarmupCosineLR needs total_steps >= 1 .*, got {total_steps}"):
+        WarmupCosineLR(optimizer, total_steps=total_steps)
+
+
+@pytest.mark.parametrize("cls, option, bad, good, expected", [
+    (WarmupCosineLR, "total_steps", "0", "100", 100), (WarmupCosineLR, "warmup_fraction", "1.0", "0", 0.0),
+    (WarmupCosineLR, "warmup_start_factor", "-0.1", "0.5", 0.5), (WarmupCosineLR, "min_lr_ratio", "-1", "0.1", 0.1),
+    (TriangularLR, "start_factor", "-0.2", "0", 0.0), (TriangularLR, "end_factor", "-0.07", "0.07", 0.07),
+    (TriangularLR, "peak_fraction", "0", "0.23", 0.23), (TriangularLR, "peak_fraction", "1", "0.5", 0.5),
+])
+def test_the_parser_checks_each_option_against_its_type(cls, option, bad, good, expected):
+    check_option_type(cls, option, bad, good, expected, skip=("optimizer",))
 
 
 def test_triangular_schedule_at_the_start_the_peak_and_the_end():
-    from zoo_lightning.schedulers import TriangularLR
-
     optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=2.0)
     schedule = TriangularLR(optimizer, total_steps=100)
     assert schedule.factor(0) == pytest.approx(0.2) and schedule.factor(23) == pytest.approx(1.0)

@@ -15,7 +15,7 @@ from typing import Literal
 from jsonargparse.typing import register_type
 
 __all__ = ["PositiveInt", "NonNegativeInt", "PositiveFloat", "NonNegativeFloat", "UnitInterval", "Fraction",
-           "ImageSide", "Stem", "TTAMode", "PaddingMode", "MixMode", "PseudoLabelMode"]
+           "OpenUnitInterval", "ImageSide", "Stem", "TTAMode", "PaddingMode", "MixMode", "PseudoLabelMode"]
 
 
 def _bounded(name: str, base: type, meaning: str, accepts) -> type:
@@ -48,6 +48,7 @@ PositiveFloat = _bounded("PositiveFloat", float, "> 0", lambda v: v > 0)
 NonNegativeFloat = _bounded("NonNegativeFloat", float, ">= 0", lambda v: v >= 0)
 UnitInterval = _bounded("UnitInterval", float, "in [0, 1]", lambda v: 0 <= v <= 1)
 Fraction = _bounded("Fraction", float, "in [0, 1)", lambda v: 0 <= v < 1)  # a share that leaves something over
+OpenUnitInterval = _bounded("OpenUnitInterval", float, "in (0, 1)", lambda v: 0 < v < 1)  # a point strictly inside
 ImageSide = _bounded("ImageSide", int, ">= 8 (pixels)", lambda v: v >= 8)
 
 Stem = Literal["cifar", "imagenet"]  # no early downsampling (32x32, 96x96 inputs), or the paper's stem

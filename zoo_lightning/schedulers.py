@@ -12,7 +12,16 @@ import math
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LambdaLR
 
+from zoo_lightning.options import Fraction, NonNegativeFloat, OpenUnitInterval, PositiveInt
+
 __all__ = ["WarmupCosineLR", "TriangularLR"]
+
+
+def _run_steps(total_steps: int | None, scheduler: str) -> int:
+    # Kept by hand: the classifier fills total_steps in from the Trainer after parsing, where no type is checked.
+    if total_steps is None or total_steps < 1:
+        raise ValueError(f"{scheduler} needs total_steps >= 1 (the optimizer steps of the run), got {total_steps}.")
+    return total_steps
 
 
 class WarmupCosineLR(LambdaLR):
@@ -29,17 +38,13 @@ class WarmupCosineLR(LambdaLR):
     def __init__(
         self,
         optimizer: Optimizer,
-        total_steps: int | None = None,
-        warmup_fraction: float = 0.05,
-        warmup_start_factor: float = 0.1,
-        min_lr_ratio: float = 0.0,
+        total_steps: PositiveInt | None = None,
+        warmup_fraction: Fraction = 0.05,
+        warmup_start_factor: NonNegativeFloat = 0.1,
+        min_lr_ratio: NonNegativeFloat = 0.0,
         last_epoch: int = -1,
     ) -> None:
-        if total_steps is None or total_steps < 1:
-            raise ValueError(f"WarmupCosineLR needs total_steps >= 1, got {total_steps}.")
-        if not 0.0 <= warmup_fraction < 1.0:
-            raise ValueError(f"warmup_fraction must be in [0, 1), got {warmup_fraction}.")
-        self.total_steps = total_steps
+        self.total_steps = _run_steps(total_steps, "WarmupCosineLR")
         self.warmup_steps = int(round(warmup_fraction * total_steps))
         self.warmup_start_factor = warmup_start_factor
         self.min_lr_ratio = min_lr_ratio
@@ -67,17 +72,13 @@ class TriangularLR(LambdaLR):
     def __init__(
         self,
         optimizer: Optimizer,
-        total_steps: int | None = None,
-        start_factor: float = 0.2,
-        peak_fraction: float = 0.23,
-        end_factor: float = 0.07,
+        total_steps: PositiveInt | None = None,
+        start_factor: NonNegativeFloat = 0.2,
+        peak_fraction: OpenUnitInterval = 0.23,
+        end_factor: NonNegativeFloat = 0.07,
         last_epoch: int = -1,
     ) -> None:
-        if total_steps is None or total_steps < 1:
-            raise ValueError(f"TriangularLR needs total_steps >= 1, got {total_steps}.")
-        if not 0.0 < peak_fraction < 1.0:
-            raise ValueError(f"peak_fraction must be in (0, 1), got {peak_fraction}.")
-        self.total_steps = total_steps
+        self.total_steps = _run_steps(total_steps, "TriangularLR")
         self.peak_step = peak_fraction * total_steps
         self.start_factor, self.end_factor = start_factor, end_factor
         super().__init__(optimizer, self.factor, last_epoch=last_epoch)

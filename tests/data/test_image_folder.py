@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from tests.helpers import set_up
+from tests.helpers import check_option_type, set_up
 from zoo_lightning.data import FolderDataModule
 from zoo_lightning.data import image_folder as module
 
@@ -124,6 +124,13 @@ def test_unlabeled_images_are_read_from_their_folder(tmp_path):
     assert data.unlabeled_images().shape == (5, 3, 8, 8)
     batch = next(iter(data.train_dataloader()))
     assert batch.unlabeled.shape == (2, 3, 8, 8)
+
+
+@pytest.mark.parametrize("option, bad, good, expected", [
+    ("image_size", "4", "96", 96), ("val_size", "-1", "0", 0),
+])
+def test_the_parser_checks_each_option_against_its_type(option, bad, good, expected):
+    check_option_type(FolderDataModule, option, bad, good, expected)
 
 
 def test_mistakes_are_one_line_errors(tmp_path):

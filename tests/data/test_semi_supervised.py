@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from tests.conftest import write_cifar_python_release
-from tests.helpers import set_up
+from tests.helpers import check_option_type, set_up
 from zoo_lightning.data import CIFAR10DataModule, DevicePipeline, RandAugmentPipeline
 from zoo_lightning.data.base import images_digest
 
@@ -46,7 +46,6 @@ def test_the_unlabeled_stream_pairs_every_labeled_batch(release):
 
 
 @pytest.mark.parametrize("kwargs, says", [
-    ({"labeled_per_class": 0}, "labeled_per_class must be >= 1"),
     ({"unlabeled": True}, "needs --data.labeled_per_class N"),
     ({"labeled_per_class": 2, "unlabeled": True, "pseudo_labels": "x.pt"}, "leave --data.unlabeled out"),
     ({"pseudo_label_mode": "fuzzy"}, "Unknown pseudo_label_mode 'fuzzy'"),
@@ -56,6 +55,16 @@ def test_the_unlabeled_stream_pairs_every_labeled_batch(release):
 def test_option_mistakes(tmp_path, kwargs, says):
     with pytest.raises(ValueError, match=says):
         CIFAR10DataModule(data_dir=str(tmp_path), **kwargs)
+
+
+@pytest.mark.parametrize("cls, option, bad, good, expected", [
+    (CIFAR10DataModule, "labeled_per_class", "0", "400", 400),
+    (RandAugmentPipeline, "num_ops", "-1", "0", 0),
+    (RandAugmentPipeline, "magnitude", "-1", "30", 30),
+    (RandAugmentPipeline, "num_magnitude_bins", "0", "11", 11),
+])
+def test_the_parser_checks_each_option_against_its_type(cls, option, bad, good, expected):
+    check_option_type(cls, option, bad, good, expected)
 
 
 def test_a_class_with_too_few_images_is_named(release):
@@ -129,5 +138,7 @@ def test_randaugment_draws_its_operations_per_image_seeded():
     assert torch.equal(plain, image)
     images, _ = _randaugment()(image.contiguous(), torch.zeros(64, dtype=torch.long), training=True)
     assert images.dtype == torch.float32
-    with pytest.raises(ValueError, match="magnitude must be in 0..30"):
+    with pytest.raises(ValueError, match="magnitude must be in 0..30"):  # a relation of two options, checked by hand
         RandAugmentPipeline(magnitude=31)
+    one_bin = _randaugment(magnitude=0, num_magnitude_bins=1)._seeded_augment(image.contiguous(), epoch=0, rank=0)
+    assert one_bin.shape == image.shape and one_bin.dtype == torch.uint8  # a scale of one bin: magnitude 0 only

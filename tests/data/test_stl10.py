@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.helpers import set_up
+from tests.helpers import check_option_type, set_up
 from zoo_lightning.batch import TwoStreamBatch
 from zoo_lightning.data import DevicePipeline, STL10DataModule
 from zoo_lightning.data.stl10 import read_stl10_images
@@ -44,8 +44,10 @@ def test_folds_come_from_fold_indices(stl10):
     assert len(data._splits["val"][0]) == 6
     val_rows = {bytes(x.numpy()) for x in data._splits["val"][0].flatten(1)[:, :64]}
     assert not val_rows & {bytes(x) for x in arrays["train_images"][fold].reshape(len(fold), -1)[:, :64]}
-    with pytest.raises(ValueError, match="fold"):
-        STL10DataModule(data_dir=str(root), fold=10)
+
+
+def test_the_parser_takes_only_the_ten_official_folds():
+    check_option_type(STL10DataModule, "fold", "10", "9", 9)
 
 
 def test_mean_std_equal_numpys_and_the_cache_follows_the_source(stl10):

@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
+from tests.helpers import check_option_type
 from tests.objectives.conftest import (
     TINY_CNN,
     Recorder,
@@ -154,11 +155,10 @@ def test_unlabeled_stream_adds_kd_only(teacher_ckpt):
 # --- auxiliary heads ----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    ({"temperature": 0}, "temperature must be > 0"), ({"temperature": -2.0}, "temperature must be > 0"),
-    ({"alpha": 1.5}, r"alpha must be in \[0, 1\]"), ({"alpha": -0.1}, r"alpha must be in \[0, 1\]"),
-    ({"label_smoothing": 1.0}, "label_smoothing"),
+@pytest.mark.parametrize("option, bad, good, expected", [
+    ("temperature", "0", "2.5", 2.5), ("temperature", "-2.0", "1", 1.0),
+    ("alpha", "1.5", "1", 1.0), ("alpha", "-0.1", "0", 0.0),
+    ("label_smoothing", "1.0", "0.1", 0.1),
 ])
-def test_bad_distillation_settings(teacher_ckpt, kwargs, match):
-    with pytest.raises(ValueError, match=match):
-        Distillation(str(teacher_ckpt), **kwargs)
+def test_the_parser_checks_each_setting_against_its_type(option, bad, good, expected):
+    check_option_type(Distillation, option, bad, good, expected, "--teacher", "teacher.ckpt")

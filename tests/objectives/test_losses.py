@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
+from tests.helpers import check_option_type
 from tests.objectives.conftest import Recorder, quiet_trainer, random_data
 from zoo_lightning.classifier import ImageClassifier
 from zoo_lightning.models import register_model
@@ -87,5 +88,11 @@ def test_aux_loss_on_a_backbone_without_heads_is_a_clear_error():
         AuxiliaryLoss()(torch.randn(2, 5), torch.tensor([0, 1]), None)
     with pytest.raises(ValueError, match="main logits only"):  # a tuple whose heads are switched off
         AuxiliaryLoss()((torch.randn(2, 5), None, None), torch.tensor([0, 1]), None)
-    with pytest.raises(ValueError, match="weight must be >= 0"):
-        AuxiliaryLoss(weight=-0.3)
+
+
+@pytest.mark.parametrize("cls, option, bad, good, expected", [
+    (CrossEntropy, "label_smoothing", "1.5", "0.2", 0.2), (CrossEntropy, "label_smoothing", "-0.1", "0", 0.0),
+    (AuxiliaryLoss, "label_smoothing", "1", "0.1", 0.1), (AuxiliaryLoss, "weight", "-0.3", "0", 0.0),
+])
+def test_the_parser_checks_each_option_against_its_type(cls, option, bad, good, expected):
+    check_option_type(cls, option, bad, good, expected)

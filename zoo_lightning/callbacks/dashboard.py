@@ -21,6 +21,7 @@ from torchmetrics.classification import MulticlassConfusionMatrix
 
 from zoo_lightning import metric_names as names
 from zoo_lightning.figures import confusion_figure, denormalize, misclassified_figure, pyplot
+from zoo_lightning.options import NonNegativeInt, PositiveInt
 
 __all__ = ["ClassificationDashboard", "per_class_accuracy", "class_names"]
 
@@ -52,11 +53,9 @@ class ClassificationDashboard(L.Callback):
         print_table: print the per-class accuracy table at the end of ``validate`` and ``test``.
     """
 
-    def __init__(self, misclassified: int = 32, figures_every_n_epochs: int = 1, print_table: bool = True) -> None:
+    def __init__(self, misclassified: NonNegativeInt = 32, figures_every_n_epochs: PositiveInt = 1,
+                 print_table: bool = True) -> None:
         super().__init__()
-        if misclassified < 0 or figures_every_n_epochs < 1:
-            raise ValueError("misclassified must be >= 0 and figures_every_n_epochs >= 1, got "
-                             f"{misclassified} and {figures_every_n_epochs}.")
         self.misclassified = misclassified
         self.figures_every_n_epochs = figures_every_n_epochs
         self.print_table = print_table

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 import lightning as L
 from lightning.pytorch.callbacks import LearningRateMonitor
 
@@ -12,7 +14,7 @@ class StepLearningRateMonitor(LearningRateMonitor):
     """Logs every parameter group's learning rate each step; with ``--trainer.logger false`` it does
     nothing instead of stopping the run (Lightning's own refuses a Trainer without a logger)."""
 
-    def __init__(self, logging_interval: str | None = "step", log_momentum: bool = False,
+    def __init__(self, logging_interval: Literal["step", "epoch"] | None = "step", log_momentum: bool = False,
                  log_weight_decay: bool = False) -> None:
         super().__init__(logging_interval=logging_interval, log_momentum=log_momentum,
                          log_weight_decay=log_weight_decay)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import lightning as L
 import torch
 
+from zoo_lightning.options import PositiveInt
+
 __all__ = ["NonFiniteLossError", "NonFiniteLossStop"]
 
 
@@ -20,7 +22,7 @@ class NonFiniteLossStop(L.Callback):
     written stay as they were, so the last good one remains usable with ``--ckpt_path``.
     """
 
-    def __init__(self, every_n_steps: int = 50) -> None:
+    def __init__(self, every_n_steps: PositiveInt = 50) -> None:
         super().__init__()
         self.every_n_steps = every_n_steps
 

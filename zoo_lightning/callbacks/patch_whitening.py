@@ -13,6 +13,8 @@ import torch
 from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor, nn
 
+from zoo_lightning.options import NonNegativeInt, PositiveFloat, PositiveInt
+
 __all__ = ["PatchWhitening", "whitening_weights", "patch_covariance", "patches"]
 
 
@@ -56,7 +58,8 @@ class PatchWhitening(L.Callback):
         seed: which images are drawn.
     """
 
-    def __init__(self, images: int = 5000, eps: float = 5e-4, freeze_bias_after: int = 3, seed: int = 0) -> None:
+    def __init__(self, images: PositiveInt = 5000, eps: PositiveFloat = 5e-4, freeze_bias_after: NonNegativeInt = 3,
+                 seed: int = 0) -> None:
         super().__init__()
         self.images, self.eps, self.freeze_bias_after, self.seed = images, eps, freeze_bias_after, seed
 

@@ -13,6 +13,8 @@ import lightning as L
 from lightning.pytorch.callbacks import BasePredictionWriter
 from torch import Tensor
 
+from zoo_lightning.options import NonNegativeInt
+
 __all__ = ["PredictionWriter", "PREDICTIONS_CSV"]
 
 PREDICTIONS_CSV = "predictions.csv"
@@ -26,7 +28,7 @@ class PredictionWriter(BasePredictionWriter):
     second element) and what the classes are called (``class_names``).
     """
 
-    def __init__(self, show: int = 10) -> None:
+    def __init__(self, show: NonNegativeInt = 10) -> None:
         super().__init__(write_interval="batch")
         self.show = show
         self.rows: list[list[Any]] = []

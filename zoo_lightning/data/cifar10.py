@@ -22,6 +22,7 @@ from zoo_lightning.data.download import download_release
 from zoo_lightning.data.folder import image_files, read_class_tree
 from zoo_lightning.data.loader import as_tensor
 from zoo_lightning.files import read_array_cache, write_array_cache
+from zoo_lightning.options import PositiveInt
 
 __all__ = ["CIFAR10DataModule"]
 
@@ -112,14 +113,11 @@ class CIFAR10DataModule(ImageDataModule):
 
     def __init__(
         self,
-        labeled_per_class: int | None = None,
+        labeled_per_class: PositiveInt | None = None,
         **kwargs: Any,
     ) -> None:
         # **kwargs: jsonargparse follows them into ImageDataModule's signature, so the CLI lists every option.
-        if labeled_per_class is not None and labeled_per_class < 1:
-            raise ValueError(f"labeled_per_class must be >= 1 (labeled training images of each class), got "
-                             f"{labeled_per_class}; leave it out to keep every label.")
-        if kwargs.get("unlabeled") and labeled_per_class is None:
+        if kwargs.get("unlabeled") and labeled_per_class is None:  # a relation of two options, which no type can say
             raise ValueError("--data.unlabeled true needs --data.labeled_per_class N: the unlabeled images are the "
                              "training images beyond the N labeled ones of each class.")
         super().__init__(**kwargs)

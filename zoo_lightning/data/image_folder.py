@@ -26,6 +26,7 @@ from zoo_lightning.data.base import CACHE_DIR, ImageDataModule, Splits
 from zoo_lightning.data.folder import hidden, image_files, load_folder, read_class_tree
 from zoo_lightning.data.loader import BatchLoader, as_tensor
 from zoo_lightning.files import read_array_cache, write_array_cache
+from zoo_lightning.options import ImageSide, NonNegativeInt
 
 __all__ = ["FolderDataModule", "class_folders"]
 
@@ -61,8 +62,8 @@ class FolderDataModule(ImageDataModule):
     def __init__(
         self,
         data_dir: str = "data",
-        image_size: int = 224,
-        val_size: int | None = None,
+        image_size: ImageSide = 224,
+        val_size: NonNegativeInt | None = None,
         **kwargs: Any,
     ) -> None:
         root = Path(data_dir)

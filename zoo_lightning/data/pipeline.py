@@ -26,12 +26,10 @@ import torch
 from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor, nn
 
-from zoo_lightning.data.transforms import (PADDING_MODES, AlternatingFlip, Cutout, Normalize, RandomCrop,
-                                           RandomHorizontalFlip, Resize)
+from zoo_lightning.data.transforms import AlternatingFlip, Cutout, Normalize, RandomCrop, RandomHorizontalFlip, Resize
+from zoo_lightning.options import ImageSide, MixMode, NonNegativeInt, PaddingMode, PositiveFloat
 
-__all__ = ["DevicePipeline", "MIX_MODES"]
-
-MIX_MODES = (None, "mixup", "cutmix", "mixup_cutmix")
+__all__ = ["DevicePipeline"]
 
 
 class DevicePipeline(nn.Module):
@@ -59,32 +57,22 @@ class DevicePipeline(nn.Module):
 
     def __init__(
         self,
-        crop_padding: int | None = None,
+        crop_padding: NonNegativeInt | None = None,
         flip: bool = True,
-        train_sizes: dict[int, int] | None = None,
-        mix: str | None = None,
-        mix_alpha: float = 1.0,
+        train_sizes: dict[int, ImageSide] | None = None,
+        mix: MixMode | None = None,
+        mix_alpha: PositiveFloat = 1.0,
         alternating_flip: bool = False,
-        padding_mode: str = "zeros",
-        cutout: int = 0,
+        padding_mode: PaddingMode = "zeros",
+        cutout: NonNegativeInt = 0,
     ) -> None:
         super().__init__()
-        if padding_mode not in PADDING_MODES:
-            raise ValueError(f"Unknown padding_mode {padding_mode!r}: choose one of {', '.join(PADDING_MODES)}.")
-        if cutout < 0:
-            raise ValueError(f"cutout must be >= 0 pixels (0: none), got {cutout}.")
-        if crop_padding is not None and crop_padding < 0:
-            raise ValueError(f"crop_padding must be >= 0 (0 turns the crop off), got {crop_padding}.")
-        if mix not in MIX_MODES:
-            raise ValueError(f"Unknown mix {mix!r}: choose one of {', '.join(map(str, MIX_MODES))}.")
-        if mix_alpha <= 0:
-            raise ValueError(f"mix_alpha must be > 0 (the Beta(alpha, alpha) of the mixing ratio), got {mix_alpha}.")
         # int keys again: a YAML or JSON round trip of the hyper-parameters (logger, config) may make them strings
         sizes = {int(first): int(side) for first, side in (train_sizes or {}).items()}
-        for epoch, side in sizes.items():
-            if epoch < 0 or side < 8:
-                raise ValueError(f"train_sizes maps first epochs (>= 0) to image sides (>= 8 pixels), got {epoch}: {side}; "
-                                 "e.g. --data.pipeline.train_sizes '{0: 24, 30: 32}'.")
+        # Kept by hand: jsonargparse checks a dict's values against their type (ImageSide) but not its keys.
+        if any(first < 0 for first in sizes):
+            raise ValueError(f"train_sizes maps first epochs (>= 0) to image sides, got {train_sizes}; "
+                             "e.g. --data.pipeline.train_sizes '{0: 24, 30: 32}'.")
         self.crop_padding, self.flip = crop_padding, flip
         self.alternating_flip, self.padding_mode, self.cutout = alternating_flip, padding_mode, cutout
         self.train_sizes = sizes

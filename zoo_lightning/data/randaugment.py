@@ -18,6 +18,7 @@ from torchvision.transforms import InterpolationMode
 from torchvision.transforms.v2 import functional as F
 
 from zoo_lightning.data.pipeline import DevicePipeline
+from zoo_lightning.options import NonNegativeInt, PositiveInt
 
 __all__ = ["RandAugmentPipeline", "OPERATIONS"]
 
@@ -61,11 +62,10 @@ class RandAugmentPipeline(DevicePipeline):
         **kwargs: the options of :class:`DevicePipeline` (crop_padding, flip, mix, ...).
     """
 
-    def __init__(self, num_ops: int = 2, magnitude: int = 9, num_magnitude_bins: int = 31, **kwargs: Any) -> None:
+    def __init__(self, num_ops: NonNegativeInt = 2, magnitude: NonNegativeInt = 9,
+                 num_magnitude_bins: PositiveInt = 31, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        if num_ops < 0:
-            raise ValueError(f"num_ops must be >= 0 (operations per image), got {num_ops}.")
-        if not 0 <= magnitude < num_magnitude_bins:
+        if magnitude >= num_magnitude_bins:  # a relation of two options, which no type can say
             raise ValueError(f"magnitude must be in 0..{num_magnitude_bins - 1} (num_magnitude_bins - 1 is the "
                              f"strongest), got {magnitude}.")
         self.num_ops, self.magnitude, self.num_magnitude_bins = num_ops, magnitude, num_magnitude_bins
@@ -74,7 +74,7 @@ class RandAugmentPipeline(DevicePipeline):
         images = super().augment(images)
         if self.num_ops == 0 or not len(images):
             return images
-        scale = self.magnitude / (self.num_magnitude_bins - 1)
+        scale = self.magnitude / max(1, self.num_magnitude_bins - 1)  # one bin: only magnitude 0
         operations = list(OPERATIONS.values())
         images = images.clone()  # written into image by image group
         for _ in range(self.num_ops):

@@ -10,7 +10,7 @@ a memmap, mapped afresh each epoch, and are never turned into float on the host.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from torch import Tensor
@@ -28,6 +28,7 @@ SIZE = 96
 IMAGE_BYTES = 3 * SIZE * SIZE  # 27,648
 LABELED_FILES = ["train_X.bin", "train_y.bin", "test_X.bin", "test_y.bin", "class_names.txt", "fold_indices.txt"]
 CLASSES = ("airplane", "bird", "car", "cat", "deer", "dog", "horse", "monkey", "ship", "truck")
+Fold = Literal[0, 1, 2, 3, 4, 5, 6, 7, 8, 9]  # the ten official folds of fold_indices.txt
 
 
 def read_stl10_images(path: Path) -> np.ndarray:
@@ -71,12 +72,10 @@ class STL10DataModule(ImageDataModule):
 
     def __init__(
         self,
-        fold: int | None = None,
+        fold: Fold | None = None,
         **kwargs: Any,
     ) -> None:
         # **kwargs: jsonargparse follows them into ImageDataModule's signature, so the CLI lists every option.
-        if fold is not None and not 0 <= fold <= 9:
-            raise ValueError(f"fold must be 0..9 (the ten official folds) or None, got {fold}.")
         super().__init__(**kwargs)
 
     def folder(self) -> Path:

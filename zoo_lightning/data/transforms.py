@@ -12,7 +12,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["Normalize", "RandomCrop", "RandomHorizontalFlip", "Resize", "AlternatingFlip", "Cutout", "PADDING_MODES"]
+from zoo_lightning.options import NonNegativeInt, PaddingMode
+
+__all__ = ["Normalize", "RandomCrop", "RandomHorizontalFlip", "Resize", "AlternatingFlip", "Cutout"]
 
 
 class Normalize(nn.Module):
@@ -38,9 +40,6 @@ class Normalize(nn.Module):
         return (images * self.std + self.mean).clamp(0.0, 1.0)
 
 
-PADDING_MODES = ("zeros", "reflect")
-
-
 class RandomCrop(nn.Module):
     """Pads every side by ``padding`` and crops back to the input size at a random offset per image.
 
@@ -48,12 +47,8 @@ class RandomCrop(nn.Module):
     shifted image has no black edge (airbench's translate).
     """
 
-    def __init__(self, padding: int, padding_mode: str = "zeros") -> None:
+    def __init__(self, padding: NonNegativeInt, padding_mode: PaddingMode = "zeros") -> None:
         super().__init__()
-        if padding < 0:
-            raise ValueError(f"padding must be >= 0, got {padding}.")
-        if padding_mode not in PADDING_MODES:
-            raise ValueError(f"Unknown padding_mode {padding_mode!r}: choose one of {', '.join(PADDING_MODES)}.")
         self.padding, self.padding_mode = padding, padding_mode
 
     @torch.no_grad()
@@ -62,7 +57,7 @@ class RandomCrop(nn.Module):
             return images
         n, c, h, w = images.shape
         p, device = self.padding, images.device
-        mode = "constant" if self.padding_mode == "zeros" else "reflect"
+        mode = {"zeros": "constant", "reflect": "reflect"}[self.padding_mode]  # PaddingMode's words in F.pad's
         padded = F.pad(images, (p, p, p, p), mode=mode)  # N x C x (H + 2p) x (W + 2p)
         dy = torch.randint(0, 2 * p + 1, (n, 1, 1), device=device)
         dx = torch.randint(0, 2 * p + 1, (n, 1, 1), device=device)
@@ -137,10 +132,8 @@ class Cutout(nn.Module):
     The fill is the dataset's mean colour, which normalization turns into zeros (DeVries & Taylor, 2017).
     """
 
-    def __init__(self, size: int, fill: Sequence[int] = (0, 0, 0)) -> None:
+    def __init__(self, size: NonNegativeInt, fill: Sequence[int] = (0, 0, 0)) -> None:
         super().__init__()
-        if size < 0:
-            raise ValueError(f"cutout must be >= 0 pixels, got {size}.")
         self.size = size
         self.register_buffer("fill", torch.tensor(list(fill), dtype=torch.uint8).view(1, -1, 1, 1), persistent=False)
 

@@ -6,7 +6,7 @@ from typing import Any
 
 from torch import Tensor, nn
 
-__all__ = ["Objective", "main_logits", "hard_targets", "check_label_smoothing"]
+__all__ = ["Objective", "main_logits", "hard_targets"]
 
 
 def main_logits(outputs: Any) -> Tensor:
@@ -17,11 +17,6 @@ def main_logits(outputs: Any) -> Tensor:
 def hard_targets(targets: Tensor) -> Tensor:
     """Class indices from index or soft (N, C) targets, for the accuracy metrics."""
     return targets.argmax(dim=1) if targets.is_floating_point() else targets
-
-
-def check_label_smoothing(value: float) -> None:
-    if not 0.0 <= value < 1.0:
-        raise ValueError(f"label_smoothing must be in [0, 1), got {value}.")
 
 
 class Objective(nn.Module):

@@ -12,8 +12,9 @@ from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
 from zoo_lightning.metric_names import TEACHER_TOP1
-from zoo_lightning.objectives.base import Objective, check_label_smoothing, hard_targets, main_logits
+from zoo_lightning.objectives.base import Objective, hard_targets, main_logits
 from zoo_lightning.objectives.teacher import load_teacher
+from zoo_lightning.options import Fraction, PositiveFloat, UnitInterval
 
 __all__ = ["Distillation", "distillation_kl"]
 
@@ -64,16 +65,11 @@ class Distillation(Objective):
         teacher: str,
         teacher_weights: str | None = None,
         teacher_kwargs: dict[str, Any] | None = None,
-        temperature: float = 4.0,
-        alpha: float = 0.9,
-        label_smoothing: float = 0.0,
+        temperature: PositiveFloat = 4.0,
+        alpha: UnitInterval = 0.9,
+        label_smoothing: Fraction = 0.0,
     ) -> None:
         super().__init__()
-        if not temperature > 0:
-            raise ValueError(f"temperature must be > 0, got {temperature}.")
-        if not 0.0 <= alpha <= 1.0:
-            raise ValueError(f"alpha must be in [0, 1], got {alpha}.")
-        check_label_smoothing(label_smoothing)
         self.temperature, self.alpha, self.label_smoothing = temperature, alpha, label_smoothing
         model, self.teacher_classes = load_teacher(teacher, teacher_weights, **(teacher_kwargs or {}))
         self._teacher = [model]  # a list hides it from nn.Module registration

@@ -8,7 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from zoo_lightning.objectives.base import Objective, check_label_smoothing, main_logits
+from zoo_lightning.objectives.base import Objective, main_logits
+from zoo_lightning.options import Fraction, NonNegativeFloat
 
 __all__ = ["CrossEntropy", "AuxiliaryLoss"]
 
@@ -20,9 +21,8 @@ class CrossEntropy(Objective):
         label_smoothing: mass spread uniformly over the classes (Szegedy et al., 2016).
     """
 
-    def __init__(self, label_smoothing: float = 0.1) -> None:
+    def __init__(self, label_smoothing: Fraction = 0.1) -> None:
         super().__init__()
-        check_label_smoothing(label_smoothing)
         self.label_smoothing = label_smoothing
 
     def forward(self, outputs: Any, targets: Tensor, images: Tensor) -> dict[str, Tensor]:
@@ -40,11 +40,8 @@ class AuxiliaryLoss(Objective):
         label_smoothing: applied to the main and auxiliary terms alike.
     """
 
-    def __init__(self, weight: float = 0.3, label_smoothing: float = 0.1) -> None:
+    def __init__(self, weight: NonNegativeFloat = 0.3, label_smoothing: Fraction = 0.1) -> None:
         super().__init__()
-        if weight < 0:
-            raise ValueError(f"weight must be >= 0, got {weight}.")
-        check_label_smoothing(label_smoothing)
         self.weight, self.label_smoothing = weight, label_smoothing
 
     def forward(self, outputs: Any, targets: Tensor, images: Tensor) -> dict[str, Tensor]:
