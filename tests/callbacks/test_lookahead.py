@@ -30,6 +30,18 @@ def test_the_decay_follows_its_schedule():
     assert lookahead.decay_at(100, 100) == pytest.approx(0.95 ** 5)
 
 
+@pytest.mark.parametrize("option, value", [("every_n_steps", "0"), ("decay", "1.5"), ("start_epoch", "-1"),
+                                           ("exponent", "-2")])
+def test_the_parser_refuses_an_option_out_of_range(option, value):
+    from jsonargparse import ArgumentError, ArgumentParser
+
+    parser = ArgumentParser(exit_on_error=False)
+    parser.add_class_arguments(LookaheadAveraging, "lookahead")
+    assert vars(parser.parse_args([]).lookahead) == {"start_epoch": 3, "every_n_steps": 5, "decay": 0.95, "exponent": 3.0}
+    with pytest.raises(ArgumentError, match=f"(?s)lookahead.{option}.*'{value}'"):
+        parser.parse_args([f"--lookahead.{option}", value])
+
+
 def test_updates_at_every_nth_step_from_the_start_epoch_and_the_model_holds_the_average(cifar_python, tmp_path):
     root, _ = cifar_python
     seen, before = [], {}
