@@ -19,7 +19,8 @@ def _fit(root, tmp_path, epochs: int, ckpt_path=None, callbacks=(), ahead=()):
     model = ImageClassifier("cnn", num_classes=10, backbone_kwargs=SMALL)
     lookahead = LookaheadAveraging(start_epoch=1, every_n_steps=2)
     trainer = L.Trainer(max_epochs=epochs, accelerator="cpu", logger=False, default_root_dir=tmp_path,
-                        enable_progress_bar=False, enable_model_summary=False, callbacks=[*ahead, lookahead, *callbacks])
+                        enable_progress_bar=False, enable_model_summary=False,
+                        callbacks=[*ahead, lookahead, *callbacks])
     trainer.fit(model, datamodule=data, ckpt_path=ckpt_path)
     return trainer, model, lookahead
 
@@ -37,7 +38,8 @@ def test_the_parser_refuses_an_option_out_of_range(option, value):
 
     parser = ArgumentParser(exit_on_error=False)
     parser.add_class_arguments(LookaheadAveraging, "lookahead")
-    assert vars(parser.parse_args([]).lookahead) == {"start_epoch": 3, "every_n_steps": 5, "decay": 0.95, "exponent": 3.0}
+    defaults = {"start_epoch": 3, "every_n_steps": 5, "decay": 0.95, "exponent": 3.0}
+    assert vars(parser.parse_args([]).lookahead) == defaults
     with pytest.raises(ArgumentError, match=f"(?s)lookahead.{option}.*'{value}'"):
         parser.parse_args([f"--lookahead.{option}", value])
 
@@ -50,7 +52,8 @@ def test_updates_at_every_nth_step_from_the_start_epoch_and_the_model_holds_the_
         def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
             lookahead = trainer.callbacks[1]
             before["weights"] = {k: v.clone() for k, v in pl_module.named_parameters()}
-            before["average"] = None if lookahead.average is None else {k: v.clone() for k, v in lookahead.average.items()}
+            average = lookahead.average
+            before["average"] = None if average is None else {k: v.clone() for k, v in average.items()}
 
     class After(L.Callback):
         def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
@@ -77,7 +80,7 @@ def test_updates_at_every_nth_step_from_the_start_epoch_and_the_model_holds_the_
 
 def test_before_the_start_epoch_nothing_is_averaged(cifar_python, tmp_path):
     root, _ = cifar_python
-    _, model, lookahead = _fit(root, tmp_path, epochs=1)
+    _, _, lookahead = _fit(root, tmp_path, epochs=1)
     assert lookahead.average is None and lookahead.latest_update_step == 0
     assert lookahead.state_dict() == {"latest_update_step": 0, "average": None}
 

@@ -154,7 +154,8 @@ class HparamsSession(L.Callback):
         end = plugin_data_pb2.SessionEndInfo(status=code[status], end_time_secs=time.time())
         content = plugin_data_pb2.HParamsPluginData(session_end_info=end, version=metadata.PLUGIN_DATA_VERSION)
         plugin = SummaryMetadata.PluginData(plugin_name=metadata.PLUGIN_NAME, content=content.SerializeToString())
-        _add_summaries(trainer, Summary(value=[Summary.Value(tag=_END_TAG, metadata=SummaryMetadata(plugin_data=plugin))]))
+        end_summary = Summary(value=[Summary.Value(tag=_END_TAG, metadata=SummaryMetadata(plugin_data=plugin))])
+        _add_summaries(trainer, end_summary)
 
     def _log_best(self, trainer: L.Trainer) -> None:
         if self.best_val_top1 is not None:
