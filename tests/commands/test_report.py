@@ -35,18 +35,27 @@ def row(text: str, run: str) -> str:
     return next(line for line in text.splitlines() if line.startswith(f"| {run} |"))
 
 
+def write_config(run_dir: Path, **config) -> None:
+    """The part of the ``config.yaml`` LightningCLI writes into a run folder that ``report`` reads."""
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(config))
+
+
 @pytest.fixture(scope="module")
 def logs(tiny_net, tmp_path_factory):
     """Two tiny fits (different lr and seed) and a separate test of the first one's best checkpoint."""
     root = tmp_path_factory.mktemp("report") / "lightning_logs"
+    model = {"backbone": TINY_NET, "objective": {"class_path": "zoo_lightning.objectives.CrossEntropy"}, "tta": None}
     first, _, _ = fit_tiny(root, "tiny_a", epochs=2, lr=0.1, seed=0)
     fit_tiny(root, "tiny_b", epochs=2, lr=0.02, seed=1)
+    for name in ("tiny_a", "tiny_b"):
+        write_config(root / name / "version_0", model=model, trainer={"max_epochs": 2}, ckpt_path=None)
     # What `python -m zoo_lightning test --ckpt_path .../best.ckpt` does: a run of its own.
+    best = first.checkpoint_callback.best_model_path
     tester = L.Trainer(accelerator="cpu", devices=1, enable_progress_bar=False, enable_model_summary=False,
                        logger=TensorBoardLogger(root, name="eval", default_hp_metric=False),
                        callbacks=[ClassificationDashboard(print_table=False), HparamsSession()])
-    tester.test(ImageClassifier(TINY_NET, num_classes=3), datamodule=TinyData(),
-                ckpt_path=first.checkpoint_callback.best_model_path, verbose=False)
+    tester.test(ImageClassifier(TINY_NET, num_classes=3), datamodule=TinyData(), ckpt_path=best, verbose=False)
+    write_config(root / "eval" / "version_0", model=model, trainer={"max_epochs": 2}, ckpt_path=best)
     return root
 
 
@@ -116,7 +125,7 @@ def test_unfinished_and_resumed_runs(tmp_path):
     now = time.time()
     running = tmp_path / "logs" / "long" / "version_0"
     _write_run(running, [9, 19], [0.3, 0.4], [now + 30, now + 60], [0, 1])
-    (running / "config.yaml").write_text(yaml.safe_dump({"trainer": {"max_epochs": 10}, "model": {"backbone": "cnn"}}))
+    write_config(running, trainer={"max_epochs": 10}, model={"backbone": "cnn"})
     resumed = tmp_path / "logs" / "resumed" / "version_0"
     _write_run(resumed, [9, 19, 29], [0.3, 0.5, 0.9], [now + 10, now + 20, now + 30], [0, 1, 2])  # killed after 29
     time.sleep(1.1)  # the second session's event file is named one second later
@@ -181,7 +190,10 @@ def test_cli_fit_then_test_then_report(tiny_net, cifar_python, tmp_path, monkeyp
 
     monkeypatch.chdir(tmp_path)  # the report runs from elsewhere: the relative ckpt_path still finds its run
     text = write_report(work / "lightning_logs", tmp_path / "out").read_text()
-    assert row(text, "cnn_cifar/version_0").split("|")[7].strip().endswith("(best.ckpt)")
+    cells = [c.strip() for c in row(text, "cnn_cifar/version_0").strip("|").split("|")]
+    # From the config.yaml LightningCLI wrote and the run's HPARAMS session: backbone, objective, params, epochs.
+    assert cells[1:5] == [TINY_NET, "CrossEntropy", str(3 * 4 * 9 + 4 + 16 * 10 + 10), "1"]
+    assert cells[6] == f"{100 * test_top1:.2f}% (best.ckpt)"
 
 
 def test_sweep_runs_every_combination_and_the_report_groups_them(cifar_python, tmp_path):
@@ -294,22 +306,21 @@ def test_test_column_says_when_the_figure_was_measured_with_tta(tmp_path):
     writer.add_scalar("test/top1", 0.877, 0)
     writer.add_scalar("test/loss", 0.41, 0)
     writer.close()
-    (tested / "config.yaml").write_text(yaml.safe_dump(
-        {"ckpt_path": "logs/fit/version_0/checkpoints/best.ckpt", "model": {"backbone": "cnn", "tta": "flip"}}))
-    # A run with its own test and hparams.yaml (no config.yaml) naming the four-view TTA.
+    write_config(tested, ckpt_path="logs/fit/version_0/checkpoints/best.ckpt", model={"backbone": "cnn", "tta": "flip"})
+    # A run with its own test naming the four-view TTA.
     own = logs / "own" / "version_0"
     _write_run(own, [9], [0.5], [time.time()], [0])
     writer = SummaryWriter(str(own))
     writer.add_scalar("test/top1", 0.51, 10)
     writer.close()
-    (own / "hparams.yaml").write_text(yaml.safe_dump({"backbone": "cnn", "tta": "flip_translate"}))
+    write_config(own, model={"backbone": "cnn", "tta": "flip_translate"})
     # And a test without TTA says nothing of it.
     plain = logs / "plain" / "version_0"
     _write_run(plain, [9], [0.4], [time.time()], [0])
     writer = SummaryWriter(str(plain))
     writer.add_scalar("test/top1", 0.39, 10)
     writer.close()
-    (plain / "config.yaml").write_text(yaml.safe_dump({"model": {"backbone": "cnn", "tta": None}}))
+    write_config(plain, model={"backbone": "cnn", "tta": None})
 
     text = write_report(logs, tmp_path / "out").read_text()
     main_rows = text.split("## Evaluations")[0]
@@ -333,7 +344,7 @@ def test_damaged_event_files_are_named_in_a_warning_and_leave_a_finished_run_fin
     scratch = tmp_path / "scratch"
     writer = SummaryWriter(str(scratch))
     _, start, _ = hparams({"stage": "fit", "backbone": TINY_NET, "max_epochs": 2}, {"val/top1": 0.0})
-    writer._get_file_writer().add_summary(start)
+    writer.file_writer.add_summary(start)
     writer.add_scalar("train/loss", 0.5, 10_000)
     writer.close()
     whole = next(scratch.glob("events.out.tfevents.*")).read_bytes()

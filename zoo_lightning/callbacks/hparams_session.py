@@ -50,8 +50,28 @@ def _feature_key_hparams(experiment: Any) -> None:
     value.metadata.plugin_data.content = data.SerializeToString()
 
 
-def _tensorboard_writers(trainer: L.Trainer) -> list[Any]:
-    return [lg.experiment._get_file_writer() for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)]
+def _add_summaries(trainer: L.Trainer, *summaries: Any) -> None:
+    """Writes ``summaries`` into the event file of each TensorBoard logger's run.
+
+    Lightning's ``log_hyperparams(params, metrics)`` would also log each metric column as a scalar
+    (a 0 at the first step of ``val/top1`` and ``test/top1``) and cannot order the columns, so the
+    summaries go to the logger's writer itself, through ``SummaryWriter.file_writer``.
+    """
+    from torch.utils.tensorboard.writer import FileWriter
+
+    for logger in trainer.loggers:
+        if not isinstance(logger, TensorBoardLogger):
+            continue
+        writer = logger.experiment.file_writer
+        # Lightning closes the writer when a stage ends: a later stage in the same process (a test after
+        # fit) writes a new event file into the run folder, as the reopened writer would.
+        closed = writer is None
+        if closed:
+            writer = FileWriter(logger.experiment.get_logdir())
+        for summary in summaries:
+            writer.add_summary(summary)
+        if closed:
+            writer.close()
 
 
 def collect_hparams(trainer: L.Trainer, pl_module: L.LightningModule, training: bool) -> dict[str, Any]:
@@ -117,13 +137,11 @@ class HparamsSession(L.Callback):
         for logger in trainer.loggers:
             if not isinstance(logger, TensorBoardLogger):
                 logger.log_hyperparams(params)
-        for writer in _tensorboard_writers(trainer):
-            # The metric columns are plain scalar tags logged elsewhere, so a run still in progress
-            # (or killed) shows its values so far.
-            experiment, start, _ = hparams_summary(params, {tag: 0.0 for tag in HPARAM_METRICS})
-            _feature_key_hparams(experiment)
-            writer.add_summary(experiment)
-            writer.add_summary(start)
+        # The metric columns are plain scalar tags logged elsewhere, so a run still in progress
+        # (or killed) shows its values so far.
+        experiment, start, _ = hparams_summary(params, {tag: 0.0 for tag in HPARAM_METRICS})
+        _feature_key_hparams(experiment)
+        _add_summaries(trainer, experiment, start)
 
     @rank_zero_only
     def _write_end(self, trainer: L.Trainer, status: str) -> None:
@@ -136,9 +154,8 @@ class HparamsSession(L.Callback):
         end = plugin_data_pb2.SessionEndInfo(status=code[status], end_time_secs=time.time())
         content = plugin_data_pb2.HParamsPluginData(session_end_info=end, version=metadata.PLUGIN_DATA_VERSION)
         plugin = SummaryMetadata.PluginData(plugin_name=metadata.PLUGIN_NAME, content=content.SerializeToString())
-        summary = Summary(value=[Summary.Value(tag=_END_TAG, metadata=SummaryMetadata(plugin_data=plugin))])
-        for writer in _tensorboard_writers(trainer):
-            writer.add_summary(summary)
+        end_summary = Summary(value=[Summary.Value(tag=_END_TAG, metadata=SummaryMetadata(plugin_data=plugin))])
+        _add_summaries(trainer, end_summary)
 
     def _log_best(self, trainer: L.Trainer) -> None:
         if self.best_val_top1 is not None:

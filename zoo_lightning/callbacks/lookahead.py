@@ -2,23 +2,26 @@
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import WeightAveraging
+
+from zoo_lightning.options import NonNegativeFloat, NonNegativeInt, PositiveInt, UnitInterval
 
 __all__ = ["LookaheadAveraging"]
 
 
-class LookaheadAveraging(WeightAveraging):
+class LookaheadAveraging(L.Callback):
     """From ``start_epoch``, every ``every_n_steps`` steps, the average moves toward the weights with
     decay ``decay ** every_n_steps * (step / total_steps) ** exponent`` and is copied back into the
     model, which trains on from there; at every epoch end the model holds the average.
 
-    Built on Lightning's :class:`~lightning.pytorch.callbacks.WeightAveraging`, which keeps the
-    average in checkpoints (so a resumed run ends with the weights of an uninterrupted one); since
-    the model holds the average whenever it is evaluated, validation swaps nothing.
+    The average covers the module's parameters and buffers (BatchNorm statistics included); its
+    first update takes the weights as they are. It is part of the callback's state, so a checkpoint
+    carries it and a resumed run ends with the weights of an uninterrupted one. A checkpoint's
+    ``state_dict`` holds the model as it was when saved: at an epoch end, after the copy, the average.
 
     Args:
         start_epoch: the first epoch that averages.
@@ -27,38 +30,61 @@ class LookaheadAveraging(WeightAveraging):
         exponent: how the decay grows over the run (0 keeps it constant).
     """
 
-    def __init__(self, start_epoch: int = 3, every_n_steps: int = 5, decay: float = 0.95, exponent: float = 3.0) -> None:
-        super().__init__(avg_fn=self._lerp, use_buffers=True)
-        if every_n_steps < 1 or not 0.0 <= decay <= 1.0:
-            raise ValueError(f"every_n_steps must be >= 1 and decay in [0, 1], got {every_n_steps} and {decay}.")
+    def __init__(self, start_epoch: NonNegativeInt = 3, every_n_steps: PositiveInt = 5, decay: UnitInterval = 0.95,
+                 exponent: NonNegativeFloat = 3.0) -> None:
+        super().__init__()
         self.start_epoch, self.every_n_steps, self.decay, self.exponent = start_epoch, every_n_steps, decay, exponent
-        self.current_decay = 0.0
-
-    def _lerp(self, average: torch.Tensor, current: torch.Tensor, count: Any) -> torch.Tensor:
-        return current + self.current_decay * (average - current)
+        self.average: dict[str, torch.Tensor] | None = None  # parameter or buffer name -> its running average
+        self.latest_update_step = 0  # the global step of the latest update; 0 before the first
 
     def decay_at(self, step: int, total_steps: int) -> float:
         return self.decay ** self.every_n_steps * (step / max(total_steps, 1)) ** self.exponent
 
-    def should_update(self, step_idx: int | None = None, epoch_idx: int | None = None) -> bool:
-        return False  # updates happen in on_train_batch_end, which knows the epoch
+    @staticmethod
+    def _tensors(pl_module: L.LightningModule) -> dict[str, torch.Tensor]:
+        return dict(itertools.chain(pl_module.named_parameters(), pl_module.named_buffers()))
+
+    @torch.no_grad()
+    def update(self, pl_module: L.LightningModule, decay: float) -> None:
+        """Moves the average toward the module's weights (``current + decay * (average - current)``) and copies it
+        back into the module; the first update takes the weights as they are."""
+        current = self._tensors(pl_module)
+        if self.average is None:
+            self.average = {name: tensor.detach().clone() for name, tensor in current.items()}
+            return
+        for name, tensor in current.items():
+            average = self.average[name]
+            if average.is_floating_point():
+                average.copy_(tensor + decay * (average - tensor))
+            else:  # a count such as BatchNorm's num_batches_tracked is not averaged
+                average.copy_(tensor)
+            tensor.copy_(average)
+
+    @torch.no_grad()
+    def copy_to(self, pl_module: L.LightningModule) -> None:
+        """Puts the average, once there is one, into the module's parameters and buffers."""
+        if self.average is not None:
+            for name, tensor in self._tensors(pl_module).items():
+                tensor.copy_(self.average[name])
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.average is not None:  # restored from a checkpoint, perhaps onto another device
+            self.average = {name: self.average[name].to(t.device) for name, t in self._tensors(pl_module).items()}
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
         step = trainer.global_step
-        if trainer.current_epoch < self.start_epoch or step % self.every_n_steps or step <= self._latest_update_step:
+        if trainer.current_epoch < self.start_epoch or step % self.every_n_steps or step <= self.latest_update_step:
             return
-        self.current_decay = self.decay_at(step, int(trainer.estimated_stepping_batches))
-        self._average_model.update_parameters(pl_module)
-        self._latest_update_step = step
-        self._copy_average_to_current(pl_module)
+        self.update(pl_module, self.decay_at(step, int(trainer.estimated_stepping_batches)))
+        self.latest_update_step = step
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.current_epoch >= self.start_epoch and self._latest_update_step > 0:
-            self._copy_average_to_current(pl_module)
+        self.copy_to(pl_module)
 
-    def on_validation_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        pass  # the model already holds the average at the end of an epoch
+    def state_dict(self) -> dict[str, Any]:
+        return {"latest_update_step": self.latest_update_step, "average": self.average}
 
-    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        pass
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.latest_update_step = state_dict.get("latest_update_step", 0)
+        self.average = state_dict.get("average")

@@ -30,7 +30,8 @@ _TORCHVISION_OPTIONS = {"googlenet": {"transform_input": True}, "inception_v3": 
 # State-dict entries a family's file holds that a network may lack: GoogLeNet's auxiliary classifiers, which
 # torchvision's file carries untrained (its own builder drops them unless asked for them).
 _OPTIONAL_PREFIXES = {"googlenet": ("aux1.", "aux2.")}
-# DenseNet files from before torchvision named layers norm1/conv1 spell them norm.1/conv.1.
+# DenseNet files from before torchvision named layers norm1/conv1 spell them norm.1/conv.1. torchvision's
+# builder renames them in a private function, so loading the file into our DenseNet applies the rule here.
 _LEGACY_DENSENET_KEY = re.compile(r"^(.*\.denselayer\d+\.(?:norm|conv))\.([12]\.\w+)$")
 
 

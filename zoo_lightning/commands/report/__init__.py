@@ -1,8 +1,8 @@
 """``python -m zoo_lightning report [LOGDIR] [--out DIR] [--runs NAME ...]``: runs compared on one page.
 
 Every folder under LOGDIR that holds TensorBoard event files is a run (``<experiment>/<version>``):
-its scalars, its ``config.yaml`` / ``hparams.yaml`` and its HPARAMS session. A ``test --ckpt_path
-RUN/checkpoints/X.ckpt`` run is shown in the row of the run that wrote the checkpoint.
+its ``config.yaml`` says what it is, its event files what it did (scalars and HPARAMS session). A
+``test --ckpt_path RUN/checkpoints/X.ckpt`` run is shown in the row of the run that wrote the checkpoint.
 
 Written to DIR: ``report.md`` (one row per run, best val top-1 first; the runs' evaluations; the
 per-class accuracy of the chosen runs; sweeps grouped by their values; the rounds of each
@@ -12,8 +12,8 @@ per-class accuracy of the chosen runs; sweeps grouped by their values; the round
 already a dependency (torchmetrics draws the confusion matrix with it), it renders headless, and it
 writes plain PNGs that a markdown file, a README or a pull request can embed.
 
-This module holds the command (``main``, ``write_report``); ``runs`` reads the runs, ``tables``
-writes the markdown, and :mod:`zoo_lightning.figures` draws the plots.
+This module holds the command (``main``, ``write_report``); ``runs`` reads the runs (``events`` their
+event files), ``tables`` writes the markdown, and :mod:`zoo_lightning.figures` draws the plots.
 """
 
 from __future__ import annotations

@@ -1,10 +1,10 @@
 """The runs under a log folder: their scalars, settings and status, and ``test`` runs joined to their training runs.
 
 Every folder under LOGDIR that holds TensorBoard event files is a run (``<experiment>/<version>``).
-Its scalars are read with TensorBoard's own reader (``EventAccumulator``, one event file at a time,
-so a resumed run's steps join up and its downtime is not counted as wall time), its settings from
-``config.yaml`` / ``hparams.yaml`` and the HPARAMS session that :class:`HparamsSession` writes. A
-``test --ckpt_path RUN/checkpoints/X.ckpt`` run is joined to the run that wrote the checkpoint.
+What the run is (backbone, objective, epochs, checkpoint tested, TTA) is read from the ``config.yaml``
+LightningCLI wrote; what it did from its event files (:mod:`.events`): the scalars, and the HPARAMS
+session's stage, parameter count and status. A ``test --ckpt_path RUN/checkpoints/X.ckpt`` run is
+joined to the run that wrote the checkpoint.
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ from __future__ import annotations
 import fnmatch
 import re
 import statistics
-import struct
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,16 +20,15 @@ from typing import Any, Callable, NamedTuple
 import yaml
 
 from zoo_lightning import metric_names as names
-from zoo_lightning.callbacks.hparams_session import read_session
 
-__all__ = ["Run", "MeasuredTop1", "load_runs", "ranked", "choose", "parameter_count", "DEFAULT_PER_CLASS_RUNS"]
+from .events import EVENT_GLOB, read_events
+
+__all__ = ["Run", "MeasuredTop1", "load_runs", "ranked", "choose", "DEFAULT_PER_CLASS_RUNS"]
 
 DEFAULT_PER_CLASS_RUNS = 4  # runs in the per-class figure when --runs is not given: the best few
 VAL_TOP1 = names.tag(names.VAL, names.TOP1)
 TEST_TOP1 = names.tag(names.TEST, names.TOP1)
 VAL_CLASS = names.class_prefix(names.VAL)
-_EVENT_GLOB = "events.out.tfevents.*"
-_NO_TTA = (None, False, "", "None", "none", "null")  # the HPARAMS session writes None as a string
 
 
 class MeasuredTop1(NamedTuple):
@@ -50,7 +48,6 @@ class Run:
     scalars: dict[str, list[tuple[int, float]]]  # tag -> [(step, value)], resumed sessions joined
     wall_seconds: float  # summed over the run's sessions
     config: dict[str, Any] = field(default_factory=dict)  # config.yaml (the newest config.resume-N.yaml)
-    hparams: dict[str, Any] = field(default_factory=dict)  # hparams.yaml: the module's and data's arguments
     session: dict[str, Any] = field(default_factory=dict)  # what the HPARAMS tab shows for the run
     status: str | None = None  # DONE, FAILED or INTERRUPTED once the HparamsSession callback has closed the session
     sweep: dict[str, str] = field(default_factory=dict)  # swept key -> value, from sweep.json
@@ -121,21 +118,17 @@ class Run:
 
     @property
     def backbone(self) -> str:
-        name = self.model_config.get("backbone") or self.hparams.get("backbone") or self.session.get("backbone")
-        return str(name or "-")
+        return str(self.model_config.get("backbone") or "-")
 
     @property
     def objective(self) -> str:
         objective = self.model_config.get("objective")
-        if isinstance(objective, dict) and objective.get("class_path"):
-            return str(objective["class_path"]).rsplit(".", 1)[-1]
-        if self.session.get("objective"):
-            return str(self.session["objective"])
-        return "CrossEntropy" if self.model_config else "-"  # the module's default objective
+        path = objective.get("class_path") if isinstance(objective, dict) else None
+        return str(path).rsplit(".", 1)[-1] if path else "-"
 
     @property
     def max_epochs(self) -> int | None:
-        value = (self.config.get("trainer") or {}).get("max_epochs") or self.session.get("max_epochs")
+        value = (self.config.get("trainer") or {}).get("max_epochs")
         return int(value) if isinstance(value, (int, float)) and value > 0 else None
 
     @property
@@ -146,21 +139,20 @@ class Run:
 
     @property
     def ckpt_path(self) -> str | None:
-        path = self.config.get("ckpt_path") or self.session.get("ckpt_path")
+        path = self.config.get("ckpt_path")
         return str(path) if path else None
 
     @property
     def tta(self) -> str | None:
-        """The test-time augmentation of the run's validate/test/predict (``"flip"``, ...), None without.
+        """The test-time augmentation of the run's validate/test/predict (``"flip"``, ...), None without."""
+        value = self.model_config.get("tta")
+        return str(value) if value else None
 
-        The config and hparams.yaml say what this run used; a ``test`` run's HPARAMS session also
-        carries the recipe of the fit it tested, so it is the last resort.
-        """
-        for source in (self.model_config, self.hparams, self.session):
-            if "tta" in source:
-                value = source["tta"]
-                return None if value in _NO_TTA else str(value)
-        return None
+    @property
+    def parameters(self) -> int | None:
+        """The network's parameters, frozen ones included, as the run counted them for its HPARAMS session."""
+        value = self.session.get("parameters")
+        return int(value) if isinstance(value, (int, float)) and value > 0 else None
 
     @property
     def images_per_sec(self) -> float | None:
@@ -180,115 +172,7 @@ class Run:
         return MeasuredTop1(chosen.last(TEST_TOP1), Path(chosen.ckpt_path or "?").name, chosen.tta)
 
 
-def parameter_count(run: Run) -> int | None:
-    """The backbone's parameters: from the HPARAMS session, else counted on a backbone built on the meta device."""
-    value = run.session.get("parameters")
-    if isinstance(value, (int, float)) and value > 0:
-        return int(value)
-    if isinstance(run.session.get("parameters_M"), (int, float)):
-        return int(run.session["parameters_M"] * 1e6)
-    try:  # runs written before the HPARAMS session logged it; meta tensors take no memory
-        import torch
-
-        from zoo_lightning.checkpoints import rebuild_backbone
-
-        # A config leaves num_classes null when the data supplies it: the hparams.yaml value then stands.
-        model = {k: v for k, v in {**run.hparams, **run.model_config}.items() if v is not None}
-        with torch.device("meta"):
-            backbone = rebuild_backbone({**model, "backbone": run.backbone})
-        return sum(p.numel() for p in backbone.parameters())
-    except Exception:  # a backbone registered by code the report does not import
-        return None
-
-
 # --- reading -----------------------------------------------------------------------------------------
-
-
-def _event_file_order(path: Path) -> tuple[int, str]:
-    # events.out.tfevents.<unix time>.<host>.<pid>.<n>: the time orders a resumed run's sessions.
-    parts = path.name.split(".")
-    return (int(parts[3]) if len(parts) > 3 and parts[3].isdigit() else 0, path.name)
-
-
-def _incomplete_tail(path: Path) -> str | None:
-    """What keeps TensorBoard's reader from the end of ``path``, or None when every record in it is whole.
-
-    An event file is a TFRecord file: each record is an 8-byte length, a 4-byte checksum of it, the
-    data and a 4-byte checksum of the data. The reader stops without a word at a record cut short (a
-    writer killed mid-write, a copy cut off, a full disk); walking the lengths shows where that is.
-    The checksums are not verified (that means reading every byte a second time), so a record
-    garbled inside a file whose lengths still add up goes unnoticed here.
-    """
-    size = path.stat().st_size
-    if size == 0:
-        return "empty"
-    offset = 0
-    with path.open("rb") as file:
-        while offset + 12 <= size:
-            (length,) = struct.unpack("<Q", file.read(8))
-            if offset + 12 + length + 4 > size:
-                break
-            offset += 12 + length + 4
-            file.seek(offset)
-    if offset == size:
-        return None
-    if offset == 0:
-        return "not an event file, or cut off within its first record"
-    return f"truncated (its last {size - offset:,} of {size:,} bytes are an incomplete record)"
-
-
-class _Events(NamedTuple):
-    """What a run's event files hold, read one after another."""
-
-    scalars: dict[str, list[tuple[int, float]]]
-    wall_seconds: float
-    session: dict[str, Any]
-    status: str | None
-    unread: dict[Path, str]  # event file -> why it was skipped or read only in part
-
-
-def _read_events(run_dir: Path) -> _Events:
-    """Scalars, wall seconds, HPARAMS session and status of a run, one event file (session) at a time."""
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    scalars: dict[str, list[tuple[int, float]]] = {}
-    wall, session, status, unread = 0.0, {}, None, {}
-    files = sorted((p for p in run_dir.glob(_EVENT_GLOB) if p.is_file()), key=_event_file_order)
-    for path in files:
-        damage = None
-        try:
-            damage = _incomplete_tail(path)
-            accumulator = EventAccumulator(str(path), size_guidance={"scalars": 0, "images": 1, "histograms": 1,
-                                                                     "tensors": 1, "audio": 1})
-            accumulator.Reload()
-            first = accumulator.FirstEventTimestamp()
-        except ValueError:  # FirstEventTimestamp: not one event could be read
-            unread[path] = f"{damage or 'no event could be read'}; skipped"
-            continue
-        except Exception as error:  # unreadable: permissions, I/O errors, whatever the reader raises
-            unread[path] = f"{type(error).__name__}: {error}; skipped"
-            continue
-        if damage:
-            unread[path] = f"{damage}; read up to there"
-        last = first
-        for tag in accumulator.Tags()["scalars"]:
-            events = accumulator.Scalars(tag)
-            if not events:
-                continue
-            # A resumed session logs again from its checkpoint's step: what the killed one logged past it goes.
-            kept = [p for p in scalars.get(tag, []) if p[0] < events[0].step]
-            scalars[tag] = kept + [(e.step, e.value) for e in events]
-            last = max(last, events[-1].wall_time)
-        wall += last - first
-        params, ended = read_session(accumulator)
-        session.update(params)
-        if ended:
-            status = ended
-        elif params and not damage:
-            # A session that started again (resumed) and has not ended is open. A damaged file's missing
-            # end may be what was cut off: it leaves the status the earlier files gave.
-            status = None
-    return _Events(scalars, wall, session, status, unread)
 
 
 def _warn(message: str) -> None:
@@ -330,18 +214,18 @@ def load_runs(logdir: str | Path, warn: Callable[[str], None] = _warn) -> list[R
     if not root.is_dir():
         raise FileNotFoundError(f"Log folder {str(logdir)!r} does not exist: pass the save_dir of your runs "
                                 "(by default lightning_logs).")
-    folders = sorted({events.parent for events in root.rglob(_EVENT_GLOB) if events.is_file()})
+    folders = sorted({events.parent for events in root.rglob(EVENT_GLOB) if events.is_file()})
     if not folders:
         raise FileNotFoundError(f"No runs under {str(logdir)!r}: no TensorBoard event files were found. Train one "
                                 "with `python -m zoo_lightning fit --config ...`, or pass the logger's save_dir.")
     runs = []
     for folder in folders:
-        events = _read_events(folder)
+        events = read_events(folder)
         for path, reason in events.unread.items():
             warn(f"event file {path}: {reason}")
         runs.append(Run(_run_name(folder, root), folder, events.scalars, events.wall_seconds,
-                        config=_read_config(folder), hparams=_read_yaml(folder / "hparams.yaml"),
-                        session=events.session, status=events.status, unread=events.unread,
+                        config=_read_config(folder), session=events.session, status=events.status,
+                        unread=events.unread,
                         sweep=_read_yaml(folder / "sweep.json").get("values", {}),  # JSON is YAML
                         selftrain=_read_yaml(folder / "selftrain.json")))
     _join_evaluations(runs)

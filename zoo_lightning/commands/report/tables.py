@@ -5,7 +5,7 @@ from __future__ import annotations
 from zoo_lightning import metric_names as names
 from zoo_lightning.callbacks.hparams_session import FAILED, INTERRUPTED
 
-from .runs import VAL_TOP1, Run, parameter_count
+from .runs import VAL_TOP1, Run
 
 __all__ = ["main_table", "evaluations_table", "per_class_table", "sweep_table", "selftrain_table", "class_order",
            "epochs_cell", "test_cell", "percent"]
@@ -59,7 +59,7 @@ def main_table(runs: list[Run]) -> list[str]:
              "| images/s |", "|---|---|---|--:|--:|--:|--:|--:|--:|"]
     for run in runs:
         images = run.images_per_sec
-        lines.append(f"| {run.name} | {run.backbone} | {run.objective} | {count(parameter_count(run))} | "
+        lines.append(f"| {run.name} | {run.backbone} | {run.objective} | {count(run.parameters)} | "
                      f"{epochs_cell(run)} | {percent(run.best(VAL_TOP1))} | {test_cell(run)} | "
                      f"{duration(run.wall_seconds)} | {'-' if images is None else f'{images:,.0f}'} |")
     return lines
