@@ -96,41 +96,66 @@ def _chain(error: BaseException) -> list[BaseException]:
     return chain
 
 
+def _raised_by_parser(error: BaseException) -> bool:
+    """Whether jsonargparse raised ``error`` itself (to report another one), rather than a type or a constructor."""
+    frame = error.__traceback__
+    while frame is not None and frame.tb_next is not None:
+        frame = frame.tb_next
+    return frame is not None and "jsonargparse" in Path(frame.tb_frame.f_code.co_filename).parts
+
+
 _KEY_PREFIX = 'Parser key "'
 
 
 def one_line(error: BaseException) -> str:
     """A refused option as one line: ``--data.pipeline.padding_mode: <reason>``.
 
-    jsonargparse raises each nested level (data, its pipeline, the pipeline's option) from the one below,
-    each starting with the key it checked; the innermost exception says why the value was refused. The
-    dotted option comes from those keys, the reason from the innermost exception. Anything else (an
-    error raised in our own code) is its first line.
+    jsonargparse reports a refusal by raising, at each nested level (the data, its pipeline, the pipeline's
+    option), a new exception from the one below, each starting with the key it checked. The option is
+    those keys joined; the reason is the first exception down the chain that jsonargparse did not raise
+    to report another (a type's or a constructor's own message), else jsonargparse's innermost one.
+    An error of our own code keeps its message.
     """
-    chain = _chain(error)
     keys: list[str] = []
-    for level in chain:
+    reason = error
+    for level in _chain(error):
+        reason = level
+        if not _raised_by_parser(level):
+            break
         first = str(level).strip().splitlines()[0] if str(level).strip() else ""
-        if first.startswith(_KEY_PREFIX) and first.endswith('":'):
-            key = first[len(_KEY_PREFIX):-2]
-            if not keys or keys[-1] != key:
-                keys.append(key)
-    if not keys:
-        return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-    return f"--{'.'.join(keys)}: {_reason(str(chain[-1]))}"
+        key = first[len(_KEY_PREFIX):-2] if first.startswith(_KEY_PREFIX) and first.endswith('":') else None
+        if key and (not keys or keys[-1] != key):
+            keys.append(key)
+        if _is_union_report(str(level)):
+            break
+    text = _reason(str(reason)) if _raised_by_parser(reason) else _first_line(reason)
+    return f"--{'.'.join(keys)}: {text}" if keys else text
+
+
+def _first_line(error: BaseException) -> str:
+    return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+
+
+def _tried(message: str) -> list[str]:
+    """The lines of a jsonargparse report that each say why one type refused the value (None's left out)."""
+    lines = [line.strip().removeprefix("- ") for line in message.strip().splitlines() if line.strip()]
+    return [line for line in lines if line.startswith(("Not of type", "Expected a", "Option ", "Problem", "Import"))
+            and "NoneType" not in line]
+
+
+def _is_union_report(message: str) -> bool:
+    """A report of several types refusing one value (e.g. a count or a fraction): it says more than any one."""
+    return len(_tried(message)) > 1 and all(line.startswith("Not of type ") for line in _tried(message))
 
 
 def _reason(message: str) -> str:
-    """The line of a refusal that says what was wrong: jsonargparse's union reports list one per subtype."""
-    lines = [line.strip().removeprefix("- ") for line in message.strip().splitlines() if line.strip()]
-    if not lines:
-        return message
-    # A union (e.g. Optional[X]) reports each subtype; the one that is not "Expected a NoneType" says why.
-    specific = [line for line in lines if line.startswith(("Not of type", "Expected a", "Option ", "Problem", "Unknown",
-                                                           "Import", "Does not", "Got"))
-                and "NoneType" not in line]
-    chosen = next((line for line in specific if not line.startswith("Does not validate")), lines[0])
-    return chosen.rstrip(":")
+    """The line of jsonargparse's own report that says what was wrong: a union lists one line per type it tried."""
+    lines = [line.strip() for line in message.strip().splitlines() if line.strip()]
+    tried = _tried(message)
+    if _is_union_report(message):
+        parts = [line.removeprefix("Not of type ").split(": ", 1) for line in tried]
+        return " and ".join(f"{why} ({kind})" for kind, why in parts)
+    return (tried[0] if tried else lines[0] if lines else message).rstrip(":")
 
 
 class OneLineErrors:

@@ -36,7 +36,9 @@ def test_predict_on_a_folder_matches_the_modules_forward(trained_cnn, tmp_path, 
                   "save_dir", str(tmp_path / "logs"), "--trainer.enable_progress_bar", "false"])
     finally:
         shutil.move(root / "data.away", root / "data")
-    rows = list(csv.DictReader(open(next((tmp_path / "logs").rglob("predictions.csv")))))
+    # Filed in the run of the checkpoint it used, beside that run's other evaluations.
+    (csv_path,) = (ckpt.parent.parent / "evaluations").glob("predict_*/predictions.csv")
+    rows = list(csv.DictReader(open(csv_path)))
     assert [r["path"].rsplit("/", 1)[1] for r in rows] == ["alpha.png", "gray.png", "tall.jpg", "wide.png"]
 
     checkpoint = torch.load(ckpt, weights_only=True)

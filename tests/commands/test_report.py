@@ -184,7 +184,7 @@ def test_cli_fit_then_test_then_report(tiny_net, cifar_python, tmp_path, monkeyp
           "--trainer.enable_progress_bar", "false"])
     out = capsys.readouterr().out
     assert "Test accuracy per class" in out
-    test_top1 = scalars(work / "lightning_logs" / TINY_NET / "version_0", "test/top1")[-1]
+    test_top1 = scalars(run / "evaluations" / "test_0", "test/top1")[-1]  # filed in the run it scored
     total = next(line for line in out.splitlines() if line.startswith("│ all "))
     assert [cell.strip() for cell in total.split("│")[1:4]] == ["all", f"{100 * test_top1:.2f}%", "20"]
 

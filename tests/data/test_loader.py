@@ -218,3 +218,37 @@ def test_two_streams_need_one_labeled_and_one_unlabeled_loader():
         TwoStreamLoader(BatchLoader(images, None, batch_size=2), BatchLoader(images, None, batch_size=2))
     with pytest.raises(ValueError, match="labels=None"):
         TwoStreamLoader(BatchLoader(images, labels, batch_size=2), BatchLoader(images, labels, batch_size=2))
+
+
+def test_a_restored_loader_goes_on_with_the_batches_the_interrupted_pass_had_not_handed_out():
+    images, labels = _data(50)
+    epoch = [3]
+    straight = BatchLoader(images, labels, batch_size=8, shuffle=True, drop_last=True, seed=1, epoch=lambda: epoch[0])
+    whole = [y.tolist() for _, y in straight]
+    interrupted = iter(BatchLoader(images, labels, batch_size=8, shuffle=True, drop_last=True, seed=1,
+                                   epoch=lambda: epoch[0]))
+    next(interrupted), next(interrupted)
+    resumed_at = []
+    restored = BatchLoader(images, labels, batch_size=8, shuffle=True, drop_last=True, seed=1, epoch=lambda: epoch[0],
+                           on_resume=lambda e, b: resumed_at.append((e, b)))
+    restored.load_state_dict(straight_state := {"epoch": 3, "batches": 2})
+    assert [y.tolist() for _, y in restored] == whole[2:] and resumed_at == [(3, 2)]
+    assert restored.state_dict() == {"epoch": 3, "batches": len(whole)}
+    # A position saved at the end of an epoch skips nothing of the next one.
+    restored.load_state_dict({**straight_state, "batches": len(whole)})
+    epoch[0] = 4
+    assert [y.tolist() for _, y in restored] == [y.tolist() for _, y in straight]
+
+
+def test_a_restored_two_stream_loader_pairs_the_unlabeled_batches_of_the_interrupted_pass():
+    images, labels = _data(40)
+    unlabeled = torch.arange(12, dtype=torch.uint8).view(12, 1, 1, 1).expand(12, 3, 2, 2).contiguous()
+
+    def loader() -> TwoStreamLoader:
+        return TwoStreamLoader(BatchLoader(images, labels, batch_size=4, shuffle=True, drop_last=True, seed=2),
+                               BatchLoader(unlabeled, None, batch_size=4, shuffle=True, drop_last=True, seed=9))
+
+    whole = [(b.labeled[1].tolist(), b.unlabeled[:, 0, 0, 0].tolist()) for b in loader()]
+    restored = loader()
+    restored.load_state_dict({"epoch": 0, "batches": 7})  # past two whole unlabeled passes of 3 batches
+    assert [(b.labeled[1].tolist(), b.unlabeled[:, 0, 0, 0].tolist()) for b in restored] == whole[7:]

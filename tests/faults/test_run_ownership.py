@@ -191,7 +191,7 @@ def _experiment_with(w, name: str, runs: list[tuple[str, str]]):
     experiment = w / name / "cnn_cifar"
     if not experiment.is_dir():
         for i, (version, data_class) in enumerate(runs):
-            shutil.copytree(w.ckpt.parent.parent, experiment / version)
+            shutil.copytree(w.ckpt.parent.parent, experiment / version, ignore=shutil.ignore_patterns("evaluations"))
             config = experiment / version / "config.yaml"
             content = yaml.safe_load(config.read_text())
             content["data"]["class_path"] = data_class

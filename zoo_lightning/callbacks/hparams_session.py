@@ -122,6 +122,7 @@ class HparamsSession(L.Callback):
         super().__init__()
         self.best_val_top1: float | None = None
         self.run_params: dict[str, Any] = {}
+        self.started = False  # whether this process wrote the session's start
 
     def state_dict(self) -> dict[str, Any]:
         return {"best_val_top1": self.best_val_top1, "hparams": dict(self.run_params)}
@@ -142,9 +143,12 @@ class HparamsSession(L.Callback):
         experiment, start, _ = hparams_summary(params, {tag: 0.0 for tag in HPARAM_METRICS})
         _feature_key_hparams(experiment)
         _add_summaries(trainer, experiment, start)
+        self.started = True
 
     @rank_zero_only
     def _write_end(self, trainer: L.Trainer, status: str) -> None:
+        if not self.started:
+            return  # stopped before its session began: nothing to end (and maybe no run folder to end it in)
         from tensorboard.compat.proto.summary_pb2 import Summary, SummaryMetadata
         from tensorboard.plugins.hparams import api_pb2, metadata, plugin_data_pb2
 

@@ -226,12 +226,17 @@ def plan_run(verb: str, config: Namespace, parser: Any) -> tuple[RunPlan, Namesp
 
 
 def _refuse_options_that_cannot_take_effect(config: Namespace) -> None:
-    """The two option checks no type can say: each is about something other than the option's own value."""
+    """The option checks no type can say: each is about something other than the option's own value."""
     # LightningCLI's top-level optimizer options exist (old run configs name them) but this module builds its own.
     for key in ("optimizer", "lr_scheduler"):
         if config.get(key) is not None:
             raise ValueError(f"--{key} is not read here: the optimizer and schedule are --model.{key} (class_path and "
                              "init_args), as in configs/defaults.yaml.")
+    # The machine, not the value: Lightning's own words ("No supported gpu backend found!") say not what to do.
+    accelerator = str(config.get("trainer.accelerator") or "auto")
+    if accelerator in ("gpu", "cuda") and not _has_gpu():
+        raise ValueError(f"--trainer.accelerator {accelerator}: this machine has no CUDA GPU that torch can use. "
+                         "Use --trainer.accelerator auto (or cpu).")
     # The machine, not the value: PyTorch's SyncBatchNorm has no CPU implementation.
     if config.get("trainer.sync_batchnorm") and (config.get("trainer.accelerator") == "cpu" or not _has_gpu()):
         raise ValueError("--trainer.sync_batchnorm true needs GPUs: PyTorch's SyncBatchNorm has no CPU implementation. "

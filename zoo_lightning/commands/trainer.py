@@ -169,9 +169,14 @@ class ZooCLI(LightningCLI):
             return
         self.config_init = self.parser.instantiate_classes(self.config)
         self.datamodule, self.model = self.config_init.data, self.config_init.model
-        # Everything that can be refused is checked before the Trainer (and so the run folder) exists.
+        # Everything that can be refused is checked before the run folder exists: the Trainer's options first (a
+        # logger claims its folder only when the run starts), then the data and weights, which take longer. A run
+        # without a logger has its folder made for the Trainer's default_root_dir, so its Trainer comes last.
+        if self.plan.owner is None:
+            self.trainer = self.instantiate_trainer()
         self.plan.check_inputs(self.model, self.datamodule)
-        self.trainer = self.instantiate_trainer()
+        if self.plan.owner is not None:
+            self.trainer = self.instantiate_trainer()
 
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
         trainer = self.config_init.trainer

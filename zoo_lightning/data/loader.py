@@ -49,6 +49,8 @@ class BatchLoader:
         rank, world_size: this process's shard under DDP.
         epoch: returns the current epoch when iteration starts (the Trainer's ``current_epoch``).
         pin_memory: gather each batch into page-locked memory, so the copy to a GPU is asynchronous.
+        on_resume: called with (epoch, batches) when a pass starts after a restored position, so what is
+            seeded per batch (the augmentation) continues where the interrupted run was.
 
     It is resumable: :meth:`state_dict` (which Lightning saves in a checkpoint) says how many batches of
     which epoch were handed out, and after :meth:`load_state_dict` the next pass over that epoch starts
@@ -67,6 +69,7 @@ class BatchLoader:
         world_size: int = 1,
         epoch: Callable[[], int] = lambda: 0,
         pin_memory: bool = False,
+        on_resume: Callable[[int, int], None] | None = None,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
@@ -81,7 +84,7 @@ class BatchLoader:
                              "every rank needs at least one; use fewer devices or a larger split.")
         self.batch_size, self.shuffle, self.drop_last = batch_size, shuffle, drop_last
         self.seed, self.rank, self.world_size, self.epoch = seed, rank, world_size, epoch
-        self.pin_memory = pin_memory
+        self.pin_memory, self.on_resume = pin_memory, on_resume
         self.position = {"epoch": -1, "batches": 0}  # where the pass in progress (or the last one) is
         self.resume_at: dict[str, int] | None = None  # a restored position, applied by the next pass of its epoch
 
@@ -126,6 +129,8 @@ class BatchLoader:
         skip = 0
         if self.resume_at is not None and self.resume_at["epoch"] == epoch:
             skip = self.resume_at["batches"]
+            if self.on_resume is not None:
+                self.on_resume(epoch, skip)
         self.resume_at = None
         images = self.images if isinstance(self.images, Tensor) else self.images()
         self.position = {"epoch": epoch, "batches": skip}

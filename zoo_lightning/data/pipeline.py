@@ -142,6 +142,10 @@ class DevicePipeline(nn.Module):
             images = transform(images, self._epoch) if isinstance(transform, AlternatingFlip) else transform(images)
         return images
 
+    def resume_at(self, epoch: int, batches: int) -> None:
+        """Continues ``epoch``'s seeds after its first ``batches`` batches, as a run resumed mid-epoch must."""
+        self._epoch, self._calls = epoch, batches
+
     def _seeded_augment(self, images: Tensor, epoch: int, rank: int) -> Tensor:
         """Runs :meth:`augment` with its random draws seeded by (seed, rank, epoch, batch).
 
