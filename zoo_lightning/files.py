@@ -17,11 +17,12 @@ def atomic_write(path: Path, write: Callable[[Path], object]) -> None:
     """Calls ``write(tmp)`` on a hidden file beside ``path``, then renames it over ``path``.
 
     The rename is atomic within one filesystem, so a crash or a full disk never leaves half a file
-    where a good one was; the temporary file is removed whatever happens.
+    where a good one was; the temporary file is removed whatever happens. It keeps the target's
+    suffix (``.best.1234.tmp.pt2``), for writers that check the name of what they write.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
     try:
         write(tmp)
         os.replace(tmp, path)

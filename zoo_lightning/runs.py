@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from lightning.pytorch.loggers import TensorBoardLogger
-from lightning.pytorch.utilities.rank_zero import rank_zero_only
+from lightning.pytorch.utilities.rank_zero import rank_zero_info, rank_zero_only
 
 __all__ = ["RunLogger", "RunRecord", "DEFAULT_SAVE_DIR", "DEFAULT_EXPERIMENT", "EVALUATIONS", "experiment_name",
            "training_runs", "find_run", "run_of_checkpoint", "version_number"]
@@ -118,9 +118,10 @@ class RunLogger(TensorBoardLogger):
         return super().experiment
 
     def take_folder(self) -> Path:
-        """The run folder, claimed (or locked) now if it was not yet."""
+        """The run folder, claimed (or locked) now if it was not yet; said in one line, in full."""
         if self.folder is None:
             self.folder = self.take()
+            rank_zero_info(f"{'Continuing the run in' if self.resume else 'Run folder:'} {self.folder}")
         return self.folder
 
     def folder_for(self, version: int | str) -> Path:

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import lightning as L
-from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+from zoo_lightning.callbacks.fit_checkpoint import FitCheckpoint
 
 __all__ = ["LastCheckpoint"]
 
 
-class LastCheckpoint(ModelCheckpoint):
+class LastCheckpoint(FitCheckpoint):
     """Rewrites ``last.ckpt`` at the end of every training epoch, whether or not validation ran, and
     when the run is stopped by Ctrl-C or SIGTERM (then at the step it had reached).
 
@@ -27,5 +29,8 @@ class LastCheckpoint(ModelCheckpoint):
         super().__init__(filename=filename, **kwargs)
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
-        if isinstance(exception, (KeyboardInterrupt, SIGTERMException)) and trainer.training:
-            super().on_exception(trainer, pl_module, exception)
+        # Saved through the Trainer rather than ModelCheckpoint's own handler, whose "An KeyboardInterrupt was raised
+        # with message: ..." line only repeats what the command says when it stops.
+        if isinstance(exception, (KeyboardInterrupt, SIGTERMException)) and trainer.training and self.dirpath:
+            trainer.save_checkpoint(os.path.join(self.dirpath, f"{self.filename}{self.FILE_EXTENSION}"),
+                                    weights_only=self.save_weights_only)

@@ -95,17 +95,19 @@ class RunPlan:
     resume: Path | None = None  # the run a fit continues in place
     owner: RunLogger | None = None  # the run folder's owner when the Trainer has no logger
 
-    def check_inputs(self, model: Any, datamodule: Any) -> None:
+    def check_inputs(self, model: Any, datamodule: Any) -> int | None:
         """Everything that can be refused before a run folder is made: the data is there and splits, the
-        training batches fit it, and (a new fit) the pretrained weights load."""
+        training batches fit it, and (a new fit) the pretrained weights load. Returns a fit's batches an epoch."""
         if self.verb == "predict":
-            return  # prediction reads predict_dir and the checkpoint, never the dataset
+            return None  # prediction reads predict_dir and the checkpoint, never the dataset
         datamodule.prepare_data()
         datamodule.setup(self.verb)
-        if self.verb == "fit":
-            datamodule.train_dataloader()
-            if self.ckpt_path is None:
-                model.load_pretrained()
+        if self.verb != "fit":
+            return None
+        batches = len(datamodule.train_dataloader())
+        if self.ckpt_path is None:
+            model.load_pretrained()
+        return batches
 
     def default_root_dir(self, trainer: Namespace) -> str | None:
         """Where the Trainer writes without a logger: a run folder claimed now, for a fit's checkpoints or a

@@ -16,7 +16,7 @@ import sys
 from typing import Any
 
 from lightning.pytorch import Trainer
-from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar, RichProgressBar
+from lightning.pytorch.callbacks import ProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.plugins.io import CheckpointIO
 from lightning.pytorch.utilities import rank_zero_info
@@ -24,8 +24,10 @@ from lightning.pytorch.utilities import rank_zero_info
 from zoo_lightning import metric_names as names
 from zoo_lightning.callbacks import (ClassificationDashboard, HparamsSession, ImagesPerSecond, NonFiniteLossStop,
                                      PredictionWriter)
+from zoo_lightning.callbacks.fit_checkpoint import FitCheckpoint
 from zoo_lightning.callbacks.last_checkpoint import LastCheckpoint
 from zoo_lightning.callbacks.lr_monitor import StepLearningRateMonitor
+from zoo_lightning.callbacks.progress_bar import RunProgressBar
 from zoo_lightning.callbacks.save_config import AtomicSaveConfigCallback
 from zoo_lightning.callbacks.stop_on_signal import StopOnSignal
 from zoo_lightning.checkpoints import AtomicCheckpointIO
@@ -130,7 +132,7 @@ class ZooCLI(LightningCLI):
         # command line is parsed: the data is built before the model (whose class count it gives).
         parser.link_arguments(("model.pretrained", "model.backbone"), "data.init_args.normalization",
                               compute_fn=ImageClassifier.normalization_for, apply_on="parse")
-        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        parser.add_lightning_class_args(FitCheckpoint, "checkpoint")
         parser.set_defaults({
             "checkpoint.monitor": names.tag(names.VAL, names.TOP1),
             "checkpoint.mode": "max",
@@ -174,9 +176,12 @@ class ZooCLI(LightningCLI):
         # without a logger has its folder made for the Trainer's default_root_dir, so its Trainer comes last.
         if self.plan.owner is None:
             self.trainer = self.instantiate_trainer()
-        self.plan.check_inputs(self.model, self.datamodule)
+        batches = self.plan.check_inputs(self.model, self.datamodule)
         if self.plan.owner is not None:
             self.trainer = self.instantiate_trainer()
+        if batches and self.config.get("trainer.log_every_n_steps") is None:
+            # Lightning's 50, or every step of an epoch shorter than that (which it would otherwise warn about).
+            self.trainer.log_every_n_steps = min(50, batches)
 
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
         trainer = self.config_init.trainer
@@ -189,7 +194,7 @@ class ZooCLI(LightningCLI):
             callbacks.append(PredictionWriter())
         # A rich progress bar unless the user turned bars off or brought their own.
         if trainer.get("enable_progress_bar") is not False and not any(isinstance(c, ProgressBar) for c in callbacks):
-            callbacks.append(RichProgressBar())
+            callbacks.append(RunProgressBar())
         # Checkpoints are written beside their target and renamed into place, unless the user brings a CheckpointIO.
         plugins = trainer.get("plugins")
         plugins = [] if plugins is None else list(plugins) if isinstance(plugins, (list, tuple)) else [plugins]
@@ -201,14 +206,27 @@ class ZooCLI(LightningCLI):
 
     def run(self) -> None:
         """Runs the verb on the Trainer; ``fit --test_after_fit true`` tests the final weights after it."""
-        method = getattr(self.trainer, self.verb)
         options = {"ckpt_path": self.plan.ckpt_path, "weights_only": self.config.get("weights_only")}
         try:
-            method(self.model, datamodule=self.datamodule, **options)
+            if self.verb in ("validate", "test"):
+                # Lightning's own table prints every metric to 16 digits; the dashboard's per-class table and this
+                # line say the same in a form one can read.
+                summarize(getattr(self.trainer, self.verb)(self.model, datamodule=self.datamodule, verbose=False,
+                                                           **options))
+            else:
+                getattr(self.trainer, self.verb)(self.model, datamodule=self.datamodule, **options)
             if self.verb == "fit" and self.config.get("test_after_fit") and not self.trainer.interrupted:
-                self.trainer.test(self.model, datamodule=self.datamodule)
+                summarize(self.trainer.test(self.model, datamodule=self.datamodule, verbose=False))
         finally:
             self.plan.release()
+
+
+def summarize(results: list[dict[str, float]]) -> None:
+    """One line of an evaluation's metrics: accuracies in percent, losses to four digits."""
+    for metrics in results:
+        parts = [f"{name} {100 * value:.2f}%" if "top" in name else f"{name} {value:.4f}"
+                 for name, value in sorted(metrics.items())]
+        print("  ".join(parts), flush=True)
 
 
 def _summary(verb: str) -> str:
