@@ -132,3 +132,19 @@ def set_up(datamodule_class: type, root: Path, **kwargs):
     data.prepare_data()
     data.setup("fit")
     return data
+
+
+def option_error(cls: type, *argv: str, key: str = "model") -> str:
+    """What the parser says when ``argv`` sets ``cls``'s options (``--{key}.NAME VALUE``) to a value its type refuses.
+
+    The constructor is never called: a typed option is refused while the command line is parsed.
+    """
+    from jsonargparse import ArgumentError, ArgumentParser
+
+    parser = ArgumentParser(exit_on_error=False)
+    parser.add_class_arguments(cls, key)
+    try:
+        parser.parse_args(list(argv))
+    except ArgumentError as error:
+        return str(error)
+    raise AssertionError(f"{' '.join(argv)} was accepted")
