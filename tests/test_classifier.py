@@ -66,7 +66,8 @@ def test_the_default_optimizer_and_schedule_are_the_recipe_files(tmp_path, monke
     from zoo_lightning import optimization
 
     recipe = tmp_path / "defaults.yaml"
-    recipe.write_text("model:\n  optimizer: {class_path: torch.optim.AdamW, init_args: {lr: 0.003, weight_decay: 0.02}}\n"
+    recipe.write_text("model:\n"
+                      "  optimizer: {class_path: torch.optim.AdamW, init_args: {lr: 0.003, weight_decay: 0.02}}\n"
                       "  lr_scheduler: {class_path: torch.optim.lr_scheduler.StepLR, init_args: {step_size: 4}}\n")
     monkeypatch.setattr(optimization, "RECIPE", recipe)
     model = ImageClassifier("cnn", num_classes=5)

@@ -21,6 +21,7 @@ from lightning.fabric.utilities.types import _PATH
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from torch import nn
 
+from zoo_lightning.data.splits import TRAINING_SET_OPTIONS
 from zoo_lightning.files import atomic_write
 from zoo_lightning.models import create_model
 from zoo_lightning.models.weights import build_options
@@ -31,7 +32,6 @@ __all__ = [
 ]
 
 _NO_SPACE = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
-TRAINING_SET_ONLY = ("pseudo_labels", "pseudo_label_mode", "pseudo_label_threshold")
 _cache: dict[str, Any] = {}  # the last file read: its key (path, size, mtime) and contents
 
 
@@ -123,7 +123,7 @@ def datamodule_args(checkpoint: Mapping[str, Any]) -> dict[str, Any] | None:
     if class_path is None:
         return None
     init_args = {k: v for k, v in hparams.items() if not k.startswith("_")}  # drop the CLI's bookkeeping keys
-    for key in TRAINING_SET_ONLY:  # what only the training set was made of: evaluation reads none of it
+    for key in TRAINING_SET_OPTIONS:  # what only the training set was made of: evaluation reads none of it
         init_args.pop(key, None)
     if state.get("class_names"):  # the network's outputs are the checkpoint's, dataset there or not
         init_args["class_names"] = list(state["class_names"])
