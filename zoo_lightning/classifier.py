@@ -59,9 +59,11 @@ class ImageClassifier(L.LightningModule):
             biases of convolutions and linear layers); airbench trains BN biases at 64x the LR of
             the weights. The scheduler scales every group alike, so the ratio holds through warm-up
             and decay.
-        tta: test-time augmentation in validate/test/predict (:func:`~zoo_lightning.tta.tta_logits`
-            has the views). The per-epoch validation inside ``fit`` stays single-view, so it costs one
-            forward pass and its curve compares across runs.
+        tta: test-time augmentation in validate/test/predict: ``"flip"`` averages the logits of the
+            image and its mirror, ``"flip_translate"`` adds both shifted by one pixel (four views alike),
+            ``"flip_shift"`` (airbench's) weights the pair 0.5 and the pair shifted each way 0.25
+            (:func:`~zoo_lightning.tta.tta_logits`). The per-epoch validation inside ``fit`` stays
+            single-view, so it costs one forward pass and its curve compares across runs.
         input_size: side of the input images; the CLI links it from the DataModule's image_size. Only the model
             summary uses it, to count one image's FLOPs as ``python -m zoo_lightning models`` does.
         pretrained: weights for the backbone: ``torchvision`` (torchvision's ImageNet weights of a
