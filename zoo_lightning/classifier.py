@@ -108,9 +108,8 @@ class ImageClassifier(L.LightningModule):
         _check_relations(backbone, stem, pretrained, freeze_backbone, unfreeze_at_epoch)
         self.save_hyperparameters(ignore=["objective", "optimizer", "lr_scheduler"])
         self.backbone = rebuild_backbone(self.hparams)
-        # What the network itself trains, taken before any freezing (airbench keeps its BatchNorm scales fixed).
-        self._trainable = frozenset(name for name, p in self.backbone.named_parameters() if p.requires_grad)
         self._head_names: list[str] | None = None
+        self._freezing: BackboneFreeze | None = None  # the callback that freezes the backbone in this fit
         self._pretrained_loaded = False
         self.objective = objective if objective is not None else CrossEntropy()
         self.objective.attach(num_classes)
@@ -188,9 +187,9 @@ class ImageClassifier(L.LightningModule):
     def configure_optimizers(self) -> Any:
         hparams = self.hparams
         head = set(self.head_names) if hparams.freeze_backbone or hparams.backbone_lr_scale != 1.0 else set()
-        # A backbone frozen to the end is left out; one that unfreezes later is in from the start, idle until then.
-        frozen_to_the_end = hparams.freeze_backbone and hparams.unfreeze_at_epoch is None
-        trained = self._trainable & head if frozen_to_the_end else self._trainable
+        # What trains now, and what unfreezes later: in from the start, idle until then. Frozen to the end: left out.
+        later = {id(p) for p in self._freezing.unfreezes} if self._freezing is not None else set()
+        trained = {name for name, p in self.backbone.named_parameters() if p.requires_grad or id(p) in later}
         optimizer = self.optimizer_factory(optimizer_groups(self.backbone, trained, head, hparams.norm_lr_scale,
                                                             hparams.backbone_lr_scale))
         # Before the scheduler is built, so its base_lrs (and every later step) carry the ratios.
@@ -206,7 +205,8 @@ class ImageClassifier(L.LightningModule):
         """:class:`BackboneFreeze` with ``freeze_backbone``: it freezes the backbone and unfreezes it at its epoch."""
         if not self.hparams.freeze_backbone:
             return []
-        return [BackboneFreeze(head_modules(self.head_names), self.hparams.unfreeze_at_epoch)]
+        self._freezing = BackboneFreeze(head_modules(self.head_names), self.hparams.unfreeze_at_epoch)
+        return [self._freezing]
 
     # --- transfer learning ------------------------------------------------------------------------
 

@@ -128,3 +128,21 @@ def test_a_run_resumed_before_the_unfreezing_ends_as_the_uninterrupted_run(tmp_p
     trained = whole.backbone.state_dict()
     assert not torch.equal(trained["stem.0.weight"], first["state_dict"]["backbone.stem.0.weight"])
     assert all(torch.equal(value, resumed.backbone.state_dict()[key]) for key, value in trained.items())
+
+
+def test_parameters_another_callback_fixed_stay_out_of_the_optimizer_and_fixed(tmp_path):
+    """What trains is what has requires_grad when the optimizer is built, plus what this callback froze to unfreeze
+    later; a parameter fixed by someone else (PatchWhitening's filters) is in neither and stays fixed."""
+    class FixStem(L.Callback):
+        def setup(self, trainer, pl_module, stage):
+            pl_module.backbone.stem[0].weight.requires_grad_(False)
+
+    L.seed_everything(0)
+    model = ImageClassifier("cnn", num_classes=5, freeze_backbone=True, unfreeze_at_epoch=1)
+    trainer = _trainer(tmp_path, max_epochs=2, callbacks=[FixStem()])
+    trainer.fit(model, _loader())
+    optimized = {id(p) for group in trainer.optimizers[0].param_groups for p in group["params"]}
+    stem = model.backbone.stem[0].weight
+    assert id(stem) not in optimized and not stem.requires_grad
+    others = [p for n, p in model.backbone.named_parameters() if n != "stem.0.weight"]
+    assert {id(p) for p in others} == optimized and all(p.requires_grad for p in others)

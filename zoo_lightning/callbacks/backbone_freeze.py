@@ -28,9 +28,9 @@ class BackboneFreeze(BaseFinetuning):
     (Lightning's own freezing keeps BatchNorm in training mode with ``track_running_stats=False``, which
     normalizes each batch by its own statistics: features evaluation never produces.)
 
-    The optimizer is left alone: the classifier puts a backbone that unfreezes later into it from the
-    start, idle while it has no gradient, so the one LR schedule scales it at ``backbone_lr_scale`` of
-    the head's from the first step and a resumed run restores the optimizer as it was saved.
+    The optimizer is left alone: the classifier puts the parameters that unfreeze later (:attr:`unfreezes`)
+    into it from the start, idle while they have no gradient, so the one LR schedule scales them at
+    ``backbone_lr_scale`` of the head's from the first step and a resumed run restores the optimizer as saved.
     (``unfreeze_and_add_param_group`` would add a group at the unfreezing epoch, which a ``LambdaLR``
     built before it has no base learning rate for: the group would keep one fixed learning rate.)
 
@@ -43,8 +43,9 @@ class BackboneFreeze(BaseFinetuning):
         super().__init__()
         self.head = frozenset(head)
         self.unfreeze_at_epoch = unfreeze_at_epoch
-        self.frozen = False
-        self.fixed: list[nn.Parameter] = []  # parameters the network itself never trains (airbench's BN scales)
+        self.frozen: list[nn.Parameter] = []  # what freeze_before_training turned off
+        self.fixed: list[nn.Parameter] = []  # what was off already: the network's own (airbench's BN scales)
+        self.thawed = False
 
     def _body(self, pl_module: L.LightningModule) -> list[nn.Module]:
         """Every module of the backbone but the head's (each holds its own parameters: nothing is counted twice)."""
@@ -60,23 +61,29 @@ class BackboneFreeze(BaseFinetuning):
                              "then --model.pretrained RUN/checkpoints/best.ckpt with --model.backbone_lr_scale.")
         super().setup(trainer, pl_module, stage)
 
+    @property
+    def unfreezes(self) -> list[nn.Parameter]:
+        """The parameters it froze that train again from ``unfreeze_at_epoch`` (none when it never unfreezes)."""
+        return self.frozen if self.unfreeze_at_epoch is not None else []
+
     def freeze_before_training(self, pl_module: L.LightningModule) -> None:
-        body = self._body(pl_module)
-        self.fixed = [p for m in body for p in m.parameters(recurse=False) if not p.requires_grad]
-        for module in body:
+        body = [p for m in self._body(pl_module) for p in m.parameters(recurse=False)]
+        self.frozen = [p for p in body if p.requires_grad]
+        self.fixed = [p for p in body if not p.requires_grad]
+        for module in self._body(pl_module):
             self.freeze_module(module)
-        self.frozen = True
+        self.thawed = False
 
     def finetune_function(self, pl_module: L.LightningModule, epoch: int, optimizer: Optimizer) -> None:
         # At every epoch start, after Lightning's check for modules left in eval mode at the start of training.
         if self.unfreeze_at_epoch is None or epoch < self.unfreeze_at_epoch:
             self._norms_training(pl_module, False)
-        elif self.frozen:
+        elif not self.thawed:
             self.make_trainable(self._body(pl_module))
             for param in self.fixed:
                 param.requires_grad_(False)
             self._norms_training(pl_module, True)
-            self.frozen = False
+            self.thawed = True
             rank_zero_info(f"Epoch {epoch}: the backbone trains from now on (unfreeze_at_epoch).")
 
     def _norms_training(self, pl_module: L.LightningModule, mode: bool) -> None:

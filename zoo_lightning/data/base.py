@@ -32,7 +32,7 @@ from zoo_lightning.data.splits import (SPLIT_OPTIONS, TRAINING_SET_OPTIONS, Imag
 from zoo_lightning.data.stats import cached_channel_stats
 from zoo_lightning.data.transforms import Normalize
 from zoo_lightning.files import fingerprint
-from zoo_lightning.options import ImageSide, NonNegativeInt, PositiveInt, PseudoLabelMode, Fraction
+from zoo_lightning.options import Fraction, ImageSide, NonNegativeInt, PositiveInt, PseudoLabelMode
 
 __all__ = ["ImageDataModule", "Splits", "ImageSet", "CACHE_DIR", "SPLIT_OPTIONS", "TRAINING_SET_OPTIONS"]
 
