@@ -47,7 +47,7 @@ def library_value(source: str) -> str | None:
 
 def current_spelling(pretrained: str | None, backbone: str) -> str | None:
     """``pretrained`` as it is spelled now: checkpoints from before the kinds were spelled out recorded a timm tag
-    bare (``a1_in1k`` for ``timm:a1_in1k``) and any file name; those load as what they meant then."""
+    bare (``a1_in1k`` for ``timm:a1_in1k``), which loads as what it meant then."""
     if not pretrained:
         return pretrained
     try:
@@ -56,7 +56,7 @@ def current_spelling(pretrained: str | None, backbone: str) -> str | None:
     except ValueError:
         if backbone.startswith("timm:") and "/" not in pretrained and not Path(pretrained).exists():
             return f"timm:{pretrained}"
-        return pretrained  # a file of another suffix: read as a file, as it was
+        return pretrained  # anything else stays as given, to be refused as the command line would refuse it
 
 
 def pretrained_state_dict(source: str, backbone: str) -> LibraryWeights:
