@@ -153,3 +153,19 @@ def check_option_type(cls: type, option: str, bad: str, good: str, expected: Any
     assert f'"{option}"' in str(refused.value) and bad in str(refused.value), str(refused.value)
     value = parser.parse_args([*given, f"--{option}", good])[option]
     assert value == expected and type(value) is type(expected), value
+
+
+def option_error(cls: type, *argv: str, key: str = "model") -> str:
+    """What the parser says when ``argv`` sets ``cls``'s options (``--{key}.NAME VALUE``) to a value its type refuses.
+
+    The constructor is never called: a typed option is refused while the command line is parsed.
+    """
+    from jsonargparse import ArgumentError, ArgumentParser
+
+    parser = ArgumentParser(exit_on_error=False)
+    parser.add_class_arguments(cls, key)
+    try:
+        parser.parse_args(list(argv))
+    except ArgumentError as error:
+        return str(error)
+    raise AssertionError(f"{' '.join(argv)} was accepted")

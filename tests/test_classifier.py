@@ -5,8 +5,10 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from zoo_lightning.classifier import ImageClassifier, _accepts_total_steps, parameter_groups
+from tests.helpers import option_error
+from zoo_lightning.classifier import ImageClassifier
 from zoo_lightning.objectives import CrossEntropy
+from zoo_lightning.optimization import parameter_groups, takes_total_steps
 from zoo_lightning.schedulers import WarmupCosineLR
 
 
@@ -59,6 +61,24 @@ def test_default_recipe_is_nesterov_sgd_with_per_step_warmup_cosine(tmp_path):
     assert isinstance(model.objective, CrossEntropy) and model.objective.label_smoothing == 0.1
 
 
+def test_the_default_optimizer_and_schedule_are_the_recipe_files(tmp_path, monkeypatch):
+    """configs/defaults.yaml is the one source: another recipe there is what a model built in Python trains with."""
+    from zoo_lightning import optimization
+
+    recipe = tmp_path / "defaults.yaml"
+    recipe.write_text("model:\n"
+                      "  optimizer: {class_path: torch.optim.AdamW, init_args: {lr: 0.003, weight_decay: 0.02}}\n"
+                      "  lr_scheduler: {class_path: torch.optim.lr_scheduler.StepLR, init_args: {step_size: 4}}\n")
+    monkeypatch.setattr(optimization, "RECIPE", recipe)
+    model = ImageClassifier("cnn", num_classes=5)
+    trainer = _trainer(tmp_path, max_steps=2)
+    trainer.fit(model, _loader())
+    optimizer, scheduler = trainer.optimizers[0], trainer.lr_scheduler_configs[0].scheduler
+    assert isinstance(optimizer, torch.optim.AdamW) and optimizer.defaults["lr"] == 0.003
+    assert [g["weight_decay"] for g in optimizer.param_groups] == [0.02, 0.0, 0.0]
+    assert isinstance(scheduler, torch.optim.lr_scheduler.StepLR) and scheduler.step_size == 4
+
+
 def test_norm_lr_scale_multiplies_the_no_decay_group_through_the_schedule(tmp_path):
     class RecordLRs(L.Callback):
         def __init__(self):
@@ -76,16 +96,40 @@ def test_norm_lr_scale_multiplies_the_no_decay_group_through_the_schedule(tmp_pa
     # Warm-up and cosine move every group by the same factor, so every step keeps the 1:4 ratio.
     assert len({round(lr, 6) for lr, _, _ in record.lrs}) > 2
     assert all(norm_lr == pytest.approx(4.0 * lr) and bias_lr == pytest.approx(lr) for lr, norm_lr, bias_lr in record.lrs)
-    with pytest.raises(ValueError, match="norm_lr_scale must be > 0"):
-        ImageClassifier("cnn", num_classes=5, norm_lr_scale=0.0)
+    message = option_error(ImageClassifier, "--model.norm_lr_scale", "0")
+    assert "norm_lr_scale" in message and "'0' is not > 0" in message
 
 
 def test_total_steps_is_injected_only_when_missing():
-    assert _accepts_total_steps(functools.partial(torch.optim.lr_scheduler.OneCycleLR, max_lr=0.1))
-    assert not _accepts_total_steps(functools.partial(torch.optim.lr_scheduler.OneCycleLR, total_steps=5))
-    assert not _accepts_total_steps(functools.partial(torch.optim.lr_scheduler.StepLR, step_size=3))
-    # jsonargparse builds partial(instantiator, cls, **init_args), defaults included
-    assert _accepts_total_steps(functools.partial(lambda cls, **kw: cls(**kw), WarmupCosineLR, total_steps=None))
+    assert takes_total_steps(functools.partial(torch.optim.lr_scheduler.OneCycleLR, max_lr=0.1))
+    assert not takes_total_steps(functools.partial(torch.optim.lr_scheduler.OneCycleLR, total_steps=5))
+    assert not takes_total_steps(functools.partial(torch.optim.lr_scheduler.StepLR, step_size=3))
+    assert takes_total_steps(WarmupCosineLR) and not takes_total_steps(torch.optim.lr_scheduler.StepLR)
+
+
+@pytest.mark.parametrize("scheduler, given, takes", [
+    ("zoo_lightning.schedulers.WarmupCosineLR", {}, True),
+    ("zoo_lightning.schedulers.WarmupCosineLR", {"total_steps": 7}, False),
+    ("torch.optim.lr_scheduler.OneCycleLR", {"max_lr": 0.1}, True),
+    ("torch.optim.lr_scheduler.StepLR", {"step_size": 3}, False),
+])
+def test_total_steps_is_injected_into_the_schedulers_the_command_line_builds(tmp_path, scheduler, given, takes):
+    """The scheduler as LightningCLI hands it over (parsed from --model.lr_scheduler), against the installed versions;
+    fit then gives it the Trainer's step count when it takes one and none was given."""
+    import json
+
+    from jsonargparse import ArgumentParser
+
+    parser = ArgumentParser(exit_on_error=False)
+    parser.add_class_arguments(ImageClassifier, "model")
+    config = parser.parse_args(["--model.backbone", "cnn", "--model.num_classes", "5", "--model.lr_scheduler",
+                                json.dumps({"class_path": scheduler, "init_args": given})])
+    model = parser.instantiate(config).model
+    assert takes_total_steps(model.lr_scheduler_factory) == takes
+    trainer = _trainer(tmp_path, max_steps=6)
+    trainer.fit(model, _loader())
+    built = trainer.lr_scheduler_configs[0].scheduler
+    assert getattr(built, "total_steps", None) == (6 if takes else given.get("total_steps"))
 
 
 def test_training_lowers_the_loss_on_a_fixed_batch(tmp_path):
@@ -156,8 +200,8 @@ def test_flip_tta_is_the_mean_of_plain_and_flipped_logits():
         four = torch.stack([model.backbone(v) for v in (x, x.flip(3), shifted,
                             torch.nn.functional.pad(x.flip(3), (1, 1, 1, 1))[:, :, 2:, 2:])]).mean(0)
         torch.testing.assert_close(model.evaluate_logits(x), four)
-    with pytest.raises(ValueError, match="tta"):
-        ImageClassifier("cnn", tta="rotate")
+    message = option_error(ImageClassifier, "--model.tta", "rotate")
+    assert "model.tta" in message and "rotate" in message and "flip_translate" in message  # the choices
 
 
 def test_tta_is_off_in_the_validation_inside_fit_and_on_in_validate_and_test():

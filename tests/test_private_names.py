@@ -312,8 +312,6 @@ def test_the_walker_knows_the_private_names_the_package_defines():
     assert not {"_trainer", "_get_file_writer", "_copy_average_to_current"} & ours
 
 
-@pytest.mark.xfail(strict=False, reason="classifier.py, checkpoints.py and commands/trainer.py still use private "
-                                      "names; their rework is on other branches")
 def test_no_module_uses_a_private_name_of_its_libraries():
     found = violations(package_sources())
     assert not found, "private names of torch/torchvision/Lightning/jsonargparse/tensorboard:\n" + "\n".join(found)

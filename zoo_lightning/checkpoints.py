@@ -12,12 +12,11 @@ import errno
 import io
 import os
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Collection, Mapping
 
 import torch
 from fsspec.implementations.local import LocalFileSystem
 from lightning.fabric.utilities.cloud_io import get_filesystem
-from lightning.fabric.utilities.types import _PATH
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from torch import nn
 
@@ -31,7 +30,6 @@ __all__ = [
 ]
 
 _NO_SPACE = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
-TRAINING_SET_ONLY = ("pseudo_labels", "pseudo_label_mode", "pseudo_label_threshold")
 _cache: dict[str, Any] = {}  # the last file read: its key (path, size, mtime) and contents
 
 
@@ -115,15 +113,19 @@ def datamodule_state(checkpoint: Mapping[str, Any]) -> dict[str, Any] | None:
     return None
 
 
-def datamodule_args(checkpoint: Mapping[str, Any]) -> dict[str, Any] | None:
-    """``{"class_path": ..., "init_args": ...}`` of the DataModule a checkpoint was trained with, or None."""
+def datamodule_args(checkpoint: Mapping[str, Any], leave_out: Collection[str] = ()) -> dict[str, Any] | None:
+    """``{"class_path": ..., "init_args": ...}`` of the DataModule a checkpoint was trained with, or None.
+
+    ``leave_out``: options not to rebuild it with (evaluation reads none of what only made the training set,
+    :data:`zoo_lightning.data.splits.TRAINING_SET_OPTIONS`).
+    """
     hparams = dict(checkpoint.get("datamodule_hyper_parameters") or {})
     state = datamodule_state(checkpoint) or {}
     class_path = hparams.get("_class_path") or state.get("class_path")
     if class_path is None:
         return None
     init_args = {k: v for k, v in hparams.items() if not k.startswith("_")}  # drop the CLI's bookkeeping keys
-    for key in TRAINING_SET_ONLY:  # what only the training set was made of: evaluation reads none of it
+    for key in leave_out:
         init_args.pop(key, None)
     if state.get("class_names"):  # the network's outputs are the checkpoint's, dataset there or not
         init_args["class_names"] = list(state["class_names"])
@@ -148,7 +150,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     that fills up during it leaves a truncated ``last.ckpt`` where the good one was.
     """
 
-    def save_checkpoint(self, checkpoint: dict[str, Any], path: _PATH, storage_options: Any | None = None) -> None:
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: str | Path, storage_options: Any | None = None) -> None:
         if storage_options is not None:
             raise TypeError(f"{type(self).__name__} takes no storage_options, got {storage_options!r}.")
         target = Path(path)

@@ -15,7 +15,8 @@ from typing import Literal
 from jsonargparse.typing import register_type
 
 __all__ = ["PositiveInt", "NonNegativeInt", "PositiveFloat", "NonNegativeFloat", "UnitInterval", "Fraction",
-           "OpenUnitInterval", "ImageSide", "Stem", "TTAMode", "PaddingMode", "MixMode", "PseudoLabelMode"]
+           "OpenUnitInterval", "ImageSide", "Stem", "TTAMode", "PaddingMode", "MixMode", "PseudoLabelMode",
+           "PretrainedWeights", "pretrained_kind", "WEIGHT_FILE_SUFFIXES"]
 
 
 def _bounded(name: str, base: type, meaning: str, accepts) -> type:
@@ -56,3 +57,40 @@ TTAMode = Literal["flip", "flip_translate", "flip_shift"]
 PaddingMode = Literal["zeros", "reflect"]
 MixMode = Literal["mixup", "cutmix", "mixup_cutmix"]
 PseudoLabelMode = Literal["soft", "hard"]
+
+
+WEIGHT_FILE_SUFFIXES = (".ckpt", ".pt", ".pth", ".pth.tar", ".bin")  # a checkpoint of this project, or a state dict
+
+
+def pretrained_kind(value: str) -> tuple[Literal["torchvision", "timm", "file"], str]:
+    """What a ``--model.pretrained`` value names: ``("torchvision", "")``, ``("timm", tag)`` (``""``: the model's
+    default tag) or ``("file", path)``; a ValueError for anything else.
+
+    The kind is in the spelling, never guessed from what exists: a mistyped file name stays a file (and is reported
+    missing when the weights load), and a checkpoint evaluated on another machine parses as it did where it was made.
+    """
+    text = str(value)
+    if text == "torchvision":
+        return "torchvision", ""
+    if text == "timm" or (text.startswith("timm:") and len(text) > len("timm:")):
+        return "timm", text.partition(":")[2]
+    if text.lower().endswith(WEIGHT_FILE_SUFFIXES):
+        return "file", text
+    raise ValueError(f"{value!r} names no pretrained weights: give torchvision, timm (its default tag), timm:TAG, or a "
+                     f"file ({', '.join(WEIGHT_FILE_SUFFIXES)})")
+
+
+def _is_pretrained(value: object, _: type) -> bool:
+    try:
+        return isinstance(value, str) and bool(pretrained_kind(value))
+    except ValueError:
+        return False
+
+
+def _parse_pretrained(value: object) -> str:
+    pretrained_kind(str(value))
+    return str(value)  # a plain str, as the checkpoint's hyper-parameters keep it
+
+
+PretrainedWeights = type("PretrainedWeights", (str,), {"__doc__": "torchvision, timm, timm:TAG, or a weights file."})
+register_type(PretrainedWeights, serializer=str, deserializer=_parse_pretrained, type_check=_is_pretrained)

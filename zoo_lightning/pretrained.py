@@ -1,12 +1,13 @@
 """Pretrained weights for a backbone, from a library or a file, loaded strictly except for the head.
 
-``--model.pretrained`` is ``torchvision`` (torchvision's ImageNet weights), a timm tag for ``timm:``
-backbones, or a file: a checkpoint of this project (``.ckpt``, read through
+``--model.pretrained`` says its kind in its spelling (:func:`~zoo_lightning.options.pretrained_kind`):
+``torchvision`` (torchvision's ImageNet weights), ``timm`` or ``timm:TAG`` (timm's weights of a
+``timm:`` backbone), or a file: a checkpoint of this project (``.ckpt``, read through
 :func:`~zoo_lightning.checkpoints.read_checkpoint`) or a state dict (``.pt``/``.pth``, as
 ``torch.save(model.state_dict(), f)`` writes). Every entry must match the network's by name and
-shape, except those of the classifier head (:func:`~zoo_lightning.models.registry.head_parameter_names`),
-which keep their fresh initialization for the run's classes. :func:`expected_normalization` says
-which mean/std the weights were trained with, so the data can normalize the same way.
+shape, except those of the classifier head (:func:`head_modules`), which keep their fresh
+initialization for the run's classes. :func:`expected_normalization` says which mean/std the
+weights were trained with, so the data can normalize the same way.
 """
 
 from __future__ import annotations
@@ -18,9 +19,11 @@ import torch
 from torch import nn
 
 from zoo_lightning.checkpoints import backbone_state_dict, datamodule_state, read_checkpoint
-from zoo_lightning.models.weights import LibraryWeights, library_normalization, library_of, library_state_dict
+from zoo_lightning.models.weights import LibraryWeights, library_normalization, library_state_dict
+from zoo_lightning.options import pretrained_kind
 
-__all__ = ["pretrained_state_dict", "load_pretrained", "expected_normalization"]
+__all__ = ["pretrained_state_dict", "load_pretrained", "expected_normalization", "head_modules", "library_value",
+           "current_spelling"]
 
 _SHOWN = 4  # keys a mismatch message lists of each kind
 
@@ -30,6 +33,32 @@ def _is_state_dict(content: Any) -> bool:
         isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in content.items())
 
 
+def head_modules(head: Sequence[str]) -> list[str]:
+    """The modules that hold the head parameters ``head`` (``fc.weight`` -> ``fc``), sorted."""
+    return sorted({name.rpartition(".")[0] for name in head})
+
+
+def library_value(source: str) -> str | None:
+    """What :mod:`~zoo_lightning.models.weights` takes for library weights (``torchvision``, a timm tag, or ``timm``
+    for the default tag), or None for a file."""
+    kind, detail = pretrained_kind(source)
+    return None if kind == "file" else detail or kind
+
+
+def current_spelling(pretrained: str | None, backbone: str) -> str | None:
+    """``pretrained`` as it is spelled now: checkpoints from before the kinds were spelled out recorded a timm tag
+    bare (``a1_in1k`` for ``timm:a1_in1k``), which loads as what it meant then."""
+    if not pretrained:
+        return pretrained
+    try:
+        pretrained_kind(pretrained)
+        return pretrained
+    except ValueError:
+        if backbone.startswith("timm:") and "/" not in pretrained and not Path(pretrained).exists():
+            return f"timm:{pretrained}"
+        return pretrained  # anything else stays as given, to be refused as the command line would refuse it
+
+
 def pretrained_state_dict(source: str, backbone: str) -> LibraryWeights:
     """The state dict ``--model.pretrained source`` names, with a description for messages.
 
@@ -37,12 +66,13 @@ def pretrained_state_dict(source: str, backbone: str) -> LibraryWeights:
         FileNotFoundError: a file that does not exist, or library weights that cannot be fetched.
         ValueError: a file that holds no state dict, or a library without such weights.
     """
-    if library_of(source, backbone) is not None:
-        return library_state_dict(source, backbone)
+    library = library_value(source)
+    if library is not None:
+        return library_state_dict(library, backbone)
     path = Path(source)
     if not path.is_file():
-        raise FileNotFoundError(f"--model.pretrained {source!r} is no file. Give `torchvision` (its ImageNet weights), "
-                                "a timm tag for timm: backbones, or a .ckpt / .pth file.")
+        raise FileNotFoundError(f"--model.pretrained {source!r} is no file: give the path of a .ckpt, .pt or .pth "
+                                "file (or torchvision, timm:TAG for library weights).")
     if path.suffix == ".ckpt":
         checkpoint = read_checkpoint(path, "the pretrained checkpoint")
         trained = checkpoint["hyper_parameters"]["backbone"]
@@ -82,10 +112,10 @@ def load_pretrained(model: nn.Module, source: str, backbone: str, head: Sequence
     """
     weights = pretrained_state_dict(source, backbone)
     own = model.state_dict()
-    head_modules = sorted({name.rpartition(".")[0] for name in head})
+    new = head_modules(head)
 
     def in_head(key: str) -> bool:
-        return key.rpartition(".")[0] in head_modules
+        return key.rpartition(".")[0] in new
 
     def optional(key: str) -> bool:
         return bool(weights.optional) and key.startswith(weights.optional)
@@ -104,7 +134,7 @@ def load_pretrained(model: nn.Module, source: str, backbone: str, head: Sequence
                          "--model.stem (imagenet for ImageNet weights) and --model.backbone_kwargs they were trained with.")
     model.load_state_dict(given, strict=False)
     return (f"Loaded {weights.description} into {backbone} ({len(given)} tensors); its head "
-            f"({', '.join(head_modules)}) starts new for this run's classes.")
+            f"({', '.join(new)}) starts new for this run's classes.")
 
 
 def expected_normalization(source: str | None, backbone: str) -> dict[str, Any] | None:
@@ -117,8 +147,9 @@ def expected_normalization(source: str | None, backbone: str) -> dict[str, Any] 
     if not source:
         return None
     try:
-        if library_of(source, backbone) is not None:
-            return library_normalization(source, backbone)
+        library = library_value(source)
+        if library is not None:
+            return library_normalization(library, backbone)
         if Path(source).suffix == ".ckpt" and Path(source).is_file():
             state = datamodule_state(read_checkpoint(source, "the pretrained checkpoint")) or {}
             if state.get("mean") and state.get("std"):

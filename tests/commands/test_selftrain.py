@@ -8,6 +8,7 @@ import torch
 from tests.helpers import run_cli
 from zoo_lightning.checkpoints import datamodule_args
 from zoo_lightning.commands.selftrain import _parser, student_arguments
+from zoo_lightning.data.splits import TRAINING_SET_OPTIONS
 
 
 def test_two_rounds_each_taught_by_the_round_before(cifar_python, tmp_path):
@@ -34,7 +35,8 @@ def test_two_rounds_each_taught_by_the_round_before(cifar_python, tmp_path):
     assert student["hyper_parameters"]["backbone"] == "resnet20"
     assert student["hyper_parameters"]["backbone_kwargs"] == {"dropout": 0.1}
     assert student["datamodule_hyper_parameters"]["pseudo_labels"].endswith("round_2/pseudo_labels.pt")
-    assert "pseudo_labels" not in datamodule_args(student)["init_args"]  # evaluation reads the test set alone
+    assert "pseudo_labels" in datamodule_args(student)["init_args"]
+    assert "pseudo_labels" not in datamodule_args(student, leave_out=TRAINING_SET_OPTIONS)["init_args"]  # evaluation reads the test set alone
     config = (runs / "round_2" / "config.yaml").read_text()
     assert "zoo_lightning.data.RandAugmentPipeline" in config
     assert torch.load(runs / "round_1" / "checkpoints" / "last.ckpt", weights_only=True)["hyper_parameters"][

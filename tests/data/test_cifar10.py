@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 from tests.conftest import CLASSES
-from tests.helpers import set_up
+from tests.helpers import option_error, set_up
 from zoo_lightning.data import CIFAR10DataModule
 from zoo_lightning.data.base import CACHE_DIR
 
@@ -23,13 +23,13 @@ def _module(root, **kwargs) -> CIFAR10DataModule:
 def test_python_release_pixels_land_in_the_right_place_and_channel(cifar_python):
     root, arrays = cifar_python
     data = _module(root, val_size=0)
-    images, labels = data._splits["train"]
+    images, labels = data.train_set.images, data.train_set.labels
     # Row layout: bytes 0..1023 red, 1024..2047 green, 2048..3071 blue, each 32x32 row-major.
     raw_row = arrays["train_images"].reshape(-1, 3072)[7]
     assert images[7, 1, 2, 5].item() == raw_row[1024 + 2 * 32 + 5]
     assert torch.equal(images, torch.from_numpy(arrays["train_images"]))
     assert labels.tolist() == arrays["train_labels"].tolist()
-    test_images, test_labels = data._splits["test"]
+    test_images, test_labels = data.test_set.images, data.test_set.labels
     assert torch.equal(test_images, torch.from_numpy(arrays["test_images"]))
     assert data.class_names[0] == "airplane" and data.class_names[9] == "truck"
 
@@ -37,12 +37,12 @@ def test_python_release_pixels_land_in_the_right_place_and_channel(cifar_python)
 def test_split_sizes_and_determinism(cifar_python):
     root, _ = cifar_python
     a, b = _module(root, split_seed=3), _module(root, split_seed=3)
-    assert len(a._splits["train"][0]) == 80 and len(a._splits["val"][0]) == 20 and len(a._splits["test"][0]) == 20
-    assert torch.equal(a._splits["val"][0], b._splits["val"][0])
+    assert len(a.train_set.images) == 80 and len(a.val_set.images) == 20 and len(a.test_set.images) == 20
+    assert torch.equal(a.val_set.images, b.val_set.images)
     other = _module(root, split_seed=4)
-    assert not torch.equal(a._splits["val"][0], other._splits["val"][0])
+    assert not torch.equal(a.val_set.images, other.val_set.images)
     # Train and val partition the train set: no image in both, none lost.
-    train_val = torch.cat([a._splits["train"][0], a._splits["val"][0]]).flatten(1)
+    train_val = torch.cat([a.train_set.images, a.val_set.images]).flatten(1)
     assert torch.unique(train_val, dim=0).shape[0] == 100
 
 
@@ -51,13 +51,13 @@ def test_split_indices_are_fixed_for_a_seed(cifar_python):
     root, arrays = cifar_python
     data = _module(root, split_seed=0, val_size=10)
     val_idx = np.sort(np.random.default_rng(0).permutation(100)[:10])
-    assert torch.equal(data._splits["val"][0], torch.from_numpy(arrays["train_images"][val_idx]))
+    assert torch.equal(data.val_set.images, torch.from_numpy(arrays["train_images"][val_idx]))
 
 
 def test_mean_std_equal_numpys_on_the_training_part(cifar_python):
     root, _ = cifar_python
     data = _module(root)
-    pixels = data._splits["train"][0].numpy().astype(np.float64) / 255
+    pixels = data.train_set.images.numpy().astype(np.float64) / 255
     np.testing.assert_allclose(data.mean, pixels.mean(axis=(0, 2, 3)), rtol=1e-10)
     np.testing.assert_allclose(data.std, pixels.std(axis=(0, 2, 3)), rtol=1e-10)
 
@@ -65,12 +65,12 @@ def test_mean_std_equal_numpys_on_the_training_part(cifar_python):
 def test_image_folder_round_trip(tmp_path, image_folder_writer):
     written = image_folder_writer(tmp_path / "cifar-like", per_class=4)
     data = _module(tmp_path, val_size=0)  # found one level below data_dir
-    images, labels = data._splits["train"]
+    images, labels = data.train_set.images, data.train_set.labels
     path, pixels = written["train"][5]  # class 1 ("automobile"), second file
     assert labels[5].item() == 1
     assert images[5, 2, 10, 3].item() == pixels[10, 3, 2]  # channel-first, same row and column
     assert data.class_names == CLASSES
-    assert len(data._splits["test"][0]) == 40
+    assert len(data.test_set.images) == 40
 
 
 def test_cache_is_used_then_rebuilt_when_the_source_changes(cifar_python, cifar_writer):
@@ -83,7 +83,7 @@ def test_cache_is_used_then_rebuilt_when_the_source_changes(cifar_python, cifar_
     time.sleep(0.01)
     new_arrays = cifar_writer(root, seed=1)
     data = _module(root, val_size=0)
-    assert torch.equal(data._splits["train"][0], torch.from_numpy(new_arrays["train_images"]))
+    assert torch.equal(data.train_set.images, torch.from_numpy(new_arrays["train_images"]))
 
 
 def test_corrupt_cache_is_rebuilt_not_trusted(cifar_python):
@@ -92,7 +92,7 @@ def test_corrupt_cache_is_rebuilt_not_trusted(cifar_python):
     cache = next((root / CACHE_DIR).glob("cifar10_python_*.npz"))
     cache.write_bytes(cache.read_bytes()[:1000])  # truncated
     data = _module(root, val_size=0)
-    assert torch.equal(data._splits["train"][0], torch.from_numpy(arrays["train_images"]))
+    assert torch.equal(data.train_set.images, torch.from_numpy(arrays["train_images"]))
     stats = next((root / CACHE_DIR).glob("*_stats.json"))
     stats.write_text("{not json")
     assert _module(root).mean == pytest.approx(data.mean, rel=0.5)  # recomputed, not a crash
@@ -114,10 +114,10 @@ def test_unreadable_image_is_named(tmp_path, image_folder_writer):
         _module(tmp_path, val_size=0)
 
 
-@pytest.mark.parametrize("kwargs", [{"batch_size": 0}, {"val_size": -1}, {"eval_batch_size": 0}])
-def test_bad_arguments_are_refused(tmp_path, kwargs):
-    with pytest.raises(ValueError):
-        CIFAR10DataModule(data_dir=str(tmp_path), **kwargs)
+@pytest.mark.parametrize("option, value", [("batch_size", "0"), ("val_size", "-1"), ("eval_batch_size", "0")])
+def test_bad_arguments_are_refused(option, value):
+    message = option_error(CIFAR10DataModule, f"--data.{option}", value, key="data")  # by the parser, naming them
+    assert f"data.{option}" in message and f"'{value}'" in message
 
 
 def test_val_size_larger_than_the_train_set(cifar_python):
@@ -147,9 +147,9 @@ def test_real_cifar10_jpeg_split_and_statistics():
         pytest.skip("run `make data` to unpack ../shared/datasets/cifar10-jpeg.tar.gz")
     data = CIFAR10DataModule(data_dir=str(REAL_DATA))
     data.setup("fit")
-    assert [len(data._splits[s][1]) for s in ("train", "val", "test")] == [40000, 10000, 10000]
+    assert [len(part) for part in (data.train_set, data.val_set, data.test_set)] == [40000, 10000, 10000]
     assert data.class_names == ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
-    assert torch.bincount(data._splits["test"][1]).tolist() == [1000] * 10
+    assert torch.bincount(data.test_set.labels).tolist() == [1000] * 10
     # The shared README gives the statistics over all 50k train images; the 40k part is within ~1e-3.
     np.testing.assert_allclose(data.mean, [0.49125, 0.48209, 0.44652], atol=1.5e-3)
     np.testing.assert_allclose(data.std, [0.24523, 0.24278, 0.26063], atol=1.5e-3)
@@ -175,7 +175,7 @@ def test_cache_with_flipped_bytes_is_rebuilt(cifar_python):
     raw[len(raw) // 2] ^= 0xFF  # inside the image array: the zip CRC no longer matches
     cache.write_bytes(bytes(raw))
     data = _module(root, val_size=0)
-    assert torch.equal(data._splits["train"][0], torch.from_numpy(arrays["train_images"]))
+    assert torch.equal(data.train_set.images, torch.from_numpy(arrays["train_images"]))
 
 
 def test_cache_does_not_depend_on_how_data_dir_is_spelled(cifar_python, monkeypatch):
@@ -240,7 +240,7 @@ def test_grayscale_and_rgba_files_become_rgb(tmp_path, image_folder_writer):
     Image.fromarray(gray, mode="L").save(written["train"][0][0])
     rgba = np.full((32, 32, 4), 77, dtype=np.uint8)
     Image.fromarray(rgba, mode="RGBA").save(written["train"][1][0])
-    images, _ = _module(tmp_path, val_size=0)._splits["train"]
+    images = _module(tmp_path, val_size=0).train_set.images
     assert torch.equal(images[0], torch.from_numpy(gray).expand(3, 32, 32))
     assert (images[1] == 77).all()
 
@@ -293,7 +293,7 @@ def test_download_checks_the_archive_and_extracts_the_release(tmp_path, monkeypa
     fetched = _serve(monkeypatch, archive)
     data = _module(tmp_path / "data", download=True, val_size=0)
     assert fetched == [cifar10.URL]
-    assert np.array_equal(data._splits["train"][0], arrays["train_images"])
+    assert np.array_equal(data.train_set.images, arrays["train_images"])
     data.prepare_data()  # the release is there now: nothing fetched again
     assert fetched == [cifar10.URL]
 

@@ -8,6 +8,7 @@ import torch
 from lightning.pytorch.plugins.precision import Precision
 from torch import nn
 
+from tests.helpers import option_error
 from zoo_lightning.checkpoints import datamodule_state
 from zoo_lightning.data import CIFAR10DataModule, DevicePipeline, ImageDataModule
 
@@ -48,7 +49,7 @@ def test_each_rank_gets_its_own_shard_from_the_trainer(cifar_python, split):
         loader = getattr(data, f"{split}_dataloader")()
         assert loader.rank == rank and loader.world_size == 2
         shards.append([bytes(row) for x, _ in loader for row in x.flatten(1).numpy()])
-    everything = sorted(bytes(row) for row in data._splits[split][0].flatten(1).numpy())
+    everything = sorted(bytes(row) for row in getattr(data, f"{split}_set").images.flatten(1).numpy())
     assert not set(shards[0]) & set(shards[1])
     if split == "train":  # 79 images: 39 per rank, 4 full batches of 8 each
         assert len(shards[0]) == len(shards[1]) == 32 and set(shards[0] + shards[1]) <= set(everything)
@@ -90,7 +91,7 @@ def test_fit_sees_a_new_permutation_every_epoch_and_the_checkpoint_keeps_the_sta
     assert model.dtypes == {torch.float32}
     first, second = model.labels[0], model.labels[1]
     assert len(first) == len(second) == 24 and sorted(first) == sorted(second) and first != second
-    assert sorted(first) == sorted(data._splits["train"][1].tolist())
+    assert sorted(first) == sorted(data.train_set.labels.tolist())
     path = tmp_path / "run.ckpt"
     trainer.save_checkpoint(path)
     state = torch.load(path, weights_only=True)[type(data).__qualname__]
@@ -103,7 +104,7 @@ def test_eval_order_mixes_the_classes_and_is_fixed(tmp_path, image_folder_writer
     image_folder_writer(tmp_path, per_class=8)
     data = CIFAR10DataModule(data_dir=str(tmp_path), batch_size=4, eval_batch_size=6, val_size=0)
     data.setup("test")
-    stored = data._splits["test"][1]
+    stored = data.test_set.labels
     assert stored.tolist() == sorted(stored.tolist())  # class-sorted on disk
     first = next(iter(data.test_dataloader()))[1]
     assert len(set(first.tolist())) > 1 and first.tolist() != stored[:6].tolist()
@@ -155,8 +156,30 @@ def test_a_plain_python_checkpoint_holds_no_module_and_names_its_state_by_class(
 
 
 def test_a_pipeline_that_is_not_a_device_pipeline_is_refused():
-    with pytest.raises(TypeError, match="--data.pipeline.mix cutmix"):
-        CIFAR10DataModule(pipeline={"mix": "cutmix"})
+    message = option_error(CIFAR10DataModule, "--data.pipeline", "torch.nn.Identity", key="data")
+    assert "data.pipeline" in message and "torch.nn.Identity" in message
+
+
+@pytest.mark.parametrize("option, value, says", [
+    ("batch_size", "0", "'0' is not >= 1"), ("batch_size", "-8", "'-8' is not >= 1"),
+    ("val_size", "-1", "'-1' is not >= 0"), ("image_size", "4", "'4' is not >= 8"),
+])
+def test_sizes_out_of_range_are_refused_by_the_parser(option, value, says):
+    message = option_error(CIFAR10DataModule, f"--data.{option}", value, key="data")
+    assert f"data.{option}" in message and says in message
+
+
+@pytest.mark.parametrize("val_size", [0, 13, 20])
+def test_the_three_sets_hold_the_split_the_options_ask_for(cifar_python, val_size):
+    """100 train images (the fixture's release) and 20 test: val_size of the first for validation, the rest trains."""
+    root, _ = cifar_python
+    data = _module(root, val_size=val_size)
+    assert (len(data.train_set), len(data.val_set), len(data.test_set)) == (100 - val_size, val_size, 20)
+    assert len(data.train_set.images) == len(data.train_set.labels) == 100 - val_size
+    assert data.train_set.labels.dtype == torch.int64 and data.val_set.images.dtype == torch.uint8
+    pool = {bytes(row) for row in torch.cat([data.train_set.images, data.val_set.images]).flatten(1).numpy()}
+    assert len(pool) == 100  # disjoint, and together the whole train part
+    assert CIFAR10DataModule(data_dir=str(root)).train_set is None  # not read before setup
 
 
 def test_the_command_line_sets_pipeline_options_in_the_short_spelling(cifar_python):

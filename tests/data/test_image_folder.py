@@ -48,12 +48,12 @@ def test_any_number_of_classes_and_image_sizes(tmp_path, count):
     assert data.hparams.val_size == 4 * count // 10  # a tenth of train/ by default
     data.prepare_data()
     data.setup("fit")
-    images, labels = data._splits["train"]
-    val_images, val_labels = data._splits["val"]
+    images, labels = data.train_set.images, data.train_set.labels
+    val_images, val_labels = data.val_set.images, data.val_set.labels
     assert images.dtype == torch.uint8 and images.shape[1:] == (3, 16, 16)
     assert len(labels) + len(val_labels) == 4 * count
     assert torch.bincount(torch.cat([labels, val_labels]), minlength=count).tolist() == [4] * count
-    assert data._splits["test"][0].shape == (count, 3, 16, 16)
+    assert data.test_set.images.shape == (count, 3, 16, 16)
     batch = data.on_after_batch_transfer(next(iter(data.val_dataloader())), 0)
     assert batch[0].dtype == torch.float32 and batch[0].shape[1:] == (3, 16, 16)
     assert data.state_dict()["class_names"] == sorted(classes)
@@ -64,7 +64,7 @@ def test_each_image_is_resized_and_center_cropped_as_predict_does(tmp_path):
 
     written = _write(tmp_path, "train", ["a", "b"], per_class=3)
     data = set_up(FolderDataModule, tmp_path, image_size=12, val_size=0, batch_size=2)
-    images, labels = data._splits["train"]
+    images, labels = data.train_set.images, data.train_set.labels
     for i, (path, name) in enumerate(sorted(written)):
         expected = resize_center_crop(decode_rgb(path), 12).transpose(2, 0, 1)
         assert np.array_equal(images[i].numpy(), expected) and labels[i] == ["a", "b"].index(name)
@@ -75,8 +75,8 @@ def test_the_split_is_seeded_and_a_val_folder_is_the_validation_set(tmp_path):
     first = set_up(FolderDataModule, tmp_path / "one", image_size=8, val_size=6, batch_size=4)
     again = set_up(FolderDataModule, tmp_path / "one", image_size=8, val_size=6, batch_size=4)
     other = set_up(FolderDataModule, tmp_path / "one", image_size=8, val_size=6, batch_size=4, split_seed=1)
-    assert torch.equal(first._splits["val"][0], again._splits["val"][0])
-    assert not torch.equal(first._splits["val"][0], other._splits["val"][0])
+    assert torch.equal(first.val_set.images, again.val_set.images)
+    assert not torch.equal(first.val_set.images, other.val_set.images)
     root = tmp_path / "two"
     _write(root, "train", ["a", "b"], per_class=5)
     _write(root, "val", ["a", "b"], per_class=2, seed=3)
@@ -84,7 +84,7 @@ def test_the_split_is_seeded_and_a_val_folder_is_the_validation_set(tmp_path):
     assert data.hparams.val_size == 4  # counted from val/
     data.prepare_data()
     data.setup("fit")
-    assert len(data._splits["train"][1]) == 10 and len(data._splits["val"][1]) == 4
+    assert len(data.train_set.labels) == 10 and len(data.val_set.labels) == 4
     with pytest.raises(ValueError, match=r"val is the validation set \(4 images\): leave --data.val_size out"):
         set_up(FolderDataModule, root, image_size=8, val_size=3, batch_size=2)
     with pytest.raises(ValueError, match="has no test/ folder"):
@@ -101,11 +101,11 @@ def test_the_resized_images_are_cached_until_a_file_changes(tmp_path, monkeypatc
 
     monkeypatch.setattr(module, "read_class_tree", no_reading)
     cached = set_up(FolderDataModule, tmp_path, image_size=8, val_size=0, batch_size=2)
-    assert torch.equal(cached._splits["train"][0], first._splits["train"][0])
+    assert torch.equal(cached.train_set.images, first.train_set.images)
     monkeypatch.undo()
     Image.fromarray(np.zeros((9, 9, 3), np.uint8)).save(tmp_path / "train" / "a" / "new.png")
     changed = set_up(FolderDataModule, tmp_path, image_size=8, val_size=0, batch_size=2)
-    assert len(changed._splits["train"][1]) == 7
+    assert len(changed.train_set.labels) == 7
 
 
 def test_given_class_names_build_it_without_touching_the_disk(tmp_path):

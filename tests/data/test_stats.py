@@ -89,5 +89,5 @@ def test_stats_method_reads_the_cache_without_loading_the_dataset(cifar_python):
     root, _ = cifar_python
     expected = _module(root).mean
     fresh = CIFAR10DataModule(data_dir=str(root), val_size=20)
-    assert fresh.stats()[0] == expected and fresh._splits == {}  # the cache answered: nothing decoded
+    assert fresh.stats()[0] == expected and fresh.train_set is None  # the cache answered: nothing decoded
     assert (root / CACHE_DIR / "cifar10datamodule_stats.json").is_file()

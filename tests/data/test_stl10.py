@@ -28,10 +28,10 @@ def test_pattern_in_one_corner_of_one_channel_comes_out_there(tmp_path, stl10):
 def test_labels_shift_to_zero_based_and_images_round_trip(stl10):
     root, arrays = stl10
     data = _module(root, val_size=0)
-    images, labels = data._splits["train"]
+    images, labels = data.train_set.images, data.train_set.labels
     assert torch.equal(images, torch.from_numpy(arrays["train_images"]))
     assert labels.tolist() == arrays["train_labels"].tolist() and labels.min() >= 0
-    test_images, test_labels = data._splits["test"]
+    test_images, test_labels = data.test_set.images, data.test_set.labels
     assert torch.equal(test_images, torch.from_numpy(arrays["test_images"]))
     assert data.class_names[2] == "car" and data.image_size == 96
 
@@ -40,9 +40,9 @@ def test_folds_come_from_fold_indices(stl10):
     root, arrays = stl10
     data = _module(root, fold=3, val_size=6)
     fold = np.sort(arrays["folds"][3])
-    assert torch.equal(data._splits["train"][0], torch.from_numpy(arrays["train_images"][fold]))
-    assert len(data._splits["val"][0]) == 6
-    val_rows = {bytes(x.numpy()) for x in data._splits["val"][0].flatten(1)[:, :64]}
+    assert torch.equal(data.train_set.images, torch.from_numpy(arrays["train_images"][fold]))
+    assert len(data.val_set.images) == 6
+    val_rows = {bytes(x.numpy()) for x in data.val_set.images.flatten(1)[:, :64]}
     assert not val_rows & {bytes(x) for x in arrays["train_images"][fold].reshape(len(fold), -1)[:, :64]}
 
 
@@ -53,7 +53,7 @@ def test_the_parser_takes_only_the_ten_official_folds():
 def test_mean_std_equal_numpys_and_the_cache_follows_the_source(stl10):
     root, _ = stl10
     data = _module(root)
-    pixels = data._splits["train"][0].numpy().astype(np.float64) / 255
+    pixels = data.train_set.images.numpy().astype(np.float64) / 255
     np.testing.assert_allclose(data.mean, pixels.mean(axis=(0, 2, 3)), rtol=1e-10)
     np.testing.assert_allclose(data.std, pixels.std(axis=(0, 2, 3)), rtol=1e-10)
 
@@ -69,7 +69,7 @@ def test_unlabeled_split_is_a_memmap_not_a_copy(stl10):
     loader = data.train_dataloader()
     batch = next(iter(loader))
     assert isinstance(batch, TwoStreamBatch) and batch.unlabeled.shape == (4, 3, 96, 96)
-    assert len(loader) == len(data._loader("train", train=True)) == 3  # an epoch: one pass over 15 labeled images
+    assert len(loader) == len(loader.labeled) == 15 // 4 == 3  # an epoch: one pass over 15 labeled images
     out = data.on_after_batch_transfer(batch, 0)
     assert isinstance(out, TwoStreamBatch)
     assert out.unlabeled.dtype == torch.float32 and out.labeled[0].dtype == torch.float32

@@ -81,8 +81,9 @@ CASES = [
     Case("pseudo-labels made for other unlabeled images", lambda w: fit(
         w, "--data.labeled_per_class", "2", "--data.pseudo_labels", _pseudo_labels(w, 7)),
          "were made for 7 other unlabeled images than these 60"),
-    Case("an unknown pseudo-label mode", lambda w: fit(w, "--data.pseudo_label_mode", "fuzzy"),
-         "Unknown pseudo_label_mode 'fuzzy'"),
+    Case("an unknown pseudo-label mode", lambda w: fit(w, "--data.pseudo_label_mode", "fuzzy"), "'soft', 'hard'"),
+    Case("a pseudo-label threshold of 1 (no probability is above it)",
+         lambda w: fit(w, "--data.pseudo_label_threshold", "1"), "'1' is not in [0, 1)"),
 ]
 
 
@@ -119,7 +120,7 @@ def test_a_symlinked_class_folder_is_read_and_hidden_files_are_skipped(tmp_path)
     data = CIFAR10DataModule(data_dir=str(tmp_path / "set"), val_size=0, batch_size=4, download=False)
     data.prepare_data()
     data.setup("fit")
-    images, labels = data._splits["train"]
+    images, labels = data.train_set.images, data.train_set.labels
     assert np.bincount(labels.numpy(), minlength=10).tolist() == [2] * 10  # every linked class, its 2 images
     assert data.class_names == CLASSES
     assert np.array_equal(images[0].numpy().transpose(1, 2, 0), written["train"][0][1])

@@ -10,11 +10,13 @@ import torch
 import torchvision
 from torch import nn
 
+from tests.helpers import option_error
 from zoo_lightning.checkpoints import rebuild_backbone
 from zoo_lightning.classifier import ImageClassifier
 from zoo_lightning.models import create_model
 from zoo_lightning.models.weights import build_options, torchvision_cache_file, torchvision_weights
-from zoo_lightning.pretrained import expected_normalization, load_pretrained
+from zoo_lightning.options import pretrained_kind
+from zoo_lightning.pretrained import current_spelling, expected_normalization, head_modules, load_pretrained
 
 # One or two of each family; the rest of torchvision's twins (same code, more layers) under `make test-real`.
 FAST = ["alexnet", "vgg11", "vgg11_bn", "googlenet", "resnet18", "resnet50", "resnext50_32x4d", "densenet121",
@@ -149,10 +151,68 @@ def test_our_checkpoints_and_plain_state_dicts_are_pretrained_weights(trained_cn
 @pytest.mark.parametrize("kwargs, says", [
     ({"backbone": "resnet18", "pretrained": "torchvision"}, "add --model.stem imagenet"),
     ({"backbone": "resnet20", "stem": "imagenet", "pretrained": "torchvision"}, "torchvision has no pretrained weights"),
-    ({"backbone": "cnn", "backbone_lr_scale": 0.0}, "backbone_lr_scale must be > 0"),
+    ({"backbone": "resnet18", "pretrained": "timm:a1_in1k"}, "is timm's weights, for timm: backbones"),
+    ({"backbone": "timm:resnet18", "pretrained": "torchvision"}, "give --model.pretrained timm:TAG"),
     ({"backbone": "cnn", "unfreeze_at_epoch": 3}, "needs --model.freeze_backbone true"),
-    ({"backbone": "cnn", "freeze_backbone": True, "unfreeze_at_epoch": 0}, "unfreeze_at_epoch must be >= 1"),
 ])
-def test_transfer_options_are_checked_before_any_work(kwargs, says):
-    with pytest.raises(ValueError, match=says):
+def test_transfer_options_wrong_together_are_checked_before_any_work(kwargs, says):
+    with pytest.raises(ValueError, match=says) as error:
         ImageClassifier(num_classes=5, **kwargs)
+    assert "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize("argv, says", [
+    (["--model.backbone_lr_scale", "0"], "'0' is not > 0"),
+    (["--model.freeze_backbone", "true", "--model.unfreeze_at_epoch", "0"], "'0' is not >= 1"),
+    (["--model.stem", "tiny"], "tiny"),
+])
+def test_transfer_options_out_of_range_are_refused_by_the_parser(argv, says):
+    message = option_error(ImageClassifier, *argv)
+    assert says in message and f"model.{argv[-2].rpartition('.')[2]}" in message
+
+
+@pytest.mark.parametrize("value, kind", [
+    ("torchvision", ("torchvision", "")), ("timm", ("timm", "")), ("timm:a1_in1k", ("timm", "a1_in1k")),
+    ("runs/best.ckpt", ("file", "runs/best.ckpt")), ("/abs/weights.pth", ("file", "/abs/weights.pth")),
+    ("model.pt", ("file", "model.pt")), ("model_best.pth.tar", ("file", "model_best.pth.tar")),
+])
+def test_each_kind_of_pretrained_weights_is_spelled_out_and_parses_to_a_plain_string(value, kind):
+    from jsonargparse import ArgumentParser
+
+    assert pretrained_kind(value) == kind
+    parser = ArgumentParser(exit_on_error=False)
+    parser.add_class_arguments(ImageClassifier, "model")
+    parsed = parser.parse_args(["--model.pretrained", value]).model.pretrained
+    assert parsed == value and type(parsed) is str  # what the checkpoint's hyper-parameters keep, weights-only
+
+
+@pytest.mark.parametrize("typo", ["torchvison", "best.ckp", "timm:", "a1_in1k"])
+def test_anything_else_is_refused_in_one_line_when_the_command_line_is_parsed(typo):
+    with pytest.raises(ValueError) as error:
+        pretrained_kind(typo)
+    assert str(error.value).startswith(f"{typo!r} names no pretrained weights: give torchvision, timm")
+    assert "\n" not in str(error.value)
+    message = option_error(ImageClassifier, "--model.pretrained", typo)
+    assert "model.pretrained" in message and str(error.value) in message
+
+
+def test_a_weights_file_is_looked_for_when_the_weights_load_not_when_parsed(tmp_path):
+    model = ImageClassifier("cnn", num_classes=3, pretrained=str(tmp_path / "gone.pth"))  # evaluation elsewhere: fine
+    with pytest.raises(FileNotFoundError, match="gone.pth' is no file"):
+        model.load_pretrained()
+
+
+def test_older_checkpoints_spelled_a_timm_tag_bare_and_load_as_what_they_meant():
+    assert current_spelling("a1_in1k", "timm:resnet18") == "timm:a1_in1k"
+    assert current_spelling("timm", "timm:resnet18") == "timm"
+    for unchanged in ("torchvision", "timm:a1_in1k", "runs/best.ckpt", None):
+        assert current_spelling(unchanged, "timm:resnet18") == unchanged
+    assert current_spelling("a1_in1k", "resnet18") == "a1_in1k"  # never a timm tag: refused as it always was
+
+
+def test_classifier_and_loader_agree_on_the_head_modules():
+    model = ImageClassifier("googlenet", num_classes=4, backbone_kwargs={"aux_logits": True})
+    assert head_modules(model.head_names) == ["aux1.fc2", "aux2.fc2", "fc"]
+    [callback] = ImageClassifier("googlenet", num_classes=4, freeze_backbone=True,
+                                 backbone_kwargs={"aux_logits": True}).configure_callbacks()
+    assert callback.head == {"aux1.fc2", "aux2.fc2", "fc"}

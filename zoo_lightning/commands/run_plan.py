@@ -17,15 +17,16 @@ from typing import Any
 from jsonargparse import Namespace
 
 from zoo_lightning.checkpoints import datamodule_args, read_checkpoint
+from zoo_lightning.data.splits import SPLIT_OPTIONS, TRAINING_SET_OPTIONS
 from zoo_lightning.parsing import DEFAULTS
+from zoo_lightning.pretrained import current_spelling
 from zoo_lightning.runs import (DEFAULT_SAVE_DIR, EVALUATIONS, RunLogger, RunRecord, experiment_name, find_run,
                                 run_of_checkpoint)
 
 __all__ = ["RunPlan", "plan_run", "experiment_dir", "user_settings", "NETWORK_OPTIONS", "RUNTIME_OPTIONS"]
 
 NETWORK_OPTIONS = ("backbone", "stem", "backbone_kwargs")  # what a checkpoint's weights fix
-RUNTIME_OPTIONS = ("tta", "channels_last", "compile")
-SPLIT_OPTIONS = ("split_seed", "val_size", "fold", "labeled_per_class")  # how to run a network: the command's choice, never the checkpoint's
+RUNTIME_OPTIONS = ("tta", "channels_last", "compile")  # how to run a network: the command's choice, never the checkpoint's
 LAST, BEST = "last", "best"
 
 
@@ -182,8 +183,9 @@ def _with_checkpoint(parser: Any, config: Namespace, checkpoint: dict[str, Any],
     class; the user's other data options and how to run the network (TTA, memory format, compile) stay theirs."""
     model = {k: v for k, v in checkpoint["hyper_parameters"].items()
              if not k.startswith("_") and k not in RUNTIME_OPTIONS}
+    model["pretrained"] = current_spelling(model.get("pretrained"), str(model.get("backbone")))
     update: dict[str, Any] = {"model": model}
-    recorded = datamodule_args(checkpoint)
+    recorded = datamodule_args(checkpoint, leave_out=TRAINING_SET_OPTIONS)
     if recorded is not None:
         if "data.class_path" in given and not _same("class_path", given["data.class_path"], recorded["class_path"]):
             update["data"] = {"init_args": {"class_names": recorded["init_args"].get("class_names")}}

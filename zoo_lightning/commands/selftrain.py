@@ -56,10 +56,11 @@ def pseudo_label(teacher: str | Path, out: Path, threshold: float = 0.0, batch_s
     import torch
 
     from zoo_lightning.checkpoints import datamodule_args, datamodule_state, load_backbone
-    from zoo_lightning.data.base import images_digest
+    from zoo_lightning.data.pseudo_labels import images_digest
+    from zoo_lightning.data.splits import TRAINING_SET_OPTIONS
 
     model, checkpoint = load_backbone(teacher, "the teacher checkpoint")
-    spec = datamodule_args(checkpoint)
+    spec = datamodule_args(checkpoint, leave_out=TRAINING_SET_OPTIONS)
     if spec is None:
         raise ValueError(f"The teacher checkpoint {teacher} names no DataModule; train it with `fit` first.")
     module, _, name = spec["class_path"].rpartition(".")

@@ -188,10 +188,6 @@ class CIFAR10DataModule(ImageDataModule):
             self._load()
         return self._unlabeled
 
-    def _split_key(self) -> dict[str, Any]:
-        key = super()._split_key()
-        return key if self.hparams.labeled_per_class is None else {**key, "labeled_per_class": self.hparams.labeled_per_class}
-
     def source_files(self) -> list[Path]:
         found = self._locate()
         if found is None:

@@ -138,7 +138,7 @@ class FolderDataModule(ImageDataModule):
 
     def unlabeled_images(self) -> Tensor:
         """``unlabeled/`` resized like the rest, uint8 (N, 3, image_size, image_size)."""
-        if not self._splits:
+        if self.train_set is None:
             self._load()
         if self._unlabeled is None:
             raise ValueError(f"{self.data_dir} has no unlabeled/ folder: put images without labels there.")
@@ -147,9 +147,9 @@ class FolderDataModule(ImageDataModule):
     # --- loaders ---------------------------------------------------------------------------------------
 
     def test_dataloader(self) -> BatchLoader:
-        if not self._splits:
+        if self.train_set is None:
             self.setup()
-        if not len(self._splits["test"][1]):
+        if not len(self.test_set):
             raise ValueError(f"{self.data_dir} has no test/ folder: put test images in {self.data_dir}/test/<class>/ "
                              "to test, or score the validation split with `validate`.")
         return super().test_dataloader()

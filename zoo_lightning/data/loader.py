@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
@@ -18,7 +18,9 @@ from torch import Tensor
 
 from zoo_lightning.batch import TwoStreamBatch
 
-__all__ = ["BatchLoader", "TwoStreamLoader", "as_tensor"]
+__all__ = ["BatchLoader", "TwoStreamLoader", "as_tensor", "trainer_loader", "EVAL_ORDER_SEED"]
+
+EVAL_ORDER_SEED = 1234  # the one order of validation and test images (see trainer_loader)
 
 
 def as_tensor(array: np.ndarray | Tensor) -> Tensor:
@@ -204,3 +206,20 @@ class TwoStreamLoader:
 
     def load_state_dict(self, state: dict[str, int]) -> None:
         self.labeled.load_state_dict(state)
+
+def trainer_loader(images: Tensor | Callable[[], Tensor], labels: Tensor | None, batch_size: int, trainer: Any,
+                   train: bool, seed: int = 0, on_resume: Callable[[int, int], None] | None = None) -> BatchLoader:
+    """A :class:`BatchLoader` for ``trainer`` (None: one process at epoch 0): its rank's shard, gathered into
+    page-locked memory for a CUDA device.
+
+    Training is reshuffled every epoch, from ``seed`` and the epoch read when the epoch's iteration starts, and
+    drops its last incomplete batch. Evaluation takes one fixed permutation, the same every epoch and on every
+    machine: releases and splits are stored class by class, and ``limit_val_batches`` / ``limit_test_batches``
+    would otherwise evaluate the first class or two alone. Full-set metrics do not depend on the order.
+    """
+    rank, world_size = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+    epoch = (lambda: trainer.current_epoch if trainer is not None else 0) if train else (lambda: 0)
+    return BatchLoader(images, labels, batch_size=batch_size, shuffle=True, drop_last=train,
+                       seed=seed if train else EVAL_ORDER_SEED, rank=rank, world_size=world_size, epoch=epoch,
+                       pin_memory=trainer is not None and trainer.strategy.root_device.type == "cuda",
+                       on_resume=on_resume)

@@ -146,9 +146,6 @@ class STL10DataModule(ImageDataModule):
         val = np.random.default_rng(self.hparams.split_seed).permutation(rest)[:val_size]
         return train, np.sort(val)
 
-    def _split_key(self) -> dict[str, Any]:
-        return {**super()._split_key(), "fold": self.hparams.fold}
-
     def unlabeled_images(self) -> Tensor:
         """A fresh memmap view of the unlabeled split (no bytes read until a batch indexes it)."""
         return as_tensor(read_stl10_images(self.folder() / "unlabeled_X.bin"))
