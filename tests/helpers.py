@@ -169,3 +169,16 @@ def option_error(cls: type, *argv: str, key: str = "model") -> str:
     except ArgumentError as error:
         return str(error)
     raise AssertionError(f"{' '.join(argv)} was accepted")
+
+
+class SignalAtStep(L.Callback):
+    """Sends this process ``signum`` (Ctrl-C's SIGINT by default) once training has taken ``step`` steps, as a
+    user at the keyboard would: ``--trainer.callbacks+=tests.helpers.SignalAtStep --trainer.callbacks.step N``."""
+
+    def __init__(self, step: int, signum: int = 2) -> None:
+        super().__init__()
+        self.step, self.signum = step, signum
+
+    def on_train_batch_end(self, trainer: L.Trainer, *args: Any) -> None:
+        if trainer.global_step == self.step:
+            os.kill(os.getpid(), self.signum)

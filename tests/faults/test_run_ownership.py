@@ -260,3 +260,25 @@ def test_a_resume_rewrites_last_ckpt_in_place(world, tmp_path, capsys, monkeypat
         assert code == 0, err[-2000:]
         assert sorted(p.name for p in checkpoints.iterdir()) == ["last.ckpt"]
         assert torch.load(checkpoints / "last.ckpt", weights_only=True)["global_step"] == int(steps)
+
+
+def test_a_resume_in_mid_epoch_ends_with_the_weights_of_an_uninterrupted_run(world, tmp_path, capsys, monkeypatch):
+    """Ctrl-C at step 7 of 5-step epochs (the second epoch's second batch), then `--ckpt_path last`: the batches,
+    their augmentation and so the weights at step 12 are those of a run that was never stopped."""
+    monkeypatch.chdir(world.root)
+
+    def fit_to(logs, *extra: str, code: int = 0) -> dict:
+        status, err = run_main(fit(world, "--trainer.max_steps", "12", "--trainer.logger.init_args.save_dir", str(logs),
+                                   *extra), capsys)
+        assert status == code, err[-2000:]
+        assert "not resumable" not in err and "Traceback" not in err
+        return torch.load(logs / "cnn_cifar" / "version_0" / "checkpoints" / "last.ckpt", weights_only=True)
+
+    straight = fit_to(tmp_path / "straight")
+    stopped = fit_to(tmp_path / "stopped", "--trainer.callbacks+=tests.helpers.SignalAtStep", "--trainer.callbacks.step",
+                     "7", code=130)
+    assert stopped["global_step"] == 7 and stopped["CIFAR10DataModule"]["train_position"] == {"epoch": 1, "batches": 2}
+    resumed = fit_to(tmp_path / "stopped", "--ckpt_path", "last")
+    assert resumed["global_step"] == straight["global_step"] == 12
+    for key, value in straight["state_dict"].items():
+        torch.testing.assert_close(resumed["state_dict"][key], value, rtol=0, atol=0, msg=key)

@@ -24,7 +24,7 @@ from torch import Tensor
 
 from zoo_lightning.data.device import prepare_batch
 from zoo_lightning.data.folder import load_folder
-from zoo_lightning.data.loader import BatchLoader, TwoStreamLoader, trainer_loader
+from zoo_lightning.data.loader import BatchLoader, TrainPosition, TwoStreamLoader, trainer_loader
 from zoo_lightning.data.pipeline import DevicePipeline
 from zoo_lightning.data.pseudo_labels import PseudoLabeledSet
 from zoo_lightning.data.splits import (SPLIT_OPTIONS, TRAINING_SET_OPTIONS, ImageSet, Splits, seeded_split,
@@ -118,6 +118,8 @@ class ImageDataModule(L.LightningDataModule):
         self.num_classes = len(self.class_names) if class_names else type(self).num_classes
         self.pipeline = pipeline if pipeline is not None else DevicePipeline()
         self._attached = False  # whether the pipeline knows the current statistics and image size
+        # Resumed mid-epoch, the augmentation's seeds continue too (two draws a step with an unlabeled stream).
+        self.train_position = TrainPosition(lambda epoch, n: self.pipeline.resume_at(epoch, n * (1 + unlabeled)))
         self.train_set = self.val_set = self.test_set = None  # ImageSets, once setup has read them
         self._fingerprint: str | None = None
         self.predict_paths: list[Path] = []
@@ -158,9 +160,8 @@ class ImageDataModule(L.LightningDataModule):
     # --- Lightning hooks --------------------------------------------------------------------------
 
     def prepare_data(self) -> None:
-        if self.trainer is not None and self.trainer.predicting:
-            return  # prediction reads predict_dir and the checkpoint, never the dataset
-        self.find_or_download()
+        if self.trainer is None or not self.trainer.predicting:  # prediction reads predict_dir and the checkpoint
+            self.find_or_download()
 
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is not None or stage == "predict":  # prediction needs only what the checkpoint carries
@@ -211,10 +212,9 @@ class ImageDataModule(L.LightningDataModule):
         if self.train_set is None:
             self.setup()
         part, train = getattr(self, f"{split}_set"), split == "train"
-        # Resumed mid-epoch, the augmentation's seeds continue too (two draws a step with an unlabeled stream).
-        resume = (lambda e, n: self.pipeline.resume_at(e, n * (1 + bool(self.hparams.unlabeled)))) if train else None
-        return trainer_loader(part.images, part.labels, self.batch_size if train else self.eval_batch_size,
-                              self.trainer, train, self.hparams.shuffle_seed, on_resume=resume)
+        loader = trainer_loader(part.images, part.labels, self.batch_size if train else self.eval_batch_size,
+                                self.trainer, train, self.hparams.shuffle_seed)
+        return self.train_position.track(loader) if train else loader
 
     def training_images(self, count: int, seed: int = 0) -> Tensor:
         """``count`` training images drawn at random (seeded), as the network sees them before any
@@ -274,18 +274,18 @@ class ImageDataModule(L.LightningDataModule):
 
     @property
     def normalize(self) -> Normalize | None:
-        """The pipeline's :class:`Normalize` (``inverse`` turns batches back into [0, 1] images), or None
-        while the statistics are unknown."""
+        """The pipeline's :class:`Normalize` (``inverse``: back to [0, 1] images); None until the statistics are known."""
         self._attach_pipeline()
         return self.pipeline.normalize if self._attached else None
 
-    # --- what a checkpoint carries for prediction -------------------------------------------------
-
     def state_dict(self) -> dict[str, Any]:
-        return {"mean": self.mean, "std": self.std, "class_names": list(self.class_names),
-                "image_size": self.image_size, "class_path": f"{type(self).__module__}.{type(self).__qualname__}"}
+        """What prediction needs (statistics, classes, size) and where training is in its epoch."""
+        return {"mean": self.mean, "std": self.std, "class_names": list(self.class_names), "image_size": self.image_size,
+                "class_path": f"{type(self).__module__}.{type(self).__qualname__}",
+                "train_position": self.train_position.state_dict()}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.train_position.load_state_dict(state_dict.get("train_position"))
         self.mean, self.std = state_dict["mean"], state_dict["std"]
         self.class_names = list(state_dict["class_names"])
         self.image_size = state_dict["image_size"]

@@ -18,7 +18,7 @@ from torch import Tensor
 
 from zoo_lightning.batch import TwoStreamBatch
 
-__all__ = ["BatchLoader", "TwoStreamLoader", "as_tensor", "trainer_loader", "EVAL_ORDER_SEED"]
+__all__ = ["BatchLoader", "TwoStreamLoader", "TrainPosition", "as_tensor", "trainer_loader", "EVAL_ORDER_SEED"]
 
 EVAL_ORDER_SEED = 1234  # the one order of validation and test images (see trainer_loader)
 
@@ -207,8 +207,40 @@ class TwoStreamLoader:
     def load_state_dict(self, state: dict[str, int]) -> None:
         self.labeled.load_state_dict(state)
 
+class TrainPosition:
+    """Where training is in its epoch, for a DataModule's checkpoint state.
+
+    Lightning restores a DataModule's state before it builds the training loader; the loader state its fit
+    loop saves comes back only after the optimizer was built, which asks for the number of steps and so has
+    the loader built already. The DataModule's own state is therefore how a mid-epoch resume reaches it.
+
+    Args:
+        on_resume: given to every tracked loader (see :class:`BatchLoader`).
+    """
+
+    def __init__(self, on_resume: Callable[[int, int], None] | None = None) -> None:
+        self.on_resume = on_resume
+        self.loader: BatchLoader | None = None
+        self.restored: dict[str, int] | None = None
+
+    def track(self, loader: BatchLoader) -> BatchLoader:
+        """``loader``, from now on the one whose position is saved, resuming from a restored position if any."""
+        loader.on_resume = self.on_resume
+        if self.restored is not None:
+            loader.load_state_dict(self.restored)
+            self.restored = None
+        self.loader = loader
+        return loader
+
+    def state_dict(self) -> dict[str, int] | None:
+        return self.loader.state_dict() if self.loader is not None else None
+
+    def load_state_dict(self, state: dict[str, int] | None) -> None:
+        self.restored = state
+
+
 def trainer_loader(images: Tensor | Callable[[], Tensor], labels: Tensor | None, batch_size: int, trainer: Any,
-                   train: bool, seed: int = 0, on_resume: Callable[[int, int], None] | None = None) -> BatchLoader:
+                   train: bool, seed: int = 0) -> BatchLoader:
     """A :class:`BatchLoader` for ``trainer`` (None: one process at epoch 0): its rank's shard, gathered into
     page-locked memory for a CUDA device.
 
@@ -221,5 +253,4 @@ def trainer_loader(images: Tensor | Callable[[], Tensor], labels: Tensor | None,
     epoch = (lambda: trainer.current_epoch if trainer is not None else 0) if train else (lambda: 0)
     return BatchLoader(images, labels, batch_size=batch_size, shuffle=True, drop_last=train,
                        seed=seed if train else EVAL_ORDER_SEED, rank=rank, world_size=world_size, epoch=epoch,
-                       pin_memory=trainer is not None and trainer.strategy.root_device.type == "cuda",
-                       on_resume=on_resume)
+                       pin_memory=trainer is not None and trainer.strategy.root_device.type == "cuda")
