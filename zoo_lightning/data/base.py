@@ -109,8 +109,7 @@ class ImageDataModule(L.LightningDataModule):
         self.save_hyperparameters(ignore=["pipeline"])
         self.hparams.val_size = val_size
         self.data_dir = Path(data_dir)
-        self.batch_size = batch_size
-        self.eval_batch_size = eval_batch_size or batch_size
+        self.batch_size, self.eval_batch_size = batch_size, eval_batch_size or batch_size
         self.image_size = image_size or self.native_size
         self.mean: list[float] | None = None  # per-channel statistics: the training images', or the weights'
         self.std: list[float] | None = None
