@@ -9,20 +9,23 @@ are ones ``torch.load(weights_only=True)`` reads.
 
 from __future__ import annotations
 
+import argparse
 import math
 from typing import Literal
 
 from jsonargparse.typing import register_type
 
 __all__ = ["PositiveInt", "NonNegativeInt", "PositiveFloat", "NonNegativeFloat", "UnitInterval", "Fraction",
-           "OpenUnitInterval", "ImageSide", "Stem", "TTAMode", "PaddingMode", "MixMode", "PseudoLabelMode",
+           "OpenUnitInterval", "ImageSide", "EpochSides", "Stem", "TTAMode", "PaddingMode", "MixMode", "PseudoLabelMode",
            "PretrainedWeights", "pretrained_kind", "WEIGHT_FILE_SUFFIXES"]
+
+
+class OptionValueError(argparse.ArgumentTypeError, ValueError):
+    """A value an option's type refuses: a ValueError, whose message argparse shows too."""
 
 
 def _bounded(name: str, base: type, meaning: str, accepts) -> type:
     """A type named ``name`` for the parser whose values are plain ``base`` numbers for which ``accepts`` holds."""
-    kind = type(name, (base,), {"__doc__": f"{'An integer' if base is int else 'A number'} {meaning}."})
-
     def parse(value: object) -> int | float:
         if isinstance(value, bool):
             raise ValueError(f"{value!r} is not a number {meaning}")
@@ -39,8 +42,39 @@ def _bounded(name: str, base: type, meaning: str, accepts) -> type:
     def is_value(value: object, _: type) -> bool:
         return isinstance(value, (int, float)) and not isinstance(value, bool) and accepts(value)
 
+    def called(cls: type, value: object) -> int | float:
+        try:
+            return parse(value)
+        except ValueError as error:
+            raise OptionValueError(str(error)) from None
+
+    # Called, the type parses too (``PositiveInt("3")`` is the plain 3), so argparse takes it as ``type=``.
+    kind = type(name, (base,), {"__doc__": f"{'An integer' if base is int else 'A number'} {meaning}.",
+                                "__new__": called})
     register_type(kind, serializer=base, deserializer=parse, type_check=is_value)
     return kind
+
+
+class EpochSides(dict):
+    """``{first_epoch: side}``: epochs >= 0 mapped to image sides >= 8 pixels, e.g. ``{0: 24, 30: 32}``.
+
+    A type of its own, as jsonargparse checks a dict's values against their type but not its keys; keys
+    that a YAML or JSON round trip made strings are ints again.
+    """
+
+
+def _epoch_sides(value: object) -> dict[int, int]:
+    if not isinstance(value, dict):
+        raise ValueError(f"{value!r} is not a mapping of first epochs to image sides, e.g. {{0: 24, 30: 32}}")
+    return {NonNegativeInt(first): ImageSide(side) for first, side in value.items()}
+
+
+def _is_epoch_sides(value: object, _: type) -> bool:
+    return isinstance(value, dict) and all(type(k) is int and k >= 0 and type(v) is int and v >= 8
+                                           for k, v in value.items())
+
+
+register_type(EpochSides, serializer=dict, deserializer=_epoch_sides, type_check=_is_epoch_sides)
 
 
 PositiveInt = _bounded("PositiveInt", int, ">= 1", lambda v: v >= 1)

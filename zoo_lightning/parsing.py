@@ -7,6 +7,7 @@ turned into one line by :func:`one_line` from the error jsonargparse raised.
 
 from __future__ import annotations
 
+import argparse
 import difflib
 import sys
 from pathlib import Path
@@ -15,7 +16,7 @@ from typing import Any
 from jsonargparse import ActionConfigFile, ArgumentParser
 
 __all__ = ["CONFIG_DIR", "DEFAULTS", "ConfigFile", "Parser", "OneLineErrors", "resolve_config", "read_config_file",
-           "shipped_configs", "one_line", "closest"]
+           "shipped_configs", "one_line", "closest", "CommandParser"]
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 DEFAULTS = CONFIG_DIR / "defaults.yaml"  # the recipe every fit starts from; configs give what differs
@@ -173,3 +174,7 @@ class OneLineErrors:
 
 class Parser(OneLineErrors, ArgumentParser):
     """jsonargparse's ArgumentParser with one-line errors."""
+
+
+class CommandParser(OneLineErrors, argparse.ArgumentParser):
+    """argparse's parser, for commands whose options are their own, with one-line errors."""

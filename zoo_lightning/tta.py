@@ -7,7 +7,7 @@ views and their weights, for any function from images to logits.
 
 from __future__ import annotations
 
-from typing import Callable, get_args
+from typing import Callable
 
 import torch
 from torch import Tensor, nn
@@ -37,13 +37,11 @@ def tta_logits(logits: Callable[[Tensor], Tensor], images: Tensor, mode: TTAMode
     def pair(x: Tensor) -> Tensor:
         return (logits(x) + logits(x.flip(3))) / 2
 
-    if mode == "flip":
-        return pair(images)
-    if mode == "flip_translate":
-        views = [images, images.flip(3)]
-        views += [translate(images, 1), translate(views[1], -1)]
+    def flip_translate(x: Tensor) -> Tensor:
+        views = [x, x.flip(3), translate(x, 1), translate(x.flip(3), -1)]
         return torch.stack([logits(v) for v in views]).mean(dim=0)
-    if mode == "flip_shift":
-        return (0.5 * pair(images) + 0.25 * pair(translate(images, -1, "reflect"))
-                + 0.25 * pair(translate(images, 1, "reflect")))
-    raise ValueError(f"Unknown tta {mode!r}: choose one of {', '.join(get_args(TTAMode))}.")  # a caller past the parser
+
+    def flip_shift(x: Tensor) -> Tensor:
+        return 0.5 * pair(x) + 0.25 * pair(translate(x, -1, "reflect")) + 0.25 * pair(translate(x, 1, "reflect"))
+
+    return {"flip": pair, "flip_translate": flip_translate, "flip_shift": flip_shift}[mode](images)

@@ -101,16 +101,20 @@ def test_augmentation_is_seeded_by_seed_rank_epoch_and_batch():
     ("crop_padding", "-1", "0", 0), ("mix", "mosaic", "cutmix", "cutmix"), ("mix", "mosaic", "null", None),
     ("mix_alpha", "0", "0.4", 0.4), ("padding_mode", "mirror", "reflect", "reflect"), ("cutout", "-1", "8", 8),
     ("train_sizes", "{0: 4}", "{'0': 24, 30: 32}", {0: 24, 30: 32}),  # a string key, as YAML may leave it, made int
+    ("train_sizes", "{-1: 24}", "{0: 24}", {0: 24}),  # the first epochs are checked too, not only the sides
 ])
 def test_the_parser_checks_each_option_against_its_type(option, bad, good, expected):
     check_option_type(DevicePipeline, option, bad, good, expected)
 
 
-def test_a_negative_first_epoch_is_a_one_line_error():
-    with pytest.raises(ValueError) as error:
-        DevicePipeline(train_sizes={-1: 24})
-    message = str(error.value)
-    assert "train_sizes maps first epochs (>= 0)" in message and "'{0: 24, 30: 32}'" in message and "\n" not in message
+def test_a_negative_first_epoch_is_refused_in_one_line_naming_the_option(capsys):
+    from zoo_lightning.cli import main
+
+    with pytest.raises(SystemExit) as stop:
+        main(["fit", "--config", "cnn_cifar.yaml", "--data.pipeline.train_sizes", "{-1: 24}"])
+    assert stop.value.code == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("error: --data.pipeline.train_sizes: ") and "-1 is not >= 0" in line
 
 
 def test_the_help_lists_the_choices(capsys):

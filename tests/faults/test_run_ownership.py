@@ -282,3 +282,19 @@ def test_a_resume_in_mid_epoch_ends_with_the_weights_of_an_uninterrupted_run(wor
     assert resumed["global_step"] == straight["global_step"] == 12
     for key, value in straight["state_dict"].items():
         torch.testing.assert_close(resumed["state_dict"][key], value, rtol=0, atol=0, msg=key)
+
+
+def test_fit_from_best_starts_a_new_run_with_those_weights(world, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(world.root)
+    logs = tmp_path / "logs"
+    code, err = run_main(fit(world, "--trainer.max_steps", "-1", "--trainer.max_epochs", "1",
+                             "--trainer.logger.init_args.save_dir", str(logs)), capsys)
+    assert code == 0, err[-2000:]
+    code, err = run_main(fit(world, "--trainer.max_steps", "-1", "--trainer.max_epochs", "2", "--ckpt_path", "best",
+                             "--trainer.logger.init_args.save_dir", str(logs)), capsys)
+    assert code == 0, err[-2000:]
+    runs = logs / "cnn_cifar"
+    assert sorted(p.name for p in runs.iterdir()) == ["version_0", "version_1"]
+    first = torch.load(runs / "version_0" / "checkpoints" / "last.ckpt", weights_only=True)
+    second = torch.load(runs / "version_1" / "checkpoints" / "last.ckpt", weights_only=True)
+    assert (first["global_step"], second["global_step"]) == (5, 10)  # went on from best.ckpt's step 5

@@ -110,7 +110,8 @@ CASES = [
          "CIFAR10DataModule has no unlabeled images. CIFAR10DataModule has them with --data.labeled_per_class N"),
     Case("a `selftrain --teacher` that does not exist", lambda w: selftrain(w, "--teacher", str(w / "gone.ckpt")),
          "--teacher"),
-    Case("`selftrain --rounds 0`", lambda w: selftrain(w, "--rounds", "0"), "--rounds must be >= 1"),
+    Case("`selftrain --rounds 0`", lambda w: selftrain(w, "--rounds", "0"), "argument --rounds: '0' is not >= 1"),
+    Case("`selftrain --threshold 1`", lambda w: selftrain(w, "--threshold", "1"), "argument --threshold: '1' is not in [0, 1)"),
     Case("a `models` pattern that matches nothing", lambda w: ["models", "zzz*"], "No registered model matches"),
     Case("an unknown command", lambda w: ["fitt"], "unknown command 'fitt'"),
 ]

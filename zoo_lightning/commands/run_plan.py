@@ -205,10 +205,7 @@ def plan_run(verb: str, config: Namespace, parser: Any) -> tuple[RunPlan, Namesp
     plan = RunPlan(verb)
     which = config.get("ckpt_path")
     path = None
-    if which in (LAST, BEST):
-        if verb == "fit" and which == BEST:
-            raise ValueError("fit continues a run from its last.ckpt: give --ckpt_path last, or the path of a "
-                             "best.ckpt to start a new run from those weights.")
+    if which in (LAST, BEST):  # fit: `last` continues the run in place, `best` starts a new one from its best weights
         experiment = experiment_dir(config)
         run = find_run(experiment, which, lambda r: _compared(config, r.model, r.data, with_split=verb == "fit"))
         path = _checkpoint_of(run, which, verb)
@@ -236,13 +233,13 @@ def _refuse_options_that_cannot_take_effect(config: Namespace) -> None:
         if config.get(key) is not None:
             raise ValueError(f"--{key} is not read here: the optimizer and schedule are --model.{key} (class_path and "
                              "init_args), as in configs/defaults.yaml.")
-    # The machine, not the value: Lightning's own words ("No supported gpu backend found!") say not what to do.
+    # The machine, not the value: options that need a GPU (Lightning's own words, "No supported gpu backend found!",
+    # say not what to do; PyTorch's SyncBatchNorm has no CPU implementation).
     accelerator = str(config.get("trainer.accelerator") or "auto")
     if accelerator in ("gpu", "cuda") and not _has_gpu():
         raise ValueError(f"--trainer.accelerator {accelerator}: this machine has no CUDA GPU that torch can use. "
                          "Use --trainer.accelerator auto (or cpu).")
-    # The machine, not the value: PyTorch's SyncBatchNorm has no CPU implementation.
-    if config.get("trainer.sync_batchnorm") and (config.get("trainer.accelerator") == "cpu" or not _has_gpu()):
+    if config.get("trainer.sync_batchnorm") and (accelerator == "cpu" or not _has_gpu()):
         raise ValueError("--trainer.sync_batchnorm true needs GPUs: PyTorch's SyncBatchNorm has no CPU implementation. "
                          "On CPU drop it; each process then normalizes over its own part of the batch.")
 

@@ -35,7 +35,8 @@ from typing import Any
 
 from zoo_lightning.commands.fit_runner import FitRunner
 from zoo_lightning.models import model_entry
-from zoo_lightning.parsing import resolve_config
+from zoo_lightning.options import Fraction, NonNegativeInt, PositiveInt
+from zoo_lightning.parsing import CommandParser, resolve_config
 from zoo_lightning.signals import StopSignals
 
 __all__ = ["main", "pseudo_label", "student_arguments", "RECORD", "LABELS"]
@@ -120,31 +121,29 @@ def _checkpoint(folder: Path) -> Path | None:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m zoo_lightning selftrain", description=__doc__, allow_abbrev=False,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = CommandParser(prog="python -m zoo_lightning selftrain", description=__doc__, allow_abbrev=False,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", required=True, help="the recipe of every round (a path or a shipped config's name)")
-    parser.add_argument("--rounds", type=int, default=2, help="student rounds after the teacher (default 2)")
+    parser.add_argument("--rounds", type=PositiveInt, default=2, help="student rounds after the teacher (default 2)")
     parser.add_argument("--teacher", help="a trained teacher's checkpoint: round 0 is not trained")
     parser.add_argument("--students", nargs="+", metavar="BACKBONE",
                         help="the students' backbones, one per round (the last one repeats); default: the config's")
     parser.add_argument("--hard", action="store_true", help="hard pseudo-labels (the top class) instead of soft ones")
-    parser.add_argument("--threshold", type=float, default=0.0,
-                        help="the teacher confidence an unlabeled image needs (default 0: all of them)")
-    parser.add_argument("--num_ops", type=int, default=2, help="RandAugment operations per image (0: none; default 2)")
-    parser.add_argument("--magnitude", type=int, default=9, help="RandAugment magnitude, 0..30 (default 9)")
-    parser.add_argument("--drop_path", type=float, help="stochastic depth of the students (backbones that have it)")
-    parser.add_argument("--dropout", type=float, help="dropout of the students (backbones that have it)")
+    parser.add_argument("--threshold", type=Fraction, default=0.0,
+                        help="the teacher confidence an unlabeled image needs, in [0, 1) (default 0: all of them)")
+    parser.add_argument("--num_ops", type=NonNegativeInt, default=2,
+                        help="RandAugment operations per image (0: none; default 2)")
+    parser.add_argument("--magnitude", type=NonNegativeInt, default=9, help="RandAugment magnitude, 0..30 (default 9)")
+    parser.add_argument("--drop_path", type=Fraction, help="stochastic depth of the students (backbones that have it)")
+    parser.add_argument("--dropout", type=Fraction, help="dropout of the students (backbones that have it)")
     parser.add_argument("--student_args", help="more fit options for the students alone, as one string")
-    parser.add_argument("--label_batch_size", type=int, default=512, help="images per teacher batch when labeling")
+    parser.add_argument("--label_batch_size", type=PositiveInt, default=512,
+                        help="images per teacher batch when labeling")
     return parser
 
 
 def main(argv: list[str]) -> None:
     args, passthrough = _parser().parse_known_args(argv)
-    if args.rounds < 1:
-        raise ValueError(f"--rounds must be >= 1 (student rounds after the teacher), got {args.rounds}.")
-    if not 0.0 <= args.threshold < 1.0:
-        raise ValueError(f"--threshold must be in [0, 1) (the teacher's top probability), got {args.threshold}.")
     if args.teacher is not None and not Path(args.teacher).is_file():
         raise FileNotFoundError(f"--teacher {args.teacher!r} does not exist: pass a run's checkpoints/best.ckpt, or leave "
                                 "it out to train the teacher in round 0.")

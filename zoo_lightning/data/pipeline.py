@@ -27,7 +27,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor, nn
 
 from zoo_lightning.data.transforms import AlternatingFlip, Cutout, Normalize, RandomCrop, RandomHorizontalFlip, Resize
-from zoo_lightning.options import ImageSide, MixMode, NonNegativeInt, PaddingMode, PositiveFloat
+from zoo_lightning.options import EpochSides, MixMode, NonNegativeInt, PaddingMode, PositiveFloat
 
 __all__ = ["DevicePipeline"]
 
@@ -59,7 +59,7 @@ class DevicePipeline(nn.Module):
         self,
         crop_padding: NonNegativeInt | None = None,
         flip: bool = True,
-        train_sizes: dict[int, ImageSide] | None = None,
+        train_sizes: EpochSides | None = None,
         mix: MixMode | None = None,
         mix_alpha: PositiveFloat = 1.0,
         alternating_flip: bool = False,
@@ -69,10 +69,6 @@ class DevicePipeline(nn.Module):
         super().__init__()
         # int keys again: a YAML or JSON round trip of the hyper-parameters (logger, config) may make them strings
         sizes = {int(first): int(side) for first, side in (train_sizes or {}).items()}
-        # Kept by hand: jsonargparse checks a dict's values against their type (ImageSide) but not its keys.
-        if any(first < 0 for first in sizes):
-            raise ValueError(f"train_sizes maps first epochs (>= 0) to image sides, got {train_sizes}; "
-                             "e.g. --data.pipeline.train_sizes '{0: 24, 30: 32}'.")
         self.crop_padding, self.flip = crop_padding, flip
         self.alternating_flip, self.padding_mode, self.cutout = alternating_flip, padding_mode, cutout
         self.train_sizes = sizes
