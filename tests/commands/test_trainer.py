@@ -200,4 +200,4 @@ def test_help_lists_the_choices_of_tta_precision_and_the_pipelines_padding(capsy
     out = " ".join(capsys.readouterr().out.split())  # argparse wraps long lines
     assert "--model.tta TTA" in out and "'flip', 'flip_translate', 'flip_shift'" in out
     assert "--trainer.precision PRECISION" in out and "'auto', '32-true', 'bf16-mixed'" in out
-    assert "--data.pipeline.padding_mode PADDING_MODE" in out and "'zeros', 'reflect'" in out
+    assert "--data.pipeline.padding_mode {zeros,reflect}" in out and "'zeros', 'reflect'" in out
