@@ -1,4 +1,5 @@
-"""The cross-run report: its numbers against the event files, its plots, and the odd logdirs users have."""
+"""The cross-run report: its numbers against the event files, its plots, and the odd logdirs users have; runs
+ranked only within their dataset, partial tests, evaluations kept with their run, failed runs apart."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from torch.utils.tensorboard import SummaryWriter
 
-from tests.helpers import ROOT, TINY_NET, TinyData, fit_tiny
+from tests.helpers import CLASSES, ROOT, TINY_NET, TinyData, fit_tiny
 from zoo_lightning.callbacks import ClassificationDashboard, HparamsSession
 from zoo_lightning.classifier import ImageClassifier
 from zoo_lightning.cli import main
@@ -35,27 +36,43 @@ def row(text: str, run: str) -> str:
     return next(line for line in text.splitlines() if line.startswith(f"| {run} |"))
 
 
+def split_row(line: str) -> list[str]:
+    return [c.strip() for c in line.strip().strip("|").split("|")]
+
+
+def section(text: str, heading: str) -> str:
+    """The part of the report under a ``## `` heading, up to the next one."""
+    return text.split(f"\n{heading}\n", 1)[1].split("\n## ", 1)[0]
+
+
 def write_config(run_dir: Path, **config) -> None:
     """The part of the ``config.yaml`` LightningCLI writes into a run folder that ``report`` reads."""
+    run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.yaml").write_text(yaml.safe_dump(config))
+
+
+TINY_DATA = {"class_path": "tests.helpers.TinyData", "init_args": {"class_names": CLASSES}}
+TINY_SECTION = "## TinyData, 3 classes"
 
 
 @pytest.fixture(scope="module")
 def logs(tiny_net, tmp_path_factory):
-    """Two tiny fits (different lr and seed) and a separate test of the first one's best checkpoint."""
+    """Two tiny fits (different lr and seed) and a test of the first one's best checkpoint, filed in that run."""
     root = tmp_path_factory.mktemp("report") / "lightning_logs"
     model = {"backbone": TINY_NET, "objective": {"class_path": "zoo_lightning.objectives.CrossEntropy"}, "tta": None}
     first, _, _ = fit_tiny(root, "tiny_a", epochs=2, lr=0.1, seed=0)
     fit_tiny(root, "tiny_b", epochs=2, lr=0.02, seed=1)
     for name in ("tiny_a", "tiny_b"):
-        write_config(root / name / "version_0", model=model, trainer={"max_epochs": 2}, ckpt_path=None)
-    # What `python -m zoo_lightning test --ckpt_path .../best.ckpt` does: a run of its own.
+        write_config(root / name / "version_0", model=model, trainer={"max_epochs": 2}, data=TINY_DATA, ckpt_path=None)
+    # What `python -m zoo_lightning test --ckpt_path RUN/checkpoints/best.ckpt` does: RUN/evaluations/test_0.
     best = first.checkpoint_callback.best_model_path
     tester = L.Trainer(accelerator="cpu", devices=1, enable_progress_bar=False, enable_model_summary=False,
-                       logger=TensorBoardLogger(root, name="eval", default_hp_metric=False),
+                       logger=TensorBoardLogger(root / "tiny_a" / "version_0", name="evaluations", version="test_0",
+                                                default_hp_metric=False),
                        callbacks=[ClassificationDashboard(print_table=False), HparamsSession()])
     tester.test(ImageClassifier(TINY_NET, num_classes=3), datamodule=TinyData(), ckpt_path=best, verbose=False)
-    write_config(root / "eval" / "version_0", model=model, trainer={"max_epochs": 2}, ckpt_path=best)
+    write_config(root / "tiny_a" / "version_0" / "evaluations" / "test_0", model=model, trainer={"max_epochs": 2},
+                 data=TINY_DATA, ckpt_path=best)
     return root
 
 
@@ -76,13 +93,16 @@ def test_rows_equal_the_logged_numbers(logs, report):
         assert cells[8] == f"{statistics.median(scalars(run_dir, 'train/images_per_sec')):,.0f}"
         hours, minutes, seconds = map(int, cells[7].split(":"))
         assert 0 <= 3600 * hours + 60 * minutes + seconds < 600  # a tiny run can round to 0:00:00
-    # The separate test run lands in the row of the run whose checkpoint it tested, and in its own table.
-    test_top1 = scalars(logs / "eval" / "version_0", "test/top1")[-1]
+    # The test lands in the row of the run whose checkpoint it tested, and in the evaluations under that run.
+    evaluation_dir = logs / "tiny_a" / "version_0" / "evaluations" / "test_0"
+    test_top1 = scalars(evaluation_dir, "test/top1")[-1]
     assert [c.strip() for c in row(text, "tiny_a/version_0").split("|")][7] == f"{100 * test_top1:.2f}% (best.ckpt)"
     assert [c.strip() for c in row(text, "tiny_b/version_0").split("|")][7] == "-"
-    assert "| eval/version_0 |" not in text.split("## Evaluations")[0]
-    evaluation = row(text.split("## Evaluations")[1], "eval/version_0")
-    assert "tiny_a/version_0" in evaluation and f"{100 * test_top1:.2f}%" in evaluation
+    assert "evaluations/test_0 |" not in text.split("### Evaluations")[0]
+    evaluation = split_row(row(text.split("### Evaluations")[1], "tiny_a/version_0"))
+    # of run, evaluation, checkpoint, split, top-1, loss, images (TinyData tests on its 30 validation images)
+    assert evaluation == ["tiny_a/version_0", "tiny_a/version_0/evaluations/test_0", "best.ckpt", "test",
+                          f"{100 * test_top1:.2f}%", f"{scalars(evaluation_dir, 'test/loss')[-1]:.4f}", "30"]
     # Ranked by best val top-1.
     order = [name for name in ("tiny_a", "tiny_b")]
     order.sort(key=lambda n: -max(scalars(logs / n / "version_0", "val/top1")))
@@ -91,7 +111,7 @@ def test_rows_equal_the_logged_numbers(logs, report):
 
 def test_per_class_table_is_taken_at_the_best_epoch(logs, report):
     text = report[0].read_text()
-    section = text.split("## Per-class val accuracy")[1]
+    section = text.split("### Per-class val accuracy")[1]
     acc = EventAccumulator(str(logs / "tiny_a" / "version_0"), size_guidance={"scalars": 0}).Reload()
     best = max(acc.Scalars("val/top1"), key=lambda e: e.value).step
     for name in ("red", "green", "blue"):
@@ -103,7 +123,8 @@ def test_per_class_table_is_taken_at_the_best_epoch(logs, report):
 
 def test_plots_are_real_pngs(report):
     text, out = report[0].read_text(), report[1]
-    for png in ("val_top1.png", "val_loss.png", "per_class_accuracy.png"):
+    for png in ("val_top1-tinydata_3classes.png", "val_loss-tinydata_3classes.png",
+                "per_class_accuracy-tinydata_3classes.png"):
         path = out / png
         assert f"]({png})" in text
         assert path.stat().st_size > 5000
@@ -154,7 +175,7 @@ def test_empty_or_missing_logdir_is_a_clear_error(tmp_path, capsys):
 
 def test_runs_option_picks_the_per_class_runs(logs, tmp_path):
     text = write_report(logs, tmp_path / "one", ["tiny_b"]).read_text()
-    header = text.split("## Per-class val accuracy")[1].strip().splitlines()[2]
+    header = text.split("### Per-class val accuracy")[1].strip().splitlines()[2]
     assert "tiny_b/version_0" in header and "tiny_a/version_0" not in header
     with pytest.raises(ValueError, match="matches no run"):
         write_report(logs, tmp_path / "none", ["resnet*"])
@@ -167,7 +188,8 @@ def test_cli_report_prints_and_writes(logs, tmp_path, capsys):
 
 
 def test_cli_fit_then_test_then_report(tiny_net, cifar_python, tmp_path, monkeypatch, capsys):
-    """The CLI's default callbacks, `test` printing its table, and a relative --ckpt_path joined by `report`."""
+    """The CLI's default callbacks, `test` printing its table, and `report` on what the CLI wrote: the tests filed
+    in the run, a test of part of the test set (--trainer.limit_test_batches) marked partial with its image count."""
     data_dir, arrays = cifar_python
     work = tmp_path / "work"
     work.mkdir()
@@ -187,13 +209,22 @@ def test_cli_fit_then_test_then_report(tiny_net, cifar_python, tmp_path, monkeyp
     test_top1 = scalars(run / "evaluations" / "test_0", "test/top1")[-1]  # filed in the run it scored
     total = next(line for line in out.splitlines() if line.startswith("│ all "))
     assert [cell.strip() for cell in total.split("│")[1:4]] == ["all", f"{100 * test_top1:.2f}%", "20"]
+    # One batch of the checkpoint's 16: 16 of the 20 test images.
+    main(["test", "--ckpt_path", "lightning_logs/cnn_cifar/version_0/checkpoints/last.ckpt",
+          "--trainer.limit_test_batches", "1", "--trainer.enable_progress_bar", "false"])
+    assert scalars(run / "evaluations" / "test_1", "test/images") == [16]
 
-    monkeypatch.chdir(tmp_path)  # the report runs from elsewhere: the relative ckpt_path still finds its run
+    monkeypatch.chdir(tmp_path)  # the report runs from elsewhere
     text = write_report(work / "lightning_logs", tmp_path / "out").read_text()
-    cells = [c.strip() for c in row(text, "cnn_cifar/version_0").strip("|").split("|")]
+    cifar = section(text, "## CIFAR10DataModule, 10 classes")
+    found = split_row(row(cifar, "cnn_cifar/version_0"))
     # From the config.yaml LightningCLI wrote and the run's HPARAMS session: backbone, objective, params, epochs.
-    assert cells[1:5] == [TINY_NET, "CrossEntropy", str(3 * 4 * 9 + 4 + 16 * 10 + 10), "1"]
-    assert cells[6] == f"{100 * test_top1:.2f}% (best.ckpt)"
+    assert found[1:5] == [TINY_NET, "CrossEntropy", str(3 * 4 * 9 + 4 + 16 * 10 + 10), "1"]
+    assert found[6] == f"{100 * test_top1:.2f}% (best.ckpt)"  # the full test, not the newer partial one
+    tests = [split_row(line) for line in cifar.split("### Evaluations")[1].splitlines() if "/evaluations/" in line]
+    assert [(t[1], t[2], t[6]) for t in tests] == [("cnn_cifar/version_0/evaluations/test_0", "best.ckpt", "20"),
+                                                   ("cnn_cifar/version_0/evaluations/test_1", "last.ckpt",
+                                                    "16 (partial)")]
 
 
 def test_sweep_runs_every_combination_and_the_report_groups_them(cifar_python, tmp_path):
@@ -243,8 +274,8 @@ def test_one_epoch_run_is_a_visible_point_on_an_integer_axis(tmp_path, drawn):
         writer.add_scalar(tag, value, 9)
     writer.close()
     write_report(tmp_path / "logs", tmp_path / "out")
-    for png, label, value in (("val_top1.png", "short/version_0 (30.00%)", 30.0),
-                              ("val_loss.png", "short/version_0", 1.5)):
+    for png, label, value in (("val_top1-unrecorded.png", "short/version_0 (30.00%)", 30.0),
+                              ("val_loss-unrecorded.png", "short/version_0", 1.5)):
         figure = drawn[png]
         ax = figure.axes[0]
         line = _curves(figure)[label]
@@ -254,7 +285,7 @@ def test_one_epoch_run_is_a_visible_point_on_an_integer_axis(tmp_path, drawn):
         assert low <= 0.5 and high >= 1.5  # an epoch-wide axis around the point, not a 0.96..1.04 one
         assert [t for t in ax.get_xticks() if low <= t <= high] == [1]
     # In the PNG the point is a filled dot of the run's colour (val_loss: no best-epoch star drawn over it).
-    with Image.open(tmp_path / "out" / "val_loss.png") as image:
+    with Image.open(tmp_path / "out" / "val_loss-unrecorded.png") as image:
         rgb = image.convert("RGB")
         x, y = ax.transData.transform((1, value))  # display pixels at the figure's dpi, from the bottom
         scale = 120 / figure.dpi  # the report saves at 120 dpi
@@ -274,10 +305,10 @@ def test_loss_plot_has_a_log_axis_and_accuracy_a_linear_one(tmp_path, drawn):
             writer.add_scalar("epoch", epoch, 10 * epoch + 9)
         writer.close()
     write_report(tmp_path / "logs", tmp_path / "out")
-    assert drawn["val_loss.png"].axes[0].get_yscale() == "log"
-    assert drawn["val_top1.png"].axes[0].get_yscale() == "linear"
+    assert drawn["val_loss-unrecorded.png"].axes[0].get_yscale() == "log"
+    assert drawn["val_top1-unrecorded.png"].axes[0].get_yscale() == "linear"
     # On the log axis the converging run spans a visible part of the height, not the bottom pixels.
-    ax = drawn["val_loss.png"].axes[0]
+    ax = drawn["val_loss-unrecorded.png"].axes[0]
     low, high = (math.log10(v) for v in ax.get_ylim())
     assert (math.log10(2.0) - math.log10(0.8)) / (high - low) > 0.05
 
@@ -323,11 +354,12 @@ def test_test_column_says_when_the_figure_was_measured_with_tta(tmp_path):
     write_config(plain, model={"backbone": "cnn", "tta": None})
 
     text = write_report(logs, tmp_path / "out").read_text()
-    main_rows = text.split("## Evaluations")[0]
+    main_rows = text.split("### Evaluations")[0]
     assert row(main_rows, "fit/version_0").split("|")[7].strip() == "87.70% (best.ckpt, TTA flip)"
-    assert row(main_rows, "own/version_0").split("|")[7].strip() == "51.00% (TTA flip_translate)"
-    assert row(main_rows, "plain/version_0").split("|")[7].strip() == "39.00%"
-    assert "87.70% (TTA flip)" in row(text.split("## Evaluations")[1], "eval/version_0")
+    assert row(main_rows, "own/version_0").split("|")[7].strip() == "51.00% (final weights, TTA flip_translate)"
+    assert row(main_rows, "plain/version_0").split("|")[7].strip() == "39.00% (final weights)"
+    assert "| eval/version_0 |" not in main_rows  # an evaluation filed beside its run, as older logs have it
+    assert "87.70% (TTA flip)" in row(text.split("### Evaluations")[1], "fit/version_0")
     intro = text.split("| run |")[0]
     assert "`TTA flip` marks one measured with test-time augmentation (`--model.tta`" in intro
 
@@ -336,7 +368,7 @@ def test_damaged_event_files_are_named_in_a_warning_and_leave_a_finished_run_fin
     from torch.utils.tensorboard.summary import hparams
 
     run = tmp_path / "logs" / "tiny_a" / "version_0"
-    shutil.copytree(logs / "tiny_a" / "version_0", run)
+    shutil.copytree(logs / "tiny_a" / "version_0", run, ignore=shutil.ignore_patterns("evaluations"))
     (original,) = run.glob("events.out.tfevents.*")
     stamp = int(original.name.split(".")[3])
     # A later session of the run whose file was cut off inside its last record: its session start is whole,
