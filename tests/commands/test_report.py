@@ -407,3 +407,208 @@ def test_non_finite_values_are_left_out_of_a_curve_and_named_in_its_label():
     assert list(lines["blew up (NaN/inf not drawn)"].get_ydata()) == [2.0]
     assert list(lines["ok"].get_ydata()) == [2.0, 1.0]
     assert figure.axes[0].get_yscale() == "log"
+
+
+# --- what the report must not mislead about ---------------------------------------------------------------------
+
+CIFAR = {"class_path": "zoo_lightning.data.CIFAR10DataModule", "init_args": {"data_dir": "data"}}
+CIFAR_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+
+
+def write_scalars(run_dir: Path, values: dict[str, list[tuple[int, float]]]) -> None:
+    writer = SummaryWriter(str(run_dir))
+    for tag, points in values.items():
+        for step, value in points:
+            writer.add_scalar(tag, value, step)
+    writer.close()
+
+
+def training(run_dir: Path, val_top1: list[float], data: dict | None = None, num_classes: int | None = None,
+             val_loss: bool = True, per_class: bool = False, max_epochs: int = 30) -> None:
+    """A run folder as `fit` leaves it, one validation per epoch: config.yaml, hparams.yaml and the scalars."""
+    steps = [10 * epoch + 9 for epoch in range(len(val_top1))]
+    values = {"train/loss": [(s, 1.0) for s in steps], "epoch": [(s, e) for e, s in enumerate(steps)],
+              "val/top1": list(zip(steps, val_top1))}
+    if val_loss:
+        values["val/loss"] = [(s, 2.0 - v) for s, v in zip(steps, val_top1)]
+    if per_class:
+        for i, name in enumerate(CLASSES):
+            values[f"val_class/{name}"] = [(s, v * (0.8 + 0.1 * i)) for s, v in zip(steps, val_top1)]
+    write_scalars(run_dir, values)
+    write_config(run_dir, model={"backbone": "cnn"}, trainer={"max_epochs": max_epochs}, data=data or {})
+    if num_classes is not None:
+        (run_dir / "hparams.yaml").write_text(yaml.safe_dump({"backbone": "cnn", "num_classes": num_classes}))
+
+
+def evaluation(folder: Path, ckpt_path: str | Path, top1: float, images: int | None = None, stage: str = "test",
+               **trainer) -> None:
+    """What `validate`/`test --ckpt_path CKPT` files: its config.yaml (the checkpoint's data and class names) and
+    its scalars."""
+    values = {f"{stage}/top1": [(0, top1)], f"{stage}/loss": [(0, 1.0 - top1 / 2)]}
+    if images is not None:
+        values[f"{stage}/images"] = [(0, images)]
+    write_scalars(folder, values)
+    data = {"class_path": CIFAR["class_path"], "init_args": {"data_dir": "data", "class_names": CIFAR_CLASSES}}
+    write_config(folder, model={"backbone": "cnn", "tta": None}, trainer=trainer, data=data, ckpt_path=str(ckpt_path))
+
+
+def table_rows(part: str) -> list[list[str]]:
+    """The cells of a markdown table's body rows (header and rule left out)."""
+    lines = [line for line in part.splitlines() if line.startswith("| ")]
+    return [split_row(line) for line in lines[1:]]
+
+
+def test_runs_on_different_datasets_are_ranked_apart_each_with_its_plots(tmp_path, drawn):
+    logs = tmp_path / "logs"
+    training(logs / "resnet20_cifar" / "version_0", [0.5, 0.62], CIFAR, num_classes=10)
+    # The same dataset from another folder (the JPEG copy): the same table.
+    elsewhere = {"class_path": CIFAR["class_path"], "init_args": {"data_dir": "/shared/cifar10-jpeg"}}
+    training(logs / "resnet20_cifar" / "version_1", [0.6, 0.71], elsewhere, num_classes=10)
+    # Two folders of your own images, 3 classes each: 100% of 9 images says nothing about CIFAR-10.
+    for name, folder, top1 in (("shapes", "data/shapes", [0.9, 1.0]), ("colours", "data/colours/", [0.4, 0.5])):
+        training(logs / name / "version_0", top1, {"class_path": "zoo_lightning.data.FolderDataModule",
+                                                   "init_args": {"data_dir": folder, "class_names": CLASSES}})
+    text = write_report(logs, tmp_path / "out").read_text()
+
+    cifar = section(text, "## CIFAR10DataModule, 10 classes")
+    shapes = section(text, "## FolderDataModule `data/shapes`, 3 classes")
+    colours = section(text, "## FolderDataModule `data/colours`, 3 classes")
+    assert [r[0] for r in table_rows(cifar.split("###")[0])] == ["resnet20_cifar/version_1", "resnet20_cifar/version_0"]
+    assert [r[0] for r in table_rows(shapes.split("###")[0])] == ["shapes/version_0"]
+    assert [r[0] for r in table_rows(colours.split("###")[0])] == ["colours/version_0"]
+    # A set of plots per dataset, each holding that dataset's runs alone, shown in its section.
+    assert set(_curves(drawn["val_top1-cifar10_10classes.png"])) == {"resnet20_cifar/version_1 (71.00%)",
+                                                                     "resnet20_cifar/version_0 (62.00%)"}
+    assert set(_curves(drawn["val_top1-folder_shapes_3classes.png"])) == {"shapes/version_0 (100.00%)"}
+    assert set(_curves(drawn["val_loss-folder_colours_3classes.png"])) == {"colours/version_0"}
+    assert "![val_top1](val_top1-cifar10_10classes.png)" in cifar and "val_top1-folder" not in cifar
+
+
+def test_a_partial_test_is_marked_and_never_replaces_the_full_one(tmp_path):
+    logs = tmp_path / "logs"
+    run, other = logs / "cnn_cifar" / "version_0", logs / "cnn_cifar" / "version_1"
+    training(run, [0.7, 0.78], CIFAR, num_classes=10)
+    training(other, [0.5, 0.6], CIFAR, num_classes=10)
+    best, last = run / "checkpoints" / "best.ckpt", run / "checkpoints" / "last.ckpt"
+    evaluation(run / "evaluations" / "test_0", best, 0.80, images=10_000)
+    evaluation(run / "evaluations" / "test_1", best, 0.95, images=1_000, limit_test_batches=0.1)  # newer, partial
+    evaluation(run / "evaluations" / "test_2", last, 0.79, images=10_000, limit_test_batches=1.0)  # 1.0: all of it
+    evaluation(run / "evaluations" / "validate_0", best, 0.77, stage="val")
+    evaluation(other / "evaluations" / "test_0", other / "checkpoints" / "best.ckpt", 0.55, limit_test_batches=1)
+    # A checkpoint from no run (downloaded): filed under the experiment, listed on its own.
+    evaluation(logs / "cnn_cifar" / "evaluations" / "test_0", "/downloads/model.ckpt", 0.40, images=10_000)
+
+    runs = {r.name: r for r in load_runs(logs)}
+    assert [r.name for r in runs.values() if not r.is_evaluation] == ["cnn_cifar/version_0", "cnn_cifar/version_1"]
+    assert [e.path.name for e in runs["cnn_cifar/version_0"].evaluations] == ["test_0", "test_1", "test_2",
+                                                                            "validate_0"]
+    chosen = runs["cnn_cifar/version_0"].test_top1()
+    assert (chosen.top1, chosen.checkpoint, chosen.images, chosen.partial) == (pytest.approx(0.8), "best.ckpt",
+                                                                                10_000, False)
+
+    text = write_report(logs, tmp_path / "out").read_text()
+    assert "2 training runs and 6 evaluations" in text
+    cifar = section(text, "## CIFAR10DataModule, 10 classes")
+    main_rows = {r[0]: r for r in table_rows(cifar.split("###")[0])}
+    assert list(main_rows) == ["cnn_cifar/version_0", "cnn_cifar/version_1"]  # evaluations are not trainings
+    assert main_rows["cnn_cifar/version_0"][6] == "80.00% (best.ckpt)"
+    assert main_rows["cnn_cifar/version_1"][6] == "55.00% (best.ckpt, partial: limit_test_batches 1)"
+    evaluations = table_rows(cifar.split("### Evaluations")[1].split("###")[0])
+    # of run, evaluation, checkpoint, split, top-1, images
+    assert [r[:5] + r[6:] for r in evaluations] == [
+        ["cnn_cifar/version_0", "cnn_cifar/version_0/evaluations/test_0", "best.ckpt", "test", "80.00%", "10,000"],
+        ["cnn_cifar/version_0", "cnn_cifar/version_0/evaluations/test_1", "best.ckpt", "test", "95.00%",
+         "1,000 (partial)"],
+        ["cnn_cifar/version_0", "cnn_cifar/version_0/evaluations/test_2", "last.ckpt", "test", "79.00%", "10,000"],
+        ["cnn_cifar/version_0", "cnn_cifar/version_0/evaluations/validate_0", "best.ckpt", "val", "77.00%", "-"],
+        ["cnn_cifar/version_1", "cnn_cifar/version_1/evaluations/test_0", "best.ckpt", "test", "55.00%",
+         "- (partial: limit_test_batches 1)"],
+        ["- (no run here)", "cnn_cifar/evaluations/test_0", "/downloads/model.ckpt", "test", "40.00%", "10,000"],
+    ]
+
+
+def test_failed_runs_are_listed_apart_not_ranked(tiny_net, tmp_path):
+    logs = tmp_path / "logs"
+
+    class Crash(L.Callback):
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            if batch_idx == 2:
+                raise RuntimeError("crash")
+
+    trainer = L.Trainer(max_epochs=30, accelerator="cpu", devices=1, log_every_n_steps=1, enable_progress_bar=False,
+                        enable_model_summary=False, enable_checkpointing=False,
+                        logger=TensorBoardLogger(logs, name="crashed", default_hp_metric=False),
+                        callbacks=[HparamsSession(), Crash()])
+    with pytest.raises(RuntimeError, match="crash"):
+        trainer.fit(ImageClassifier(TINY_NET, num_classes=3), datamodule=TinyData())
+    write_config(logs / "crashed" / "version_0", model={"backbone": TINY_NET}, trainer={"max_epochs": 30},
+                 data=TINY_DATA)
+    # Killed before its first validation: no result to rank.
+    write_scalars(logs / "stalled" / "version_0", {"train/loss": [(0, 2.3)], "epoch": [(0, 0)]})
+    write_config(logs / "stalled" / "version_0", model={"backbone": TINY_NET}, trainer={"max_epochs": 30},
+                 data=TINY_DATA)
+    training(logs / "fine" / "version_0", [0.4, 0.5], TINY_DATA)
+
+    assert {r.name: r.status for r in load_runs(logs)}["crashed/version_0"] == "failed"
+    text = write_report(logs, tmp_path / "out").read_text()
+    tiny = section(text, TINY_SECTION)
+    assert [r[0] for r in table_rows(tiny.split("###")[0])] == ["fine/version_0"]
+    assert "(failed)" not in tiny and "crashed" not in tiny
+    failed = {r[0]: r for r in table_rows(section(text, "## Failed runs and runs without a result"))}
+    # run, dataset, backbone, epochs (its first begun), best val top-1, test top-1
+    assert failed == {"crashed/version_0": ["crashed/version_0", "TinyData, 3 classes", TINY_NET, "1/30 (failed)",
+                                            "-", "-"],
+                      "stalled/version_0": ["stalled/version_0", "TinyData, 3 classes", TINY_NET,
+                                            "1/30 (unfinished)", "-", "-"]}
+
+
+def test_a_run_keeps_its_look_in_every_plot(tmp_path, drawn):
+    logs = tmp_path / "logs"
+    training(logs / "a" / "version_0", [0.5, 0.9], TINY_DATA, per_class=True)
+    training(logs / "b" / "version_0", [0.5, 0.8], TINY_DATA, per_class=True, val_loss=False)  # no loss plotted
+    training(logs / "c" / "version_0", [0.5, 0.7], TINY_DATA, per_class=True)
+    write_report(logs, tmp_path / "out")
+    top1 = {label.split(" (")[0]: line for label, line in _curves(drawn["val_top1-tinydata_3classes.png"]).items()}
+    loss = _curves(drawn["val_loss-tinydata_3classes.png"])
+    bars = {bar.get_label().split(" (")[0]: bar for bar in drawn["per_class_accuracy-tinydata_3classes.png"].axes[0]
+            .containers}
+    assert set(top1) == set(bars) == {"a/version_0", "b/version_0", "c/version_0"}
+    assert set(loss) == {"a/version_0", "c/version_0"}
+    assert len({to_rgb(line.get_color()) for line in top1.values()}) == 3
+    for name, line in top1.items():
+        assert to_rgb(bars[name].patches[0].get_facecolor()) == to_rgb(line.get_color())
+        if name in loss:  # c is drawn in c's colour, not in the one b has in the other plot
+            assert to_rgb(loss[name].get_color()) == to_rgb(line.get_color())
+            assert (loss[name].get_linestyle(), loss[name].get_marker()) == (line.get_linestyle(), line.get_marker())
+
+
+def test_one_epoch_runs_sit_side_by_side():
+    from zoo_lightning.figures import curves_figure
+
+    figure = curves_figure([(f"run{i}", [(1, 50.0 + i)]) for i in range(5)] + [("long", [(1, 40), (2, 45), (3, 50)])],
+                           "t", "y")
+    figure.canvas.draw()
+    lines = _curves(figure)
+    xs = [float(lines[f"run{i}"].get_xdata()[0]) for i in range(5)]
+    assert len(set(xs)) == 5 and all(0.65 <= x <= 1.35 for x in xs)  # around their epoch, clear of the next
+    assert list(lines["long"].get_xdata()) == [1, 2, 3]
+    # On the page, neighbours are further apart than a marker is wide.
+    pixels = sorted(figure.axes[0].transData.transform((x, 50))[0] for x in xs)
+    marker = lines["run0"].get_markersize() * figure.dpi / 72
+    assert min(b - a for a, b in zip(pixels, pixels[1:])) > marker
+
+
+@pytest.mark.parametrize("n", [12, 40, 120])
+def test_the_legend_of_many_runs_fits_on_the_page_beside_a_readable_plot(n):
+    from zoo_lightning.figures import curves_figure
+
+    figure = curves_figure([(f"resnet20_cifar/lr=0.{i},batch_size=128 (9{i % 10}.00%)", [(1, i), (2, i + 1)])
+                            for i in range(n)], "t", "y", mark_best=True)
+    figure.canvas.draw()
+    renderer = figure.canvas.get_renderer()
+    legend = figure.axes[0].get_legend()
+    box, page, axes = legend.get_window_extent(renderer), figure.bbox, figure.axes[0].get_window_extent(renderer)
+    assert len(legend.get_texts()) == n
+    assert box.x0 >= 0 and box.y0 >= -5 and box.x1 <= page.x1 and box.y1 <= page.y1  # all of it on the page
+    assert not box.overlaps(axes)
+    assert axes.width > 0.5 * page.width and axes.height > 3 * figure.dpi  # the plot keeps its size

@@ -84,8 +84,7 @@ def _sections(runs: list[Run]) -> tuple[list[DatasetSection], list[Run]]:
     for run in runs:
         if run.is_evaluation and id(run) not in joined and run.scalars:
             section(run.dataset).evaluations.append((None, run))
-    order = sorted(sections.values(), key=lambda s: (s.dataset.data is None and s.dataset.classes is None,
-                                                     s.dataset.label))
+    order = sorted(sections.values(), key=lambda s: (not s.dataset.recorded, s.dataset.label))
     return [s for s in order if s.runs or s.evaluations], failed
 
 

@@ -68,8 +68,12 @@ class Dataset(NamedTuple):
     folder: str | None = None  # the data folder, for a DataModule not in NAMED_DATASETS
 
     @property
+    def recorded(self) -> bool:
+        return self.data is not None or self.classes is not None
+
+    @property
     def label(self) -> str:
-        if self.data is None and self.classes is None:
+        if not self.recorded:
             return "dataset not recorded"
         where = f" `{self.folder}`" if self.folder else ""
         count = f"{self.classes} classes" if self.classes is not None else "classes not recorded"
@@ -78,7 +82,7 @@ class Dataset(NamedTuple):
     @property
     def slug(self) -> str:
         """A file-name part for the dataset's plots, such as ``cifar10_10classes`` or ``folder_shapes_3classes``."""
-        if self.data is None and self.classes is None:
+        if not self.recorded:
             return "unrecorded"
         parts = [(self.data or "data").removesuffix("DataModule") or "data"]
         if self.folder:
@@ -220,7 +224,8 @@ class Run:
 
     @property
     def checkpoint(self) -> str | None:
-        """The checkpoint an evaluation scored: ``best.ckpt``/``last.ckpt`` of a run's ``checkpoints/``, else its path."""
+        """The checkpoint an evaluation scored: ``best.ckpt``/``last.ckpt`` of a run's ``checkpoints/``, else the
+        path."""
         if not self.ckpt_path:
             return None
         path = Path(self.ckpt_path)
