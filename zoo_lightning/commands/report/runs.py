@@ -231,7 +231,7 @@ class Run:
         path = Path(self.ckpt_path)
         return path.name if path.parent.name == "checkpoints" else self.ckpt_path
 
-    def test_limit(self, stage: str = names.TEST) -> int | float | None:
+    def split_limit(self, stage: str = names.TEST) -> int | float | None:
         """How much of the split the run's evaluation saw, when not all: ``limit_test_batches`` (``limit_val_batches``
         for ``val``) as a batch count or a fraction; one batch (or N) under ``fast_dev_run``. None: all of it."""
         trainer = self.config.get("trainer") if isinstance(self.config.get("trainer"), dict) else {}
@@ -266,7 +266,7 @@ class Run:
         images = self.last(TEST_IMAGES)
         checkpoint = (self.checkpoint or "checkpoint not recorded") if self.is_evaluation else OWN_WEIGHTS
         return MeasuredTop1(self.last(TEST_TOP1), checkpoint, self.tta, None if images is None else int(images),
-                            self.test_limit())
+                            self.split_limit())
 
     def test_results(self) -> list[MeasuredTop1]:
         """Every test of this run: its own (``--test_after_fit``), then its evaluations', oldest first."""

@@ -82,7 +82,7 @@ def evaluations_table(evaluations: list[tuple[Run | None, Run]]) -> list[str]:
     for owner, run in evaluations:
         stage = run.stage
         top1, loss = run.last(names.tag(stage, names.TOP1)), run.last(names.tag(stage, names.LOSS))
-        images, limit = run.last(names.tag(stage, names.IMAGES)), run.test_limit(stage)
+        images, limit = run.last(names.tag(stage, names.IMAGES)), run.split_limit(stage)
         count = "-" if images is None else f"{int(images):,}"
         if limit is not None:
             count += " (partial)" if images is not None else f" (partial: limit_{stage}_batches {limit})"
