@@ -105,34 +105,71 @@ def run_styles(n: int) -> list[dict[str, Any]]:
             for i in range(n)]
 
 
+LEGEND_BESIDE = 30  # up to this many runs the legend is one column beside the axes; more go below, in columns
+LEGEND_COLUMNS_BELOW = 3
+LEGEND_ROW_INCHES = 0.17  # one legend entry at font size 7, with its spacing
+
+
+def _legend_size(n: int) -> tuple[float, float]:
+    """The figure's (width, height) in inches: axes of 5 inches, plus room for the legend of ``n`` runs."""
+    if n <= 8:
+        return 8.0, 5.0
+    if n <= LEGEND_BESIDE:
+        return 9.5, max(5.0, LEGEND_ROW_INCHES * n + 1.2)
+    return 12.0, 5.4 + LEGEND_ROW_INCHES * math.ceil(n / LEGEND_COLUMNS_BELOW)
+
+
 def _legend(ax: Any, n: int) -> None:
-    if n > 8:  # many runs: the legend goes beside the axes, not over the curves
-        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0,
-                  ncol=2 if n > 20 else 1)
-    else:
+    """A legend that stays readable however many runs: inside the axes for a few, beside them for more, and
+    below them in columns for many, the figure grown to hold it (:func:`_legend_size`)."""
+    if n <= 8:
         ax.legend(fontsize=8, loc="best")
+    elif n <= LEGEND_BESIDE:
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
+    else:
+        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.1), borderaxespad=0,
+                  ncol=LEGEND_COLUMNS_BELOW, frameon=False)
+
+
+def _spread_lone_points(curves: Sequence[Sequence[tuple[float, float]]]) -> list[float]:
+    """An x offset per curve: curves that are one point each (one-epoch runs) at the same epoch are spread over
+    the epoch's width, so their markers sit side by side instead of on top of one another."""
+    offsets = [0.0] * len(curves)
+    lone: dict[float, list[int]] = {}
+    for i, points in enumerate(curves):
+        if len(points) == 1:
+            lone.setdefault(points[0][0], []).append(i)
+    for indices in lone.values():
+        step = min(0.1, 0.6 / len(indices))  # within +-0.3 of the epoch: clear of the next one
+        for k, i in enumerate(indices):
+            offsets[i] = (k - (len(indices) - 1) / 2) * step
+    return offsets
 
 
 def curves_figure(curves: Sequence[tuple[str, Sequence[tuple[float, float]]]], title: str, ylabel: str,
-                  mark_best: bool = False, log_y: bool = False) -> Any:
+                  mark_best: bool = False, log_y: bool = False, styles: Sequence[dict[str, Any]] | None = None) -> Any:
     """One line per ``(label, [(epoch, value), ...])`` against the epoch.
 
     Args:
         mark_best: a star on each curve's highest point.
         log_y: a log y axis, for losses: on a linear one a single diverged run flattens every other
             curve into the bottom pixels. Values at or below zero switch it to symlog.
+        styles: one :func:`run_styles` entry per curve, so that a run keeps its look in every figure of a
+            report; by default the curves take them in order.
 
-    NaN and infinite values are left out of the lines; the legend says which runs had them.
+    NaN and infinite values are left out of the lines; the legend says which runs had them. One-point
+    curves at the same epoch are drawn side by side around it.
     """
     plt = pyplot()
     from matplotlib.ticker import MaxNLocator
 
-    width = 8 if len(curves) <= 8 else 9.5 if len(curves) <= 20 else 12  # room for the legend beside the axes
-    figure, ax = plt.subplots(figsize=(width, 5), layout="constrained")
+    figure, ax = plt.subplots(figsize=_legend_size(len(curves)), layout="constrained")
     xs_drawn, ys_drawn = [], []
-    for (label, points), style in zip(curves, run_styles(len(curves))):
-        finite = [(x, y) for x, y in points if math.isfinite(y)]
-        xs, ys = [x for x, _ in finite], [y for _, y in finite]
+    finite_curves = [[(x, y) for x, y in points if math.isfinite(y)] for _, points in curves]
+    offsets = _spread_lone_points(finite_curves)
+    for (label, points), finite, offset, style in zip(curves, finite_curves, offsets,
+                                                      styles or run_styles(len(curves))):
+        xs, ys = [x + offset for x, _ in finite], [y for _, y in finite]
         xs_drawn += xs
         ys_drawn += ys
         if len(finite) < len(points):
@@ -162,16 +199,16 @@ def curves_figure(curves: Sequence[tuple[str, Sequence[tuple[float, float]]]], t
 
 
 def per_class_figure(classes: Sequence[str], bars: Sequence[tuple[str, Sequence[float | None]]], title: str,
-                     ylabel: str) -> Any:
+                     ylabel: str, styles: Sequence[dict[str, Any]] | None = None) -> Any:
     """Grouped bars: for each class, one bar per ``(label, [value per class, ...])``, values in percent.
 
-    A class a run has no value for gets no bar.
+    A class a run has no value for gets no bar. ``styles``: as in :func:`curves_figure`.
     """
     plt = pyplot()
     width = 0.8 / len(bars)
     figure, ax = plt.subplots(figsize=(min(24, max(8, 0.5 * len(classes) * (1 + 0.3 * len(bars)))), 5.2),
                               layout="constrained")
-    for i, ((label, values), style) in enumerate(zip(bars, run_styles(len(bars)))):
+    for i, ((label, values), style) in enumerate(zip(bars, styles or run_styles(len(bars)))):
         xs = [c + (i - (len(bars) - 1) / 2) * width for c in range(len(classes))]
         heights = [math.nan if v is None else v for v in values]
         ax.bar(xs, heights, width, color=style["color"], hatch=style["hatch"], edgecolor="white", linewidth=0,

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 __all__ = [
-    "TRAIN", "VAL", "TEST", "TOP1", "LOSS", "IMAGES_PER_SEC", "BEST_VAL_TOP1", "TEACHER_TOP1", "EPOCH",
+    "TRAIN", "VAL", "TEST", "TOP1", "LOSS", "IMAGES", "IMAGES_PER_SEC", "BEST_VAL_TOP1", "TEACHER_TOP1", "EPOCH",
     "tag", "class_prefix", "class_tag",
 ]
 
 TRAIN, VAL, TEST = "train", "val", "test"
 TOP1, LOSS = "top1", "loss"
+IMAGES = "images"  # test/images: how many images a test scored (a part of the set under limit_test_batches)
 EPOCH = "epoch"  # Lightning logs the 0-based epoch beside every epoch-level scalar
 
 

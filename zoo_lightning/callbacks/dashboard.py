@@ -119,6 +119,8 @@ class ClassificationDashboard(L.Callback):
         else:
             # Straight to the loggers: the per-class table printed below says it better than
             # Lightning's results table would with one row per class.
+            # The images scored: `report` tells a test of part of the set (limit_test_batches) by it.
+            values[names.tag(stage, names.IMAGES)] = sum(counts)
             for logger in trainer.loggers:
                 logger.log_metrics(values, step=trainer.global_step)
         return confusion

@@ -1,16 +1,18 @@
 """``python -m zoo_lightning report [LOGDIR] [--out DIR] [--runs NAME ...]``: runs compared on one page.
 
 Every folder under LOGDIR that holds TensorBoard event files is a run (``<experiment>/<version>``):
-its ``config.yaml`` says what it is, its event files what it did (scalars and HPARAMS session). A
-``test --ckpt_path RUN/checkpoints/X.ckpt`` run is shown in the row of the run that wrote the checkpoint.
+its ``config.yaml`` says what it is, its event files what it did (scalars and HPARAMS session). The
+evaluations of a run's checkpoints (``RUN/evaluations/test_N``) are shown with that run, never as runs.
 
-Written to DIR: ``report.md`` (one row per run, best val top-1 first; the runs' evaluations; the
-per-class accuracy of the chosen runs; sweeps grouped by their values; the rounds of each
-``selftrain`` session) and three PNGs:
-``val_top1.png`` and ``val_loss.png`` (every run against epoch, one figure each) and
-``per_class_accuracy.png`` (grouped bars). The plots use matplotlib with the Agg backend: it is
-already a dependency (torchmetrics draws the confusion matrix with it), it renders headless, and it
-writes plain PNGs that a markdown file, a README or a pull request can embed.
+Runs are compared only with runs on the same dataset (DataModule, number of classes and, for your own
+folders, the folder). Written to DIR: ``report.md``, with a section per dataset (its runs, best val
+top-1 first; their evaluations; the per-class accuracy of the chosen runs), the failed runs apart,
+sweeps grouped by their values and the rounds of each ``selftrain`` session; and per dataset three
+PNGs: ``val_top1-<dataset>.png`` and ``val_loss-<dataset>.png`` (every run against epoch) and
+``per_class_accuracy-<dataset>.png`` (grouped bars). A run has one colour and line style in all of
+them. The plots use matplotlib with the Agg backend: it is already a dependency (torchmetrics draws
+the confusion matrix with it), it renders headless, and it writes plain PNGs that a markdown file,
+a README or a pull request can embed.
 
 This module holds the command (``main``, ``write_report``); ``runs`` reads the runs (``events`` their
 event files), ``tables`` writes the markdown, and :mod:`zoo_lightning.figures` draws the plots.
@@ -20,36 +22,90 @@ from __future__ import annotations
 
 import argparse
 import datetime
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from zoo_lightning import figures
 from zoo_lightning import metric_names as names
+from zoo_lightning.callbacks.hparams_session import FAILED
 
-from .runs import DEFAULT_PER_CLASS_RUNS, VAL_TOP1, Run, choose, load_runs, ranked
-from .tables import (class_order, evaluations_table, main_table, per_class_table, percent, selftrain_table,
-                     sweep_table)
+from .runs import DEFAULT_PER_CLASS_RUNS, VAL_TOP1, Dataset, Run, choose, load_runs, ranked
+from .tables import (class_order, evaluations_table, failed_table, main_table, per_class_table, percent,
+                     selftrain_table, sweep_table)
 
 __all__ = ["main", "write_report", "load_runs", "Run"]
 
 VAL_LOSS = names.tag(names.VAL, names.LOSS)
+Styles = dict[str, dict[str, Any]]  # run name -> its colour, line style, marker and hatch in every plot
 
 
-def _plot_curves(runs: list[Run], tag: str, title: str, ylabel: str, out: Path, percent_scale: bool = False,
-                 mark_best: bool = False, log_y: bool = False) -> Path | None:
+@dataclass
+class DatasetSection:
+    """The runs on one dataset: ranked among themselves only, with their own table and plots."""
+
+    dataset: Dataset
+    slug: str  # the plots' file-name part, unique in the report
+    runs: list[Run] = field(default_factory=list)  # with a result, best val top-1 first
+    evaluations: list[tuple[Run | None, Run]] = field(default_factory=list)  # (the run it scored, evaluation)
+
+    def styles(self) -> Styles:
+        """A look per run, in table order: the same run is drawn alike in each of the section's plots."""
+        return dict(zip((run.name for run in self.runs), figures.run_styles(len(self.runs))))
+
+
+def _has_result(run: Run) -> bool:
+    return run.best(VAL_TOP1) is not None or run.test_top1().top1 is not None
+
+
+def _sections(runs: list[Run]) -> tuple[list[DatasetSection], list[Run]]:
+    """The runs by dataset (each training run with a result, and every evaluation, under its dataset), and the
+    training runs that failed or logged no result, which are ranked nowhere."""
+    trainings = [run for run in runs if not run.is_evaluation]
+    failed = [run for run in trainings if run.status == FAILED or not _has_result(run)]
+    failed_names = {run.name for run in failed}
+    joined = {id(e) for run in trainings for e in run.evaluations}
+    sections: dict[Dataset, DatasetSection] = {}
+
+    def section(dataset: Dataset) -> DatasetSection:
+        if dataset not in sections:
+            taken, slug, n = {s.slug for s in sections.values()}, dataset.slug, 2
+            while slug in taken:  # two folders of one name
+                slug, n = f"{dataset.slug}_{n}", n + 1
+            sections[dataset] = DatasetSection(dataset, slug)
+        return sections[dataset]
+
+    ordered = ranked([r for r in trainings if r.name not in failed_names]) + failed
+    for run in ordered:
+        target = section(run.dataset)
+        if run.name not in failed_names:
+            target.runs.append(run)
+        target.evaluations += [(run, evaluation) for evaluation in run.evaluations if evaluation.scalars]
+    for run in runs:
+        if run.is_evaluation and id(run) not in joined and run.scalars:
+            section(run.dataset).evaluations.append((None, run))
+    order = sorted(sections.values(), key=lambda s: (not s.dataset.recorded, s.dataset.label))
+    return [s for s in order if s.runs or s.evaluations], failed
+
+
+def _plot_curves(runs: list[Run], styles: Styles, tag: str, title: str, ylabel: str, out: Path,
+                 percent_scale: bool = False, mark_best: bool = False, log_y: bool = False) -> Path | None:
     scale = 100.0 if percent_scale else 1.0
-    curves = []
+    curves, looks = [], []
     for run in runs:
         points = [(epoch, scale * value) for epoch, value in run.per_epoch(tag)]
         if not points:
             continue
         label = f"{run.name} ({max(y for _, y in points):.2f}%)" if mark_best else run.name
         curves.append((label, points))
+        looks.append(styles[run.name])
     if not curves:
         return None
-    return figures.save_png(figures.curves_figure(curves, title, ylabel, mark_best=mark_best, log_y=log_y), out)
+    figure = figures.curves_figure(curves, title, ylabel, mark_best=mark_best, log_y=log_y, styles=looks)
+    return figures.save_png(figure, out)
 
 
-def _plot_per_class(chosen: list[Run], out: Path) -> Path | None:
+def _plot_per_class(chosen: list[Run], styles: Styles, title: str, out: Path) -> Path | None:
     if not chosen:
         return None
     classes = class_order(chosen)
@@ -58,9 +114,39 @@ def _plot_per_class(chosen: list[Run], out: Path) -> Path | None:
         values = run.per_class()
         heights = [None if values.get(c) is None else 100 * values[c] for c in classes]
         bars.append((f"{run.name} ({percent(run.best(VAL_TOP1))})", heights))
-    figure = figures.per_class_figure(classes, bars, "Per-class validation accuracy at each run's best epoch",
-                                      "val accuracy (%)")
+    figure = figures.per_class_figure(classes, bars, title, "val accuracy (%)",
+                                      styles=[styles[run.name] for run in chosen])
     return figures.save_png(figure, out)
+
+
+def _section_lines(section: DatasetSection, out_dir: Path, chosen: list[Run], runs_pattern: list[str] | None
+                   ) -> list[str]:
+    """A dataset's part of the report: its table, its evaluations, its curves and its per-class accuracy."""
+    label, slug, styles = section.dataset.label, section.slug, section.styles()
+    lines = ["", f"## {label}", ""]
+    if section.runs:
+        lines += main_table(section.runs)
+    else:
+        lines.append("No training run on this dataset logged a result; its evaluations:")
+    if section.evaluations:
+        lines += ["", "### Evaluations", "", "Each `validate` or `test` of a checkpoint, under the run it scored.", "",
+                  *evaluations_table(section.evaluations)]
+    curves = {
+        "val_top1": _plot_curves(section.runs, styles, VAL_TOP1, f"Validation top-1 accuracy (★ best epoch), {label}",
+                                 "val top-1 (%)", out_dir / f"val_top1-{slug}.png", percent_scale=True, mark_best=True),
+        "val_loss": _plot_curves(section.runs, styles, VAL_LOSS, f"Validation loss (cross-entropy, log scale), {label}",
+                                 "val loss", out_dir / f"val_loss-{slug}.png", log_y=True),
+    }
+    if any(curves.values()):
+        lines += ["", "### Curves", ""] + [f"![{k}]({p.name})" for k, p in curves.items() if p is not None]
+    title = f"Per-class validation accuracy at each run's best epoch, {label}"
+    per_class = out_dir / f"per_class_accuracy-{slug}.png"
+    if _plot_per_class(chosen, styles, title, per_class):
+        lines += ["", "### Per-class val accuracy", "",
+                  f"At each run's best epoch; {'the runs asked for' if runs_pattern else 'the best runs'} "
+                  "(`--runs NAME ...` picks others).", "", *per_class_table(chosen), "",
+                  f"![per_class_accuracy]({per_class.name})"]
+    return lines
 
 
 def write_report(logdir: str | Path, out: str | Path, runs_pattern: list[str] | None = None) -> Path:
@@ -71,39 +157,36 @@ def write_report(logdir: str | Path, out: str | Path, runs_pattern: list[str] | 
         ValueError: ``runs_pattern`` matches no run with per-class accuracy.
     """
     runs = load_runs(logdir)
-    joined = {id(e) for r in runs for e in r.evaluations}
-    shown = ranked([r for r in runs if id(r) not in joined])  # evaluations appear in their run's row
-    training = [r for r in runs if r.trains]
-    evaluations = [r for r in runs if not r.trains and r.scalars]
-    chosen = choose(training, runs_pattern)
+    sections, failed = _sections(runs)
+    if runs_pattern:
+        asked = {run.name for run in choose([r for s in sections for r in s.runs], runs_pattern)}  # raises if none
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
 
+    trainings = sum(len(s.runs) for s in sections) + len(failed)
+    evaluations = sum(len(s.evaluations) for s in sections)
     lines = [f"# Runs under `{logdir}`", "",
-             f"{len(shown)} runs, written {datetime.datetime.now():%Y-%m-%d %H:%M} by "
-             "`python -m zoo_lightning report`. "
-             "Best val top-1: the highest `val/top1` (the epoch `best.ckpt` holds). Test top-1: the run's own, "
-             "or that of a `test` of its checkpoint (named); `TTA flip` marks one measured with test-time "
-             "augmentation (`--model.tta`: `flip` averages the logits of each image and its mirror, "
-             "`flip_translate` of four views), which the per-epoch validation of `fit` never uses. "
-             "Wall: training and validation time, a resumed run's downtime left out. "
-             "Images/s: training images per second, the median over epochs.", "",
-             *main_table(shown)]
-    if evaluations:
-        lines += ["", "## Evaluations", "", *evaluations_table(training, evaluations)]
-    curves = {
-        "val_top1": _plot_curves(training, VAL_TOP1, "Validation top-1 accuracy (★ best epoch)", "val top-1 (%)",
-                                 out_dir / "val_top1.png", percent_scale=True, mark_best=True),
-        "val_loss": _plot_curves(training, VAL_LOSS, "Validation loss (cross-entropy, log scale)", "val loss",
-                                 out_dir / "val_loss.png", log_y=True),
-    }
-    if any(curves.values()):
-        lines += ["", "## Curves", ""] + [f"![{k}]({p.name})" for k, p in curves.items() if p is not None]
-    if _plot_per_class(chosen, out_dir / "per_class_accuracy.png"):
-        lines += ["", "## Per-class val accuracy", "",
-                  f"At each run's best epoch; {'the runs asked for' if runs_pattern else 'the best runs'} "
-                  "(`--runs NAME ...` picks others).", "", *per_class_table(chosen), "",
-                  "![per_class_accuracy](per_class_accuracy.png)"]
+             f"{trainings} training runs and {evaluations} evaluations, written "
+             f"{datetime.datetime.now():%Y-%m-%d %H:%M} by `python -m zoo_lightning report`. "
+             "One section per dataset (DataModule, number of classes and, for your own images, the folder): "
+             "runs are ranked only against runs on the same data. "
+             "Best val top-1: the highest `val/top1` (the epoch `best.ckpt` holds). Test top-1: the run's own "
+             "(`final weights`), or that of a `test` of its checkpoint (named), a test of the whole test set before "
+             "one of part of it (`partial`, with the images it scored: `--trainer.limit_test_batches`); "
+             "`TTA flip` marks one measured with test-time augmentation (`--model.tta`: `flip` averages the "
+             "logits of each image and its mirror, `flip_translate` of four views), which the per-epoch "
+             "validation of `fit` never uses. Wall: training and validation time, a resumed run's downtime left "
+             "out. Images/s: training images per second, the median over epochs."]
+    for section in sections:
+        if runs_pattern:
+            chosen = [run for run in ranked(section.runs) if run.name in asked]
+        else:
+            chosen = choose(section.runs, None)
+        lines += _section_lines(section, out_dir, chosen, runs_pattern)
+    if failed:
+        lines += ["", "## Failed runs and runs without a result", "",
+                  "Ranked nowhere: runs that raised an error, and runs stopped before they logged a validation or "
+                  "test top-1.", "", *failed_table(failed)]
     if any(r.sweep for r in runs):
         lines += ["", "## Sweeps", "", *sweep_table(runs)]
     if any(r.selftrain.get("session") for r in runs):

@@ -1,15 +1,19 @@
-"""The runs under a log folder: their scalars, settings and status, and ``test`` runs joined to their training runs.
+"""The runs under a log folder: their scalars, settings, status and dataset, and evaluations joined to their runs.
 
-Every folder under LOGDIR that holds TensorBoard event files is a run (``<experiment>/<version>``).
-What the run is (backbone, objective, epochs, checkpoint tested, TTA) is read from the ``config.yaml``
-LightningCLI wrote; what it did from its event files (:mod:`.events`): the scalars, and the HPARAMS
-session's stage, parameter count and status. A ``test --ckpt_path RUN/checkpoints/X.ckpt`` run is
-joined to the run that wrote the checkpoint.
+Every folder under LOGDIR that holds TensorBoard event files is a run. A training run is
+``<experiment>/<version>``; an evaluation (``validate``, ``test``) is filed inside the run whose checkpoint
+it scored, ``RUN/evaluations/test_N``, or under ``<experiment>/evaluations/`` for a checkpoint from no run.
+What a run is (backbone, objective, epochs, data, checkpoint scored, TTA, the part of the test set) is
+read from the ``config.yaml`` LightningCLI wrote and the ``hparams.yaml`` of the logger; what it did from
+its event files (:mod:`.events`): the scalars, and the HPARAMS session's stage, parameter count and status.
+An evaluation from before evaluations were filed in their run (a sibling run with a ``ckpt_path``) is
+joined by the path of its checkpoint.
 """
 
 from __future__ import annotations
 
 import fnmatch
+import os
 import re
 import statistics
 import sys
@@ -20,23 +24,71 @@ from typing import Any, Callable, NamedTuple
 import yaml
 
 from zoo_lightning import metric_names as names
+from zoo_lightning.runs import EVALUATIONS
 
 from .events import EVENT_GLOB, read_events
 
-__all__ = ["Run", "MeasuredTop1", "load_runs", "ranked", "choose", "DEFAULT_PER_CLASS_RUNS"]
+__all__ = ["Run", "MeasuredTop1", "Dataset", "load_runs", "ranked", "choose", "DEFAULT_PER_CLASS_RUNS"]
 
 DEFAULT_PER_CLASS_RUNS = 4  # runs in the per-class figure when --runs is not given: the best few
 VAL_TOP1 = names.tag(names.VAL, names.TOP1)
 TEST_TOP1 = names.tag(names.TEST, names.TOP1)
 VAL_CLASS = names.class_prefix(names.VAL)
+TEST_IMAGES = names.tag(names.TEST, names.IMAGES)
+OWN_WEIGHTS = "final weights"  # what `fit --test_after_fit true` tests: the weights training ended with
+# DataModules of a published dataset: the same images wherever their folder is. Any other DataModule's
+# images are those of its data folder, so two folders are two datasets.
+NAMED_DATASETS = frozenset({"CIFAR10DataModule", "STL10DataModule"})
 
 
 class MeasuredTop1(NamedTuple):
-    """A run's test top-1, the checkpoint file it was measured on (when a separate ``test`` run did), and its TTA."""
+    """A test top-1: the checkpoint it scored, its TTA, and how much of the test set it saw.
+
+    ``limit`` is None for a test of the whole test set, else the ``limit_test_batches`` it ran with (a
+    batch count, or a fraction of the batches); ``images`` the images it scored, where the run logged it.
+    """
 
     top1: float | None
-    checkpoint: str | None = None
+    checkpoint: str | None = None  # best.ckpt, last.ckpt, a path, or the final weights of the run's own test
     tta: str | None = None
+    images: int | None = None
+    limit: int | float | None = None
+
+    @property
+    def partial(self) -> bool:
+        return self.limit is not None
+
+
+class Dataset(NamedTuple):
+    """What a run trained (or an evaluation scored) on, as far as its records say. Runs are ranked only against
+    runs on the same dataset: a 3-class folder at 100% says nothing about a CIFAR-10 run."""
+
+    data: str | None  # the DataModule's class name
+    classes: int | None  # the number of classes
+    folder: str | None = None  # the data folder, for a DataModule not in NAMED_DATASETS
+
+    @property
+    def recorded(self) -> bool:
+        return self.data is not None or self.classes is not None
+
+    @property
+    def label(self) -> str:
+        if not self.recorded:
+            return "dataset not recorded"
+        where = f" `{self.folder}`" if self.folder else ""
+        count = f"{self.classes} classes" if self.classes is not None else "classes not recorded"
+        return f"{self.data or 'DataModule not recorded'}{where}, {count}"
+
+    @property
+    def slug(self) -> str:
+        """A file-name part for the dataset's plots, such as ``cifar10_10classes`` or ``folder_shapes_3classes``."""
+        if not self.recorded:
+            return "unrecorded"
+        parts = [(self.data or "data").removesuffix("DataModule") or "data"]
+        if self.folder:
+            parts.append(Path(self.folder).name or "root")
+        parts.append(f"{self.classes}classes" if self.classes is not None else "classes")
+        return re.sub(r"[^a-z0-9]+", "_", "_".join(parts).lower()).strip("_")
 
 
 @dataclass
@@ -52,8 +104,9 @@ class Run:
     status: str | None = None  # DONE, FAILED or INTERRUPTED once the HparamsSession callback has closed the session
     sweep: dict[str, str] = field(default_factory=dict)  # swept key -> value, from sweep.json
     selftrain: dict[str, Any] = field(default_factory=dict)  # a self-training round: selftrain.json
-    evaluations: list[Run] = field(default_factory=list)  # test runs of this run's checkpoints
+    evaluations: list[Run] = field(default_factory=list)  # validate/test runs of this run's checkpoints, oldest first
     unread: dict[Path, str] = field(default_factory=dict)  # event file -> why it was skipped or read in part
+    hparams: dict[str, Any] = field(default_factory=dict)  # the logger's hparams.yaml: the module's and data's
 
     # --- scalars ---------------------------------------------------------------------------------
 
@@ -112,6 +165,33 @@ class Run:
         return any(tag.split("/", 1)[0] == names.TRAIN for tag in self.scalars) or self.session.get("stage") == "fit"
 
     @property
+    def is_evaluation(self) -> bool:
+        """A ``validate``/``test`` of a checkpoint: filed under an ``evaluations/`` folder (or, in logs from before
+        evaluations were filed so, a run that did not train and names a checkpoint)."""
+        return self.path.parent.name == EVALUATIONS or (not self.trains and bool(self.ckpt_path))
+
+    @property
+    def stage(self) -> str:
+        """``test`` or ``val``: what an evaluation scored (a training run's own test is ``test`` too)."""
+        return names.TEST if TEST_TOP1 in self.scalars or self.session.get("stage") == "test" else names.VAL
+
+    @property
+    def dataset(self) -> Dataset:
+        """The DataModule (config.yaml, else the HPARAMS session), its class count (the class names in config.yaml,
+        which an evaluation takes from its checkpoint, else ``num_classes`` in hparams.yaml) and, for a DataModule
+        whose images are a folder's, that folder."""
+        data_config = self.config.get("data") if isinstance(self.config.get("data"), dict) else {}
+        init_args = data_config.get("init_args") if isinstance(data_config.get("init_args"), dict) else {}
+        class_path = data_config.get("class_path") or self.session.get("data")
+        data = str(class_path).rsplit(".", 1)[-1] if class_path and class_path != "-" else None
+        listed = init_args.get("class_names") or self.hparams.get("class_names")
+        count = self.hparams.get("num_classes")
+        classes = len(listed) if isinstance(listed, list) and listed else count if isinstance(count, int) else None
+        folder = init_args.get("data_dir") or self.hparams.get("data_dir")
+        keep_folder = data not in NAMED_DATASETS and bool(folder)
+        return Dataset(data, classes, os.path.normpath(str(folder)) if keep_folder else None)
+
+    @property
     def model_config(self) -> dict[str, Any]:
         model = self.config.get("model")
         return model if isinstance(model, dict) else {}
@@ -143,6 +223,27 @@ class Run:
         return str(path) if path else None
 
     @property
+    def checkpoint(self) -> str | None:
+        """The checkpoint an evaluation scored: ``best.ckpt``/``last.ckpt`` of a run's ``checkpoints/``, else the
+        path."""
+        if not self.ckpt_path:
+            return None
+        path = Path(self.ckpt_path)
+        return path.name if path.parent.name == "checkpoints" else self.ckpt_path
+
+    def split_limit(self, stage: str = names.TEST) -> int | float | None:
+        """How much of the split the run's evaluation saw, when not all: ``limit_test_batches`` (``limit_val_batches``
+        for ``val``) as a batch count or a fraction; one batch (or N) under ``fast_dev_run``. None: all of it."""
+        trainer = self.config.get("trainer") if isinstance(self.config.get("trainer"), dict) else {}
+        fast = trainer.get("fast_dev_run")
+        if fast:
+            return 1 if fast is True else fast
+        limit = trainer.get(f"limit_{stage}_batches")
+        if limit is None or isinstance(limit, bool) or (isinstance(limit, float) and limit >= 1.0):
+            return None  # 1.0 is the whole split; an int is a batch count, whole or not
+        return limit
+
+    @property
     def tta(self) -> str | None:
         """The test-time augmentation of the run's validate/test/predict (``"flip"``, ...), None without."""
         value = self.model_config.get("tta")
@@ -160,16 +261,29 @@ class Run:
         values = self.values(names.IMAGES_PER_SEC)
         return statistics.median(values) if values else None
 
+    def measured(self) -> MeasuredTop1:
+        """This run's own test (an evaluation's: its one test), with the checkpoint, TTA and part of the test set."""
+        images = self.last(TEST_IMAGES)
+        checkpoint = (self.checkpoint or "checkpoint not recorded") if self.is_evaluation else OWN_WEIGHTS
+        return MeasuredTop1(self.last(TEST_TOP1), checkpoint, self.tta, None if images is None else int(images),
+                            self.split_limit())
+
+    def test_results(self) -> list[MeasuredTop1]:
+        """Every test of this run: its own (``--test_after_fit``), then its evaluations', oldest first."""
+        runs = [self, *self.evaluations]
+        return [result for result in (run.measured() for run in runs) if result.top1 is not None]
+
     def test_top1(self) -> MeasuredTop1:
-        """This run's own test top-1, else that of the evaluation of its best checkpoint (or the newest one)."""
-        own = self.last(TEST_TOP1)
-        if own is not None:
-            return MeasuredTop1(own, None, self.tta)
-        tested = [r for r in self.evaluations if r.last(TEST_TOP1) is not None]
-        if not tested:
+        """The test top-1 the run is shown with. A test of the whole test set comes before any partial one; then the
+        run's own test, then the newest test of its best.ckpt, then the newest test."""
+        results = self.test_results()
+        if not results:
             return MeasuredTop1(None)
-        chosen = next((r for r in reversed(tested) if Path(r.ckpt_path or "").name == "best.ckpt"), tested[-1])
-        return MeasuredTop1(chosen.last(TEST_TOP1), Path(chosen.ckpt_path or "?").name, chosen.tta)
+
+        def preference(result: MeasuredTop1) -> tuple[bool, bool, bool]:  # False first
+            return result.partial, result.checkpoint != OWN_WEIGHTS, result.checkpoint != "best.ckpt"
+
+        return min(reversed(results), key=preference)  # min keeps the first of equals: the newest
 
 
 # --- reading -----------------------------------------------------------------------------------------
@@ -191,6 +305,11 @@ def _read_config(run_dir: Path) -> dict[str, Any]:
     resumes = sorted(run_dir.glob("config.resume-*.yaml"),
                      key=lambda p: int(re.sub(r"\D", "", p.stem) or 0))
     return _read_yaml(resumes[-1] if resumes else run_dir / "config.yaml")
+
+
+def _natural_key(name: str) -> list[Any]:
+    """``test_2`` before ``test_10``: the numbers in a name compared as numbers."""
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
 
 
 def _run_name(run_dir: Path, root: Path) -> str:
@@ -225,7 +344,7 @@ def load_runs(logdir: str | Path, warn: Callable[[str], None] = _warn) -> list[R
             warn(f"event file {path}: {reason}")
         runs.append(Run(_run_name(folder, root), folder, events.scalars, events.wall_seconds,
                         config=_read_config(folder), session=events.session, status=events.status,
-                        unread=events.unread,
+                        unread=events.unread, hparams=_read_yaml(folder / "hparams.yaml"),
                         sweep=_read_yaml(folder / "sweep.json").get("values", {}),  # JSON is YAML
                         selftrain=_read_yaml(folder / "selftrain.json")))
     _join_evaluations(runs)
@@ -233,24 +352,38 @@ def load_runs(logdir: str | Path, warn: Callable[[str], None] = _warn) -> list[R
 
 
 def _join_evaluations(runs: list[Run]) -> None:
-    """Attaches each evaluation run (no training, a ``ckpt_path``) to the run whose checkpoint it tested."""
-    by_path = {run.path.resolve(): run for run in runs if run.trains}
+    """Attaches each evaluation to the training run it scored: the run it is filed in (``RUN/evaluations/X``), else
+    the run whose ``checkpoints/`` holds the checkpoint it names."""
+    by_path = {run.path.resolve(): run for run in runs if not run.is_evaluation}
     for run in runs:
-        if run.trains or not run.ckpt_path:
+        if not run.is_evaluation:
             continue
-        checkpoint = Path(run.ckpt_path)
-        if checkpoint.parent.name != "checkpoints":
-            continue
-        source = checkpoint.parent.parent
-        # The path was written relative to the directory `test` ran in: try it from here, then by its
-        # last two parts (experiment/version), which are unique under one LOGDIR.
-        owner = by_path.get(source.resolve()) if source.is_absolute() or source.exists() else None
+        owner = by_path.get(run.path.parent.parent.resolve()) if run.path.parent.name == EVALUATIONS else None
         if owner is None:
-            tail = "/".join(source.parts[-2:])
-            matches = [r for r in by_path.values() if r.name == tail or r.name.endswith("/" + tail)]
-            owner = matches[0] if len(matches) == 1 else None
+            owner = _owner_by_checkpoint(run, by_path)
         if owner is not None and owner is not run:
             owner.evaluations.append(run)
+    for run in runs:
+        run.evaluations.sort(key=lambda evaluation: (evaluation.path.parent.name != EVALUATIONS,
+                                                     _natural_key(evaluation.path.name), evaluation.name))
+
+
+def _owner_by_checkpoint(run: Run, by_path: dict[Path, Run]) -> Run | None:
+    """The training run whose ``checkpoints/`` holds the checkpoint the evaluation ``run`` names, or None."""
+    if not run.ckpt_path:
+        return None
+    checkpoint = Path(run.ckpt_path)
+    if checkpoint.parent.name != "checkpoints":
+        return None
+    source = checkpoint.parent.parent
+    # The path was written relative to the directory `test` ran in: try it from here, then by its
+    # last two parts (experiment/version), which are unique under one LOGDIR.
+    owner = by_path.get(source.resolve()) if source.is_absolute() or source.exists() else None
+    if owner is None:
+        tail = "/".join(source.parts[-2:])
+        matches = [r for r in by_path.values() if r.name == tail or r.name.endswith("/" + tail)]
+        owner = matches[0] if len(matches) == 1 else None
+    return owner
 
 
 # --- choosing ------------------------------------------------------------------------------------------

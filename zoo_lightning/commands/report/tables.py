@@ -1,16 +1,15 @@
-"""The report's markdown tables: one row per run, the evaluations, per-class accuracy, sweeps and self-training."""
+"""The report's markdown tables: one row per run, the evaluations, the failed runs, per-class accuracy, sweeps and
+self-training."""
 
 from __future__ import annotations
 
 from zoo_lightning import metric_names as names
 from zoo_lightning.callbacks.hparams_session import FAILED, INTERRUPTED
 
-from .runs import VAL_TOP1, Run
+from .runs import VAL_TOP1, MeasuredTop1, Run
 
-__all__ = ["main_table", "evaluations_table", "per_class_table", "sweep_table", "selftrain_table", "class_order",
-           "epochs_cell", "test_cell", "percent"]
-
-TEST_LOSS = names.tag(names.TEST, names.LOSS)
+__all__ = ["main_table", "evaluations_table", "failed_table", "per_class_table", "sweep_table", "selftrain_table",
+           "class_order", "epochs_cell", "test_cell", "measured_cell", "percent"]
 
 
 def percent(value: float | None) -> str:
@@ -40,11 +39,22 @@ def epochs_cell(run: Run) -> str:
     return str(done)
 
 
+def measured_cell(result: MeasuredTop1) -> str:
+    """``87.70% (best.ckpt, TTA flip)``, ``12.50% (last.ckpt, partial: 8 images)``: a test top-1, the checkpoint
+    it scored, its TTA, and whether it saw only part of the test set."""
+    if result.top1 is None:
+        return "-"
+    part = None
+    if result.partial:
+        part = (f"partial: {result.images:,} images" if result.images is not None
+                else f"partial: limit_test_batches {result.limit}")
+    notes = [result.checkpoint, result.tta and f"TTA {result.tta}", part]
+    return percent(result.top1) + f" ({', '.join(note for note in notes if note)})"
+
+
 def test_cell(run: Run) -> str:
-    """``87.70% (best.ckpt, TTA flip)``: the checkpoint a separate test run measured, and its TTA."""
-    top1, checkpoint, tta = run.test_top1()
-    notes = [note for note in (checkpoint, tta and f"TTA {tta}") if note] if top1 is not None else []
-    return percent(top1) + (f" ({', '.join(notes)})" if notes else "")
+    """The test top-1 a run is shown with (:meth:`Run.test_top1`: a full test before a partial one)."""
+    return measured_cell(run.test_top1())
 
 
 def class_order(chosen: list[Run]) -> list[str]:
@@ -65,14 +75,29 @@ def main_table(runs: list[Run]) -> list[str]:
     return lines
 
 
-def evaluations_table(training: list[Run], evaluations: list[Run]) -> list[str]:
-    owner = {id(e): t.name for t in training for e in t.evaluations}
-    lines = ["| evaluation run | checkpoint | of run | backbone | test top-1 | test loss |",
-             "|---|---|---|---|--:|--:|"]
-    for run in evaluations:
-        loss = run.last(TEST_LOSS)
-        lines.append(f"| {run.name} | {run.ckpt_path or '-'} | {owner.get(id(run), '-')} | {run.backbone} | "
-                     f"{test_cell(run)} | {'-' if loss is None else f'{loss:.4f}'} |")
+def evaluations_table(evaluations: list[tuple[Run | None, Run]]) -> list[str]:
+    """One row per ``(training run it scored or None, evaluation)``: the split, the checkpoint, top-1 and loss, and
+    the images scored (a partial evaluation says so)."""
+    lines = ["| of run | evaluation | checkpoint | split | top-1 | loss | images |", "|---|---|---|---|--:|--:|--:|"]
+    for owner, run in evaluations:
+        stage = run.stage
+        top1, loss = run.last(names.tag(stage, names.TOP1)), run.last(names.tag(stage, names.LOSS))
+        images, limit = run.last(names.tag(stage, names.IMAGES)), run.split_limit(stage)
+        count = "-" if images is None else f"{int(images):,}"
+        if limit is not None:
+            count += " (partial)" if images is not None else f" (partial: limit_{stage}_batches {limit})"
+        lines.append(f"| {owner.name if owner else '- (no run here)'} | {run.name} | {run.checkpoint or '-'} | "
+                     f"{stage} | {percent(top1)}{f' (TTA {run.tta})' if run.tta and top1 is not None else ''} | "
+                     f"{'-' if loss is None else f'{loss:.4f}'} | {count} |")
+    return lines
+
+
+def failed_table(runs: list[Run]) -> list[str]:
+    """The runs that failed or logged no result: what they were, how far they got."""
+    lines = ["| run | dataset | backbone | epochs | best val top-1 | test top-1 |", "|---|---|---|--:|--:|--:|"]
+    for run in runs:
+        lines.append(f"| {run.name} | {run.dataset.label} | {run.backbone} | {epochs_cell(run)} | "
+                     f"{percent(run.best(VAL_TOP1))} | {test_cell(run)} |")
     return lines
 
 
