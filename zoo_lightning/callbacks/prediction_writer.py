@@ -60,9 +60,11 @@ class PredictionWriter(BasePredictionWriter):
         from rich.console import Console
         from rich.table import Table
 
-        table = Table(title=f"{len(self.rows)} predictions -> {self.path}")
+        shown = min(self.show, len(self.rows))
+        table = Table(title=f"The first {shown} of {len(self.rows)} predictions")
         for column in ("path", "top-1", "probability", "top-5"):
             table.add_column(column)
-        for row in self.rows[: self.show]:
+        for row in self.rows[:shown]:
             table.add_row(*row)
         Console().print(table)
+        print(f"Wrote {len(self.rows)} predictions to {self.path}", flush=True)  # whole, whatever the terminal's width
