@@ -71,3 +71,13 @@ def test_our_own_errors_keep_their_message_and_a_suppressed_context_is_not_follo
             raise ValueError("Give --data.data_dir an existing folder.") from None
     except ValueError as error:
         assert one_line(error) == "Give --data.data_dir an existing folder."
+
+
+def test_an_unknown_option_suggests_the_known_one_it_resembles(capsys):
+    from zoo_lightning.cli import main
+
+    with pytest.raises(SystemExit) as stop:
+        main(["fit", "--config", "cnn_cifar.yaml", "--trainer.max_epoch", "3"])
+    assert stop.value.code == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert "--trainer.max_epoch 3; did you mean --trainer.max_epochs (not --trainer.max_epoch)?" in line

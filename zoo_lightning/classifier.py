@@ -262,8 +262,8 @@ def _check_relations(backbone: str, stem: str, pretrained: str | None, freeze_ba
     if kind == "torchvision" and timm_backbone:
         raise ValueError(f"--model.pretrained torchvision is for registered and torchvision: backbones; {backbone!r} "
                          "is timm's: give --model.pretrained timm:TAG (or timm, its default tag).")
+    if kind != "file":  # a backbone without such weights fails here, before any advice about its stem
+        library_normalization(library_value(pretrained), backbone)
     if kind == "torchvision" and ":" not in backbone and stem != "imagenet":
         raise ValueError(f"torchvision's ImageNet weights are for the ImageNet stem: add --model.stem imagenet to "
                          f"--model.pretrained torchvision (backbone {backbone!r}).")
-    if kind != "file":
-        library_normalization(library_value(pretrained), backbone)  # a backbone without such weights fails here

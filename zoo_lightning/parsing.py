@@ -163,13 +163,32 @@ class OneLineErrors:
     """A jsonargparse parser whose refusal of an option is one line naming it and the reason (:func:`one_line`),
     with exit status 2, instead of jsonargparse's nested report."""
 
+    args_given: list[str] | None = None  # the command line being parsed, for suggestions when an option is unknown
+
     def error(self, message: str, ex: Exception | None = None) -> Any:
         if not self.exit_on_error:
             return super().error(message, ex)  # jsonargparse trying one parse of several
         prog = self.prog.replace(" [options]", "")
-        reason = one_line(ex) if ex is not None else message
-        sys.stderr.write(f"error: {reason}. `{prog} --help` lists the options.\n")
+        reason = f"{one_line(ex) if ex is not None else message.rstrip('.')}{self.suggestions()}"
+        sys.stderr.write(f"error: {reason}{'' if reason.endswith('?') else '.'} `{prog} --help` lists the options.\n")
         self.exit(2)
+
+    def suggestions(self) -> str:
+        """``; did you mean --trainer.max_epochs?`` for each option of :attr:`args_given` that the parser does not
+        know and that resembles one it does (its defaults name them all; a class's own options, chosen by
+        class path, are left to the parser)."""
+        if not self.args_given or not hasattr(self, "get_defaults"):
+            return ""
+        known = sorted({key.replace(".init_args.", ".") for key in self.get_defaults().keys()})
+        hints = []
+        for arg in self.args_given:
+            name = arg.split("=", 1)[0].removeprefix("--").rstrip("+")
+            if not arg.startswith("--") or name in known or any(name.startswith(f"{k}.") for k in known):
+                continue
+            near = closest(name, known, n=1)
+            if near:
+                hints.append(f"did you mean --{near[0]} (not --{name})?")
+        return "".join(f"; {hint}" for hint in hints)
 
 
 class Parser(OneLineErrors, ArgumentParser):

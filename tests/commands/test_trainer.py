@@ -89,8 +89,15 @@ def test_missing_data_says_what_to_do(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(fit_args(tmp_path / "empty", tmp_path))
     err = capsys.readouterr().err
-    assert "Could not download https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz" in err
+    assert f"The data folder {tmp_path / 'empty'} did not exist, so its download was tried" in err
+    assert "could not download https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz" in err
     assert f"put it at {tmp_path / 'empty' / 'cifar-10-python.tar.gz'}" in err and "Traceback" not in err
+    assert not (tmp_path / "empty").exists()  # the failed download leaves no folder behind
+    (tmp_path / "a_file").write_text("not a folder")
+    with pytest.raises(SystemExit):
+        main(fit_args(tmp_path / "a_file", tmp_path))
+    err = capsys.readouterr().err
+    assert f"--data.data_dir {tmp_path / 'a_file'} is a file" in err and "Traceback" not in err
     with pytest.raises(SystemExit):
         main(fit_args(tmp_path / "empty", tmp_path, "--data.download", "false"))
     err = capsys.readouterr().err

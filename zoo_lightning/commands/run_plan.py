@@ -106,6 +106,11 @@ class RunPlan:
         if self.verb != "fit":
             return None
         batches = len(datamodule.train_dataloader())
+        try:  # torch's own words ("Invalid learning rate: -0.1") name no option
+            model.optimizer_factory(model.parameters())
+        except ValueError as error:
+            raise ValueError(f"--model.optimizer: {error}. Fix its init_args (e.g. "
+                             "--model.optimizer.init_args.lr 0.1).") from None
         if self.ckpt_path is None:
             model.load_pretrained()
         return batches
@@ -239,6 +244,11 @@ def _refuse_options_that_cannot_take_effect(config: Namespace) -> None:
     if accelerator in ("gpu", "cuda") and not _has_gpu():
         raise ValueError(f"--trainer.accelerator {accelerator}: this machine has no CUDA GPU that torch can use. "
                          "Use --trainer.accelerator auto (or cpu).")
+    # Two sections' options: the model's unfreezing and the trainer's length.
+    unfreeze, epochs = config.get("model.unfreeze_at_epoch"), config.get("trainer.max_epochs")
+    if unfreeze is not None and epochs is not None and epochs >= 0 and unfreeze >= epochs:
+        raise ValueError(f"--model.unfreeze_at_epoch {unfreeze} is not before --trainer.max_epochs {epochs}: the backbone "
+                         "would stay frozen the whole run. Give an earlier epoch, or leave it out to train the head alone.")
     if config.get("trainer.sync_batchnorm") and (accelerator == "cpu" or not _has_gpu()):
         raise ValueError("--trainer.sync_batchnorm true needs GPUs: PyTorch's SyncBatchNorm has no CPU implementation. "
                          "On CPU drop it; each process then normalizes over its own part of the batch.")

@@ -161,6 +161,7 @@ class ZooCLI(LightningCLI):
 
     def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
         # Not LightningCLI's: it warns whenever `args` and sys.argv are both given, which is how this CLI runs.
+        parser.args_given = list(args)
         self.config = parser.parse_args(args)
 
     def before_instantiate_classes(self) -> None:

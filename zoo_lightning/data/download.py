@@ -19,6 +19,9 @@ def download_release(url: str, md5: str, data_dir: Path) -> None:
     from torchvision.datasets import utils
 
     data_dir = Path(data_dir)
+    if data_dir.exists() and not data_dir.is_dir():
+        raise NotADirectoryError(f"--data.data_dir {data_dir} is a file; give the folder that holds (or is to hold) "
+                                 "the dataset.")
     archive = data_dir / os.path.basename(url)
     if not archive.is_file():
         created = not data_dir.exists()
@@ -30,9 +33,11 @@ def download_release(url: str, md5: str, data_dir: Path) -> None:
                                  f"altered transfer); nothing was kept. Run again, or fetch {archive.name} by hand.")
             os.replace(partial, archive)
         except OSError as error:  # no network, DNS, HTTP errors, a read-only data_dir
+            where = "did not exist" if created else "holds no dataset"
             raise FileNotFoundError(
-                f"Could not download {url}: {error}. Fetch {archive.name} on a machine with network access and put "
-                f"it at {archive}: it is checked and extracted on the next run."
+                f"The data folder {data_dir} {where}, so its download was tried: could not download {url}: {error}. "
+                f"Offline, fetch {archive.name} on a machine with network access and put it at {archive} (it is "
+                "checked and extracted on the next run), or give --data.data_dir where the dataset is."
             ) from None
         finally:
             partial.unlink(missing_ok=True)
