@@ -63,7 +63,7 @@ def test_the_write_goes_through_a_file_beside_the_target(tmp_path, monkeypatch):
     target = tmp_path / "last.ckpt"
     AtomicCheckpointIO().save_checkpoint({"step": 7}, target)
     (source, destination), = replaced
-    assert source.parent == destination.parent == tmp_path and source.name.startswith(".last.ckpt.")
+    assert source.parent == destination.parent == tmp_path and source.name.startswith(".last.") and source.name.endswith(".tmp.ckpt")
     assert torch.load(target, weights_only=True) == {"step": 7}
 
 

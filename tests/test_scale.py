@@ -23,7 +23,8 @@ def _cli(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
 
 
 def _val_top1(stdout: str) -> float:
-    return float(re.search(r"val/top1\s*│\s*([0-9.]+)", stdout).group(1))
+    """val/top1 from the metrics line a validation prints, as a fraction (it prints a percentage to 2 decimals)."""
+    return float(re.search(r"val/top1 ([0-9.]+)%", stdout).group(1)) / 100
 
 
 def test_two_process_cpu_ddp_fit_and_synced_validation(cifar_python, tmp_path):
@@ -47,7 +48,7 @@ def test_two_process_cpu_ddp_fit_and_synced_validation(cifar_python, tmp_path):
     one = _cli(["validate", *common, "--ckpt_path", ckpt, "--trainer.accelerator", "cpu", "--trainer.devices", "1"],
                tmp_path)
     assert two.returncode == 0 and one.returncode == 0, (two.stderr + one.stderr)[-3000:]
-    assert _val_top1(two.stdout) == pytest.approx(_val_top1(one.stdout), abs=1e-6)
+    assert _val_top1(two.stdout) == pytest.approx(_val_top1(one.stdout), abs=1e-4)  # k/21 differ by 0.048
 
 
 def test_two_node_launch_with_torchrun_on_localhost(cifar_python, tmp_path):

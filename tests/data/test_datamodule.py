@@ -151,7 +151,7 @@ def test_a_plain_python_checkpoint_holds_no_module_and_names_its_state_by_class(
     assert "pipeline" not in checkpoint["datamodule_hyper_parameters"]
     state = datamodule_state(checkpoint)  # found by the class name Lightning files it under
     assert state == checkpoint["CIFAR10DataModule"] and state["mean"] == data.mean
-    assert set(state) == {"mean", "std", "class_names", "image_size", "class_path"}
+    assert set(state) == {"mean", "std", "class_names", "image_size", "class_path", "train_position"}
     assert state["class_path"] == "zoo_lightning.data.cifar10.CIFAR10DataModule"
 
 

@@ -224,7 +224,7 @@ class ZooCLI(LightningCLI):
 
 def summarize(results: list[dict[str, float]]) -> None:
     """One line of an evaluation's metrics: accuracies in percent, losses to four digits."""
-    for metrics in results:
+    for metrics in results or ():
         parts = [f"{name} {100 * value:.2f}%" if "top" in name else f"{name} {value:.4f}"
                  for name, value in sorted(metrics.items())]
         print("  ".join(parts), flush=True)
