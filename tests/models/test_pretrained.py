@@ -19,7 +19,8 @@ from zoo_lightning.pretrained import expected_normalization, load_pretrained
 # One or two of each family; the rest of torchvision's twins (same code, more layers) under `make test-real`.
 FAST = ["alexnet", "vgg11", "vgg11_bn", "googlenet", "resnet18", "resnet50", "resnext50_32x4d", "densenet121",
         "mobilenet_v2", "efficientnet_b0"]
-SLOW = ["vgg13_bn", "vgg16_bn", "vgg19_bn", "resnet34", "resnet101", "wide_resnet50_2", "densenet161", "densenet169"]
+SLOW = ["vgg13_bn", "vgg16_bn", "vgg19_bn", "resnet34", "resnet101", "wide_resnet50_2", "densenet161", "densenet169",
+        "efficientnet_b1", "efficientnet_b5"]  # b5: BatchNorm's eps 1e-3 and momentum 0.01, as torchvision's
 TORCHVISION_OPTIONS = {"googlenet": {"aux_logits": True, "init_weights": True}}
 
 

@@ -57,7 +57,14 @@ class ModulatedDeformConv2d(DeformConv2d):
     output that the plain network's BatchNorm statistics were measured on.)
     The offset convolution's weights are parameters of this module, not an ``nn.Conv2d``, so that a family's
     loop over its ``nn.Conv2d`` layers to initialize them does not reach it.
+
+    Args:
+        in_channels, out_channels, kernel_size, stride, padding, groups, bias: as ``nn.Conv2d``'s (one group of
+            offsets for all input channels).
     """
+
+    # Pretrained weights of the plain network lack these; they keep their zero start (zoo_lightning.pretrained).
+    initialized_when_missing = ("offset_weight", "offset_bias")
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3, stride: int = 1, padding: int = 1,
                  groups: int = 1, bias: bool = False) -> None:
