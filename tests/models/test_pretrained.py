@@ -157,3 +157,19 @@ def test_our_checkpoints_and_plain_state_dicts_are_pretrained_weights(trained_cn
 def test_transfer_options_are_checked_before_any_work(kwargs, says):
     with pytest.raises(ValueError, match=says):
         ImageClassifier(num_classes=5, **kwargs)
+
+
+def test_torchvision_weights_load_into_a_resnet_with_deformable_stages(tmp_path, monkeypatch):
+    theirs = _torchvision_model("resnet18")
+    _in_hub_cache(tmp_path, monkeypatch, "resnet18", theirs.state_dict())
+    model = ImageClassifier("resnet18", num_classes=1000, stem="imagenet", pretrained="torchvision",
+                            backbone_kwargs={"deform_stages": [2, 3, 4]})
+    model.load_pretrained()
+    offsets = [v for k, v in model.backbone.state_dict().items() if "offset" in k]
+    assert len(offsets) == 2 * 12 and all(torch.count_nonzero(v) == 0 for v in offsets)  # 12 deformable convs
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():  # the deformable network starts as the plain one: all but the fresh head agree
+        def features(m: nn.Module) -> torch.Tensor:
+            return m.avgpool(m.layer4(m.layer3(m.layer2(m.layer1(m.maxpool(m.relu(m.bn1(m.conv1(x)))))))))
+
+        torch.testing.assert_close(features(model.backbone.eval()), features(theirs), rtol=1e-4, atol=1e-4)

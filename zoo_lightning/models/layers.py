@@ -19,7 +19,8 @@ class ConvBNAct(nn.Sequential):
     """Conv (no bias) -> BatchNorm -> activation, 'same' padding for odd kernels."""
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3, stride: int = 1, groups: int = 1,
-                 activation: type[nn.Module] | None = nn.ReLU, bn_eps: float = 1e-5, bn_momentum: float = 0.1) -> None:
+                 activation: type[nn.Module] | None = nn.ReLU, bn_eps: float = 1e-5,
+                 bn_momentum: float = 0.1) -> None:
         layers: list[nn.Module] = [
             nn.Conv2d(in_channels, out_channels, kernel_size, stride, (kernel_size - 1) // 2, groups=groups, bias=False),
             nn.BatchNorm2d(out_channels, eps=bn_eps, momentum=bn_momentum),

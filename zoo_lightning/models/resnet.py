@@ -402,23 +402,23 @@ DCN_STAGES = {3: (2, 3), 4: (2, 3, 4)}
 
 @register_model
 def dcn_resnet18(**kwargs: Any) -> ResNet:
-    """ResNet-18 with deformable stages 2-4 from "Deformable ConvNets v2: More Deformable, Better Results" (Zhu et al., 2019)."""
+    """DCN ResNet-18 from "Deformable ConvNets v2: More Deformable, Better Results" (Zhu et al., 2019)."""
     return _resnet(BasicBlock, (2, 2, 2, 2), **{"deform_stages": DCN_STAGES[4], **kwargs})
 
 
 @register_model
 def dcn_resnet50(**kwargs: Any) -> ResNet:
-    """ResNet-50 with deformable stages 2-4 from "Deformable ConvNets v2: More Deformable, Better Results" (Zhu et al., 2019)."""
+    """DCN ResNet-50 from "Deformable ConvNets v2: More Deformable, Better Results" (Zhu et al., 2019)."""
     return _resnet(Bottleneck, (3, 4, 6, 3), **{"deform_stages": DCN_STAGES[4], **kwargs})
 
 
 @register_model
 def dcn_resnet20(**kwargs: Any) -> CifarResNet:
-    """CIFAR ResNet-20 with deformable stages 2-3 from "Deformable ConvNets v2: More Deformable, Better Results" (Zhu et al., 2019)."""
+    """DCN CIFAR ResNet-20 from "Deformable ConvNets v2: More Deformable, Better Results" (Zhu et al., 2019)."""
     return _cifar_resnet(20, **{"deform_stages": DCN_STAGES[3], **kwargs})
 
 
 @register_model
 def dcn_resnet56(**kwargs: Any) -> CifarResNet:
-    """CIFAR ResNet-56 with deformable stages 2-3 from "Deformable ConvNets v2: More Deformable, Better Results" (Zhu et al., 2019)."""
+    """DCN CIFAR ResNet-56 from "Deformable ConvNets v2: More Deformable, Better Results" (Zhu et al., 2019)."""
     return _cifar_resnet(56, **{"deform_stages": DCN_STAGES[3], **kwargs})

@@ -3,8 +3,8 @@
 FLOPs are counted by ``torch.utils.flop_counter`` on the meta device (no memory, no arithmetic), and
 follow its convention: one multiply-add is 2 FLOPs, and only convolutions and matrix products count.
 torchvision's deformable convolution counts as the convolution it computes; its bilinear sampling of
-the input (about 5 multiply-adds per sampled value, a fraction 5/out_channels of the convolution's) is
-not counted, as BatchNorm, activations and pooling are not.
+the input (a few multiply-adds per sampled value) is not counted, as BatchNorm, activations and pooling
+are not.
 """
 
 from __future__ import annotations
