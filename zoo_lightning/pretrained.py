@@ -121,8 +121,12 @@ def load_pretrained(model: nn.Module, source: str, backbone: str, head: Sequence
         return bool(weights.optional) and key.startswith(weights.optional)
 
     given = {k: v for k, v in weights.items() if not in_head(k) and (k in own or not optional(k))}
+    # A layer may name parameters that keep their own initialization when the weights lack them: a deformable
+    # conv's offsets (zero: it starts as the plain conv), so a plain network's weights load into its DCN version.
+    own_init = {f"{module_name}.{name}".lstrip(".") for module_name, module in model.named_modules()
+                for name in getattr(module, "initialized_when_missing", ())}
     # BatchNorm fills in a missing step counter itself (files older than the counter lack it).
-    missing = [k for k in own if k not in given and not in_head(k) and not optional(k)
+    missing = [k for k in own if k not in given and not in_head(k) and not optional(k) and k not in own_init
                and not k.endswith("num_batches_tracked")]
     unexpected = [k for k in given if k not in own]
     wrong = [f"{k} {tuple(v.shape)} vs the network's {tuple(own[k].shape)}" for k, v in given.items()

@@ -9,7 +9,11 @@ from zoo_lightning.models.googlenet import GoogLeNetOutputs
 
 # The largest models cost about a second each even on one thread (tests/models/conftest.py):
 # `make test-real` runs them.
-SLOW = {"resnet101", "resnet152", "densenet161", "densenet201", "wrn28_10", "wide_resnet50_2"}
+# torchvision's deformable convolution has a slow CPU kernel (its backward above all): the DCN models beyond
+# dcn_resnet20 cost several seconds each here.
+SLOW = {"resnet101", "resnet152", "densenet161", "densenet201", "wrn28_10", "wide_resnet50_2", "dcn_resnet18",
+        "dcn_resnet50", "dcn_resnet56", "efficientnet_b3", "efficientnet_b4", "efficientnet_b5", "efficientnet_b6",
+        "efficientnet_b7"}
 
 
 def _marked(names):
@@ -52,7 +56,8 @@ def test_every_model_takes_stl10_size_with_both_stems_on_meta(name):
             assert model(torch.empty(2, 3, 96, 96)).shape == (2, 7)
 
 
-@pytest.mark.parametrize("name", _marked(["resnet20", "efficientnet_b0", "seresnet18", "wrn16_8", "preact_resnet18"]))
+@pytest.mark.parametrize("name", _marked(["resnet20", "efficientnet_b0", "seresnet18", "wrn16_8", "preact_resnet18",
+                                          "dcn_resnet20"]))
 def test_imagenet_stem_trains_at_96(name):
     _check_trains(create_model(name, num_classes=7, stem="imagenet"), 96)
 
@@ -62,7 +67,7 @@ TORCHVISION_TWINS = {
     "vgg19": {}, "vgg19_bn": {}, "googlenet": {"aux_logits": True, "init_weights": True},
     "resnet18": {}, "resnet34": {}, "resnet50": {}, "resnet101": {}, "resnet152": {},
     "resnext50_32x4d": {}, "wide_resnet50_2": {}, "densenet121": {}, "densenet161": {}, "densenet169": {},
-    "densenet201": {}, "mobilenet_v2": {}, "efficientnet_b0": {},
+    "densenet201": {}, "mobilenet_v2": {}, **{f"efficientnet_b{b}": {} for b in range(8)},
 }
 
 

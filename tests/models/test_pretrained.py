@@ -21,7 +21,8 @@ from zoo_lightning.pretrained import current_spelling, expected_normalization, h
 # One or two of each family; the rest of torchvision's twins (same code, more layers) under `make test-real`.
 FAST = ["alexnet", "vgg11", "vgg11_bn", "googlenet", "resnet18", "resnet50", "resnext50_32x4d", "densenet121",
         "mobilenet_v2", "efficientnet_b0"]
-SLOW = ["vgg13_bn", "vgg16_bn", "vgg19_bn", "resnet34", "resnet101", "wide_resnet50_2", "densenet161", "densenet169"]
+SLOW = ["vgg13_bn", "vgg16_bn", "vgg19_bn", "resnet34", "resnet101", "wide_resnet50_2", "densenet161", "densenet169",
+        "efficientnet_b1", "efficientnet_b5"]  # b5: BatchNorm's eps 1e-3 and momentum 0.01, as torchvision's
 TORCHVISION_OPTIONS = {"googlenet": {"aux_logits": True, "init_weights": True}}
 
 
@@ -216,3 +217,21 @@ def test_classifier_and_loader_agree_on_the_head_modules():
     [callback] = ImageClassifier("googlenet", num_classes=4, freeze_backbone=True,
                                  backbone_kwargs={"aux_logits": True}).configure_callbacks()
     assert callback.head == {"aux1.fc2", "aux2.fc2", "fc"}
+
+
+
+
+def test_torchvision_weights_load_into_a_resnet_with_deformable_stages(tmp_path, monkeypatch):
+    theirs = _torchvision_model("resnet18")
+    _in_hub_cache(tmp_path, monkeypatch, "resnet18", theirs.state_dict())
+    model = ImageClassifier("resnet18", num_classes=1000, stem="imagenet", pretrained="torchvision",
+                            backbone_kwargs={"deform_stages": [2, 3, 4]})
+    model.load_pretrained()
+    offsets = [v for k, v in model.backbone.state_dict().items() if "offset" in k]
+    assert len(offsets) == 2 * 12 and all(torch.count_nonzero(v) == 0 for v in offsets)  # 12 deformable convs
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():  # the deformable network starts as the plain one: all but the fresh head agree
+        def features(m: nn.Module) -> torch.Tensor:
+            return m.avgpool(m.layer4(m.layer3(m.layer2(m.layer1(m.maxpool(m.relu(m.bn1(m.conv1(x)))))))))
+
+        torch.testing.assert_close(features(model.backbone.eval()), features(theirs), rtol=1e-4, atol=1e-4)

@@ -2,16 +2,19 @@
 
     python -m zoo_lightning export --ckpt_path RUN/checkpoints/best.ckpt --format torchscript
     python -m zoo_lightning export --ckpt_path RUN/checkpoints/best.ckpt --format exported_program --out model.pt2
+    python -m zoo_lightning export --ckpt_path RUN/checkpoints/best.ckpt --format onnx
 
-The exported model takes uint8 NCHW images at the training input size and returns logits; the
-normalization statistics of the training data are built in, so neither this project nor the
-dataset is needed to use it (``torch.jit.load`` or ``torch.export.load``).
+The exported model takes uint8 NCHW images at the training input size, any batch size, and returns
+logits; the normalization statistics of the training data are built in, so neither this project nor
+the dataset is needed to use it (``torch.jit.load``, ``torch.export.load``, or ONNX Runtime, which also
+finds the class names in the ONNX model's metadata).
 """
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
+import json
 from typing import Any
 
 import torch
@@ -21,9 +24,11 @@ from zoo_lightning.checkpoints import datamodule_state, load_backbone
 from zoo_lightning.data.transforms import Normalize
 from zoo_lightning.files import atomic_write
 
-__all__ = ["FORMATS", "StandaloneClassifier", "load_standalone", "export", "main"]
+__all__ = ["FORMATS", "StandaloneClassifier", "load_standalone", "require_onnx", "onnx_metadata", "save_onnx", "export",
+           "main"]
 
-FORMATS = {"torchscript": ".ts", "exported_program": ".pt2"}
+FORMATS = {"torchscript": ".ts", "exported_program": ".pt2", "onnx": ".onnx"}
+ONNX_INSTALL = "`.venv/bin/pip install -c constraints.txt -e '.[onnx]'`"
 
 
 class StandaloneClassifier(nn.Module):
@@ -63,6 +68,36 @@ def _target(ckpt_path: str | Path, format: str, out: str | Path | None, overwrit
     return target
 
 
+def require_onnx() -> None:
+    """Raises a one-line ValueError naming the extra to install when the ONNX exporter's packages are missing."""
+    try:
+        import onnx  # noqa: F401  (torch.onnx's dynamo exporter writes through onnx and onnxscript)
+        import onnxscript  # noqa: F401
+    except ImportError as error:  # not installed, or installed but broken: say which
+        raise ValueError(f"--format onnx needs the onnx extra, which failed to import ({type(error).__name__}: "
+                         f"{error}). Install it with {ONNX_INSTALL}.") from None
+
+
+def onnx_metadata(data_state: dict[str, Any]) -> dict[str, str]:
+    """What an ONNX model's user needs besides the graph, as its metadata (strings; lists as JSON)."""
+    return {
+        "class_names": json.dumps(list(data_state.get("class_names") or [])),
+        "image_size": str(int(data_state.get("image_size", 32))),
+        "input": "uint8 NCHW RGB images, any batch size; the normalization is inside the model",
+        "mean": json.dumps(list(data_state["mean"])),
+        "std": json.dumps(list(data_state["std"])),
+    }
+
+
+def save_onnx(model: nn.Module, example: Tensor, target: Path, metadata: dict[str, str]) -> None:
+    """``model`` through ``torch.onnx.export(dynamo=True)`` with a dynamic batch, ``metadata`` in the ONNX model."""
+    batch = torch.export.Dim("batch", min=1)
+    program = torch.onnx.export(model, (example,), dynamo=True, dynamic_shapes=({0: batch},),
+                                input_names=["images"], output_names=["logits"], verbose=False)
+    program.model.metadata_props.update(metadata)
+    atomic_write(target, lambda tmp: program.save(str(tmp)))
+
+
 def export(ckpt_path: str | Path, format: str = "torchscript", out: str | Path | None = None,
            overwrite: bool = False) -> Path:
     """Writes the standalone model of ``ckpt_path`` in ``format``; returns the file written.
@@ -72,6 +107,8 @@ def export(ckpt_path: str | Path, format: str = "torchscript", out: str | Path |
     """
     if format not in FORMATS:
         raise ValueError(f"Unknown export format {format!r}: choose one of {', '.join(FORMATS)}.")
+    if format == "onnx":
+        require_onnx()
     target = _target(ckpt_path, format, out, overwrite)
     model, data_state = load_standalone(ckpt_path)
     size = int(data_state.get("image_size", 32))
@@ -87,6 +124,8 @@ def export(ckpt_path: str | Path, format: str = "torchscript", out: str | Path |
         if format == "torchscript":
             traced = torch.jit.trace(model, example)
             atomic_write(target, lambda tmp: torch.jit.save(traced, str(tmp)))
+        elif format == "onnx":
+            save_onnx(model, example, target, onnx_metadata(data_state))
         else:
             batch = torch.export.Dim("batch", min=1)
             program = torch.export.export(model, (example,), dynamic_shapes=({0: batch},))

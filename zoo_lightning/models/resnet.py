@@ -3,7 +3,8 @@
 One family file: the ImageNet-style ResNet-18..152 (torchvision's layout and parameter counts with
 the ImageNet stem), the CIFAR ResNets of the paper's section 4.2 (ResNet-20..110: three stages of
 16/32/64 channels, parameter-free option-A shortcuts), and, as block options rather than copies,
-squeeze-and-excitation (SE-ResNet), grouped convolutions (ResNeXt) and wider bottlenecks (WRN-50-2).
+squeeze-and-excitation (SE-ResNet), grouped convolutions (ResNeXt), wider bottlenecks (WRN-50-2) and
+modulated deformable 3x3 convolutions in chosen stages (DCNv2, "Deformable ConvNets v2", Zhu et al., 2019).
 Every ResNet takes stochastic depth (``drop_path``) and dropout before the classifier as options.
 """
 
@@ -14,9 +15,9 @@ from typing import Any, Sequence
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torchvision.ops import stochastic_depth
+from torchvision.ops import DeformConv2d, stochastic_depth
 
-from zoo_lightning.models.layers import SqueezeExcite
+from zoo_lightning.models.layers import ModulatedDeformConv2d, SqueezeExcite
 from zoo_lightning.models.registry import register_model
 
 __all__ = ["BasicBlock", "Bottleneck", "ResNet", "CifarResNet"]
@@ -24,7 +25,10 @@ __all__ = ["BasicBlock", "Bottleneck", "ResNet", "CifarResNet"]
 SE_REDUCTION = 16  # the SENet paper's r
 
 
-def conv3x3(in_planes: int, out_planes: int, stride: int = 1, groups: int = 1) -> nn.Conv2d:
+def conv3x3(in_planes: int, out_planes: int, stride: int = 1, groups: int = 1,
+            deformable: bool = False) -> nn.Conv2d | ModulatedDeformConv2d:
+    if deformable:
+        return ModulatedDeformConv2d(in_planes, out_planes, 3, stride=stride, padding=1, groups=groups, bias=False)
     return nn.Conv2d(in_planes, out_planes, 3, stride=stride, padding=1, groups=groups, bias=False)
 
 
@@ -38,6 +42,16 @@ def drop_path_rates(drop_path: float, blocks: int) -> list[float]:
     if not 0.0 <= drop_path < 1.0:
         raise ValueError(f"drop_path must be in [0, 1) (the stochastic-depth rate of the last block), got {drop_path}.")
     return [drop_path * i / max(1, blocks - 1) for i in range(blocks)]
+
+
+def checked_deform_stages(deform_stages: Sequence[int], stages: int) -> set[int]:
+    """The stage numbers (1 = ``layer1``) whose 3x3 convolutions are deformable, checked against the network's."""
+    # A relation between two options (the network's stage count comes from its builder): no type can say it.
+    wrong = [s for s in deform_stages if not 1 <= s <= stages]
+    if wrong:
+        raise ValueError(f"deform_stages {list(deform_stages)} names stages outside 1..{stages}, the stages of this "
+                         f"network (layer1..layer{stages}); e.g. deform_stages: [{stages - 1}, {stages}].")
+    return set(deform_stages)
 
 
 class BasicBlock(nn.Module):
@@ -55,14 +69,15 @@ class BasicBlock(nn.Module):
         base_width: int = 64,
         se: bool = False,
         drop_path: float = 0.0,
+        deformable: bool = False,
     ) -> None:
         super().__init__()
         if groups != 1 or base_width != 64:
             raise ValueError("BasicBlock supports only groups=1 and base_width=64 (use Bottleneck for ResNeXt/WRN).")
-        self.conv1 = conv3x3(inplanes, planes, stride)
+        self.conv1 = conv3x3(inplanes, planes, stride, deformable=deformable)
         self.bn1 = nn.BatchNorm2d(planes)
         self.relu = nn.ReLU(inplace=True)
-        self.conv2 = conv3x3(planes, planes)
+        self.conv2 = conv3x3(planes, planes, deformable=deformable)
         self.bn2 = nn.BatchNorm2d(planes)
         self.se = SqueezeExcite(planes, planes // SE_REDUCTION) if se else nn.Identity()
         self.downsample = downsample
@@ -90,12 +105,13 @@ class Bottleneck(nn.Module):
         base_width: int = 64,
         se: bool = False,
         drop_path: float = 0.0,
+        deformable: bool = False,
     ) -> None:
         super().__init__()
         width = int(planes * (base_width / 64.0)) * groups
         self.conv1 = conv1x1(inplanes, width)
         self.bn1 = nn.BatchNorm2d(width)
-        self.conv2 = conv3x3(width, width, stride, groups)
+        self.conv2 = conv3x3(width, width, stride, groups, deformable)
         self.bn2 = nn.BatchNorm2d(width)
         self.conv3 = conv1x1(width, planes * self.expansion)
         self.bn3 = nn.BatchNorm2d(planes * self.expansion)
@@ -125,7 +141,7 @@ def _stem(stem: str, width: int) -> tuple[nn.Conv2d, nn.Module]:
 
 def _init_weights(model: nn.Module, zero_init_residual: bool) -> None:
     for m in model.modules():
-        if isinstance(m, nn.Conv2d):
+        if isinstance(m, (nn.Conv2d, DeformConv2d)):  # a deformable conv's offsets stay at zero (its own init)
             nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
         elif isinstance(m, nn.BatchNorm2d):
             nn.init.ones_(m.weight)
@@ -154,6 +170,9 @@ class ResNet(nn.Module):
         drop_path: stochastic depth: the probability that the last block's residual branch is skipped
             for an image in training, rising linearly from 0 at the first block.
         dropout: before the classifier, in training.
+        deform_stages: stages (1 = ``layer1``) whose 3x3 convolutions are modulated deformable ones
+            (:class:`~zoo_lightning.models.layers.ModulatedDeformConv2d`); DCNv2's choice is (2, 3, 4),
+            every stage after the full-resolution first one.
     """
 
     def __init__(
@@ -169,10 +188,12 @@ class ResNet(nn.Module):
         zero_init_residual: bool = False,
         drop_path: float = 0.0,
         dropout: float = 0.0,
+        deform_stages: Sequence[int] = (),
     ) -> None:
         super().__init__()
         if len(planes) != len(layers):
             raise ValueError(f"planes {tuple(planes)} and layers {tuple(layers)} must have one entry per stage.")
+        deformable = checked_deform_stages(deform_stages, len(layers))
         self.inplanes = 64
         self.groups, self.base_width, self.se = groups, width_per_group, se
         self._drop_paths = iter(drop_path_rates(drop_path, sum(layers)))  # one rate per block, in order
@@ -181,19 +202,21 @@ class ResNet(nn.Module):
         self.relu = nn.ReLU(inplace=True)
         self.stages = len(layers)
         for i, (width, blocks) in enumerate(zip(planes, layers)):  # layer1, layer2, ... as torchvision names them
-            setattr(self, f"layer{i + 1}", self._make_layer(block, width, blocks, stride=1 if i == 0 else 2))
+            setattr(self, f"layer{i + 1}", self._make_layer(block, width, blocks, stride=1 if i == 0 else 2,
+                                                             deformable=i + 1 in deformable))
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.dropout = nn.Dropout(dropout)
         self.fc = nn.Linear(planes[-1] * block.expansion, num_classes)
         _init_weights(self, zero_init_residual)
 
-    def _make_layer(self, block: Block, planes: int, blocks: int, stride: int = 1) -> nn.Sequential:
+    def _make_layer(self, block: Block, planes: int, blocks: int, stride: int = 1,
+                    deformable: bool = False) -> nn.Sequential:
         downsample = None
         if stride != 1 or self.inplanes != planes * block.expansion:
             downsample = nn.Sequential(
                 conv1x1(self.inplanes, planes * block.expansion, stride), nn.BatchNorm2d(planes * block.expansion)
             )
-        options = dict(groups=self.groups, base_width=self.base_width, se=self.se)
+        options = dict(groups=self.groups, base_width=self.base_width, se=self.se, deformable=deformable)
         layers = [block(self.inplanes, planes, stride, downsample, drop_path=next(self._drop_paths), **options)]
         self.inplanes = planes * block.expansion
         layers += [block(self.inplanes, planes, drop_path=next(self._drop_paths), **options) for _ in range(1, blocks)]
@@ -229,32 +252,37 @@ class CifarResNet(nn.Module):
         se: squeeze-and-excitation in every block.
         drop_path: stochastic depth rate of the last block, rising linearly from 0 at the first.
         dropout: before the classifier, in training.
+        deform_stages: stages (1 = ``layer1``) whose 3x3 convolutions are modulated deformable ones;
+            the ``dcn_`` builders take (2, 3), every stage after the full-resolution first one, as DCNv2
+            does in the ImageNet ResNet.
     """
 
     def __init__(self, depth: int, num_classes: int = 10, stem: str = "cifar", se: bool = False,
-                 drop_path: float = 0.0, dropout: float = 0.0) -> None:
+                 drop_path: float = 0.0, dropout: float = 0.0, deform_stages: Sequence[int] = ()) -> None:
         super().__init__()
         if (depth - 2) % 6:
             raise ValueError(f"CIFAR ResNet depth must be 6n+2 (20, 32, 44, 56, 110), got {depth}.")
+        deformable = checked_deform_stages(deform_stages, 3)
         n = (depth - 2) // 6
         self._drop_paths = iter(drop_path_rates(drop_path, 3 * n))
         self.conv1, self.maxpool = _stem(stem, 16)
         self.bn1 = nn.BatchNorm2d(16)
         self.relu = nn.ReLU(inplace=True)
         self.inplanes = 16
-        self.layer1 = self._make_layer(16, n, 1, se)
-        self.layer2 = self._make_layer(32, n, 2, se)
-        self.layer3 = self._make_layer(64, n, 2, se)
+        self.layer1 = self._make_layer(16, n, 1, se, 1 in deformable)
+        self.layer2 = self._make_layer(32, n, 2, se, 2 in deformable)
+        self.layer3 = self._make_layer(64, n, 2, se, 3 in deformable)
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.dropout = nn.Dropout(dropout)
         self.fc = nn.Linear(64, num_classes)
         _init_weights(self, zero_init_residual=False)
 
-    def _make_layer(self, planes: int, blocks: int, stride: int, se: bool) -> nn.Sequential:
+    def _make_layer(self, planes: int, blocks: int, stride: int, se: bool, deformable: bool) -> nn.Sequential:
         shortcut = ShortcutA(planes - self.inplanes) if stride != 1 or self.inplanes != planes else None
-        layers = [BasicBlock(self.inplanes, planes, stride, shortcut, se=se, drop_path=next(self._drop_paths))]
+        options = dict(se=se, deformable=deformable)
+        layers = [BasicBlock(self.inplanes, planes, stride, shortcut, drop_path=next(self._drop_paths), **options)]
         self.inplanes = planes
-        layers += [BasicBlock(planes, planes, se=se, drop_path=next(self._drop_paths)) for _ in range(1, blocks)]
+        layers += [BasicBlock(planes, planes, drop_path=next(self._drop_paths), **options) for _ in range(1, blocks)]
         return nn.Sequential(*layers)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -365,3 +393,32 @@ def resnext29_32x4d(**kwargs: Any) -> ResNet:
 def wide_resnet50_2(**kwargs: Any) -> ResNet:
     """WRN-50-2 (bottlenecks twice as wide) from "Wide Residual Networks" (Zagoruyko & Komodakis, 2016)."""
     return _resnet(Bottleneck, (3, 4, 6, 3), **{"width_per_group": 128, **kwargs})
+
+
+# DCNv2 makes every 3x3 convolution of conv3-conv5 deformable: every stage after the first, full-resolution one.
+# The CIFAR ResNets' three stages follow the same rule: (2, 3), at 16x16 and 8x8 for 32x32 inputs.
+DCN_STAGES = {3: (2, 3), 4: (2, 3, 4)}
+
+
+@register_model
+def dcn_resnet18(**kwargs: Any) -> ResNet:
+    """DCN ResNet-18 from "Deformable ConvNets v2: More Deformable, Better Results" (Zhu et al., 2019)."""
+    return _resnet(BasicBlock, (2, 2, 2, 2), **{"deform_stages": DCN_STAGES[4], **kwargs})
+
+
+@register_model
+def dcn_resnet50(**kwargs: Any) -> ResNet:
+    """DCN ResNet-50 from "Deformable ConvNets v2: More Deformable, Better Results" (Zhu et al., 2019)."""
+    return _resnet(Bottleneck, (3, 4, 6, 3), **{"deform_stages": DCN_STAGES[4], **kwargs})
+
+
+@register_model
+def dcn_resnet20(**kwargs: Any) -> CifarResNet:
+    """DCN CIFAR ResNet-20 from "Deformable ConvNets v2: More Deformable, Better Results" (Zhu et al., 2019)."""
+    return _cifar_resnet(20, **{"deform_stages": DCN_STAGES[3], **kwargs})
+
+
+@register_model
+def dcn_resnet56(**kwargs: Any) -> CifarResNet:
+    """DCN CIFAR ResNet-56 from "Deformable ConvNets v2: More Deformable, Better Results" (Zhu et al., 2019)."""
+    return _cifar_resnet(56, **{"deform_stages": DCN_STAGES[3], **kwargs})

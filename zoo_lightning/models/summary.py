@@ -1,7 +1,10 @@
 """The registry as a table: parameters and FLOPs of every model, for ``python -m zoo_lightning models``.
 
 FLOPs are counted by ``torch.utils.flop_counter`` on the meta device (no memory, no arithmetic), and
-follow its convention: one multiply-add is 2 FLOPs.
+follow its convention: one multiply-add is 2 FLOPs, and only convolutions and matrix products count.
+torchvision's deformable convolution counts as the convolution it computes; its bilinear sampling of
+the input (a few multiply-adds per sampled value) is not counted, as BatchNorm, activations and pooling
+are not.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from torch import nn
 
 from zoo_lightning.models.registry import create_model, list_models, model_entry
 
-__all__ = ["ModelRow", "count_parameters", "count_mflops", "model_rows", "print_model_table"]
+__all__ = ["ModelRow", "count_parameters", "count_mflops", "deform_conv2d_flop", "model_rows", "print_model_table"]
 
 
 @dataclass(frozen=True)
@@ -30,6 +33,14 @@ def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
+def deform_conv2d_flop(input_shape: torch.Size, weight_shape: torch.Size, *args: object,
+                       out_shape: torch.Size, **kwargs: object) -> int:
+    """FLOPs of ``torchvision::deform_conv2d`` as ``FlopCounterMode`` counts a convolution: 2 per multiply-add of
+    the weights with the (sampled) input."""
+    out_channels, in_per_group, kernel_h, kernel_w = weight_shape
+    return 2 * out_shape[0] * out_channels * in_per_group * kernel_h * kernel_w * out_shape[2] * out_shape[3]
+
+
 def _measure(name: str, stem: str, size: int, num_classes: int, device: str) -> tuple[int, int]:
     """(parameters, forward FLOPs of one image in eval mode) of a model built on ``device``."""
     from torch.utils.flop_counter import FlopCounterMode
@@ -37,7 +48,7 @@ def _measure(name: str, stem: str, size: int, num_classes: int, device: str) -> 
     with torch.device(device):
         model = create_model(name, num_classes=num_classes, stem=stem).eval()
         images = torch.zeros(1, 3, size, size)
-    counter = FlopCounterMode(display=False)
+    counter = FlopCounterMode(display=False, custom_mapping={torch.ops.torchvision.deform_conv2d: deform_conv2d_flop})
     with counter, torch.no_grad():
         model(images)
     return count_parameters(model), counter.get_total_flops()
