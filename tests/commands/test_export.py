@@ -131,3 +131,30 @@ def test_onnx_without_its_extra_is_one_line_naming_the_extra(trained_cnn, tmp_pa
     assert errors[0].startswith("error: --format onnx needs the onnx extra") and missing in errors[0]
     assert "pip install -c constraints.txt -e '.[onnx]'" in errors[0]
     assert not (tmp_path / "model.onnx").exists()
+
+
+def test_the_docs_example_classifies_a_folder_from_the_default_export_without_this_project(trained_cnn, tmp_path):
+    """docs/data.md's classify.py, run as a user would: the .pt2 carries the class names and the input size."""
+    from pathlib import Path
+
+    from PIL import Image
+
+    from zoo_lightning.commands.export import main
+
+    _, ckpt = trained_cnn
+    out = tmp_path / "model.pt2"
+    main(["--ckpt_path", str(ckpt), "--out", str(out)])  # the default format
+    page = (Path(__file__).resolve().parents[2] / "docs" / "data.md").read_text()
+    script = page.split("<!-- classify.py: tests/commands/test_export.py runs it -->\n```python\n")[1].split("```")[0]
+    (tmp_path / "classify.py").write_text(script)
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for name, size in (("a.png", (40, 30)), ("b.jpg", (32, 32))):
+        Image.new("RGB", size, (200, 10, 10)).save(photos / name)
+    result = subprocess.run([sys.executable, "-c", "import runpy, sys; runpy.run_path('classify.py', run_name='__main__');"
+                             "assert not any(k.startswith('zoo_lightning') for k in sys.modules)", str(out), str(photos)],
+                            capture_output=True, text=True, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    names = json.loads(json.dumps(torch.load(ckpt, weights_only=True)["CIFAR10DataModule"]["class_names"]))
+    lines = [line.split() for line in result.stdout.splitlines()]
+    assert [line[0] for line in lines] == ["a.png", "b.jpg"] and all(line[1] in names for line in lines)

@@ -1,20 +1,24 @@
 """``python -m zoo_lightning export``: a trained checkpoint as a standalone model file.
 
-    python -m zoo_lightning export --ckpt_path RUN/checkpoints/best.ckpt --format torchscript
-    python -m zoo_lightning export --ckpt_path RUN/checkpoints/best.ckpt --format exported_program --out model.pt2
+    python -m zoo_lightning export --ckpt_path RUN/checkpoints/best.ckpt
     python -m zoo_lightning export --ckpt_path RUN/checkpoints/best.ckpt --format onnx
+    python -m zoo_lightning export --ckpt_path RUN/checkpoints/best.ckpt --format torchscript
 
 The exported model takes uint8 NCHW images at the training input size, any batch size, and returns
 logits; the normalization statistics of the training data are built in, so neither this project nor
-the dataset is needed to use it (``torch.jit.load``, ``torch.export.load``, or ONNX Runtime, which also
-finds the class names in the ONNX model's metadata).
+the dataset is needed to use it (``torch.export.load``, ONNX Runtime, or ``torch.jit.load``). Each file
+carries what a user of it needs besides the graph (class names, input size, mean and std): in the ONNX
+model's metadata, and as ``zoo_lightning.json`` in the extra files of a ``.pt2`` or TorchScript file.
+``exported_program`` (``.pt2``) is the default: PyTorch deprecates TorchScript.
 """
 
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 import json
+import sys
+import warnings
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -23,9 +27,10 @@ from torch import Tensor, nn
 from zoo_lightning.checkpoints import datamodule_state, load_backbone
 from zoo_lightning.data.transforms import Normalize
 from zoo_lightning.files import atomic_write
+from zoo_lightning.parsing import CommandParser
 
-__all__ = ["FORMATS", "StandaloneClassifier", "load_standalone", "require_onnx", "onnx_metadata", "save_onnx", "export",
-           "main"]
+__all__ = ["FORMATS", "METADATA_FILE", "StandaloneClassifier", "load_standalone", "require_onnx", "model_card",
+           "onnx_metadata", "save_onnx", "export", "main"]
 
 FORMATS = {"torchscript": ".ts", "exported_program": ".pt2", "onnx": ".onnx"}
 ONNX_INSTALL = "`.venv/bin/pip install -c constraints.txt -e '.[onnx]'`"
@@ -78,15 +83,23 @@ def require_onnx() -> None:
                          f"{error}). Install it with {ONNX_INSTALL}.") from None
 
 
-def onnx_metadata(data_state: dict[str, Any]) -> dict[str, str]:
-    """What an ONNX model's user needs besides the graph, as its metadata (strings; lists as JSON)."""
+METADATA_FILE = "zoo_lightning.json"  # the extra file of a .pt2 or TorchScript export that holds :func:`model_card`
+
+
+def model_card(data_state: dict[str, Any]) -> dict[str, Any]:
+    """What an exported model's user needs besides the graph: the class names, the input and its statistics."""
     return {
-        "class_names": json.dumps(list(data_state.get("class_names") or [])),
-        "image_size": str(int(data_state.get("image_size", 32))),
+        "class_names": [str(name) for name in data_state.get("class_names") or []],
+        "image_size": int(data_state.get("image_size", 32)),
         "input": "uint8 NCHW RGB images, any batch size; the normalization is inside the model",
-        "mean": json.dumps(list(data_state["mean"])),
-        "std": json.dumps(list(data_state["std"])),
+        "mean": [float(v) for v in data_state["mean"]],
+        "std": [float(v) for v in data_state["std"]],
     }
+
+
+def onnx_metadata(data_state: dict[str, Any]) -> dict[str, str]:
+    """:func:`model_card` as ONNX metadata, whose values are strings: lists as JSON."""
+    return {key: value if isinstance(value, str) else json.dumps(value) for key, value in model_card(data_state).items()}
 
 
 def save_onnx(model: nn.Module, example: Tensor, target: Path, metadata: dict[str, str]) -> None:
@@ -98,7 +111,7 @@ def save_onnx(model: nn.Module, example: Tensor, target: Path, metadata: dict[st
     atomic_write(target, lambda tmp: program.save(str(tmp)))
 
 
-def export(ckpt_path: str | Path, format: str = "torchscript", out: str | Path | None = None,
+def export(ckpt_path: str | Path, format: str = "exported_program", out: str | Path | None = None,
            overwrite: bool = False) -> Path:
     """Writes the standalone model of ``ckpt_path`` in ``format``; returns the file written.
 
@@ -120,26 +133,33 @@ def export(ckpt_path: str | Path, format: str = "torchscript", out: str | Path |
             "The model returns several outputs in eval mode (auxiliary heads on); export needs one logits "
             "tensor. Rebuild it with backbone_kwargs {aux_logits: false} or keep heads training-only."
         )
+    extra = {METADATA_FILE: json.dumps(model_card(data_state))}
     with torch.no_grad():
         if format == "torchscript":
-            traced = torch.jit.trace(model, example)
-            atomic_write(target, lambda tmp: torch.jit.save(traced, str(tmp)))
+            with warnings.catch_warnings():  # chosen knowingly: main() says once that PyTorch deprecates it
+                warnings.filterwarnings("ignore", category=FutureWarning, module=r"torch\.jit")
+                traced = torch.jit.trace(model, example)
+                atomic_write(target, lambda tmp: torch.jit.save(traced, str(tmp), _extra_files=extra))
         elif format == "onnx":
             save_onnx(model, example, target, onnx_metadata(data_state))
         else:
             batch = torch.export.Dim("batch", min=1)
             program = torch.export.export(model, (example,), dynamic_shapes=({0: batch},))
-            atomic_write(target, lambda tmp: torch.export.save(program, str(tmp)))
+            atomic_write(target, lambda tmp: torch.export.save(program, str(tmp), extra_files=extra))
     return target
 
 
 def main(argv: list[str]) -> None:
-    parser = argparse.ArgumentParser(prog="python -m zoo_lightning export", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = CommandParser(prog="python -m zoo_lightning export", description=__doc__, allow_abbrev=False,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--ckpt_path", required=True, help="a checkpoint written by `fit`")
-    parser.add_argument("--format", default="torchscript", choices=list(FORMATS))
+    parser.add_argument("--format", default="exported_program", choices=list(FORMATS),
+                        help="exported_program (.pt2, the default), onnx, or torchscript (deprecated by PyTorch)")
     parser.add_argument("--out", default=None, help="output file (default: beside the checkpoint)")
     parser.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     args = parser.parse_args(argv)
+    if args.format == "torchscript":
+        print("note: PyTorch deprecates TorchScript; --format exported_program (the default) or onnx will last.",
+              file=sys.stderr)
     out = export(args.ckpt_path, args.format, args.out, args.overwrite)
     print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB): uint8 NCHW images in, logits out")
