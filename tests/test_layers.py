@@ -16,7 +16,8 @@ PACKAGE = Path(__file__).resolve().parent.parent / "zoo_lightning"
 # Lowest first. A module may import from a lower layer, or from its own package of the same layer.
 LAYERS = [
     ["zoo_lightning", "zoo_lightning.files", "zoo_lightning.batch", "zoo_lightning.metric_names",
-     "zoo_lightning.parsing", "zoo_lightning.hardware", "zoo_lightning.options", "zoo_lightning.signals"],
+     "zoo_lightning.progress", "zoo_lightning.parsing", "zoo_lightning.hardware", "zoo_lightning.options",
+     "zoo_lightning.signals"],
     ["zoo_lightning.runs"],
     ["zoo_lightning.models"],
     ["zoo_lightning.checkpoints", "zoo_lightning.schedulers", "zoo_lightning.figures", "zoo_lightning.optimization",

@@ -29,6 +29,7 @@ ALLOWED = [re.compile(pattern) for pattern in (
     r"Total FLOPs: [\d.]+( [KMGT])?",
     # The evaluation's tables and its one line of metrics.
     r"(Validation|Test) accuracy per class",
+    r"Test-time augmentation \w+: \d views of every image, \dx the time of one\.",
     r"((val|test)/\w+ [\d.]+%?\s*)+",
     r"The first \d+ of \d+ predictions",
     r"Wrote \d+ predictions to \S+/predictions\.csv",
@@ -60,7 +61,7 @@ def test_the_readme_commands_print_nothing_a_user_cannot_act_on(cifar_python, tm
     commands = [
         ["fit", "--config", "cnn_cifar.yaml", *data, *logs, "--trainer.max_epochs", "2"],
         ["fit", "--config", "cnn_cifar.yaml", *data, *logs, "--trainer.max_epochs", "3", "--ckpt_path", "last"],
-        ["test", "--config", "cnn_cifar.yaml", *data, *logs, "--ckpt_path", "best"],
+        ["test", "--config", "cnn_cifar.yaml", *data, *logs, "--ckpt_path", "best", "--model.tta", "flip_shift"],
         ["predict", "--ckpt_path", best, "--data.predict_dir", str(photos), "--trainer.enable_progress_bar", "false"],
         ["export", "--ckpt_path", best],
         ["stats", "--config", "cnn_cifar.yaml", *data],

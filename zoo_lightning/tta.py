@@ -26,6 +26,9 @@ def translate(images: Tensor, shift: int, mode: str = "constant") -> Tensor:
     return padded[:, :, start : start + h, start : start + w]
 
 
+VIEWS = {"flip": 2, "flip_translate": 4, "flip_shift": 6}  # forward passes per image of each mode
+
+
 def tta_logits(logits: Callable[[Tensor], Tensor], images: Tensor, mode: TTAMode) -> Tensor:
     """``logits`` averaged over the views of ``images`` that ``mode`` names.
 

@@ -40,6 +40,7 @@ from zoo_lightning.options import PositiveFloat, PositiveInt
 from zoo_lightning.parsing import DEFAULTS, ConfigFile, OneLineErrors
 from zoo_lightning.runs import DEFAULT_EXPERIMENT, DEFAULT_SAVE_DIR
 from zoo_lightning.signals import StopSignals
+from zoo_lightning.tta import VIEWS
 
 __all__ = ["ZooCLI", "ZooTrainer", "run"]
 
@@ -208,6 +209,10 @@ class ZooCLI(LightningCLI):
     def run(self) -> None:
         """Runs the verb on the Trainer; ``fit --test_after_fit true`` tests the final weights after it."""
         options = {"ckpt_path": self.plan.ckpt_path, "weights_only": self.config.get("weights_only")}
+        tta = self.model.hparams.get("tta")
+        if tta and self.verb != "fit":
+            print(f"Test-time augmentation {tta}: {VIEWS[tta]} views of every image, {VIEWS[tta]}x the time of one.",
+                  flush=True)
         try:
             if self.verb in ("validate", "test"):
                 # Lightning's own table prints every metric to 16 digits; the dashboard's per-class table and this

@@ -18,6 +18,8 @@ import torch
 from PIL import Image
 from torch import Tensor
 
+from zoo_lightning.progress import tracked
+
 __all__ = ["IMAGE_SUFFIXES", "hidden", "image_files", "decode_rgb", "read_class_tree", "resize_center_crop", "load_folder"]
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm"}
@@ -96,7 +98,7 @@ def read_class_tree(folder: Path, size: int, classes: Sequence[str] | None = Non
         raise ValueError(f"No image files ({', '.join(sorted(IMAGE_SUFFIXES))}) under {folder}/<class>/.")
     images = np.empty((len(files), 3, size, size), dtype=np.uint8)
     labels = np.empty(len(files), dtype=np.int64)
-    for i, path in enumerate(files):
+    for i, path in enumerate(tracked(files, f"Decoding {folder}", len(files))):
         class_name = path.relative_to(folder).parts[0]
         if class_name not in index:
             raise ValueError(f"{path}: class folder {class_name!r} is not one of the train classes {classes}.")
@@ -132,7 +134,8 @@ def load_folder(folder: str | Path, size: int) -> tuple[Tensor, list[Path]]:
     if not root.is_dir():
         raise FileNotFoundError(f"predict_dir {str(root)!r} is not a folder.")
     images, paths, skipped = [], [], []
-    for path in image_files(root, suffixes=None):
+    files = image_files(root, suffixes=None)
+    for path in tracked(files, f"Reading {root}", len(files)):
         try:
             images.append(resize_center_crop(decode_rgb(path), size).transpose(2, 0, 1))
         except ValueError:

@@ -15,6 +15,7 @@ import numpy as np
 from torch import Tensor
 
 from zoo_lightning.files import write_cache
+from zoo_lightning.progress import progress
 
 __all__ = ["channel_stats", "cached_channel_stats"]
 
@@ -28,10 +29,12 @@ def channel_stats(images: np.ndarray | Tensor, chunk: int = 2048) -> tuple[list[
     channels = array.shape[1]
     total = np.zeros(channels)
     squares = np.zeros(channels)
-    for start in range(0, len(array), chunk):
-        block = np.asarray(array[start : start + chunk], dtype=np.float64) / 255.0
-        total += block.sum(axis=(0, 2, 3))
-        squares += np.square(block).sum(axis=(0, 2, 3))
+    with progress("Computing the training images' mean and std", len(array)) as advance:
+        for start in range(0, len(array), chunk):
+            block = np.asarray(array[start : start + chunk], dtype=np.float64) / 255.0
+            total += block.sum(axis=(0, 2, 3))
+            squares += np.square(block).sum(axis=(0, 2, 3))
+            advance(len(block))
     count = array.shape[0] * array.shape[2] * array.shape[3]
     mean = total / count
     std = np.sqrt(np.maximum(squares / count - mean**2, 0.0))

@@ -24,6 +24,7 @@ from typing import Any, Callable, NamedTuple
 import yaml
 
 from zoo_lightning import metric_names as names
+from zoo_lightning.progress import tracked
 from zoo_lightning.runs import EVALUATIONS
 
 from .events import EVENT_GLOB, read_events
@@ -338,7 +339,7 @@ def load_runs(logdir: str | Path, warn: Callable[[str], None] = _warn) -> list[R
         raise FileNotFoundError(f"No runs under {str(logdir)!r}: no TensorBoard event files were found. Train one "
                                 "with `python -m zoo_lightning fit --config ...`, or pass the logger's save_dir.")
     runs = []
-    for folder in folders:
+    for folder in tracked(folders, "Reading the runs' event files", len(folders), unit="runs", shown_from=10):
         events = read_events(folder)
         for path, reason in events.unread.items():
             warn(f"event file {path}: {reason}")
