@@ -5,7 +5,8 @@ its ``config.yaml`` says what it is, its event files what it did (scalars and HP
 ``test --ckpt_path RUN/checkpoints/X.ckpt`` run is shown in the row of the run that wrote the checkpoint.
 
 Written to DIR: ``report.md`` (one row per run, best val top-1 first; the runs' evaluations; the
-per-class accuracy of the chosen runs; sweeps grouped by their values; the rounds of each
+per-class accuracy of the chosen runs; sweeps grouped by their values, each configuration's mean ± std over
+its seeds, and each Optuna study as a table and plots; the rounds of each
 ``selftrain`` session) and three PNGs:
 ``val_top1.png`` and ``val_loss.png`` (every run against epoch, one figure each) and
 ``per_class_accuracy.png`` (grouped bars). The plots use matplotlib with the Agg backend: it is
@@ -26,6 +27,7 @@ from zoo_lightning import figures
 from zoo_lightning import metric_names as names
 
 from .runs import DEFAULT_PER_CLASS_RUNS, VAL_TOP1, Run, choose, load_runs, ranked
+from .studies import configurations_table, study_sections
 from .tables import (class_order, evaluations_table, main_table, per_class_table, percent, selftrain_table,
                      sweep_table)
 
@@ -63,12 +65,15 @@ def _plot_per_class(chosen: list[Run], out: Path) -> Path | None:
     return figures.save_png(figure, out)
 
 
-def write_report(logdir: str | Path, out: str | Path, runs_pattern: list[str] | None = None) -> Path:
+def write_report(logdir: str | Path, out: str | Path, runs_pattern: list[str] | None = None,
+                 storage: str | None = None) -> Path:
     """Writes ``report.md`` and its PNGs into ``out``; returns the path of ``report.md``.
 
     Raises:
         FileNotFoundError: ``logdir`` does not exist or holds no event files.
         ValueError: ``runs_pattern`` matches no run with per-class accuracy.
+
+    ``storage`` is where the studies of sweeps are read from, instead of where their runs say.
     """
     runs = load_runs(logdir)
     joined = {id(e) for r in runs for e in r.evaluations}
@@ -105,7 +110,9 @@ def write_report(logdir: str | Path, out: str | Path, runs_pattern: list[str] | 
                   "(`--runs NAME ...` picks others).", "", *per_class_table(chosen), "",
                   "![per_class_accuracy](per_class_accuracy.png)"]
     if any(r.sweep for r in runs):
-        lines += ["", "## Sweeps", "", *sweep_table(runs)]
+        lines += ["", "## Sweeps", "", *sweep_table(runs), "", "Each configuration over its runs (seeds): the "
+                  "mean ± sample standard deviation of the runs that trained to their end.", "",
+                  *configurations_table(runs), *study_sections(runs, out_dir, storage)]
     if any(r.selftrain.get("session") for r in runs):
         lines += ["", "## Self-training", "", "Noisy Student rounds (`selftrain`): each student learned from the "
                   "pseudo-labels of the round before.", "", *selftrain_table(runs)]
@@ -124,10 +131,11 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--runs", nargs="+", metavar="NAME",
                         help=f"runs for the per-class figure: substrings or patterns of their names "
                              f"(default: the {DEFAULT_PER_CLASS_RUNS} best)")
+    parser.add_argument("--storage", help="where the sweeps' Optuna studies are (default: where their runs say)")
     args = parser.parse_args(argv)
     if Path(args.out).exists() and not Path(args.out).is_dir():
         raise NotADirectoryError(f"--out {args.out!r} is a file; report writes report.md and its PNGs into a folder. "
                                  "Pass a folder's name (it is created).")
-    report = write_report(args.logdir, args.out, args.runs)
+    report = write_report(args.logdir, args.out, args.runs, args.storage)
     print(report.read_text())
     print(f"wrote {report} and its plots")
