@@ -23,11 +23,13 @@ from zoo_lightning.studies import counted_trials
 LR = "model.optimizer.init_args.lr"
 
 
-def sweep_args(data_dir: Path, logs: Path, *extra: str, steps: int = 2) -> list[str]:
-    """A sweep of tiny fits on the 100-image CIFAR-10 release of the ``cifar_python`` fixture."""
-    return ["sweep", "--config", "cnn_cifar.yaml", *extra, "--data.data_dir", str(data_dir), "--data.val_size", "20",
-            "--data.batch_size", "16", "--trainer.max_steps", str(steps), "--trainer.enable_progress_bar", "false",
-            "--trainer.enable_model_summary", "false", "--trainer.logger.init_args.save_dir", str(logs)]
+def sweep_args(data_dir: Path, logs: Path, *extra: str, batches: int = 2) -> list[str]:
+    """A sweep of tiny fits on the 100-image CIFAR-10 release of the ``cifar_python`` fixture: one epoch of
+    ``batches`` steps (of 5) and a validation, unless ``extra`` says otherwise."""
+    return ["sweep", "--config", "cnn_cifar.yaml", "--data.data_dir", str(data_dir), "--data.val_size", "20",
+            "--data.batch_size", "16", "--trainer.max_epochs", "1", "--trainer.limit_train_batches", str(batches),
+            "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",
+            "--trainer.logger.init_args.save_dir", str(logs), *extra]
 
 
 def load_study(logs: Path, name: str = "cnn_cifar") -> optuna.Study:
@@ -197,7 +199,7 @@ def test_a_pruned_trial_stops_after_its_first_validation_and_keeps_last_ckpt(cif
     for _ in range(5):  # the median pruner waits for 5 finished trials: these did far better at every validation
         study.add_trial(optuna.create_trial(value=1.0, intermediate_values={0: 1.0, 1: 1.0, 2: 1.0}))
     args = sweep_args(data_dir, logs, "--space", f"{LR}=uniform(0.01,0.1)", "--sampler", "random", "--trials", "6",
-                      "--pruner", "median", "--trainer.max_epochs", "3", steps=-1)
+                      "--pruner", "median", "--trainer.max_epochs", "3", batches=5)
     result = run_cli(args, tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     trial = load_study(logs).trials[5]
@@ -226,7 +228,8 @@ def _fit_of(folder: Path) -> list[int]:
 def test_a_killed_workers_trial_is_run_again_and_its_folder_keeps_last_ckpt(cifar_python, tmp_path):
     data_dir, _ = cifar_python
     logs = tmp_path / "logs"
-    args = sweep_args(data_dir, logs, "--grid", f"{LR}=0.1,0.05", "--heartbeat", "1", steps=8)
+    args = sweep_args(data_dir, logs, "--grid", f"{LR}=0.1,0.05", "--heartbeat", "1", "--trainer.max_epochs", "2",
+                      batches=5)
     worker = subprocess.Popen(cli_command(*args), env=cli_env(), cwd=tmp_path, stdout=subprocess.DEVNULL,
                               stderr=subprocess.DEVNULL)
     experiment = logs / "cnn_cifar"
@@ -253,4 +256,54 @@ def test_a_killed_workers_trial_is_run_again_and_its_folder_keeps_last_ckpt(cifa
     assert {first.params[LR], other.params[LR]} == {"0.1", "0.05"}
     assert (killed / "checkpoints" / "last.ckpt").is_file()
     assert torch.load(experiment / f"{killed.name}_v2" / "checkpoints" / "last.ckpt",
-                      weights_only=True)["global_step"] == 8
+                      weights_only=True)["global_step"] == 10
+
+
+@pytest.fixture
+def postgresql(tmp_path):
+    """A PostgreSQL server of its own, in a temporary folder, on a free local port: its SQLAlchemy URL."""
+    import shutil
+    import socket
+    import tempfile
+
+    pytest.importorskip("psycopg", reason="the postgresql extra: pip install -c constraints.txt -e '.[postgresql]'")
+    if not (shutil.which("initdb") and shutil.which("pg_ctl")):
+        pytest.skip("PostgreSQL's initdb and pg_ctl are not on PATH (Debian: apt-get install postgresql)")
+    # The server refuses to run as root, and its user must reach its folder (pytest's tmp_path is root's alone).
+    as_server = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+    folder = Path(tempfile.mkdtemp(prefix="zoo-postgres-"))
+    if as_server:
+        shutil.chown(folder, "postgres")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    data = folder / "data"
+    subprocess.run([*as_server, "initdb", "-D", str(data), "-A", "trust", "-U", "zoo"], check=True,
+                   capture_output=True)
+    subprocess.run([*as_server, "pg_ctl", "-D", str(data), "-l", str(folder / "server.log"), "-w", "-o",
+                    f"-p {port} -k {folder} -c listen_addresses=127.0.0.1", "start"], check=True, capture_output=True)
+    try:
+        yield f"postgresql+psycopg://zoo@127.0.0.1:{port}/postgres"
+    finally:
+        subprocess.run([*as_server, "pg_ctl", "-D", str(data), "-m", "fast", "stop"], capture_output=True)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.mark.real
+def test_two_workers_run_one_study_on_a_postgresql_server(postgresql, cifar_python, tmp_path):
+    data_dir, _ = cifar_python
+    logs = tmp_path / "logs"
+    args = sweep_args(data_dir, logs, "--storage", postgresql, "--study", "on_postgres", "--trials", "4",
+                      "--workers", "2", "--space", f"{LR}=loguniform(0.01,0.2)", "--sampler", "random")
+    started = time.perf_counter()
+    result = run_cli(args, tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    print(f"4 trials, 2 workers on PostgreSQL: {time.perf_counter() - started:.0f} s")
+    study = optuna.load_study(study_name="on_postgres", storage=postgresql)
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 4
+    assert len({t.params[LR] for t in study.trials}) == 4
+    runs = [run for t in study.trials for run in t.user_attrs["runs"]]
+    assert sorted(runs) == sorted(f"cnn_cifar/{n}" for n in run_folders(logs / "cnn_cifar")) and len(set(runs)) == 4
+    assert "[sweep worker 0] trial" in result.stdout and "[sweep worker 1] trial" in result.stdout
+    assert not (logs / "cnn_cifar" / "studies.db").exists()  # the study is the server's alone
+    assert record(logs / runs[0])["storage"] == postgresql  # no password to hide

@@ -287,8 +287,9 @@ class Worker:
             # The fit wrote its record through the storage: read the trial afresh (a Trial object caches its attributes).
             stored = next(t for t in self.study.get_trials(deepcopy=False) if t.number == trial.number)
             fit = fit_record(stored.user_attrs, folder.name) or {}
-            why = (f"its fit exited with code {code}" if code else
-                   f"its fit logged no {self.args.metric}" if fit.get("best") is None else None)
+            why = (f"its fit exited with code {code}" if code else None if fit.get("best") is not None else
+                   "its fit ended before its first validation: give it one (a whole epoch, or "
+                   "--trainer.val_check_interval)")
             outcome = "failed" if why else "pruned" if fit.get("pruned_at") is not None else "complete"
             self.write_record(folder, {**record, "outcome": outcome, "best": fit.get("best")})
             if why:
