@@ -20,7 +20,7 @@ import warnings
 from pathlib import Path
 from typing import Any, Literal
 
-__all__ = ["STUDIES_FILE", "RETRIES", "PrunerName", "default_storage", "is_database", "shown", "open_storage",
+__all__ = ["STUDIES_FILE", "RETRIES", "PrunerName", "default_storage", "is_database", "shown", "absolute", "stored_file", "open_storage",
            "make_pruner", "counted_trials", "quiet_optuna", "trials_table", "RUNS", "SURPLUS"]
 
 STUDIES_FILE = "studies.db"  # the default storage: one SQLite file per experiment folder, holding its studies
@@ -59,6 +59,20 @@ def shown(url: str) -> str:
         return make_url(url).render_as_string(hide_password=True)
     except ArgumentError:
         return url
+
+
+def absolute(url: str) -> str:
+    """A SQLite URL or a journal file's path made absolute, so a record of it holds wherever it is read."""
+    if url.startswith("sqlite:///") and not url.startswith("sqlite:////") and url != "sqlite:///:memory:":
+        return f"sqlite:///{Path(url.removeprefix('sqlite:///')).resolve()}"
+    return url if is_database(url) else str(Path(url).resolve())
+
+
+def stored_file(url: str) -> Path | None:
+    """The file a SQLite URL or a journal path names (None for a database server)."""
+    if url.startswith("sqlite:///"):
+        return Path(url.removeprefix("sqlite:///"))
+    return None if is_database(url) else Path(url)
 
 
 def open_storage(url: str, heartbeat: int | None = None) -> Any:

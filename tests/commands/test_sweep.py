@@ -132,6 +132,23 @@ def test_workers_get_a_gpu_each_or_a_share_of_the_threads(monkeypatch):
     assert [worker_env(i, 3, ["4", "6"])["CUDA_VISIBLE_DEVICES"] for i in range(3)] == ["4", "6", "4"]
 
 
+def test_a_journal_file_keeps_a_study_that_the_same_space_continues_and_another_is_refused(tmp_path):
+    from zoo_lightning.commands.sweep import open_study
+
+    journal = str(tmp_path / "studies.log")
+    record = {"space": {LR: "loguniform(0.01,0.2)"}, "metric": "val/top1", "seeds": None}
+    open_study(journal, "s", "maximize", record, None, None, heartbeat=60).add_trial(optuna.create_trial(value=0.5))
+    again = open_study(journal, "s", "maximize", record, None, None, heartbeat=60)
+    assert [t.value for t in again.trials] == [0.5] and again.user_attrs == record
+    with pytest.raises(ValueError, match=r"has space .*loguniform\(0.01,0.2\), this command .*uniform\(0.01,0.2\): "
+                                         "give another --study NAME"):
+        open_study(journal, "s", "maximize", {**record, "space": {LR: "uniform(0.01,0.2)"}}, None, None, 60)
+    with pytest.raises(ValueError, match="maximizes its metric, this command would minimize it"):
+        open_study(journal, "s", "minimize", record, None, None, 60)
+    with pytest.raises(ValueError, match="has seeds none, this command 0"):
+        open_study(journal, "s", "maximize", {**record, "seeds": [0]}, None, None, 60)
+
+
 # --- whole studies ----------------------------------------------------------------------------------------------
 
 

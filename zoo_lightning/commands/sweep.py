@@ -43,7 +43,7 @@ from zoo_lightning.commands.fit_runner import FitRunner
 from zoo_lightning.commands.search_space import Dimension, fit_value, parse_space, run_name, trial_run_name
 from zoo_lightning.parsing import read_config_file, resolve_config
 from zoo_lightning.signals import StopSignals
-from zoo_lightning.studies import (RUNS, STUDIES_FILE, SURPLUS, counted_trials, default_storage, is_database,
+from zoo_lightning.studies import (RUNS, STUDIES_FILE, SURPLUS, absolute, counted_trials, default_storage, is_database,
                                    make_pruner, open_storage, quiet_optuna, shown, trials_table)
 
 __all__ = ["main", "open_study", "SWEEP_RECORD", "STOPPED"]
@@ -200,6 +200,8 @@ def open_study(url: str, name: str, direction: str, record: dict[str, Any], samp
 def _said(value: Any) -> str:
     if isinstance(value, dict):
         return " ".join(f"{k}={v}" for k, v in value.items())
+    if isinstance(value, list):
+        return " ".join(map(str, value))
     return "none" if value is None else str(value)
 
 
@@ -275,7 +277,7 @@ class Worker:
             runs.append(run)
             trial.set_user_attr(RUNS, runs)
             record = {"study": self.study.study_name, "trial": trial.number, "values": passed, "seed": seed,
-                      "storage": None if self.args.storage is None else shown(self.storage)}
+                      "storage": None if self.args.storage is None else shown(absolute(self.storage))}
             record.update({"grid": list(passed)} if grid else {"space": {k: d.spec for k, d in self.dimensions.items()}})
             self.write_record(folder, record)
             self.stopped_during = f"trial {trial.number} ({run})"

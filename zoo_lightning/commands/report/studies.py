@@ -115,12 +115,16 @@ def study_sections(runs: list[Run], out_dir: Path, storage: str | None = None) -
     """A section per study the runs belong to: its trials (state, values, metric, run folders) and its plots."""
     import optuna
 
-    from zoo_lightning.studies import open_storage, quiet_optuna, shown, trials_table
+    from zoo_lightning.studies import open_storage, quiet_optuna, shown, stored_file, trials_table
 
     quiet_optuna()
     lines: list[str] = []
     for url, name in _studies(runs, storage):
         lines += ["", f"## Study `{name}`", ""]
+        file = stored_file(url)
+        if file is not None and not file.is_file():  # opening it would make an empty one
+            lines.append(f"Not read: {file} is not there (`report --storage URL` names where the study is).")
+            continue
         try:
             study = optuna.load_study(study_name=name, storage=open_storage(url))
         except (ValueError, FileNotFoundError, KeyError) as error:
