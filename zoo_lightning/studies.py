@@ -1,4 +1,5 @@
-"""The Optuna studies of ``sweep``: where a study is stored, how its trials are pruned, and which trials count.
+"""The Optuna studies of ``sweep``: where a study is stored, how its trials are pruned, which trials count, and
+the table of its trials that ``sweep`` prints and ``report`` shows.
 
 A study lives in a storage that every worker of a sweep shares. By default that is a SQLite file,
 ``studies.db``, in the experiment folder; ``--storage`` takes any database URL SQLAlchemy knows
@@ -20,8 +21,8 @@ import warnings
 from pathlib import Path
 from typing import Any, Literal
 
-__all__ = ["STUDIES_FILE", "RETRIES", "PrunerName", "default_storage", "is_database", "shown", "absolute", "stored_file", "open_storage",
-           "make_pruner", "counted_trials", "quiet_optuna", "trials_table", "RUNS", "SURPLUS"]
+__all__ = ["STUDIES_FILE", "RETRIES", "PrunerName", "default_storage", "is_database", "shown", "absolute", "stored_file",
+           "open_storage", "make_pruner", "counted_trials", "quiet_optuna", "trials_table", "RUNS", "SURPLUS"]
 
 STUDIES_FILE = "studies.db"  # the default storage: one SQLite file per experiment folder, holding its studies
 RETRIES = 3  # how often a trial whose worker died (or was stopped) is queued again

@@ -59,7 +59,8 @@ def _number(text: str, item: str, whole: bool) -> float | int:
     try:
         value = int(text) if whole else float(text)
     except ValueError:
-        raise ValueError(f"Bad --space item {item!r}: {text!r} is not {'a whole number' if whole else 'a number'}.") from None
+        kind = "a whole number" if whole else "a number"
+        raise ValueError(f"Bad --space item {item!r}: {text!r} is not {kind}.") from None
     if not math.isfinite(value):
         raise ValueError(f"Bad --space item {item!r}: {text!r} is not a finite number.")
     return value
@@ -74,7 +75,8 @@ def _dimension(key: str, spec: str, item: str) -> Dimension:
     parts = [p for p in inside.split(",") if p]
     if kind == "choice":
         if not parts or len(set(parts)) != len(parts):
-            raise ValueError(f"Bad --space item {item!r}: choice needs one or more distinct values, e.g. choice(64,128).")
+            raise ValueError(f"Bad --space item {item!r}: choice needs one or more distinct values, e.g. "
+                             "choice(64,128).")
         return Dimension(key, kind, tuple(parts))
     if len(parts) != 2:
         raise ValueError(f"Bad --space item {item!r}: {kind} takes two bounds, ({kind}(lo,hi)), e.g. {EXAMPLE}.")

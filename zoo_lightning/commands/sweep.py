@@ -43,8 +43,8 @@ from zoo_lightning.commands.fit_runner import FitRunner
 from zoo_lightning.commands.search_space import Dimension, fit_value, parse_space, run_name, trial_run_name
 from zoo_lightning.parsing import read_config_file, resolve_config
 from zoo_lightning.signals import StopSignals
-from zoo_lightning.studies import (RUNS, STUDIES_FILE, SURPLUS, absolute, counted_trials, default_storage, is_database,
-                                   make_pruner, open_storage, quiet_optuna, shown, trials_table)
+from zoo_lightning.studies import (RETRIES, RUNS, STUDIES_FILE, SURPLUS, absolute, counted_trials, default_storage,
+                                   is_database, make_pruner, open_storage, quiet_optuna, shown, trials_table)
 
 __all__ = ["main", "open_study", "SWEEP_RECORD", "STOPPED"]
 
@@ -90,7 +90,8 @@ def _parser() -> SweepParser:
                          formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", required=True,
                         help="the fit config of every trial (a path or a shipped config's name), or a sweep file")
-    parser.add_argument("--grid", nargs="+", metavar="KEY=V1,V2", help="fit options and their values: every combination")
+    parser.add_argument("--grid", nargs="+", metavar="KEY=V1,V2",
+                        help="fit options and their values: every combination")
     parser.add_argument("--space", nargs="+", metavar="KEY=SPEC",
                         help="fit options and what to draw: choice(a,b), uniform(lo,hi), loguniform(lo,hi), int(lo,hi)")
     parser.add_argument("--sampler", choices=SAMPLERS,
@@ -253,7 +254,7 @@ class Worker:
             return self.train(trial)
         except KeyboardInterrupt:  # the signal came between two fits, or during one (the fit saved its last.ckpt)
             trial.set_user_attr(STOPPED, self.stop.name or "SIGINT")
-            self.stopped_during = f"trial {trial.number}"
+            self.stopped_during = self.stopped_during or f"trial {trial.number}"
             self.study.stop()
             raise Stopped(self.stop.name) from None
 
@@ -278,7 +279,8 @@ class Worker:
             trial.set_user_attr(RUNS, runs)
             record = {"study": self.study.study_name, "trial": trial.number, "values": passed, "seed": seed,
                       "storage": None if self.args.storage is None else shown(absolute(self.storage))}
-            record.update({"grid": list(passed)} if grid else {"space": {k: d.spec for k, d in self.dimensions.items()}})
+            record.update({"grid": list(passed)} if grid else
+                          {"space": {k: d.spec for k, d in self.dimensions.items()}})
             self.write_record(folder, record)
             self.stopped_during = f"trial {trial.number} ({run})"
             print(f"[{self.tag}] trial {trial.number}: {run}", flush=True)
@@ -286,7 +288,7 @@ class Worker:
                                    records=(SWEEP_RECORD,))
             if self.stop.received is not None:
                 raise KeyboardInterrupt
-            # The fit wrote its record through the storage: read the trial afresh (a Trial object caches its attributes).
+            # The fit wrote its record through the storage: read the trial afresh (a Trial caches its attributes).
             stored = next(t for t in self.study.get_trials(deepcopy=False) if t.number == trial.number)
             fit = fit_record(stored.user_attrs, folder.name) or {}
             why = (f"its fit exited with code {code}" if code else None if fit.get("best") is not None else
@@ -321,8 +323,6 @@ class Worker:
         from optuna.storages import RetryHeartbeatStaleTrialCallback
         from optuna.trial import TrialState
 
-        from zoo_lightning.studies import RETRIES
-
         metric = self.args.metric
         if trial.state == TrialState.COMPLETE:
             print(f"[{self.tag}] trial {trial.number} complete: {metric} {trial.value:.4f}", flush=True)
@@ -331,10 +331,12 @@ class Worker:
             print(f"[{self.tag}] trial {trial.number} pruned{value}; its run keeps its last.ckpt.", flush=True)
         elif trial.user_attrs.get(STOPPED):
             RetryHeartbeatStaleTrialCallback(max_retry=RETRIES)(study, trial)
+            return  # the worker stops: stopped_during names the trial
         elif trial.user_attrs.get(FAILED):
             self.failed += 1
             print(f"[{self.tag}] trial {trial.number} failed: {trial.user_attrs[FAILED]}; going on.", file=sys.stderr,
                   flush=True)
+        self.stopped_during = None
         if self.left() <= 0:
             study.stop()
 

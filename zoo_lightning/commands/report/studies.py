@@ -67,9 +67,10 @@ def configurations_table(runs: list[Run]) -> list[str]:
     for (experiment, _), members in ranked:
         values = members[0].sweep
         tests = [t for t in (r.test_top1().top1 for r in members) if t is not None]
+        bests = [b for b in (r.best(VAL_TOP1) for r in members) if b is not None]
         lines.append(f"| {experiment} | " + " | ".join(str(values.get(k, "-")) for k in keys)
-                     + f" | {len(members)} | {mean_std([r.best(VAL_TOP1) for r in members if r.best(VAL_TOP1) is not None])}"
-                     f" | {mean_std(tests)} | {', '.join(sorted(r.name for r in members))} |")
+                     + f" | {len(members)} | {mean_std(bests)} | {mean_std(tests)} | "
+                     f"{', '.join(sorted(r.name for r in members))} |")
     return lines
 
 
