@@ -15,7 +15,8 @@ from typing import Literal
 from jsonargparse.typing import register_type
 
 __all__ = ["PositiveInt", "NonNegativeInt", "PositiveFloat", "NonNegativeFloat", "UnitInterval", "Fraction",
-           "OpenUnitInterval", "ImageSide", "Stem", "TTAMode", "PaddingMode", "MixMode", "PseudoLabelMode"]
+           "OpenUnitInterval", "ImageSide", "Stem", "TTAMode", "PaddingMode", "MixMode", "PseudoLabelMode",
+           "PrunerName"]
 
 
 def _bounded(name: str, base: type, meaning: str, accepts) -> type:
@@ -56,3 +57,4 @@ TTAMode = Literal["flip", "flip_translate", "flip_shift"]
 PaddingMode = Literal["zeros", "reflect"]
 MixMode = Literal["mixup", "cutmix", "mixup_cutmix"]
 PseudoLabelMode = Literal["soft", "hard"]
+PrunerName = Literal["median", "hyperband", "none"]  # how a sweep stops trials that fall behind

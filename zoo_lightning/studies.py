@@ -19,16 +19,15 @@ from __future__ import annotations
 import time
 import warnings
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-__all__ = ["STUDIES_FILE", "RETRIES", "PrunerName", "default_storage", "is_database", "shown", "absolute", "stored_file",
+__all__ = ["STUDIES_FILE", "RETRIES", "default_storage", "is_database", "shown", "absolute", "stored_file",
            "open_storage", "make_pruner", "counted_trials", "quiet_optuna", "trials_table", "RUNS", "SURPLUS"]
 
 STUDIES_FILE = "studies.db"  # the default storage: one SQLite file per experiment folder, holding its studies
 RETRIES = 3  # how often a trial whose worker died (or was stopped) is queued again
 SURPLUS = "surplus"  # the user attribute of a trial started past the study's last slot
 RUNS = "runs"  # a trial's user attribute: its run folders, experiment/version
-PrunerName = Literal["median", "hyperband", "none"]
 
 
 def quiet_optuna() -> None:

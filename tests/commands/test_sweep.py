@@ -149,6 +149,36 @@ def test_a_journal_file_keeps_a_study_that_the_same_space_continues_and_another_
         open_study(journal, "s", "maximize", {**record, "seeds": [0]}, None, None, 60)
 
 
+def test_the_callback_reports_each_validation_and_refuses_a_metric_the_fit_does_not_log(tiny_net, tmp_path):
+    from functools import partial
+
+    import lightning as L
+
+    from tests.helpers import TinyData
+    from zoo_lightning.callbacks import TrialPruning
+    from zoo_lightning.classifier import ImageClassifier
+
+    url = f"sqlite:///{tmp_path / 'studies.db'}"
+    study = optuna.create_study(study_name="s", storage=url, direction="maximize")
+    study.ask()
+
+    def fit(monitor: str) -> TrialPruning:
+        callback = TrialPruning(url, "s", 0, monitor=monitor, pruner="none")
+        model = ImageClassifier(tiny_net, num_classes=3, optimizer=partial(torch.optim.SGD, lr=0.1))
+        L.Trainer(max_epochs=2, accelerator="cpu", logger=False, enable_checkpointing=False,
+                  enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path,
+                  callbacks=[callback]).fit(model, datamodule=TinyData())
+        return callback
+
+    with pytest.raises(ValueError, match="sweep --metric val/acc: this fit logs no such metric .*val/top1"):
+        fit("val/acc")
+    callback = fit("val/top1")
+    (trial,) = optuna.load_study(study_name="s", storage=url).trials
+    assert list(trial.intermediate_values) == [0, 1]  # two validations; the sanity check is not one
+    record = trial.user_attrs[f"fit {callback.run}"]
+    assert record == {"best": max(trial.intermediate_values.values()), "validations": 2, "pruned_at": None}
+
+
 # --- whole studies ----------------------------------------------------------------------------------------------
 
 

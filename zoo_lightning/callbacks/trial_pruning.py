@@ -16,8 +16,8 @@ from typing import Any
 import lightning as L
 from lightning.pytorch.callbacks import Callback
 
-from zoo_lightning.options import NonNegativeInt
-from zoo_lightning.studies import PrunerName, make_pruner, open_storage
+from zoo_lightning.options import NonNegativeInt, PrunerName
+from zoo_lightning.studies import make_pruner, open_storage
 
 __all__ = ["TrialPruning", "fit_record", "RECORD_PREFIX"]
 

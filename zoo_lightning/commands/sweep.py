@@ -36,11 +36,12 @@ import statistics
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 from zoo_lightning.callbacks.trial_pruning import TrialPruning, fit_record
 from zoo_lightning.commands.fit_runner import FitRunner
 from zoo_lightning.commands.search_space import Dimension, fit_value, parse_space, run_name, trial_run_name
+from zoo_lightning.options import PrunerName
 from zoo_lightning.parsing import read_config_file, resolve_config
 from zoo_lightning.signals import StopSignals
 from zoo_lightning.studies import (RETRIES, RUNS, STUDIES_FILE, SURPLUS, absolute, counted_trials, default_storage,
@@ -101,7 +102,7 @@ def _parser() -> SweepParser:
     parser.add_argument("--metric", default="val/top1", help="what a trial is scored by, after each validation "
                         "(default val/top1); a trial's value is its best, the mean over --seeds")
     parser.add_argument("--direction", choices=("maximize", "minimize"), default="maximize")
-    parser.add_argument("--pruner", choices=("median", "hyperband", "none"),
+    parser.add_argument("--pruner", choices=get_args(PrunerName),
                         help="stop trials that fall behind (default: median, none for a grid)")
     parser.add_argument("--storage", help=f"the study's storage: a database URL or a journal file (default: the "
                                           f"SQLite file {STUDIES_FILE} in the experiment folder)")
