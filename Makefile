@@ -22,7 +22,10 @@ data/cifar10-jpeg/.unpacked: $(SHARED_DATA)
 
 data: data/cifar10-jpeg/.unpacked
 
+# The slow models, the checks on real CIFAR-10, and a sweep's two workers on a PostgreSQL server of its own
+# (initdb and pg_ctl on PATH; its Python driver is the postgresql extra).
 test-real: data
+	$(BIN)/pip install -q -c constraints.txt -e ".[test,postgresql]"
 	$(BIN)/python -m pytest -q -m "slow or real" -p no:cacheprovider -rA
 
 bench: data

@@ -30,7 +30,7 @@ COMMANDS: dict[str, Command] = {
     "models": Command("zoo_lightning.commands.models:main", "the registered backbones with parameters and FLOPs"),
     "stats": Command("zoo_lightning.commands.stats:main", "a dataset's per-channel mean and std"),
     "export": Command("zoo_lightning.commands.export:main", "a checkpoint as a standalone TorchScript or .pt2 model"),
-    "sweep": Command("zoo_lightning.commands.sweep:main", "one versioned fit per combination of a grid"),
+    "sweep": Command("zoo_lightning.commands.sweep:main", "an Optuna study of fits over a grid or a search space"),
     "selftrain": Command("zoo_lightning.commands.selftrain:main", "Noisy Student: rounds of pseudo-labels and noisy students"),
     "report": Command("zoo_lightning.commands.report:main", "runs compared as a markdown table and PNG plots"),
 }

@@ -17,7 +17,7 @@ from jsonargparse.typing import register_type
 
 __all__ = ["PositiveInt", "NonNegativeInt", "PositiveFloat", "NonNegativeFloat", "UnitInterval", "Fraction",
            "OpenUnitInterval", "ImageSide", "EpochSides", "Stem", "TTAMode", "PaddingMode", "MixMode", "PseudoLabelMode",
-           "PretrainedWeights", "pretrained_kind", "WEIGHT_FILE_SUFFIXES"]
+           "PretrainedWeights", "pretrained_kind", "WEIGHT_FILE_SUFFIXES", "PrunerName"]
 
 
 class OptionValueError(argparse.ArgumentTypeError, ValueError):
@@ -91,6 +91,7 @@ TTAMode = Literal["flip", "flip_translate", "flip_shift"]
 PaddingMode = Literal["zeros", "reflect"]
 MixMode = Literal["mixup", "cutmix", "mixup_cutmix"]
 PseudoLabelMode = Literal["soft", "hard"]
+PrunerName = Literal["median", "hyperband", "none"]  # how a sweep stops trials that fall behind
 
 
 WEIGHT_FILE_SUFFIXES = (".ckpt", ".pt", ".pth", ".pth.tar", ".bin")  # a checkpoint of this project, or a state dict

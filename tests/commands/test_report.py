@@ -234,16 +234,64 @@ def test_sweep_runs_every_combination_and_the_report_groups_them(cifar_python, t
     result = subprocess.run(
         [sys.executable, "-m", "zoo_lightning", "sweep", "--config", "cnn_cifar.yaml",
          "--grid", "model.optimizer.init_args.lr=0.1,0.05", "data.init_args.batch_size=16,32",
-         "--data.data_dir", str(data_dir), "--data.val_size", "20", "--trainer.max_steps", "2",
+         "--data.data_dir", str(data_dir), "--data.val_size", "20", "--trainer.max_epochs", "1",
+         "--trainer.limit_train_batches", "2",
          "--trainer.enable_progress_bar", "false", "--trainer.logger.init_args.save_dir", str(logs),
          "--trainer.logger.init_args.name", "sweep"],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
-    folders = sorted(p.name for p in (logs / "sweep").iterdir())
+    folders = sorted(p.name for p in (logs / "sweep").iterdir() if p.is_dir())
     assert folders == ["lr=0.05,batch_size=16", "lr=0.05,batch_size=32", "lr=0.1,batch_size=16", "lr=0.1,batch_size=32"]
     runs = load_runs(logs)
     assert {r.sweep["model.optimizer.init_args.lr"] for r in runs} == {"0.1", "0.05"}
-    assert "## Sweeps" in write_report(logs, tmp_path / "out").read_text()
+    text = write_report(logs, tmp_path / "out").read_text()
+    assert "## Sweeps" in text and "## Study `sweep`" in text
+    for run in runs:  # the study's table names each trial's run and its value, the run's best val top-1
+        assert f"| {100 * run.best('val/top1'):.2f}% | - | {run.name} |" in text.split("## Study")[0]
+        assert f"| {run.best('val/top1'):.4f} | {run.name} |" in text.split("## Study")[1]
+
+
+def _swept_run(root: Path, name: str, top1: list[float], values: dict, seed: int, outcome: str, study: str) -> Path:
+    """A sweep's run folder as a fit leaves it: its val/top1 per epoch, its config.yaml and sweep.json."""
+    import json
+
+    run = root / "exp" / name
+    _write_run(run, list(range(len(top1))), top1, [time.time() + i for i in range(len(top1))], list(range(len(top1))))
+    write_config(run, model={"backbone": "cnn"}, trainer={"max_epochs": len(top1)})
+    (run / "sweep.json").write_text(json.dumps({"study": study, "trial": 0, "values": values, "seed": seed,
+                                                "storage": None, "grid": list(values), "outcome": outcome}))
+    return run
+
+
+def test_seeds_of_a_configuration_aggregate_to_mean_and_std_and_the_study_is_drawn(tmp_path):
+    import optuna
+
+    logs = tmp_path / "logs"
+    lr = "model.optimizer.init_args.lr"
+    best = {("0.1", 0): 0.50, ("0.1", 1): 0.60, ("0.1", 2): 0.70, ("0.05", 0): 0.40}
+    for (value, seed), top1 in best.items():
+        _swept_run(logs, f"lr={value},seed={seed}", [top1 - 0.1, top1], {lr: value}, seed, "complete", "exp")
+    _swept_run(logs, "lr=0.05,seed=1", [0.05], {lr: "0.05"}, 1, "pruned", "exp")  # left out of the mean
+    study = optuna.create_study(study_name="exp", storage=f"sqlite:///{logs / 'exp' / 'studies.db'}",
+                                direction="maximize")
+    study.set_user_attr("metric", "val/top1")
+    distribution = optuna.distributions.CategoricalDistribution(["0.1", "0.05"])
+    for value, mean, runs in (("0.1", 0.6, ["exp/lr=0.1,seed=0"]), ("0.05", 0.4, ["exp/lr=0.05,seed=0"])):
+        study.add_trial(optuna.create_trial(params={lr: value}, distributions={lr: distribution}, value=mean,
+                                            user_attrs={"runs": runs}))
+    text = write_report(logs, tmp_path / "out").read_text()
+    values = [0.50, 0.60, 0.70]
+    mean = sum(values) / 3
+    std = math.sqrt(sum((v - mean) ** 2 for v in values) / 2)  # the sample standard deviation
+    assert f"| exp | 0.1 | 3 | {100 * mean:.2f} ± {100 * std:.2f}% | - |" in text
+    assert "| exp | 0.05 | 1 | 40.00% | - | exp/lr=0.05,seed=0 |" in text  # the pruned run is not counted
+    section = text.split("## Study `exp`")[1]
+    assert "2 trials in sqlite:///" in section and "(2 complete), maximize val/top1" in section
+    assert "| 0 | complete | 0.1 | 0.6000 | exp/lr=0.1,seed=0 |" in section
+    for png in ("study_exp_history.png", "study_exp_slices.png", "study_exp_importances.png"):
+        assert f"]({png})" in section
+        with Image.open(tmp_path / "out" / png) as image:
+            assert image.format == "PNG" and len(image.convert("RGB").getcolors(1 << 20)) > 20
 
 
 @pytest.fixture

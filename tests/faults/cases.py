@@ -27,6 +27,7 @@ KINDS = {
     "test_trainer_and_config_errors": "Trainer, model and config settings",
     "test_file_safety": "Files you already have",
     "test_predict_per_file": "Prediction on your own images",
+    "test_sweep_input": "Sweeps",
 }
 
 

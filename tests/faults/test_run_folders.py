@@ -80,18 +80,25 @@ def test_two_fits_started_together_get_two_folders(world, tmp_path):
                for r in runs)
 
 
-def test_two_sweeps_over_one_grid_never_share_a_folder(world, tmp_path):
+def test_two_sweeps_over_one_grid_share_its_study_and_never_a_folder(world, tmp_path):
+    """The same sweep started twice at once (two shells): one study, each combination trained once, each in a
+    folder of its own."""
+    import optuna
+
     logs = tmp_path / "logs"
     args = ["sweep", "--config", "cnn_cifar.yaml", "--grid", "model.optimizer.init_args.lr=0.1,0.05",
-            *fit(world, "--trainer.logger.init_args.save_dir", str(logs))[3:]]
+            *fit(world, "--trainer.logger.init_args.save_dir", str(logs), "--trainer.max_steps", "-1",
+                 "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2")[3:]]
     processes = [subprocess.Popen(cli_command(*args), env=cli_env(), cwd=tmp_path, stdout=subprocess.DEVNULL,
                                   stderr=subprocess.PIPE, text=True) for _ in range(2)]
     errors = [p.communicate(timeout=600)[1] for p in processes]
     assert [p.returncode for p in processes] == [0, 0], errors
-    names = sorted(p.name for p in (logs / "cnn_cifar").iterdir())
-    assert names == ["lr=0.05", "lr=0.05_v2", "lr=0.1", "lr=0.1_v2"]
-    assert all((logs / "cnn_cifar" / n / "sweep.json").is_file() and not (logs / "cnn_cifar" / n / ".claim").exists()
-               for n in names)
+    experiment = logs / "cnn_cifar"
+    names = sorted(p.name for p in experiment.iterdir() if p.is_dir())
+    assert names == ["lr=0.05", "lr=0.1"]
+    assert all((experiment / n / "sweep.json").is_file() and not (experiment / n / ".claim").exists() for n in names)
+    study = optuna.load_study(study_name="cnn_cifar", storage=f"sqlite:///{experiment / 'studies.db'}")
+    assert sorted(t.params["model.optimizer.init_args.lr"] for t in study.trials) == ["0.05", "0.1"]
 
 
 def test_without_a_logger_a_fit_still_gets_its_own_folder_and_evaluation_writes_nothing(world, tmp_path, capsys,

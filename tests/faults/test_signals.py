@@ -63,23 +63,41 @@ def test_case(case, world, tmp_path):
     assert torch.load(last, weights_only=True)["global_step"] == stopped_at + 1  # went on from where it stopped
 
 
+def _first_checkpoint(experiment: Path, process: subprocess.Popen, skip: set[str]) -> str:
+    """The name of the next run of a sweep (not in ``skip``) to write its last.ckpt."""
+    deadline = time.time() + 300
+    while time.time() < deadline and process.poll() is None:
+        written = [p.parent.parent.name for p in experiment.glob("*/checkpoints/last.ckpt")]
+        if set(written) - skip:
+            return (set(written) - skip).pop()
+        time.sleep(0.05)
+    raise AssertionError("the sweep ended before its run's first checkpoint")
+
+
 def test_a_sweep_records_a_killed_run_and_goes_on_but_stops_on_ctrl_c(world, tmp_path):
+    import optuna
+
     logs = tmp_path / "logs"
     args = ["sweep", "--config", "cnn_cifar.yaml", "--grid", "model.optimizer.init_args.lr=0.1,0.05,0.02",
             *_long_fit(world, logs)[3:]]
     sweep = subprocess.Popen(cli_command(*args), env=cli_env(), cwd=tmp_path, stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, text=True)
     experiment = logs / "cnn_cifar"
-    _wait_for(experiment / "lr=0.1" / "checkpoints" / "last.ckpt", sweep)
-    fit = subprocess.run(["pgrep", "-f", "version lr=0.1"], capture_output=True, text=True).stdout.split()
+    first = _first_checkpoint(experiment, sweep, set())
+    fit = subprocess.run(["pgrep", "-f", f"version {first} "], capture_output=True, text=True).stdout.split()
     subprocess.run(["kill", "-TERM", *fit])  # the run alone, as an out-of-memory killer or a user would
-    _wait_for(experiment / "lr=0.05" / "checkpoints" / "last.ckpt", sweep)
+    second = _first_checkpoint(experiment, sweep, {first})
     sweep.send_signal(signal.SIGINT)  # Ctrl-C in the sweep's terminal
     out, err = sweep.communicate(timeout=300)
     assert sweep.returncode == 130, err[-2000:]
-    assert "run lr=0.1 failed with exit code 143; going on" in err
+    assert f"trial 0 failed: cnn_cifar/{first}: its fit exited with code 143; going on" in err
     # The stopped fit names its own run to continue, not the experiment's newest.
-    assert f"continue that run with `python -m zoo_lightning fit ... --ckpt_path {experiment}/lr=0.1/checkpoints/last.ckpt`" in err
-    assert "stopped by SIGINT during lr=0.05; 1 run(s) not started" in err
-    assert "| cnn_cifar/lr=0.1 | 143 |" in out and "| cnn_cifar/lr=0.05 | 130 |" in out
-    assert sorted(p.name for p in experiment.iterdir()) == ["lr=0.05", "lr=0.1"]
+    assert f"continue that run with `python -m zoo_lightning fit ... --ckpt_path {experiment}/{second}/checkpoints/last.ckpt`" in err
+    assert f"stopped by SIGINT during trial 1 (cnn_cifar/{second}): it is queued to run again" in err
+    assert sorted(p.name for p in experiment.iterdir() if p.is_dir()) == sorted([first, second])
+    # The killed fit's trial failed; the stopped one's is queued again, for the same command to continue.
+    study = optuna.load_study(study_name="cnn_cifar", storage=f"sqlite:///{experiment / 'studies.db'}")
+    states = [t.state.name for t in study.trials]
+    assert states == ["FAIL", "FAIL", "WAITING"] and study.trials[2].params == study.trials[1].params
+    assert f"| 0 | fail | {first.removeprefix('lr=')} |" in out
+    assert f"| 2 | waiting | {second.removeprefix('lr=')} |" in out

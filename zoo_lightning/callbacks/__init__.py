@@ -7,6 +7,7 @@ from zoo_lightning.callbacks.nonfinite import NonFiniteLossError, NonFiniteLossS
 from zoo_lightning.callbacks.patch_whitening import PatchWhitening
 from zoo_lightning.callbacks.prediction_writer import PredictionWriter
 from zoo_lightning.callbacks.throughput import ImagesPerSecond
+from zoo_lightning.callbacks.trial_pruning import TrialPruning
 
 __all__ = ["ClassificationDashboard", "HparamsSession", "ImagesPerSecond", "LookaheadAveraging", "NonFiniteLossError",
-           "NonFiniteLossStop", "PatchWhitening", "PredictionWriter", "class_names", "per_class_accuracy"]
+           "NonFiniteLossStop", "PatchWhitening", "PredictionWriter", "TrialPruning", "class_names", "per_class_accuracy"]

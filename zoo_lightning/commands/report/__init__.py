@@ -7,7 +7,8 @@ evaluations of a run's checkpoints (``RUN/evaluations/test_N``) are shown with t
 Runs are compared only with runs on the same dataset (DataModule, number of classes and, for your own
 folders, the folder). Written to DIR: ``report.md``, with a section per dataset (its runs, best val
 top-1 first; their evaluations; the per-class accuracy of the chosen runs), the failed runs apart,
-sweeps grouped by their values and the rounds of each ``selftrain`` session; and per dataset three
+sweeps grouped by their values, each configuration's mean ± std over its seeds and each Optuna
+study as a table and plots, and the rounds of each ``selftrain`` session; and per dataset three
 PNGs: ``val_top1-<dataset>.png`` and ``val_loss-<dataset>.png`` (every run against epoch) and
 ``per_class_accuracy-<dataset>.png`` (grouped bars). A run has one colour and line style in all of
 them. The plots use matplotlib with the Agg backend: it is already a dependency (torchmetrics draws
@@ -33,6 +34,7 @@ from zoo_lightning.callbacks.hparams_session import FAILED
 from .runs import DEFAULT_PER_CLASS_RUNS, VAL_TOP1, Dataset, Run, choose, load_runs, ranked
 from .tables import (class_order, evaluations_table, failed_table, main_table, per_class_table, percent,
                      selftrain_table, sweep_table)
+from .studies import configurations_table, study_sections
 
 __all__ = ["main", "write_report", "load_runs", "Run"]
 
@@ -149,12 +151,15 @@ def _section_lines(section: DatasetSection, out_dir: Path, chosen: list[Run], ru
     return lines
 
 
-def write_report(logdir: str | Path, out: str | Path, runs_pattern: list[str] | None = None) -> Path:
+def write_report(logdir: str | Path, out: str | Path, runs_pattern: list[str] | None = None,
+                 storage: str | None = None) -> Path:
     """Writes ``report.md`` and its PNGs into ``out``; returns the path of ``report.md``.
 
     Raises:
         FileNotFoundError: ``logdir`` does not exist or holds no event files.
         ValueError: ``runs_pattern`` matches no run with per-class accuracy.
+
+    ``storage`` is where the studies of sweeps are read from, instead of where their runs say.
     """
     runs = load_runs(logdir)
     sections, failed = _sections(runs)
@@ -188,7 +193,9 @@ def write_report(logdir: str | Path, out: str | Path, runs_pattern: list[str] | 
                   "Ranked nowhere: runs that raised an error, and runs stopped before they logged a validation or "
                   "test top-1.", "", *failed_table(failed)]
     if any(r.sweep for r in runs):
-        lines += ["", "## Sweeps", "", *sweep_table(runs)]
+        lines += ["", "## Sweeps", "", *sweep_table(runs), "", "Each configuration over its runs (seeds): the "
+                  "mean ± sample standard deviation of the runs that trained to their end.", "",
+                  *configurations_table(runs), *study_sections(runs, out_dir, storage)]
     if any(r.selftrain.get("session") for r in runs):
         lines += ["", "## Self-training", "", "Noisy Student rounds (`selftrain`): each student learned from the "
                   "pseudo-labels of the round before.", "", *selftrain_table(runs)]
@@ -207,10 +214,11 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--runs", nargs="+", metavar="NAME",
                         help=f"runs for the per-class figure: substrings or patterns of their names "
                              f"(default: the {DEFAULT_PER_CLASS_RUNS} best)")
+    parser.add_argument("--storage", help="where the sweeps' Optuna studies are (default: where their runs say)")
     args = parser.parse_args(argv)
     if Path(args.out).exists() and not Path(args.out).is_dir():
         raise NotADirectoryError(f"--out {args.out!r} is a file; report writes report.md and its PNGs into a folder. "
                                  "Pass a folder's name (it is created).")
-    report = write_report(args.logdir, args.out, args.runs)
+    report = write_report(args.logdir, args.out, args.runs, args.storage)
     print(report.read_text())
     print(f"wrote {report} and its plots")
