@@ -18,7 +18,7 @@ LAYERS = [
     ["zoo_lightning", "zoo_lightning.files", "zoo_lightning.batch", "zoo_lightning.metric_names",
      "zoo_lightning.progress", "zoo_lightning.parsing", "zoo_lightning.hardware", "zoo_lightning.options",
      "zoo_lightning.signals"],
-    ["zoo_lightning.runs"],
+    ["zoo_lightning.runs", "zoo_lightning.studies"],
     ["zoo_lightning.models"],
     ["zoo_lightning.checkpoints", "zoo_lightning.schedulers", "zoo_lightning.figures", "zoo_lightning.optimization",
      "zoo_lightning.tta"],

@@ -176,3 +176,54 @@ def trials_table(study: Any, metric: str) -> list[str]:
 
 def _short(value: Any) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def make_sampler(name: str, dimensions: dict[str, Any]) -> Any:
+    """Optuna's sampler ``name``; a grid's points are the ``values`` of each of the search space's dimensions."""
+    import optuna
+
+    if name == "grid":
+        return optuna.samplers.GridSampler({k: list(d.values) for k, d in dimensions.items()}, seed=0)
+    if name == "random":
+        return optuna.samplers.RandomSampler()
+    # The constant liar keeps workers from drawing the point another is training.
+    return optuna.samplers.TPESampler(constant_liar=True)
+
+
+def open_study(url: str, name: str, direction: str, record: dict[str, Any], sampler: Any, pruner: Any,
+               heartbeat: int | None) -> Any:
+    """The study ``name`` in the storage at ``url``: loaded when it exists (its recorded space, metric and seeds must
+    be ``record``'s), else created with ``record`` as its user attributes.
+
+    Raises:
+        ValueError: the storage cannot be used, or the study searched something else.
+    """
+    import optuna
+
+    storage = open_storage(url, heartbeat=heartbeat if is_database(url) else None)
+    if name in optuna.study.get_all_study_names(storage):
+        study = optuna.load_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner)
+        stored = study.user_attrs
+        if study.direction.name.lower() != direction:
+            raise ValueError(f"Study {name!r} in {shown(url)} {study.direction.name.lower()}s its metric, this "
+                             f"command would {direction} it: give another --study NAME.")
+        for key, value in record.items():
+            if key in stored and stored[key] != value:
+                raise ValueError(f"Study {name!r} in {shown(url)} has {key} {_said(stored[key])}, this command "
+                                 f"{_said(value)}: give another --study NAME, or the same {key} to continue it.")
+        missing = {k: v for k, v in record.items() if k not in stored}  # a study made outside a sweep
+    else:
+        study = optuna.create_study(storage=storage, study_name=name, direction=direction, sampler=sampler,
+                                    pruner=pruner, load_if_exists=True)
+        missing = record
+    for key, value in missing.items():
+        study.set_user_attr(key, value)
+    return study
+
+
+def _said(value: Any) -> str:
+    if isinstance(value, dict):
+        return " ".join(f"{k}={v}" for k, v in value.items())
+    if isinstance(value, list):
+        return " ".join(map(str, value))
+    return "none" if value is None else str(value)

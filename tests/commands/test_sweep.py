@@ -17,7 +17,8 @@ from optuna.trial import TrialState
 
 from tests.helpers import cli_command, cli_env, run_cli
 from zoo_lightning.commands.search_space import combinations, parse_space, run_name, trial_run_name
-from zoo_lightning.commands.sweep import parse, worker_env
+from zoo_lightning.commands.sweep import parse
+from zoo_lightning.commands.sweep_worker import worker_env
 from zoo_lightning.studies import counted_trials
 
 LR = "model.optimizer.init_args.lr"
@@ -133,7 +134,7 @@ def test_workers_get_a_gpu_each_or_a_share_of_the_threads(monkeypatch):
 
 
 def test_a_journal_file_keeps_a_study_that_the_same_space_continues_and_another_is_refused(tmp_path):
-    from zoo_lightning.commands.sweep import open_study
+    from zoo_lightning.studies import open_study
 
     journal = str(tmp_path / "studies.log")
     record = {"space": {LR: "loguniform(0.01,0.2)"}, "metric": "val/top1", "seeds": None}

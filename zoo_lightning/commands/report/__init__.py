@@ -31,7 +31,8 @@ from zoo_lightning import figures
 from zoo_lightning import metric_names as names
 from zoo_lightning.callbacks.hparams_session import FAILED
 
-from .runs import DEFAULT_PER_CLASS_RUNS, VAL_TOP1, Dataset, Run, choose, load_runs, ranked
+from .loading import load_runs
+from .runs import DEFAULT_PER_CLASS_RUNS, VAL_TOP1, Dataset, Run, choose, ranked
 from .tables import (class_order, evaluations_table, failed_table, main_table, per_class_table, percent,
                      selftrain_table, sweep_table)
 from .studies import configurations_table, study_sections

@@ -15,12 +15,12 @@ from pathlib import Path
 from typing import Any
 
 from zoo_lightning import figures
+from zoo_lightning.commands.sweep_worker import SWEEP_RECORD
 
 from .runs import VAL_TOP1, Run
 
 __all__ = ["configurations_table", "study_sections", "mean_std"]
 
-SWEEP_RECORD = "sweep.json"
 PLOTS = (("history", "plot_optimization_history", "optimization history: each trial's value and the best so far"),
          ("importances", "plot_param_importances", "parameter importances (PED-ANOVA)"),
          ("slices", "plot_slice", "the metric against each parameter"))
