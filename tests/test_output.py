@@ -36,6 +36,7 @@ ALLOWED = [re.compile(pattern) for pattern in (
     r"wrote \S+ \([\d.]+ MB\): uint8 NCHW images in, logits out",
     r"\w+DataModule at \S+ \(training part of the split, per channel R, G, B\):",
     r"(mean|std) += \([\d., ]+\)",
+    r"zoo_lightning models matching '\S+' \(\d+ classes; 1 multiply-add = 2 FLOPs\)",
 )]
 
 

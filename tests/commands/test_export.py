@@ -158,3 +158,14 @@ def test_the_docs_example_classifies_a_folder_from_the_default_export_without_th
     names = json.loads(json.dumps(torch.load(ckpt, weights_only=True)["CIFAR10DataModule"]["class_names"]))
     lines = [line.split() for line in result.stdout.splitlines()]
     assert [line[0] for line in lines] == ["a.png", "b.jpg"] and all(line[1] in names for line in lines)
+
+
+def test_the_format_follows_the_suffix_of_out_unless_given_and_a_contradiction_is_refused():
+    from zoo_lightning.commands.export import format_for
+
+    assert format_for(None, None) == "exported_program"
+    assert [format_for(None, f"m{s}") for s in (".ts", ".pt2", ".onnx", ".bin")] == [
+        "torchscript", "exported_program", "onnx", "exported_program"]
+    assert format_for("onnx", "m.onnx") == "onnx" and format_for("torchscript", "model") == "torchscript"
+    with pytest.raises(ValueError, match="--out m.ts names a torchscript file, and --format is onnx"):
+        format_for("onnx", "m.ts")

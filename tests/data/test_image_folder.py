@@ -171,5 +171,5 @@ def test_its_checkpoints_predict_and_export_without_the_folders(tmp_path, monkey
     rows = next(tmp_path.rglob("predictions.csv")).read_text().splitlines()
     assert rows[0].startswith("path,top1_class") and rows[1].split(",")[1] in ("apple", "pear", "plum")
     main(["export", "--ckpt_path", str(checkpoint)])
-    exported = torch.jit.load(str(checkpoint.with_suffix(".ts")))
+    exported = torch.export.load(str(checkpoint.with_suffix(".pt2"))).module()  # the default format
     assert exported(torch.zeros(1, 3, 24, 24, dtype=torch.uint8)).shape == (1, 3)

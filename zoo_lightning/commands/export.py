@@ -149,15 +149,30 @@ def export(ckpt_path: str | Path, format: str = "exported_program", out: str | P
     return target
 
 
+def format_for(format: str | None, out: str | None) -> str:
+    """The format ``--format`` names, else the one ``--out``'s suffix names, else ``exported_program``; a format
+    whose suffix differs from ``--out``'s is refused (the file would not be what its name says)."""
+    by_suffix = {suffix: name for name, suffix in FORMATS.items()}
+    named = by_suffix.get(Path(out).suffix) if out else None
+    if format is None:
+        return named or "exported_program"
+    if named is not None and named != format:
+        raise ValueError(f"--out {out} names a {named} file, and --format is {format}: give --out with "
+                         f"{FORMATS[format]}, or leave --format out.")
+    return format
+
+
 def main(argv: list[str]) -> None:
     parser = CommandParser(prog="python -m zoo_lightning export", description=__doc__, allow_abbrev=False,
                            formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--ckpt_path", required=True, help="a checkpoint written by `fit`")
-    parser.add_argument("--format", default="exported_program", choices=list(FORMATS),
-                        help="exported_program (.pt2, the default), onnx, or torchscript (deprecated by PyTorch)")
+    parser.add_argument("--format", choices=list(FORMATS),
+                        help="exported_program (.pt2, the default), onnx, or torchscript (deprecated by PyTorch); "
+                             "by default the one --out's suffix names")
     parser.add_argument("--out", default=None, help="output file (default: beside the checkpoint)")
     parser.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     args = parser.parse_args(argv)
+    args.format = format_for(args.format, args.out)
     if args.format == "torchscript":
         print("note: PyTorch deprecates TorchScript; --format exported_program (the default) or onnx will last.",
               file=sys.stderr)
