@@ -66,26 +66,43 @@ def main() -> None:
                 wall["seconds"] = time.perf_counter() - wall["start"]
 
     with tempfile.TemporaryDirectory() as tmp:
-        trainer = L.Trainer(accelerator="cpu", devices=1, max_steps=args.warmup + args.steps + 1, limit_val_batches=0,
-                            num_sanity_val_steps=0, default_root_dir=tmp, enable_checkpointing=False,
-                            enable_progress_bar=False, enable_model_summary=False, callbacks=[Parts()])
+        trainer = L.Trainer(
+            accelerator="cpu",
+            devices=1,
+            max_steps=args.warmup + args.steps + 1,
+            limit_val_batches=0,
+            num_sanity_val_steps=0,
+            default_root_dir=tmp,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            callbacks=[Parts()],
+        )
         trainer.fit(model, data)
 
     events = [e for e in profiler.key_averages() if not e.key.startswith("part: ")]
     total = sum(e.self_cpu_time_total for e in events)
     step_ms = wall["seconds"] / args.steps * 1000
-    print(f"# {args.model}, channels_last={args.channels_last}, batch {BATCH}, {args.steps} steps, "
-          f"{os.environ.get('OMP_NUM_THREADS', '2')} threads, torch {torch.__version__}")
-    print(f"# wall {step_ms:.0f} ms per step ({BATCH / step_ms * 1000:.0f} images/s under the profiler); "
-          f"self time in operators {total / 1e3 / args.steps:.0f} ms per step")
+    print(
+        f"# {args.model}, channels_last={args.channels_last}, batch {BATCH}, {args.steps} steps, "
+        f"{os.environ.get('OMP_NUM_THREADS', '2')} threads, torch {torch.__version__}"
+    )
+    print(
+        f"# wall {step_ms:.0f} ms per step ({BATCH / step_ms * 1000:.0f} images/s under the profiler); "
+        f"self time in operators {total / 1e3 / args.steps:.0f} ms per step"
+    )
     for event in profiler.key_averages():
         if event.key.startswith("part: "):
-            print(f"{event.key:<40} {event.cpu_time_total / 1e3 / args.steps:8.1f} ms/step "
-                  f"({event.cpu_time_total / 1e3 / args.steps / step_ms:5.1%} of the step's wall time)")
+            print(
+                f"{event.key:<40} {event.cpu_time_total / 1e3 / args.steps:8.1f} ms/step "
+                f"({event.cpu_time_total / 1e3 / args.steps / step_ms:5.1%} of the step's wall time)"
+            )
     print(f"| operator | self ms/step | share of operator time | calls/step |\n|---|---|---|---|")
     for event in sorted(events, key=lambda e: e.self_cpu_time_total, reverse=True)[: args.rows]:
-        print(f"| {event.key} | {event.self_cpu_time_total / 1e3 / args.steps:.1f} | "
-              f"{event.self_cpu_time_total / total:.1%} | {event.count / args.steps:g} |")
+        print(
+            f"| {event.key} | {event.self_cpu_time_total / 1e3 / args.steps:.1f} | "
+            f"{event.self_cpu_time_total / total:.1%} | {event.count / args.steps:g} |"
+        )
 
 
 if __name__ == "__main__":

@@ -111,9 +111,18 @@ def _fit_trainer(tmp: str, steps: int, warmup: int, timer: _StepTimer, **kwargs)
     from lightning.pytorch.loggers import TensorBoardLogger
 
     return L.Trainer(
-        accelerator="cpu", devices=1, max_steps=warmup + steps, limit_val_batches=0, num_sanity_val_steps=0,
-        logger=TensorBoardLogger(tmp, name="bench"), enable_checkpointing=False, enable_progress_bar=False,
-        enable_model_summary=False, callbacks=[timer.callback], precision=PRECISION, **kwargs,
+        accelerator="cpu",
+        devices=1,
+        max_steps=warmup + steps,
+        limit_val_batches=0,
+        num_sanity_val_steps=0,
+        logger=TensorBoardLogger(tmp, name="bench"),
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[timer.callback],
+        precision=PRECISION,
+        **kwargs,
     )
 
 
@@ -135,8 +144,14 @@ def bench_fit(name: str, steps: int, warmup: int, channels_last: bool) -> dict:
 def _eval_rate(model, data, steps: int) -> float:
     import lightning as L
 
-    trainer = L.Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
-                        enable_model_summary=False, limit_val_batches=steps + 2)
+    trainer = L.Trainer(
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=steps + 2,
+    )
     start = [0.0]
 
     class Start(L.Callback):
@@ -181,8 +196,9 @@ def bench_tv(name: str, steps: int, warmup: int, channels_last: bool) -> dict:
         def configure_optimizers(self):
             return torch.optim.SGD(self.parameters(), lr=0.01, momentum=0.9, nesterov=True)
 
-    loader = DataLoader(_torchvision_dataset(False), batch_size=BATCH, shuffle=True, num_workers=2,
-                        persistent_workers=True)
+    loader = DataLoader(
+        _torchvision_dataset(False), batch_size=BATCH, shuffle=True, num_workers=2, persistent_workers=True
+    )
     timer = _StepTimer(warmup, steps)
     with tempfile.TemporaryDirectory() as tmp:
         _fit_trainer(tmp, steps, warmup, timer).fit(PlainModule(), loader)
@@ -229,13 +245,24 @@ def run_one(args: argparse.Namespace) -> None:
 
 
 def _cell(mode: str, model: str, steps: int, warmup: int, channels_last: bool, batch: int, precision: str) -> dict:
-    cmd = [sys.executable, "-m", "benchmarks.throughput", "--one", mode, "--model", model,
-           "--steps", str(steps), "--warmup", str(warmup)] + (["--channels-last"] if channels_last else [])
+    cmd = [
+        sys.executable,
+        "-m",
+        "benchmarks.throughput",
+        "--one",
+        mode,
+        "--model",
+        model,
+        "--steps",
+        str(steps),
+        "--warmup",
+        str(warmup),
+    ] + (["--channels-last"] if channels_last else [])
     env = {**os.environ, "BENCH_BATCH": str(batch), "BENCH_PRECISION": precision}
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     for line in proc.stdout.splitlines():
         if line.startswith("RESULT "):
-            return json.loads(line[len("RESULT "):])
+            return json.loads(line[len("RESULT ") :])
     sys.stderr.write(proc.stdout[-2000:] + proc.stderr[-4000:])
     return {}
 
@@ -261,11 +288,23 @@ def main() -> None:
 
     bf16 = sorted(f for f in cpu_flags() if "bf16" in f) or ["none"]
     print(f"# Training throughput, batch {args.batch}, {os.environ.get('OMP_NUM_THREADS', '2')} threads")
-    print(f"# machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, bf16 instructions: "
-          f"{', '.join(bf16)}; torch {torch.__version__}; command: {' '.join(sys.argv)}")
+    print(
+        f"# machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, bf16 instructions: "
+        f"{', '.join(bf16)}; torch {torch.__version__}; command: {' '.join(sys.argv)}"
+    )
     extra = ["bf16/bare"] if "bf16" in args.modes else []
-    header = ["model", "channels_last", "precision", *[f"{m} img/s" for m in args.modes], "fit/bare", "fit/tv",
-              "fit/seed", *extra, "eval img/s (fit)", "peak RSS MB (fit)"]
+    header = [
+        "model",
+        "channels_last",
+        "precision",
+        *[f"{m} img/s" for m in args.modes],
+        "fit/bare",
+        "fit/tv",
+        "fit/seed",
+        *extra,
+        "eval img/s (fit)",
+        "peak RSS MB (fit)",
+    ]
     print("| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))
     for model in args.models:
@@ -278,10 +317,18 @@ def main() -> None:
                 return f"{rate[a] / rate[b]:.2f}" if a in rate and b in rate else "-"
 
             fit = cells.get("fit", {})
-            row = [model, str(channels_last), precision, *[f"{rate[m]:.0f}" for m in args.modes],
-                   ratio("fit", "bare"), ratio("fit", "tv"), ratio("fit", "seed"),
-                   *(ratio("bf16", "bare") for _ in extra),
-                   f"{fit.get('eval_img_s', float('nan')):.0f}", f"{fit.get('peak_rss_mb', float('nan')):.0f}"]
+            row = [
+                model,
+                str(channels_last),
+                precision,
+                *[f"{rate[m]:.0f}" for m in args.modes],
+                ratio("fit", "bare"),
+                ratio("fit", "tv"),
+                ratio("fit", "seed"),
+                *(ratio("bf16", "bare") for _ in extra),
+                f"{fit.get('eval_img_s', float('nan')):.0f}",
+                f"{fit.get('peak_rss_mb', float('nan')):.0f}",
+            ]
             print("| " + " | ".join(row) + " |", flush=True)
 
 

@@ -11,7 +11,6 @@ import pytest
 from PIL import Image
 
 
-
 @pytest.fixture(autouse=True)
 def no_network(monkeypatch):
     """Every test runs offline, as the project's machines do: a download fails at once, never hangs."""
@@ -44,8 +43,15 @@ def write_cifar_python_release(root: Path, per_batch: int = 20, test: int = 20, 
         rows = rng.integers(0, 256, (n, 3072), dtype=np.uint8)  # R plane, G plane, B plane per row
         labels = [int(v) for v in rng.integers(0, 10, n)]
         with open(folder / name, "wb") as f:
-            pickle.dump({b"batch_label": name.encode(), b"labels": labels, b"data": rows,
-                         b"filenames": [f"{name}_{i}.png".encode() for i in range(n)]}, f)
+            pickle.dump(
+                {
+                    b"batch_label": name.encode(),
+                    b"labels": labels,
+                    b"data": rows,
+                    b"filenames": [f"{name}_{i}.png".encode() for i in range(n)],
+                },
+                f,
+            )
         return rows.reshape(n, 3, 32, 32), labels
 
     train = [dump(f"data_batch_{i}", per_batch) for i in range(1, 6)]
@@ -54,13 +60,15 @@ def write_cifar_python_release(root: Path, per_batch: int = 20, test: int = 20, 
     arrays["test_images"], test_labels = dump("test_batch", test)
     arrays["test_labels"] = np.asarray(test_labels, dtype=np.int64)
     with open(folder / "batches.meta", "wb") as f:
-        pickle.dump({b"label_names": [c.encode() for c in CLASSES], b"num_cases_per_batch": per_batch,
-                     b"num_vis": 3072}, f)
+        pickle.dump(
+            {b"label_names": [c.encode() for c in CLASSES], b"num_cases_per_batch": per_batch, b"num_vis": 3072}, f
+        )
     return arrays
 
 
-def write_image_folder(root: Path, per_class: int = 3, classes: list[str] = CLASSES, size: int = 32,
-                       seed: int = 0, suffix: str = ".png") -> dict[str, list[tuple[Path, np.ndarray]]]:
+def write_image_folder(
+    root: Path, per_class: int = 3, classes: list[str] = CLASSES, size: int = 32, seed: int = 0, suffix: str = ".png"
+) -> dict[str, list[tuple[Path, np.ndarray]]]:
     """``root/{train,test}/<class>/NNNN.png``; returns each split's (path, HxWx3 pixels) in sorted order."""
     rng = np.random.default_rng(seed)
     written: dict[str, list[tuple[Path, np.ndarray]]] = {}
@@ -111,8 +119,9 @@ def write_stl10_release(root: Path, train: int = 20, test: int = 10, unlabeled: 
             labels = rng.integers(0, 10, n)
             (labels + 1).astype(np.uint8).tofile(folder / f"{split}_y.bin")
             arrays[f"{split}_labels"] = labels
-    (folder / "class_names.txt").write_text("\n".join(
-        ["airplane", "bird", "car", "cat", "deer", "dog", "horse", "monkey", "ship", "truck"]) + "\n")
+    (folder / "class_names.txt").write_text(
+        "\n".join(["airplane", "bird", "car", "cat", "deer", "dog", "horse", "monkey", "ship", "truck"]) + "\n"
+    )
     folds = [rng.permutation(train)[: max(1, train // 5)] for _ in range(10)]
     (folder / "fold_indices.txt").write_text("".join(" ".join(map(str, f)) + " \n" for f in folds))
     arrays["folds"] = folds
@@ -143,7 +152,23 @@ def trained_cnn(tmp_path_factory, cifar_writer):
 
     root = tmp_path_factory.mktemp("trained")
     cifar_writer(root / "data")
-    main(["fit", "--config", "cnn_cifar.yaml", "--data.data_dir", str(root / "data"), "--data.val_size", "20",
-          "--data.batch_size", "16", "--trainer.max_steps", "2", "--trainer.enable_progress_bar", "false",
-          "--trainer.logger.init_args.save_dir", str(root / "logs")])
+    main(
+        [
+            "fit",
+            "--config",
+            "cnn_cifar.yaml",
+            "--data.data_dir",
+            str(root / "data"),
+            "--data.val_size",
+            "20",
+            "--data.batch_size",
+            "16",
+            "--trainer.max_steps",
+            "2",
+            "--trainer.enable_progress_bar",
+            "false",
+            "--trainer.logger.init_args.save_dir",
+            str(root / "logs"),
+        ]
+    )
     return root, root / "logs" / "cnn_cifar" / "version_0" / "checkpoints" / "last.ckpt"

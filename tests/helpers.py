@@ -34,32 +34,55 @@ def cli_command(*args: str) -> list[str]:
 
 def run_cli(args: list[str], cwd: Path, timeout: float = 600, **env: str) -> subprocess.CompletedProcess:
     """``python -m zoo_lightning ARGS`` in ``cwd``, as typed in a shell; output captured as text."""
-    return subprocess.run(cli_command(*args), cwd=cwd, env=cli_env(**env), capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run(
+        cli_command(*args), cwd=cwd, env=cli_env(**env), capture_output=True, text=True, timeout=timeout
+    )
 
 
 def fit_args(data_dir: Path, logs: Path, *extra: str, epochs: int = 1, config: str = "cnn_cifar.yaml") -> list[str]:
     """A tiny ``fit`` on the 100-image CIFAR-10 release of the ``cifar_python`` fixture: 5 steps an epoch."""
-    return ["fit", "--config", config, "--data.data_dir", str(data_dir), "--data.val_size", "20",
-            "--data.batch_size", "16", "--trainer.max_epochs", str(epochs), "--trainer.log_every_n_steps", "1",
-            "--trainer.logger.init_args.save_dir", str(logs), "--trainer.enable_progress_bar", "false", *extra]
+    return [
+        "fit",
+        "--config",
+        config,
+        "--data.data_dir",
+        str(data_dir),
+        "--data.val_size",
+        "20",
+        "--data.batch_size",
+        "16",
+        "--trainer.max_epochs",
+        str(epochs),
+        "--trainer.log_every_n_steps",
+        "1",
+        "--trainer.logger.init_args.save_dir",
+        str(logs),
+        "--trainer.enable_progress_bar",
+        "false",
+        *extra,
+    ]
 
 
 class TinyData(L.LightningDataModule):
     """Random 8x8 uint8 images, normalized with their own mean/std; val sorted by class, as real splits can be."""
 
-    def __init__(self, train: int = 48, val: int = 30, batch_size: int = 8, names: list[str] | None = CLASSES,
-                 seed: int = 0) -> None:
+    def __init__(
+        self, train: int = 48, val: int = 30, batch_size: int = 8, names: list[str] | None = CLASSES, seed: int = 0
+    ) -> None:
         super().__init__()
         from zoo_lightning.data.transforms import Normalize
 
         g = torch.Generator().manual_seed(seed)
         self.class_names = names
         self.batch_size = batch_size
-        self.pixels = {"train": torch.randint(0, 256, (train, 3, 8, 8), generator=g, dtype=torch.uint8),
-                       "val": torch.randint(0, 256, (val, 3, 8, 8), generator=g, dtype=torch.uint8)}
-        self.labels = {"train": torch.randint(0, 3, (train,), generator=g),
-                       "val": torch.arange(val) * 3 // val}  # 0..0, 1..1, 2..2
+        self.pixels = {
+            "train": torch.randint(0, 256, (train, 3, 8, 8), generator=g, dtype=torch.uint8),
+            "val": torch.randint(0, 256, (val, 3, 8, 8), generator=g, dtype=torch.uint8),
+        }
+        self.labels = {
+            "train": torch.randint(0, 3, (train,), generator=g),
+            "val": torch.arange(val) * 3 // val,
+        }  # 0..0, 1..1, 2..2
         scaled = self.pixels["train"].double() / 255
         self.mean = scaled.mean(dim=(0, 2, 3)).tolist()
         self.std = scaled.std(dim=(0, 2, 3)).tolist()
@@ -69,8 +92,11 @@ class TinyData(L.LightningDataModule):
         return self.normalize(self.pixels[split])
 
     def _loader(self, split: str) -> DataLoader:
-        return DataLoader(TensorDataset(self.normalized(split), self.labels[split]), batch_size=self.batch_size,
-                          shuffle=split == "train")
+        return DataLoader(
+            TensorDataset(self.normalized(split), self.labels[split]),
+            batch_size=self.batch_size,
+            shuffle=split == "train",
+        )
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train")
@@ -86,8 +112,9 @@ def tiny_net(num_classes: int = 10, stem: str = "cifar") -> torch.nn.Module:
     """A tiny test net."""
     from torch import nn
 
-    return nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(2), nn.Flatten(),
-                         nn.Linear(16, num_classes))
+    return nn.Sequential(
+        nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(2), nn.Flatten(), nn.Linear(16, num_classes)
+    )
 
 
 tiny_net.__name__ = TINY_NET
@@ -105,11 +132,19 @@ def fit_tiny(root: Path, name: str, epochs: int = 2, lr: float = 0.1, seed: int 
     data = TinyData(seed=seed, **data_kwargs)
     model = ImageClassifier(TINY_NET, num_classes=3, optimizer=partial(torch.optim.SGD, lr=lr, momentum=0.9))
     trainer = L.Trainer(
-        max_epochs=epochs, accelerator="cpu", devices=1, log_every_n_steps=1, enable_progress_bar=False,
+        max_epochs=epochs,
+        accelerator="cpu",
+        devices=1,
+        log_every_n_steps=1,
+        enable_progress_bar=False,
         enable_model_summary=False,
         logger=TensorBoardLogger(root, name=name, default_hp_metric=False),
-        callbacks=[ClassificationDashboard(misclassified=6), HparamsSession(), ImagesPerSecond(),
-                   ModelCheckpoint(monitor="val/top1", mode="max", filename="best", save_last=True)],
+        callbacks=[
+            ClassificationDashboard(misclassified=6),
+            HparamsSession(),
+            ImagesPerSecond(),
+            ModelCheckpoint(monitor="val/top1", mode="max", filename="best", save_last=True),
+        ],
     )
     trainer.fit(model, datamodule=data)
     return trainer, model, data
@@ -138,8 +173,9 @@ def set_up(datamodule_class: type, root: Path, **kwargs):
     return data
 
 
-def check_option_type(cls: type, option: str, bad: str, good: str, expected: Any, *given: str,
-                      skip: tuple[str, ...] = ()) -> None:
+def check_option_type(
+    cls: type, option: str, bad: str, good: str, expected: Any, *given: str, skip: tuple[str, ...] = ()
+) -> None:
     """``--OPTION BAD`` is refused by jsonargparse at parse time, naming the option and the value; ``--OPTION GOOD``
     parses to ``expected``, of its plain type (an int stays an int: checkpoints load weights-only).
 

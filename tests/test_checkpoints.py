@@ -15,8 +15,15 @@ import torch
 
 from zoo_lightning import checkpoints
 from zoo_lightning.callbacks import HparamsSession
-from zoo_lightning.checkpoints import (AtomicCheckpointIO, callback_state, datamodule_args, datamodule_state,
-                                       load_backbone, read_checkpoint, rebuild_backbone)
+from zoo_lightning.checkpoints import (
+    AtomicCheckpointIO,
+    callback_state,
+    datamodule_args,
+    datamodule_state,
+    load_backbone,
+    read_checkpoint,
+    rebuild_backbone,
+)
 from zoo_lightning.models import create_model
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -46,8 +53,9 @@ def test_a_write_that_runs_out_of_space_keeps_the_previous_checkpoint(tmp_path):
     AtomicCheckpointIO().save_checkpoint({"weight": torch.ones(3), "epoch": 4}, target)
     before = target.read_bytes()
 
-    result = subprocess.run([sys.executable, "-c", LIMIT_SCRIPT, str(target)], env=_env(), capture_output=True,
-                            text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-c", LIMIT_SCRIPT, str(target)], env=_env(), capture_output=True, text=True, timeout=120
+    )
 
     assert result.returncode == 3, result.stderr[-2000:]
     assert "disk is full" in result.stdout and "previous last.ckpt is untouched" in result.stdout
@@ -62,8 +70,12 @@ def test_the_write_goes_through_a_file_beside_the_target(tmp_path, monkeypatch):
     monkeypatch.setattr(os, "replace", lambda src, dst: replaced.append((Path(src), Path(dst))) or os.rename(src, dst))
     target = tmp_path / "last.ckpt"
     AtomicCheckpointIO().save_checkpoint({"step": 7}, target)
-    (source, destination), = replaced
-    assert source.parent == destination.parent == tmp_path and source.name.startswith(".last.") and source.name.endswith(".tmp.ckpt")
+    ((source, destination),) = replaced
+    assert (
+        source.parent == destination.parent == tmp_path
+        and source.name.startswith(".last.")
+        and source.name.endswith(".tmp.ckpt")
+    )
     assert torch.load(target, weights_only=True) == {"step": 7}
 
 
@@ -71,7 +83,8 @@ def test_the_write_goes_through_a_file_beside_the_target(tmp_path, monkeypatch):
 def test_fit_that_fills_the_disk_stops_with_one_line_and_last_ckpt_intact(cifar_python, tmp_path):
     """A real CLI fit: epoch 0 checkpoints, then the file-size limit makes epoch 1's writes fail."""
     data_dir, _ = cifar_python
-    (tmp_path / "fill_disk.py").write_text(textwrap.dedent("""
+    (tmp_path / "fill_disk.py").write_text(
+        textwrap.dedent("""
         import resource, signal
         from lightning.pytorch.callbacks import Callback
 
@@ -80,14 +93,35 @@ def test_fit_that_fills_the_disk_stops_with_one_line_and_last_ckpt_intact(cifar_
                 if trainer.current_epoch == 1:
                     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
                     resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, resource.RLIM_INFINITY))
-    """))
+    """)
+    )
     logs = tmp_path / "logs"
     result = subprocess.run(
-        [sys.executable, "-m", "zoo_lightning", "fit", "--config", "cnn_cifar.yaml", "--data.data_dir", str(data_dir),
-         "--data.val_size", "20", "--data.batch_size", "16", "--trainer.max_epochs", "3",
-         "--trainer.enable_progress_bar", "false", "--trainer.logger.init_args.save_dir", str(logs),
-         "--trainer.callbacks+=fill_disk.FillDiskAfterFirstEpoch"],
-        env={**_env(), "PYTHONPATH": f"{ROOT}{os.pathsep}{tmp_path}"}, cwd=tmp_path, capture_output=True, text=True,
+        [
+            sys.executable,
+            "-m",
+            "zoo_lightning",
+            "fit",
+            "--config",
+            "cnn_cifar.yaml",
+            "--data.data_dir",
+            str(data_dir),
+            "--data.val_size",
+            "20",
+            "--data.batch_size",
+            "16",
+            "--trainer.max_epochs",
+            "3",
+            "--trainer.enable_progress_bar",
+            "false",
+            "--trainer.logger.init_args.save_dir",
+            str(logs),
+            "--trainer.callbacks+=fill_disk.FillDiskAfterFirstEpoch",
+        ],
+        env={**_env(), "PYTHONPATH": f"{ROOT}{os.pathsep}{tmp_path}"},
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
         timeout=600,
     )
     assert result.returncode == 2, result.stderr[-3000:]
@@ -102,14 +136,26 @@ def test_fit_that_fills_the_disk_stops_with_one_line_and_last_ckpt_intact(cifar_
 
 def _classifier_checkpoint(path: Path, **hparams) -> dict:
     """A checkpoint as `fit` writes it: backbone weights, hyper-parameters, DataModule and callback state."""
-    hparams = {"backbone": "cnn", "num_classes": 7, "stem": "cifar", "backbone_kwargs": {"widths": [4, 8, 8]}, **hparams}
+    hparams = {
+        "backbone": "cnn",
+        "num_classes": 7,
+        "stem": "cifar",
+        "backbone_kwargs": {"widths": [4, 8, 8]},
+        **hparams,
+    }
     backbone = create_model("cnn", num_classes=7, widths=[4, 8, 8])
     checkpoint = {
         "state_dict": {f"backbone.{k}": v for k, v in backbone.state_dict().items()},
-        "hyper_parameters": hparams, "epoch": 2,
+        "hyper_parameters": hparams,
+        "epoch": 2,
         "datamodule_hyper_parameters": {"_class_path": "zoo_lightning.data.CIFAR10DataModule", "batch_size": 16},
-        "CIFAR10DataModule": {"mean": [0.5] * 3, "std": [0.25] * 3, "class_names": list("abcdefg"), "image_size": 32,
-                              "class_path": "zoo_lightning.data.cifar10.CIFAR10DataModule"},
+        "CIFAR10DataModule": {
+            "mean": [0.5] * 3,
+            "std": [0.25] * 3,
+            "class_names": list("abcdefg"),
+            "image_size": 32,
+            "class_path": "zoo_lightning.data.cifar10.CIFAR10DataModule",
+        },
         "callbacks": {"HparamsSession": {"best_val_top1": 0.5, "hparams": {"lr": 0.1}}},
     }
     torch.save(checkpoint, path)
@@ -135,8 +181,10 @@ def test_what_a_checkpoint_carries_is_found_by_name(tmp_path):
     checkpoint = read_checkpoint(path)
     assert datamodule_state(checkpoint) == saved["CIFAR10DataModule"]
     assert datamodule_state({"Other": {"mean": [0.1], "std": [0.2]}}) is None  # mean/std alone do not make one
-    assert datamodule_args(checkpoint) == {"class_path": "zoo_lightning.data.CIFAR10DataModule",
-                                           "init_args": {"batch_size": 16, "class_names": list("abcdefg")}}
+    assert datamodule_args(checkpoint) == {
+        "class_path": "zoo_lightning.data.CIFAR10DataModule",
+        "init_args": {"batch_size": 16, "class_names": list("abcdefg")},
+    }
     assert callback_state(checkpoint, HparamsSession) == {"best_val_top1": 0.5, "hparams": {"lr": 0.1}}
     model, _ = load_backbone(path)
     x = torch.randn(2, 3, 32, 32)
@@ -146,13 +194,16 @@ def test_what_a_checkpoint_carries_is_found_by_name(tmp_path):
     torch.testing.assert_close(model(x), reference.eval()(x))
 
 
-@pytest.mark.parametrize("make, error, match", [
-    (lambda p: p.mkdir(), IsADirectoryError, "is a folder; pass a .ckpt file in it"),
-    (lambda p: None, FileNotFoundError, "does not exist"),
-    (lambda p: p.write_bytes(b"PK\x03\x04 truncated"), ValueError, "Cannot read checkpoint .* truncated"),
-    (lambda p: torch.save({"weights": torch.zeros(2)}, p), ValueError, "not a checkpoint written by"),
-    (lambda p: torch.save({"state_dict": {}, "hyper_parameters": {"lr": 1}}, p), ValueError, "name no backbone"),
-])
+@pytest.mark.parametrize(
+    "make, error, match",
+    [
+        (lambda p: p.mkdir(), IsADirectoryError, "is a folder; pass a .ckpt file in it"),
+        (lambda p: None, FileNotFoundError, "does not exist"),
+        (lambda p: p.write_bytes(b"PK\x03\x04 truncated"), ValueError, "Cannot read checkpoint .* truncated"),
+        (lambda p: torch.save({"weights": torch.zeros(2)}, p), ValueError, "not a checkpoint written by"),
+        (lambda p: torch.save({"state_dict": {}, "hyper_parameters": {"lr": 1}}, p), ValueError, "name no backbone"),
+    ],
+)
 def test_bad_files_get_one_line_errors(tmp_path, make, error, match):
     path = tmp_path / "x.ckpt"
     make(path)

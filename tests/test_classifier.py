@@ -21,8 +21,12 @@ def _loader(n: int = 24, num_classes: int = 5, batch_size: int = 8, seed: int = 
 
 def _trainer(tmp_path, **kwargs) -> L.Trainer:
     defaults = dict(
-        default_root_dir=tmp_path, accelerator="cpu", logger=False, enable_checkpointing=False,
-        enable_progress_bar=False, enable_model_summary=False,
+        default_root_dir=tmp_path,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
     )
     return L.Trainer(**{**defaults, **kwargs})
 
@@ -66,9 +70,11 @@ def test_the_default_optimizer_and_schedule_are_the_recipe_files(tmp_path, monke
     from zoo_lightning import optimization
 
     recipe = tmp_path / "defaults.yaml"
-    recipe.write_text("model:\n"
-                      "  optimizer: {class_path: torch.optim.AdamW, init_args: {lr: 0.003, weight_decay: 0.02}}\n"
-                      "  lr_scheduler: {class_path: torch.optim.lr_scheduler.StepLR, init_args: {step_size: 4}}\n")
+    recipe.write_text(
+        "model:\n"
+        "  optimizer: {class_path: torch.optim.AdamW, init_args: {lr: 0.003, weight_decay: 0.02}}\n"
+        "  lr_scheduler: {class_path: torch.optim.lr_scheduler.StepLR, init_args: {step_size: 4}}\n"
+    )
     monkeypatch.setattr(optimization, "RECIPE", recipe)
     model = ImageClassifier("cnn", num_classes=5)
     trainer = _trainer(tmp_path, max_steps=2)
@@ -91,11 +97,16 @@ def test_norm_lr_scale_multiplies_the_no_decay_group_through_the_schedule(tmp_pa
     model = ImageClassifier("cnn", num_classes=5, norm_lr_scale=4.0)
     trainer = _trainer(tmp_path, max_steps=6, callbacks=[record])
     trainer.fit(model, _loader())
-    assert trainer.lr_scheduler_configs[0].scheduler.base_lrs == [pytest.approx(0.1), pytest.approx(0.4),
-                                                                 pytest.approx(0.1)]
+    assert trainer.lr_scheduler_configs[0].scheduler.base_lrs == [
+        pytest.approx(0.1),
+        pytest.approx(0.4),
+        pytest.approx(0.1),
+    ]
     # Warm-up and cosine move every group by the same factor, so every step keeps the 1:4 ratio.
     assert len({round(lr, 6) for lr, _, _ in record.lrs}) > 2
-    assert all(norm_lr == pytest.approx(4.0 * lr) and bias_lr == pytest.approx(lr) for lr, norm_lr, bias_lr in record.lrs)
+    assert all(
+        norm_lr == pytest.approx(4.0 * lr) and bias_lr == pytest.approx(lr) for lr, norm_lr, bias_lr in record.lrs
+    )
     message = option_error(ImageClassifier, "--model.norm_lr_scale", "0")
     assert "norm_lr_scale" in message and "'0' is not > 0" in message
 
@@ -107,12 +118,15 @@ def test_total_steps_is_injected_only_when_missing():
     assert takes_total_steps(WarmupCosineLR) and not takes_total_steps(torch.optim.lr_scheduler.StepLR)
 
 
-@pytest.mark.parametrize("scheduler, given, takes", [
-    ("zoo_lightning.schedulers.WarmupCosineLR", {}, True),
-    ("zoo_lightning.schedulers.WarmupCosineLR", {"total_steps": 7}, False),
-    ("torch.optim.lr_scheduler.OneCycleLR", {"max_lr": 0.1}, True),
-    ("torch.optim.lr_scheduler.StepLR", {"step_size": 3}, False),
-])
+@pytest.mark.parametrize(
+    "scheduler, given, takes",
+    [
+        ("zoo_lightning.schedulers.WarmupCosineLR", {}, True),
+        ("zoo_lightning.schedulers.WarmupCosineLR", {"total_steps": 7}, False),
+        ("torch.optim.lr_scheduler.OneCycleLR", {"max_lr": 0.1}, True),
+        ("torch.optim.lr_scheduler.StepLR", {"step_size": 3}, False),
+    ],
+)
 def test_total_steps_is_injected_into_the_schedulers_the_command_line_builds(tmp_path, scheduler, given, takes):
     """The scheduler as LightningCLI hands it over (parsed from --model.lr_scheduler), against the installed versions;
     fit then gives it the Trainer's step count when it takes one and none was given."""
@@ -122,8 +136,16 @@ def test_total_steps_is_injected_into_the_schedulers_the_command_line_builds(tmp
 
     parser = ArgumentParser(exit_on_error=False)
     parser.add_class_arguments(ImageClassifier, "model")
-    config = parser.parse_args(["--model.backbone", "cnn", "--model.num_classes", "5", "--model.lr_scheduler",
-                                json.dumps({"class_path": scheduler, "init_args": given})])
+    config = parser.parse_args(
+        [
+            "--model.backbone",
+            "cnn",
+            "--model.num_classes",
+            "5",
+            "--model.lr_scheduler",
+            json.dumps({"class_path": scheduler, "init_args": given}),
+        ]
+    )
     model = parser.instantiate(config).model
     assert takes_total_steps(model.lr_scheduler_factory) == takes
     trainer = _trainer(tmp_path, max_steps=6)
@@ -197,8 +219,12 @@ def test_flip_tta_is_the_mean_of_plain_and_flipped_logits():
         model.hparams.tta = "flip_translate"
         shifted = torch.nn.functional.pad(x, (1, 1, 1, 1))[:, :, :32, :32]  # content moved right and down
         assert torch.equal(shifted[:, :, 1:, 1:], x[:, :, :31, :31])
-        four = torch.stack([model.backbone(v) for v in (x, x.flip(3), shifted,
-                            torch.nn.functional.pad(x.flip(3), (1, 1, 1, 1))[:, :, 2:, 2:])]).mean(0)
+        four = torch.stack(
+            [
+                model.backbone(v)
+                for v in (x, x.flip(3), shifted, torch.nn.functional.pad(x.flip(3), (1, 1, 1, 1))[:, :, 2:, 2:])
+            ]
+        ).mean(0)
         torch.testing.assert_close(model.evaluate_logits(x), four)
     message = option_error(ImageClassifier, "--model.tta", "rotate")
     assert "model.tta" in message and "rotate" in message and "flip_translate" in message  # the choices
@@ -237,8 +263,15 @@ def test_ema_weights_are_the_ones_evaluated(tmp_path):
         def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
             seen["raw"] = [p.detach().clone() for p in module.backbone.parameters()]
 
-    trainer = L.Trainer(default_root_dir=tmp_path, accelerator="cpu", max_epochs=1, logger=False,
-                        enable_progress_bar=False, enable_checkpointing=False, callbacks=[ema, Spy()])
+    trainer = L.Trainer(
+        default_root_dir=tmp_path,
+        accelerator="cpu",
+        max_epochs=1,
+        logger=False,
+        enable_progress_bar=False,
+        enable_checkpointing=False,
+        callbacks=[ema, Spy()],
+    )
     trainer.fit(model, _loader(n=32), _loader(n=8))
     assert any(not torch.equal(a, b) for a, b in zip(seen["val"], seen["raw"]))  # averaged != raw
     # Training ends by copying the average into the module, so what was validated is what is kept.

@@ -21,10 +21,13 @@ def test_help_lists_every_command_with_a_summary(capsys):
 
 @pytest.mark.parametrize("argv", [[], ["--help"], ["-h"]])
 def test_help_imports_neither_torch_nor_lightning(argv):
-    script = ("import sys; from zoo_lightning.cli import main; main(sys.argv[1:]); "
-              "print(sorted(m for m in ('torch', 'lightning', 'numpy') if m in sys.modules))")
-    result = subprocess.run([sys.executable, "-c", script, *argv], env=cli_env(), capture_output=True, text=True,
-                            timeout=60)
+    script = (
+        "import sys; from zoo_lightning.cli import main; main(sys.argv[1:]); "
+        "print(sorted(m for m in ('torch', 'lightning', 'numpy') if m in sys.modules))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script, *argv], env=cli_env(), capture_output=True, text=True, timeout=60
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().endswith("[]") and "report" in result.stdout
 

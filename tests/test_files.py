@@ -27,8 +27,9 @@ def test_fingerprint_changes_with_content_size_and_set_of_files_not_with_the_pat
     b.write_bytes(b"5678")
     base = fingerprint([a, b], tmp_path)
     monkeypatch.chdir(tmp_path.parent)
-    assert fingerprint([a, b], tmp_path) == fingerprint([tmp_path.name / a.relative_to(tmp_path),
-                                                         tmp_path.name / b.relative_to(tmp_path)], tmp_path.name)
+    assert fingerprint([a, b], tmp_path) == fingerprint(
+        [tmp_path.name / a.relative_to(tmp_path), tmp_path.name / b.relative_to(tmp_path)], tmp_path.name
+    )
     assert fingerprint([a], tmp_path) != base
     b.write_bytes(b"567")
     assert fingerprint([a, b], tmp_path) != base

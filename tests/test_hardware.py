@@ -5,8 +5,15 @@ import pytest
 from zoo_lightning import hardware
 
 
-@pytest.mark.parametrize("flags, expected", [({"avx2", "avx512_bf16"}, "bf16-mixed"), ({"amx_bf16"}, "bf16-mixed"),
-                                             ({"avx2", "avx512f"}, "32-true"), (set(), "32-true")])
+@pytest.mark.parametrize(
+    "flags, expected",
+    [
+        ({"avx2", "avx512_bf16"}, "bf16-mixed"),
+        ({"amx_bf16"}, "bf16-mixed"),
+        ({"avx2", "avx512f"}, "32-true"),
+        (set(), "32-true"),
+    ],
+)
 def test_auto_precision_follows_the_cpu_flags(flags, expected, monkeypatch):
     monkeypatch.setattr(hardware, "cpu_flags", lambda: flags)
     monkeypatch.setattr("torch.cuda.is_available", lambda: False)

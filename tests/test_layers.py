@@ -15,13 +15,26 @@ PACKAGE = Path(__file__).resolve().parent.parent / "zoo_lightning"
 
 # Lowest first. A module may import from a lower layer, or from its own package of the same layer.
 LAYERS = [
-    ["zoo_lightning", "zoo_lightning.files", "zoo_lightning.batch", "zoo_lightning.metric_names",
-     "zoo_lightning.progress", "zoo_lightning.parsing", "zoo_lightning.hardware", "zoo_lightning.options",
-     "zoo_lightning.signals"],
+    [
+        "zoo_lightning",
+        "zoo_lightning.files",
+        "zoo_lightning.batch",
+        "zoo_lightning.metric_names",
+        "zoo_lightning.progress",
+        "zoo_lightning.parsing",
+        "zoo_lightning.hardware",
+        "zoo_lightning.options",
+        "zoo_lightning.signals",
+    ],
     ["zoo_lightning.runs", "zoo_lightning.studies"],
     ["zoo_lightning.models"],
-    ["zoo_lightning.checkpoints", "zoo_lightning.schedulers", "zoo_lightning.figures", "zoo_lightning.optimization",
-     "zoo_lightning.tta"],
+    [
+        "zoo_lightning.checkpoints",
+        "zoo_lightning.schedulers",
+        "zoo_lightning.figures",
+        "zoo_lightning.optimization",
+        "zoo_lightning.tta",
+    ],
     ["zoo_lightning.pretrained"],
     ["zoo_lightning.data", "zoo_lightning.objectives", "zoo_lightning.callbacks"],
     ["zoo_lightning.classifier"],
@@ -75,8 +88,10 @@ def _existing(name: str) -> str | None:
     return None
 
 
-GRAPH = {_module_name(p): {m for n in _imports(p) if (m := _existing(n))} - {_module_name(p)}
-         for p in sorted(PACKAGE.rglob("*.py"))}
+GRAPH = {
+    _module_name(p): {m for n in _imports(p) if (m := _existing(n))} - {_module_name(p)}
+    for p in sorted(PACKAGE.rglob("*.py"))
+}
 
 
 @pytest.mark.parametrize("module", sorted(GRAPH))
@@ -87,7 +102,8 @@ def test_no_module_imports_one_above_it_or_beside_it(module):
             continue
         target_layer, target_group = _home(target)
         assert target_layer < layer or target_group == group, (
-            f"{module} (layer {layer}, {group}) imports {target} (layer {target_layer}, {target_group})")
+            f"{module} (layer {layer}, {group}) imports {target} (layer {target_layer}, {target_group})"
+        )
 
 
 def test_no_import_circles():
@@ -95,7 +111,7 @@ def test_no_import_circles():
 
     def visit(module: str, path: list[str]) -> None:
         if module in path:
-            pytest.fail("import circle: " + " -> ".join(path[path.index(module):] + [module]))
+            pytest.fail("import circle: " + " -> ".join(path[path.index(module) :] + [module]))
         if module in done:
             return
         for target in GRAPH.get(module, ()):

@@ -14,30 +14,33 @@ from PIL import Image
 from tests.helpers import run_cli
 
 BOX = set("━┃│┏┡└┗┌├┓┩┘┛┐┤┼╇╋┳┻┠┨─═║╔╗╚╝╞╡╤╧╪ ")
-ALLOWED = [re.compile(pattern) for pattern in (
-    r"Run folder: \S+",  # where the run (or the evaluation) is filed
-    r"Continuing the run in \S+",
-    r"Precision auto: \S+, as .+\.",
-    r"Restoring states from the checkpoint path at \S+",
-    r"Restored all states from the checkpoint at \S+",
-    r"Loaded model weights from the checkpoint at \S+",
-    r"`Trainer\.fit` stopped: `max_epochs=\d+` reached\.",
-    # Lightning's model summary: the network's size and cost.
-    r"(Trainable|Non-trainable|Total) params: [\d.]+( [KMG])?",
-    r"Total estimated model params size \(MB\): [\d.]+",
-    r"Modules in (train|eval) mode: \d+",
-    r"Total FLOPs: [\d.]+( [KMGT])?",
-    # The evaluation's tables and its one line of metrics.
-    r"(Validation|Test) accuracy per class",
-    r"Test-time augmentation \w+: \d views of every image, \dx the time of one\.",
-    r"((val|test)/\w+ [\d.]+%?\s*)+",
-    r"The first \d+ of \d+ predictions",
-    r"Wrote \d+ predictions to \S+/predictions\.csv",
-    r"wrote \S+ \([\d.]+ MB\): uint8 NCHW images in, logits out",
-    r"\w+DataModule at \S+ \(training part of the split, per channel R, G, B\):",
-    r"(mean|std) += \([\d., ]+\)",
-    r"zoo_lightning models matching '\S+' \(\d+ classes; 1 multiply-add = 2 FLOPs\)",
-)]
+ALLOWED = [
+    re.compile(pattern)
+    for pattern in (
+        r"Run folder: \S+",  # where the run (or the evaluation) is filed
+        r"Continuing the run in \S+",
+        r"Precision auto: \S+, as .+\.",
+        r"Restoring states from the checkpoint path at \S+",
+        r"Restored all states from the checkpoint at \S+",
+        r"Loaded model weights from the checkpoint at \S+",
+        r"`Trainer\.fit` stopped: `max_epochs=\d+` reached\.",
+        # Lightning's model summary: the network's size and cost.
+        r"(Trainable|Non-trainable|Total) params: [\d.]+( [KMG])?",
+        r"Total estimated model params size \(MB\): [\d.]+",
+        r"Modules in (train|eval) mode: \d+",
+        r"Total FLOPs: [\d.]+( [KMGT])?",
+        # The evaluation's tables and its one line of metrics.
+        r"(Validation|Test) accuracy per class",
+        r"Test-time augmentation \w+: \d views of every image, \dx the time of one\.",
+        r"((val|test)/\w+ [\d.]+%?\s*)+",
+        r"The first \d+ of \d+ predictions",
+        r"Wrote \d+ predictions to \S+/predictions\.csv",
+        r"wrote \S+ \([\d.]+ MB\): uint8 NCHW images in, logits out",
+        r"\w+DataModule at \S+ \(training part of the split, per channel R, G, B\):",
+        r"(mean|std) += \([\d., ]+\)",
+        r"zoo_lightning models matching '\S+' \(\d+ classes; 1 multiply-add = 2 FLOPs\)",
+    )
+]
 
 
 def _is_table(line: str) -> bool:
@@ -55,7 +58,9 @@ def test_the_readme_commands_print_nothing_a_user_cannot_act_on(cifar_python, tm
     photos = tmp_path / "photos"
     photos.mkdir()
     for i in range(3):
-        Image.fromarray(np.random.default_rng(i).integers(0, 256, (40, 30, 3), dtype=np.uint8)).save(photos / f"{i}.png")
+        Image.fromarray(np.random.default_rng(i).integers(0, 256, (40, 30, 3), dtype=np.uint8)).save(
+            photos / f"{i}.png"
+        )
     data = ["--data.data_dir", str(data_dir), "--data.val_size", "20", "--data.batch_size", "16"]
     logs = ["--trainer.logger.init_args.save_dir", str(tmp_path / "logs"), "--trainer.enable_progress_bar", "false"]
     best = str(tmp_path / "logs" / "cnn_cifar" / "version_0" / "checkpoints" / "best.ckpt")

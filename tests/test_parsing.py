@@ -50,11 +50,14 @@ def test_the_config_option_takes_a_shipped_name_and_refuses_a_broken_file_in_one
         _parser().parse_args(["--config", str(tmp_path / "bad.yaml")])
 
 
-@pytest.mark.parametrize("args, says", [
-    (["--count", "0"], "--count: '0' is not >= 1"),
-    (["--count", "two"], "--count: 'two' is not a whole number >= 1"),
-    (["--mode", "mirror"], "--mode: Expected a typing.Literal['zeros', 'reflect']. Got value: mirror"),
-])
+@pytest.mark.parametrize(
+    "args, says",
+    [
+        (["--count", "0"], "--count: '0' is not >= 1"),
+        (["--count", "two"], "--count: 'two' is not a whole number >= 1"),
+        (["--mode", "mirror"], "--mode: Expected a typing.Literal['zeros', 'reflect']. Got value: mirror"),
+    ],
+)
 def test_a_refused_value_is_one_line_naming_the_option_and_the_reason(args, says, capsys):
     with pytest.raises(SystemExit) as stop:
         _parser().parse_args(args)

@@ -28,8 +28,18 @@ import pytest
 from tests.helpers import ROOT
 
 PACKAGE = ROOT / "zoo_lightning"
-LIBRARIES = frozenset({"torch", "torchvision", "lightning", "pytorch_lightning", "lightning_fabric",
-                       "lightning_utilities", "jsonargparse", "tensorboard"})
+LIBRARIES = frozenset(
+    {
+        "torch",
+        "torchvision",
+        "lightning",
+        "pytorch_lightning",
+        "lightning_fabric",
+        "lightning_utilities",
+        "jsonargparse",
+        "tensorboard",
+    }
+)
 ATTRIBUTE_BUILTINS = frozenset({"getattr", "hasattr", "setattr", "delattr"})
 
 
@@ -121,8 +131,11 @@ def _private_imports(tree: ast.Module) -> list[tuple[int, str]]:
         if isinstance(node, ast.Import):
             found += [(node.lineno, a.name) for a in node.names if _is_library(a.name) and _first_private(a.name)]
         elif isinstance(node, ast.ImportFrom) and not node.level and node.module and _is_library(node.module):
-            found += [(node.lineno, f"{node.module}.{a.name}") for a in node.names
-                      if _first_private(node.module) or is_private(a.name)]
+            found += [
+                (node.lineno, f"{node.module}.{a.name}")
+                for a in node.names
+                if _first_private(node.module) or is_private(a.name)
+            ]
     return found
 
 
@@ -137,7 +150,7 @@ def _private_attributes(tree: ast.Module, bound: dict[str, str], ours: set[str])
                 parts = bound[chain[0]].split(".") + chain[1]
                 private = next((i for i, part in enumerate(parts) if is_private(part)), None)
                 if id(node) not in inner and private is not None:
-                    found.append((node.lineno, ".".join(parts[:private + 1])))
+                    found.append((node.lineno, ".".join(parts[: private + 1])))
             elif is_private(node.attr) and node.attr not in ours:
                 found.append((node.lineno, f"{ast.unparse(node.value)}.{node.attr}"))
         elif (attr := _getattr_name(node)) and is_private(attr) and attr not in ours:
@@ -180,16 +193,20 @@ def _library_class_privates(cls: type) -> frozenset[str]:
             source = ast.parse(textwrap.dedent(inspect.getsource(klass)))
         except (OSError, TypeError, SyntaxError):
             continue
-        names.update(n.attr for n in ast.walk(source)
-                     if isinstance(n, ast.Attribute) and isinstance(n.ctx, ast.Store) and is_private(n.attr))
+        names.update(
+            n.attr
+            for n in ast.walk(source)
+            if isinstance(n, ast.Attribute) and isinstance(n.ctx, ast.Store) and is_private(n.attr)
+        )
     return frozenset(names)
 
 
 Classes = dict[str, list[tuple[ast.ClassDef, dict[str, str]]]]  # our class name -> (its node, its file's imports)
 
 
-def _inherited_privates(node: ast.ClassDef, bound: dict[str, str], classes: Classes,
-                        seen: frozenset[int] = frozenset()) -> frozenset[str]:
+def _inherited_privates(
+    node: ast.ClassDef, bound: dict[str, str], classes: Classes, seen: frozenset[int] = frozenset()
+) -> frozenset[str]:
     """Private names ``node`` inherits from library classes, through our own classes too."""
     names: set[str] = set()
     for base in node.bases:
@@ -218,8 +235,11 @@ def _inherited_uses(tree: ast.Module, bound: dict[str, str], classes: Classes) -
         for node in ast.walk(cls):
             attr = node.attr if isinstance(node, ast.Attribute) else _getattr_name(node)
             target = node.value if isinstance(node, ast.Attribute) else node.args[0] if attr else None
-            on_self = isinstance(target, ast.Name) and target.id == "self" or (
-                isinstance(target, ast.Call) and isinstance(target.func, ast.Name) and target.func.id == "super")
+            on_self = (
+                isinstance(target, ast.Name)
+                and target.id == "self"
+                or (isinstance(target, ast.Call) and isinstance(target.func, ast.Name) and target.func.id == "super")
+            )
             if attr in inherited and on_self:
                 found.append((node.lineno, f"{ast.unparse(target)}.{attr}"))
     return found
@@ -237,8 +257,11 @@ def violations(sources: dict[str, str]) -> list[str]:
                 classes.setdefault(node.name, []).append((node, bound[path]))
     found = set()
     for path, tree in trees.items():
-        for line, name in (_private_imports(tree) + _private_attributes(tree, bound[path], ours)
-                           + _inherited_uses(tree, bound[path], classes)):
+        for line, name in (
+            _private_imports(tree)
+            + _private_attributes(tree, bound[path], ours)
+            + _inherited_uses(tree, bound[path], classes)
+        ):
             found.add((path, line, name))
     return [f"{path}:{line}: {name}" for path, line, name in sorted(found)]
 
@@ -251,49 +274,70 @@ def package_sources() -> dict[str, str]:
 
 
 def test_a_private_import_of_a_library_is_caught():
-    found = violations({"a.py": "from torch.nn.modules.batchnorm import _NormBase\n"
-                                "import jsonargparse._util\n"
-                                "from lightning.fabric.connector import _PRECISION_INPUT as P\n"
-                                "from torch.nn.modules.batchnorm import BatchNorm2d\n"
-                                "from . import _ours\n"})
-    assert found == ["a.py:1: torch.nn.modules.batchnorm._NormBase", "a.py:2: jsonargparse._util",
-                     "a.py:3: lightning.fabric.connector._PRECISION_INPUT"]
+    found = violations(
+        {
+            "a.py": "from torch.nn.modules.batchnorm import _NormBase\n"
+            "import jsonargparse._util\n"
+            "from lightning.fabric.connector import _PRECISION_INPUT as P\n"
+            "from torch.nn.modules.batchnorm import BatchNorm2d\n"
+            "from . import _ours\n"
+        }
+    )
+    assert found == [
+        "a.py:1: torch.nn.modules.batchnorm._NormBase",
+        "a.py:2: jsonargparse._util",
+        "a.py:3: lightning.fabric.connector._PRECISION_INPUT",
+    ]
 
 
 def test_an_attribute_chain_through_a_private_part_of_a_library_is_caught():
-    code = ("import lightning\nfrom torch import nn\n"
-            "A = nn.modules.batchnorm._NormBase\nB = lightning.fabric.connector._PRECISION_INPUT\n"
-            "C = nn.modules.batchnorm.BatchNorm2d\n")
-    assert violations({"a.py": code}) == ["a.py:3: torch.nn.modules.batchnorm._NormBase",
-                                          "a.py:4: lightning.fabric.connector._PRECISION_INPUT"]
+    code = (
+        "import lightning\nfrom torch import nn\n"
+        "A = nn.modules.batchnorm._NormBase\nB = lightning.fabric.connector._PRECISION_INPUT\n"
+        "C = nn.modules.batchnorm.BatchNorm2d\n"
+    )
+    assert violations({"a.py": code}) == [
+        "a.py:3: torch.nn.modules.batchnorm._NormBase",
+        "a.py:4: lightning.fabric.connector._PRECISION_INPUT",
+    ]
 
 
 def test_a_library_class_private_attribute_is_caught_even_when_we_define_the_name():
-    code = ("from lightning.pytorch.callbacks import WeightAveraging\n"
-            "class Ours:\n    _average_model = None\n"
-            "x = WeightAveraging._average_model\n")
+    code = (
+        "from lightning.pytorch.callbacks import WeightAveraging\n"
+        "class Ours:\n    _average_model = None\n"
+        "x = WeightAveraging._average_model\n"
+    )
     assert violations({"a.py": code}) == ["a.py:4: lightning.pytorch.callbacks.WeightAveraging._average_model"]
 
 
 def test_our_own_private_attributes_are_allowed_and_inherited_ones_caught():
-    ours = ("class Callback:\n"
-            "    def __init__(self, _seed):\n        self._own = 1\n"
-            "    def hook(self, trainer):\n"
-            "        self._own += 1\n"
-            "        return self._trainer, super()._copy_average_to_current(), trainer._own, self.__class__\n")
+    ours = (
+        "class Callback:\n"
+        "    def __init__(self, _seed):\n        self._own = 1\n"
+        "    def hook(self, trainer):\n"
+        "        self._own += 1\n"
+        "        return self._trainer, super()._copy_average_to_current(), trainer._own, self.__class__\n"
+    )
     other = "from a import _helper\n_LIMIT = 3\ndef _helper():\n    return _LIMIT\nx = y._helper, z._LIMIT, w._seed\n"
     assert violations({"a.py": ours, "b.py": other}) == [
-        "a.py:6: self._trainer", "a.py:6: super()._copy_average_to_current"]
+        "a.py:6: self._trainer",
+        "a.py:6: super()._copy_average_to_current",
+    ]
 
 
 def test_a_private_attribute_of_a_library_parent_is_caught_even_when_we_assign_it():
-    lookahead = ("from lightning.pytorch.callbacks import WeightAveraging\n"
-                 "class Lookahead(WeightAveraging):\n"
-                 "    def __init__(self):\n        self._own = 0\n"
-                 "    def hook(self):\n        self._latest_update_step = 1\n        return self._own\n")
+    lookahead = (
+        "from lightning.pytorch.callbacks import WeightAveraging\n"
+        "class Lookahead(WeightAveraging):\n"
+        "    def __init__(self):\n        self._own = 0\n"
+        "    def hook(self):\n        self._latest_update_step = 1\n        return self._own\n"
+    )
     child = "from a import Lookahead\nclass Child(Lookahead):\n    def hook(self):\n        return self._swap_models\n"
-    assert violations({"a.py": lookahead, "b.py": child}) == ["a.py:6: self._latest_update_step",
-                                                                 "b.py:4: self._swap_models"]
+    assert violations({"a.py": lookahead, "b.py": child}) == [
+        "a.py:6: self._latest_update_step",
+        "b.py:4: self._swap_models",
+    ]
 
 
 def test_a_dunder_is_allowed_and_a_private_name_through_getattr_is_caught():

@@ -6,8 +6,14 @@ from pathlib import Path
 import pytest
 import yaml
 
-from zoo_lightning.runs import (DEFAULT_EXPERIMENT, RunLogger, experiment_name, find_run, run_of_checkpoint,
-                                training_runs)
+from zoo_lightning.runs import (
+    DEFAULT_EXPERIMENT,
+    RunLogger,
+    experiment_name,
+    find_run,
+    run_of_checkpoint,
+    training_runs,
+)
 
 
 def test_the_given_name_wins_then_the_first_config_then_the_backbone():
@@ -76,7 +82,9 @@ def test_last_means_the_newest_training_run_that_matches(tmp_path):
     new = _run(experiment, "version_1", "resnet20", 2_000)
     (new / "evaluations" / "test_0").mkdir(parents=True)  # evaluations are no training runs
     assert [r.folder for r in training_runs(experiment)] == [new, old]
-    wants = lambda backbone: (lambda r: [] if r.model["backbone"] == backbone else [f"model.backbone {r.model['backbone']!r}"])  # noqa: E731
+    wants = lambda backbone: (
+        lambda r: [] if r.model["backbone"] == backbone else [f"model.backbone {r.model['backbone']!r}"]
+    )  # noqa: E731
     assert find_run(experiment, "last", wants("cnn")).folder == old
     assert find_run(experiment, "last", wants("resnet20")).folder == new
     with pytest.raises(ValueError, match="the newest, version_1, has model.backbone 'resnet20'"):

@@ -18,8 +18,9 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def _cli(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    return subprocess.run([sys.executable, "-m", "zoo_lightning", *args], cwd=cwd, env=env, capture_output=True,
-                          text=True, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "zoo_lightning", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600
+    )
 
 
 def _val_top1(stdout: str) -> float:
@@ -30,11 +31,35 @@ def _val_top1(stdout: str) -> float:
 def test_two_process_cpu_ddp_fit_and_synced_validation(cifar_python, tmp_path):
     data_dir, _ = cifar_python
     logs = tmp_path / "logs"
-    common = ["--config", "cnn_cifar.yaml", "--data.data_dir", str(data_dir), "--data.val_size", "21",
-              "--data.batch_size", "8", "--trainer.enable_progress_bar", "false",
-              "--trainer.logger.init_args.save_dir", str(logs)]
-    fit = _cli(["fit", *common, "--trainer.accelerator", "cpu", "--trainer.devices", "2", "--trainer.strategy", "ddp",
-                "--trainer.max_epochs", "1"], tmp_path)
+    common = [
+        "--config",
+        "cnn_cifar.yaml",
+        "--data.data_dir",
+        str(data_dir),
+        "--data.val_size",
+        "21",
+        "--data.batch_size",
+        "8",
+        "--trainer.enable_progress_bar",
+        "false",
+        "--trainer.logger.init_args.save_dir",
+        str(logs),
+    ]
+    fit = _cli(
+        [
+            "fit",
+            *common,
+            "--trainer.accelerator",
+            "cpu",
+            "--trainer.devices",
+            "2",
+            "--trainer.strategy",
+            "ddp",
+            "--trainer.max_epochs",
+            "1",
+        ],
+        tmp_path,
+    )
     assert fit.returncode == 0, fit.stderr[-3000:]
     runs = list((logs / "cnn_cifar").iterdir())
     assert [r.name for r in runs] == ["version_0"]  # rank 1 wrote no folder of its own
@@ -43,10 +68,24 @@ def test_two_process_cpu_ddp_fit_and_synced_validation(cifar_python, tmp_path):
 
     # 21 validation images over 2 ranks (11 + 10, none repeated): the synced metric equals one process's.
     ckpt = str(runs[0] / "checkpoints" / "last.ckpt")
-    two = _cli(["validate", *common, "--ckpt_path", ckpt, "--trainer.accelerator", "cpu", "--trainer.devices", "2",
-                "--trainer.strategy", "ddp"], tmp_path)
-    one = _cli(["validate", *common, "--ckpt_path", ckpt, "--trainer.accelerator", "cpu", "--trainer.devices", "1"],
-               tmp_path)
+    two = _cli(
+        [
+            "validate",
+            *common,
+            "--ckpt_path",
+            ckpt,
+            "--trainer.accelerator",
+            "cpu",
+            "--trainer.devices",
+            "2",
+            "--trainer.strategy",
+            "ddp",
+        ],
+        tmp_path,
+    )
+    one = _cli(
+        ["validate", *common, "--ckpt_path", ckpt, "--trainer.accelerator", "cpu", "--trainer.devices", "1"], tmp_path
+    )
     assert two.returncode == 0 and one.returncode == 0, (two.stderr + one.stderr)[-3000:]
     assert _val_top1(two.stdout) == pytest.approx(_val_top1(one.stdout), abs=1e-4)  # k/21 differ by 0.048
 
@@ -63,14 +102,52 @@ def test_two_node_launch_with_torchrun_on_localhost(cifar_python, tmp_path):
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     nodes = [
         subprocess.Popen(
-            [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc_per_node", "1",
-             "--node_rank", str(rank), "--master_addr", "127.0.0.1", "--master_port", str(port),
-             "-m", "zoo_lightning", "fit", "--config", "cnn_cifar.yaml", "--data.data_dir", str(data_dir),
-             "--data.val_size", "21", "--data.batch_size", "8", "--trainer.max_epochs", "1",
-             "--trainer.accelerator", "cpu", "--trainer.devices", "1", "--trainer.num_nodes", "2",
-             "--trainer.strategy", "ddp", "--trainer.enable_progress_bar", "false",
-             "--trainer.logger.init_args.save_dir", str(logs)],
-            cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            [
+                sys.executable,
+                "-m",
+                "torch.distributed.run",
+                "--nnodes",
+                "2",
+                "--nproc_per_node",
+                "1",
+                "--node_rank",
+                str(rank),
+                "--master_addr",
+                "127.0.0.1",
+                "--master_port",
+                str(port),
+                "-m",
+                "zoo_lightning",
+                "fit",
+                "--config",
+                "cnn_cifar.yaml",
+                "--data.data_dir",
+                str(data_dir),
+                "--data.val_size",
+                "21",
+                "--data.batch_size",
+                "8",
+                "--trainer.max_epochs",
+                "1",
+                "--trainer.accelerator",
+                "cpu",
+                "--trainer.devices",
+                "1",
+                "--trainer.num_nodes",
+                "2",
+                "--trainer.strategy",
+                "ddp",
+                "--trainer.enable_progress_bar",
+                "false",
+                "--trainer.logger.init_args.save_dir",
+                str(logs),
+            ],
+            cwd=tmp_path,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
         for rank in (0, 1)
     ]
     outputs = [node.communicate(timeout=600)[0] for node in nodes]
@@ -84,18 +161,41 @@ def test_two_node_launch_with_torchrun_on_localhost(cifar_python, tmp_path):
 
 def test_sync_batchnorm_on_cpu_says_it_needs_gpus(cifar_python, tmp_path):
     data_dir, _ = cifar_python
-    result = _cli(["fit", "--config", "cnn_cifar.yaml", "--data.data_dir", str(data_dir), "--data.val_size", "21",
-                   "--trainer.accelerator", "cpu", "--trainer.devices", "1", "--trainer.strategy", "ddp",
-                   "--trainer.sync_batchnorm", "true", "--trainer.max_steps", "1", "--trainer.enable_progress_bar",
-                   "false", "--trainer.logger.init_args.save_dir", str(tmp_path / "logs")], tmp_path)
+    result = _cli(
+        [
+            "fit",
+            "--config",
+            "cnn_cifar.yaml",
+            "--data.data_dir",
+            str(data_dir),
+            "--data.val_size",
+            "21",
+            "--trainer.accelerator",
+            "cpu",
+            "--trainer.devices",
+            "1",
+            "--trainer.strategy",
+            "ddp",
+            "--trainer.sync_batchnorm",
+            "true",
+            "--trainer.max_steps",
+            "1",
+            "--trainer.enable_progress_bar",
+            "false",
+            "--trainer.logger.init_args.save_dir",
+            str(tmp_path / "logs"),
+        ],
+        tmp_path,
+    )
     assert result.returncode == 2, result.stderr[-3000:]
     assert "error: --trainer.sync_batchnorm true needs GPUs" in result.stderr and "Traceback" not in result.stderr
 
 
 def _loader() -> DataLoader:
     g = torch.Generator().manual_seed(0)
-    return DataLoader(TensorDataset(torch.randn(16, 3, 32, 32, generator=g), torch.randint(0, 10, (16,), generator=g)),
-                      batch_size=8)
+    return DataLoader(
+        TensorDataset(torch.randn(16, 3, 32, 32, generator=g), torch.randint(0, 10, (16,), generator=g)), batch_size=8
+    )
 
 
 def test_bf16_autocast_on_cpu_trains(tmp_path):
@@ -108,8 +208,16 @@ def test_bf16_autocast_on_cpu_trains(tmp_path):
         def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
             losses.append(outputs["loss"].detach())
 
-    trainer = L.Trainer(default_root_dir=tmp_path, accelerator="cpu", precision="bf16-mixed", max_steps=2,
-                        logger=False, enable_checkpointing=False, enable_progress_bar=False, callbacks=[Record()])
+    trainer = L.Trainer(
+        default_root_dir=tmp_path,
+        accelerator="cpu",
+        precision="bf16-mixed",
+        max_steps=2,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        callbacks=[Record()],
+    )
     trainer.fit(model, _loader())
     assert len(losses) == 2 and all(torch.isfinite(loss) for loss in losses)
     assert any(not torch.equal(a, b) for a, b in zip(before, model.backbone.parameters()))
@@ -119,8 +227,14 @@ def test_bf16_autocast_on_cpu_trains(tmp_path):
 @pytest.mark.slow
 def test_compile_runs_a_training_step(tmp_path):
     model = ImageClassifier("cnn", num_classes=10, compile=True, lr_scheduler=None)
-    trainer = L.Trainer(default_root_dir=tmp_path, accelerator="cpu", max_steps=1, logger=False,
-                        enable_checkpointing=False, enable_progress_bar=False)
+    trainer = L.Trainer(
+        default_root_dir=tmp_path,
+        accelerator="cpu",
+        max_steps=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+    )
     trainer.fit(model, _loader())
     assert trainer.global_step == 1
     assert all(k.startswith("backbone.") for k in model.state_dict())  # compiled wrapper not saved

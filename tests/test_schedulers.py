@@ -43,12 +43,19 @@ def test_a_run_without_steps_is_refused(total_steps):
         WarmupCosineLR(optimizer, total_steps=total_steps)
 
 
-@pytest.mark.parametrize("cls, option, bad, good, expected", [
-    (WarmupCosineLR, "total_steps", "0", "100", 100), (WarmupCosineLR, "warmup_fraction", "1.0", "0", 0.0),
-    (WarmupCosineLR, "warmup_start_factor", "-0.1", "0.5", 0.5), (WarmupCosineLR, "min_lr_ratio", "-1", "0.1", 0.1),
-    (TriangularLR, "start_factor", "-0.2", "0", 0.0), (TriangularLR, "end_factor", "-0.07", "0.07", 0.07),
-    (TriangularLR, "peak_fraction", "0", "0.23", 0.23), (TriangularLR, "peak_fraction", "1", "0.5", 0.5),
-])
+@pytest.mark.parametrize(
+    "cls, option, bad, good, expected",
+    [
+        (WarmupCosineLR, "total_steps", "0", "100", 100),
+        (WarmupCosineLR, "warmup_fraction", "1.0", "0", 0.0),
+        (WarmupCosineLR, "warmup_start_factor", "-0.1", "0.5", 0.5),
+        (WarmupCosineLR, "min_lr_ratio", "-1", "0.1", 0.1),
+        (TriangularLR, "start_factor", "-0.2", "0", 0.0),
+        (TriangularLR, "end_factor", "-0.07", "0.07", 0.07),
+        (TriangularLR, "peak_fraction", "0", "0.23", 0.23),
+        (TriangularLR, "peak_fraction", "1", "0.5", 0.5),
+    ],
+)
 def test_the_parser_checks_each_option_against_its_type(cls, option, bad, good, expected):
     check_option_type(cls, option, bad, good, expected, skip=("optimizer",))
 

@@ -13,13 +13,22 @@ HEAD = ("classifier.2.weight", "classifier.2.bias")  # cnn's head
 
 def _loader(n: int = 32, batch_size: int = 8) -> DataLoader:
     g = torch.Generator().manual_seed(0)
-    return DataLoader(TensorDataset(torch.randn(n, 3, 16, 16, generator=g), torch.randint(0, 5, (n,), generator=g)),
-                      batch_size=batch_size)
+    return DataLoader(
+        TensorDataset(torch.randn(n, 3, 16, 16, generator=g), torch.randint(0, 5, (n,), generator=g)),
+        batch_size=batch_size,
+    )
 
 
 def _trainer(tmp_path, **kwargs) -> L.Trainer:
-    return L.Trainer(default_root_dir=tmp_path, accelerator="cpu", logger=False, enable_checkpointing=False,
-                     enable_progress_bar=False, enable_model_summary=False, **kwargs)
+    return L.Trainer(
+        default_root_dir=tmp_path,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        **kwargs,
+    )
 
 
 class Record(L.Callback):
@@ -129,13 +138,33 @@ def test_fit_from_torchvision_weights_normalizes_as_they_expect_with_no_network(
     file = torchvision_cache_file(torchvision_weights("resnet18"))  # where torch's hub cache keeps the download
     file.parent.mkdir(parents=True)
     torch.save(weights, file)
-    result = run_cli(fit_args(data_dir, tmp_path / "logs", "--model.backbone", "resnet18", "--model.stem", "imagenet",
-                              "--model.pretrained", "torchvision", "--model.freeze_backbone", "true",
-                              "--trainer.max_steps", "2"), cwd=tmp_path, TORCH_HOME=str(hub))
+    result = run_cli(
+        fit_args(
+            data_dir,
+            tmp_path / "logs",
+            "--model.backbone",
+            "resnet18",
+            "--model.stem",
+            "imagenet",
+            "--model.pretrained",
+            "torchvision",
+            "--model.freeze_backbone",
+            "true",
+            "--trainer.max_steps",
+            "2",
+        ),
+        cwd=tmp_path,
+        TORCH_HOME=str(hub),
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     output = result.stdout + result.stderr
-    assert output.count("Normalizing with the mean/std that the pretrained weights expect (torchvision's "
-                        "ResNet18_Weights.IMAGENET1K_V1)") == 1
+    assert (
+        output.count(
+            "Normalizing with the mean/std that the pretrained weights expect (torchvision's "
+            "ResNet18_Weights.IMAGENET1K_V1)"
+        )
+        == 1
+    )
     assert "Loaded torchvision's ResNet18_Weights.IMAGENET1K_V1 into resnet18" in output
     checkpoint = torch.load(next((tmp_path / "logs").rglob("last.ckpt")), weights_only=True)
     assert checkpoint["CIFAR10DataModule"]["mean"] == pytest.approx([0.485, 0.456, 0.406])
@@ -157,8 +186,7 @@ def test_a_resumed_fit_keeps_its_checkpoint_and_never_needs_the_pretrained_weigh
     first = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]["backbone.stem.0.weight"]
     assert not torch.equal(first, source["stem.0.weight"])  # trained on from the pretrained weights
     (tmp_path / "weights.pth").unlink()  # a resume restores its own weights: the file is not read again
-    main(fit_args(data_dir, logs, "--model.pretrained", str(tmp_path / "weights.pth"), "--ckpt_path", "last",
-                  epochs=2))
+    main(fit_args(data_dir, logs, "--model.pretrained", str(tmp_path / "weights.pth"), "--ckpt_path", "last", epochs=2))
     resumed = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
     assert resumed["epoch"] == 1
     # (The schedule of the first run had ended, so its learning rate stays 0 and the weights stay as they were.)

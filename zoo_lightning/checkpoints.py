@@ -25,8 +25,15 @@ from zoo_lightning.models import create_model
 from zoo_lightning.models.weights import build_options
 
 __all__ = [
-    "read_checkpoint", "rebuild_backbone", "backbone_state_dict", "load_backbone", "datamodule_state",
-    "datamodule_args", "callback_state", "CheckpointWriteError", "AtomicCheckpointIO",
+    "read_checkpoint",
+    "rebuild_backbone",
+    "backbone_state_dict",
+    "load_backbone",
+    "datamodule_state",
+    "datamodule_args",
+    "callback_state",
+    "CheckpointWriteError",
+    "AtomicCheckpointIO",
 ]
 
 _NO_SPACE = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
@@ -45,8 +52,9 @@ def read_checkpoint(path: str | Path, what: str = "checkpoint") -> dict[str, Any
     """
     file = Path(path)
     if file.is_dir():
-        raise IsADirectoryError(f"{what.capitalize()} {str(path)!r} is a folder; pass a .ckpt file in it, "
-                                "e.g. <run>/checkpoints/last.ckpt.")
+        raise IsADirectoryError(
+            f"{what.capitalize()} {str(path)!r} is a folder; pass a .ckpt file in it, e.g. <run>/checkpoints/last.ckpt."
+        )
     if not file.is_file():
         raise FileNotFoundError(f"{what.capitalize()} {str(path)!r} does not exist.")
     stat = file.stat()
@@ -79,8 +87,9 @@ def rebuild_backbone(hparams: Mapping[str, Any]) -> nn.Module:
     """
     backbone = str(hparams["backbone"])
     options = {**build_options(hparams.get("pretrained"), backbone), **dict(hparams.get("backbone_kwargs") or {})}
-    return create_model(backbone, num_classes=int(hparams.get("num_classes", 10)),
-                        stem=str(hparams.get("stem") or "cifar"), **options)
+    return create_model(
+        backbone, num_classes=int(hparams.get("num_classes", 10)), stem=str(hparams.get("stem") or "cifar"), **options
+    )
 
 
 def backbone_state_dict(checkpoint: Mapping[str, Any]) -> dict[str, torch.Tensor]:
@@ -97,7 +106,9 @@ def load_backbone(path: str | Path, what: str = "checkpoint") -> tuple[nn.Module
         model.load_state_dict(backbone_state_dict(checkpoint))
     except RuntimeError as error:
         first = str(error).splitlines()[0]
-        raise ValueError(f"The weights in {str(path)!r} do not fit its backbone {hparams['backbone']!r}: {first}") from None
+        raise ValueError(
+            f"The weights in {str(path)!r} do not fit its backbone {hparams['backbone']!r}: {first}"
+        ) from None
     return model.eval(), checkpoint
 
 
@@ -162,8 +173,13 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             atomic_write(target, lambda partial: partial.write_bytes(buffer.getbuffer()))
         except OSError as error:
             kept = f"the previous {target.name} is untouched" if target.exists() else f"no {target.name} was written"
-            reason = ("the disk is full (or a quota or file-size limit was hit)" if error.errno in _NO_SPACE
-                      else os.strerror(error.errno) if error.errno else str(error))
+            reason = (
+                "the disk is full (or a quota or file-size limit was hit)"
+                if error.errno in _NO_SPACE
+                else os.strerror(error.errno)
+                if error.errno
+                else str(error)
+            )
             raise CheckpointWriteError(
                 f"Could not write checkpoint {target}: {reason}; {kept}. Free some space under {target.parent} "
                 "and continue with `fit ... --ckpt_path last`.",

@@ -31,10 +31,22 @@ from zoo_lightning.models.registry import head_parameter_names
 from zoo_lightning.models.weights import build_options, library_normalization
 from zoo_lightning.objectives import CrossEntropy, Objective, hard_targets, main_logits
 from zoo_lightning.optimization import build_scheduler, default_lr_scheduler, default_optimizer, optimizer_groups
-from zoo_lightning.options import (ImageSide, PositiveFloat, PositiveInt, PretrainedWeights, Stem, TTAMode,
-                                   pretrained_kind)
-from zoo_lightning.pretrained import (current_spelling, expected_normalization, head_modules, library_value,
-                                      load_pretrained)
+from zoo_lightning.options import (
+    ImageSide,
+    PositiveFloat,
+    PositiveInt,
+    PretrainedWeights,
+    Stem,
+    TTAMode,
+    pretrained_kind,
+)
+from zoo_lightning.pretrained import (
+    current_spelling,
+    expected_normalization,
+    head_modules,
+    library_value,
+    load_pretrained,
+)
 from zoo_lightning.tta import tta_logits
 
 __all__ = ["ImageClassifier"]
@@ -190,8 +202,9 @@ class ImageClassifier(L.LightningModule):
         # What trains now, and what unfreezes later: in from the start, idle until then. Frozen to the end: left out.
         later = {id(p) for p in self._freezing.unfreezes} if self._freezing is not None else set()
         trained = {name for name, p in self.backbone.named_parameters() if p.requires_grad or id(p) in later}
-        optimizer = self.optimizer_factory(optimizer_groups(self.backbone, trained, head, hparams.norm_lr_scale,
-                                                            hparams.backbone_lr_scale))
+        optimizer = self.optimizer_factory(
+            optimizer_groups(self.backbone, trained, head, hparams.norm_lr_scale, hparams.backbone_lr_scale)
+        )
         # Before the scheduler is built, so its base_lrs (and every later step) carry the ratios.
         for group in optimizer.param_groups:
             group["lr"] *= group.pop("lr_scale")
@@ -218,8 +231,10 @@ class ImageClassifier(L.LightningModule):
             options = {**build_options(hparams.pretrained, hparams.backbone), **dict(hparams.backbone_kwargs or {})}
             self._head_names = head_parameter_names(hparams.backbone, hparams.num_classes, hparams.stem, **options)
             if not self._head_names:
-                raise ValueError(f"Backbone {hparams.backbone!r} has no classifier head whose size follows "
-                                 "num_classes, so pretrained loading and freezing cannot tell its head from the rest.")
+                raise ValueError(
+                    f"Backbone {hparams.backbone!r} has no classifier head whose size follows "
+                    "num_classes, so pretrained loading and freezing cannot tell its head from the rest."
+                )
         return self._head_names
 
     @property
@@ -236,8 +251,9 @@ class ImageClassifier(L.LightningModule):
     def load_pretrained(self) -> None:
         """Loads ``pretrained`` into the backbone, all but the head; once per instance (``fit`` calls it)."""
         if self.hparams.pretrained and not self._pretrained_loaded:
-            rank_zero_info(load_pretrained(self.backbone, self.hparams.pretrained, self.hparams.backbone,
-                                           self.head_names))
+            rank_zero_info(
+                load_pretrained(self.backbone, self.hparams.pretrained, self.hparams.backbone, self.head_names)
+            )
             self._pretrained_loaded = True
 
     def on_fit_start(self) -> None:
@@ -247,8 +263,9 @@ class ImageClassifier(L.LightningModule):
             self.load_pretrained()
 
 
-def _check_relations(backbone: str, stem: str, pretrained: str | None, freeze_backbone: bool,
-                     unfreeze_at_epoch: int | None) -> None:
+def _check_relations(
+    backbone: str, stem: str, pretrained: str | None, freeze_backbone: bool, unfreeze_at_epoch: int | None
+) -> None:
     """Options each right alone (their types say so) but wrong together: checked here, not by the parser."""
     if unfreeze_at_epoch is not None and not freeze_backbone:
         raise ValueError("--model.unfreeze_at_epoch needs --model.freeze_backbone true: it ends a frozen start.")
@@ -257,13 +274,19 @@ def _check_relations(backbone: str, stem: str, pretrained: str | None, freeze_ba
     kind, _ = pretrained_kind(pretrained)
     timm_backbone = backbone.startswith("timm:")
     if kind == "timm" and not timm_backbone:
-        raise ValueError(f"--model.pretrained {pretrained} is timm's weights, for timm: backbones; {backbone!r} is not "
-                         "one: give torchvision (with --model.stem imagenet) or a weights file.")
+        raise ValueError(
+            f"--model.pretrained {pretrained} is timm's weights, for timm: backbones; {backbone!r} is not "
+            "one: give torchvision (with --model.stem imagenet) or a weights file."
+        )
     if kind == "torchvision" and timm_backbone:
-        raise ValueError(f"--model.pretrained torchvision is for registered and torchvision: backbones; {backbone!r} "
-                         "is timm's: give --model.pretrained timm:TAG (or timm, its default tag).")
+        raise ValueError(
+            f"--model.pretrained torchvision is for registered and torchvision: backbones; {backbone!r} "
+            "is timm's: give --model.pretrained timm:TAG (or timm, its default tag)."
+        )
     if kind != "file":  # a backbone without such weights fails here, before any advice about its stem
         library_normalization(library_value(pretrained), backbone)
     if kind == "torchvision" and ":" not in backbone and stem != "imagenet":
-        raise ValueError(f"torchvision's ImageNet weights are for the ImageNet stem: add --model.stem imagenet to "
-                         f"--model.pretrained torchvision (backbone {backbone!r}).")
+        raise ValueError(
+            f"torchvision's ImageNet weights are for the ImageNet stem: add --model.stem imagenet to "
+            f"--model.pretrained torchvision (backbone {backbone!r})."
+        )

@@ -21,17 +21,23 @@ class Command(NamedTuple):
 
 
 COMMANDS: dict[str, Command] = {
-    "fit": Command("zoo_lightning.commands.trainer:run", "train a backbone (--config, --trainer.*, --model.*, --data.*)",
-                   named=True),
+    "fit": Command(
+        "zoo_lightning.commands.trainer:run",
+        "train a backbone (--config, --trainer.*, --model.*, --data.*)",
+        named=True,
+    ),
     "validate": Command("zoo_lightning.commands.trainer:run", "score a checkpoint on the validation split", named=True),
     "test": Command("zoo_lightning.commands.trainer:run", "score a checkpoint on the test split", named=True),
-    "predict": Command("zoo_lightning.commands.trainer:run", "classify a folder of your own images into a CSV",
-                       named=True),
+    "predict": Command(
+        "zoo_lightning.commands.trainer:run", "classify a folder of your own images into a CSV", named=True
+    ),
     "models": Command("zoo_lightning.commands.models:main", "the registered backbones with parameters and FLOPs"),
     "stats": Command("zoo_lightning.commands.stats:main", "a dataset's per-channel mean and std"),
     "export": Command("zoo_lightning.commands.export:main", "a checkpoint as a standalone TorchScript or .pt2 model"),
     "sweep": Command("zoo_lightning.commands.sweep:main", "an Optuna study of fits over a grid or a search space"),
-    "selftrain": Command("zoo_lightning.commands.selftrain:main", "Noisy Student: rounds of pseudo-labels and noisy students"),
+    "selftrain": Command(
+        "zoo_lightning.commands.selftrain:main", "Noisy Student: rounds of pseudo-labels and noisy students"
+    ),
     "report": Command("zoo_lightning.commands.report:main", "runs compared as a markdown table and PNG plots"),
 }
 
@@ -55,8 +61,20 @@ def _is_user_error(error: BaseException) -> bool:
     from zoo_lightning.models import UnknownModelError
 
     # MisconfigurationException: Lightning's word for a Trainer flag this machine or run cannot take.
-    return isinstance(error, (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, IsADirectoryError,
-                              PermissionError, UnknownModelError, CheckpointWriteError, MisconfigurationException))
+    return isinstance(
+        error,
+        (
+            ValueError,
+            FileNotFoundError,
+            FileExistsError,
+            NotADirectoryError,
+            IsADirectoryError,
+            PermissionError,
+            UnknownModelError,
+            CheckpointWriteError,
+            MisconfigurationException,
+        ),
+    )
 
 
 def main(argv: list[str] | None = None) -> None:

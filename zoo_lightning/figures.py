@@ -11,8 +11,16 @@ from typing import Any, Sequence
 
 from torch import Tensor
 
-__all__ = ["pyplot", "denormalize", "confusion_figure", "misclassified_figure", "save_png", "run_styles",
-           "curves_figure", "per_class_figure"]
+__all__ = [
+    "pyplot",
+    "denormalize",
+    "confusion_figure",
+    "misclassified_figure",
+    "save_png",
+    "run_styles",
+    "curves_figure",
+    "per_class_figure",
+]
 
 
 def pyplot() -> Any:
@@ -59,8 +67,9 @@ def confusion_figure(confusion: Tensor, names: Sequence[str], title: str) -> Any
     return figure
 
 
-def misclassified_figure(pictures: Tensor, labels: Sequence[tuple[int, int, float]], names: Sequence[str],
-                         title: str) -> Any:
+def misclassified_figure(
+    pictures: Tensor, labels: Sequence[tuple[int, int, float]], names: Sequence[str], title: str
+) -> Any:
     """A grid of wrong predictions: ``pictures`` in [0, 1], each with (true, predicted, confidence)."""
     plt = pyplot()
     columns = min(8, len(labels))
@@ -69,8 +78,11 @@ def misclassified_figure(pictures: Tensor, labels: Sequence[tuple[int, int, floa
     for ax in axes.flat:
         ax.axis("off")
     for ax, picture, (true, predicted, probability) in zip(axes.flat, pictures, labels):
-        ax.imshow(picture.permute(1, 2, 0).squeeze(-1).numpy(), interpolation="nearest",
-                  cmap="gray" if picture.shape[0] == 1 else None)
+        ax.imshow(
+            picture.permute(1, 2, 0).squeeze(-1).numpy(),
+            interpolation="nearest",
+            cmap="gray" if picture.shape[0] == 1 else None,
+        )
         ax.set_title(f"{names[true]}\n→ {names[predicted]} ({probability:.0%})", fontsize=8, color="firebrick")
     figure.suptitle(f"{title}: misclassified images, true → predicted (confidence)", fontsize=10)
     figure.tight_layout()
@@ -100,9 +112,15 @@ def run_styles(n: int) -> list[dict[str, Any]]:
     map with more colours (tab20) pairs each with a paler twin that is hard to tell apart.
     """
     colors = pyplot().get_cmap("tab10").colors
-    return [{"color": colors[i % len(colors)], "linestyle": LINE_STYLES[i // len(colors) % len(LINE_STYLES)],
-             "marker": MARKERS[i // len(colors) % len(MARKERS)], "hatch": HATCHES[i // len(colors) % len(HATCHES)]}
-            for i in range(n)]
+    return [
+        {
+            "color": colors[i % len(colors)],
+            "linestyle": LINE_STYLES[i // len(colors) % len(LINE_STYLES)],
+            "marker": MARKERS[i // len(colors) % len(MARKERS)],
+            "hatch": HATCHES[i // len(colors) % len(HATCHES)],
+        }
+        for i in range(n)
+    ]
 
 
 LEGEND_BESIDE = 30  # up to this many runs the legend is one column beside the axes; more go below, in columns
@@ -127,8 +145,14 @@ def _legend(ax: Any, n: int) -> None:
     elif n <= LEGEND_BESIDE:
         ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
     else:
-        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.1), borderaxespad=0,
-                  ncol=LEGEND_COLUMNS_BELOW, frameon=False)
+        ax.legend(
+            fontsize=7,
+            loc="upper center",
+            bbox_to_anchor=(0.5, -0.1),
+            borderaxespad=0,
+            ncol=LEGEND_COLUMNS_BELOW,
+            frameon=False,
+        )
 
 
 def _spread_lone_points(curves: Sequence[Sequence[tuple[float, float]]]) -> list[float]:
@@ -146,8 +170,14 @@ def _spread_lone_points(curves: Sequence[Sequence[tuple[float, float]]]) -> list
     return offsets
 
 
-def curves_figure(curves: Sequence[tuple[str, Sequence[tuple[float, float]]]], title: str, ylabel: str,
-                  mark_best: bool = False, log_y: bool = False, styles: Sequence[dict[str, Any]] | None = None) -> Any:
+def curves_figure(
+    curves: Sequence[tuple[str, Sequence[tuple[float, float]]]],
+    title: str,
+    ylabel: str,
+    mark_best: bool = False,
+    log_y: bool = False,
+    styles: Sequence[dict[str, Any]] | None = None,
+) -> Any:
     """One line per ``(label, [(epoch, value), ...])`` against the epoch.
 
     Args:
@@ -167,8 +197,9 @@ def curves_figure(curves: Sequence[tuple[str, Sequence[tuple[float, float]]]], t
     xs_drawn, ys_drawn = [], []
     finite_curves = [[(x, y) for x, y in points if math.isfinite(y)] for _, points in curves]
     offsets = _spread_lone_points(finite_curves)
-    for (label, points), finite, offset, style in zip(curves, finite_curves, offsets,
-                                                      styles or run_styles(len(curves))):
+    for (label, points), finite, offset, style in zip(
+        curves, finite_curves, offsets, styles or run_styles(len(curves))
+    ):
         xs, ys = [x + offset for x, _ in finite], [y for _, y in finite]
         xs_drawn += xs
         ys_drawn += ys
@@ -176,12 +207,29 @@ def curves_figure(curves: Sequence[tuple[str, Sequence[tuple[float, float]]]], t
             label += " (NaN/inf not drawn)"
         if mark_best and ys:
             best = max(range(len(ys)), key=ys.__getitem__)
-            ax.plot(xs[best], ys[best], marker="*", markersize=13, color=style["color"], markeredgecolor="black",
-                    markeredgewidth=0.6, zorder=3)
+            ax.plot(
+                xs[best],
+                ys[best],
+                marker="*",
+                markersize=13,
+                color=style["color"],
+                markeredgecolor="black",
+                markeredgewidth=0.6,
+                zorder=3,
+            )
         # A lone point (a one-epoch run) is only its marker: it gets a large one. Long runs get a marker
         # every few epochs, enough to tell the line styles apart without hiding the line.
-        ax.plot(xs, ys, color=style["color"], linestyle=style["linestyle"], linewidth=1.6, label=label,
-                marker=style["marker"], markersize=8 if len(xs) == 1 else 4.5, markevery=max(1, len(xs) // 12))
+        ax.plot(
+            xs,
+            ys,
+            color=style["color"],
+            linestyle=style["linestyle"],
+            linewidth=1.6,
+            label=label,
+            marker=style["marker"],
+            markersize=8 if len(xs) == 1 else 4.5,
+            markevery=max(1, len(xs) // 12),
+        )
     if xs_drawn:
         # An x range around the epochs drawn: a single epoch otherwise sits on an axis of ticks like 0.96..1.04.
         low, high = min(xs_drawn), max(xs_drawn)
@@ -198,21 +246,28 @@ def curves_figure(curves: Sequence[tuple[str, Sequence[tuple[float, float]]]], t
     return figure
 
 
-def per_class_figure(classes: Sequence[str], bars: Sequence[tuple[str, Sequence[float | None]]], title: str,
-                     ylabel: str, styles: Sequence[dict[str, Any]] | None = None) -> Any:
+def per_class_figure(
+    classes: Sequence[str],
+    bars: Sequence[tuple[str, Sequence[float | None]]],
+    title: str,
+    ylabel: str,
+    styles: Sequence[dict[str, Any]] | None = None,
+) -> Any:
     """Grouped bars: for each class, one bar per ``(label, [value per class, ...])``, values in percent.
 
     A class a run has no value for gets no bar. ``styles``: as in :func:`curves_figure`.
     """
     plt = pyplot()
     width = 0.8 / len(bars)
-    figure, ax = plt.subplots(figsize=(min(24, max(8, 0.5 * len(classes) * (1 + 0.3 * len(bars)))), 5.2),
-                              layout="constrained")
+    figure, ax = plt.subplots(
+        figsize=(min(24, max(8, 0.5 * len(classes) * (1 + 0.3 * len(bars)))), 5.2), layout="constrained"
+    )
     for i, ((label, values), style) in enumerate(zip(bars, styles or run_styles(len(bars)))):
         xs = [c + (i - (len(bars) - 1) / 2) * width for c in range(len(classes))]
         heights = [math.nan if v is None else v for v in values]
-        ax.bar(xs, heights, width, color=style["color"], hatch=style["hatch"], edgecolor="white", linewidth=0,
-               label=label)
+        ax.bar(
+            xs, heights, width, color=style["color"], hatch=style["hatch"], edgecolor="white", linewidth=0, label=label
+        )
     many = len(classes) > 6
     ax.set_xticks(range(len(classes)), classes, rotation=35 if many else 0, ha="right" if many else "center")
     ax.set_xlim(-0.6, len(classes) - 0.4)
@@ -221,6 +276,11 @@ def per_class_figure(classes: Sequence[str], bars: Sequence[tuple[str, Sequence[
     ax.grid(axis="y", alpha=0.3)
     ax.set_axisbelow(True)
     ax.set_title(title)
-    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.18 if many else -0.1),
-              ncol=min(len(bars), 3), frameon=False)
+    ax.legend(
+        fontsize=8,
+        loc="upper center",
+        bbox_to_anchor=(0.5, -0.18 if many else -0.1),
+        ncol=min(len(bars), 3),
+        frameon=False,
+    )
     return figure

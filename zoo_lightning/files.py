@@ -38,9 +38,11 @@ def write_cache(path: Path, write: Callable[[Path], object], what: str) -> bool:
         atomic_write(path, write)
         return True
     except OSError as error:
-        warnings.warn(f"Could not write the {what} cache {path} ({error.strerror or error}); going on without it, "
-                      "so the work is redone on the next run. Make the folder writable, or free space, to keep it.",
-                      stacklevel=2)
+        warnings.warn(
+            f"Could not write the {what} cache {path} ({error.strerror or error}); going on without it, "
+            "so the work is redone on the next run. Make the folder writable, or free space, to keep it.",
+            stacklevel=2,
+        )
         return False
 
 

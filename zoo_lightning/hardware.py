@@ -8,8 +8,24 @@ from typing import Literal
 __all__ = ["cpu_flags", "cpu_has_bf16", "auto_precision", "Precision"]
 
 # What --trainer.precision takes: Lightning's values (its short spellings included) and "auto".
-Precision = Literal["auto", "32-true", "bf16-mixed", "16-mixed", "bf16-true", "16-true", "64-true",
-                    "transformer-engine", "transformer-engine-float16", "64", "32", "16", "bf16", 64, 32, 16]
+Precision = Literal[
+    "auto",
+    "32-true",
+    "bf16-mixed",
+    "16-mixed",
+    "bf16-true",
+    "16-true",
+    "64-true",
+    "transformer-engine",
+    "transformer-engine-float16",
+    "64",
+    "32",
+    "16",
+    "bf16",
+    64,
+    32,
+    16,
+]
 
 BF16_FLAGS = ("avx512_bf16", "amx_bf16")  # CPU instructions that make bf16 matrix products fast
 

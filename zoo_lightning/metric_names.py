@@ -3,8 +3,19 @@
 from __future__ import annotations
 
 __all__ = [
-    "TRAIN", "VAL", "TEST", "TOP1", "LOSS", "IMAGES", "IMAGES_PER_SEC", "BEST_VAL_TOP1", "TEACHER_TOP1", "EPOCH",
-    "tag", "class_prefix", "class_tag",
+    "TRAIN",
+    "VAL",
+    "TEST",
+    "TOP1",
+    "LOSS",
+    "IMAGES",
+    "IMAGES_PER_SEC",
+    "BEST_VAL_TOP1",
+    "TEACHER_TOP1",
+    "EPOCH",
+    "tag",
+    "class_prefix",
+    "class_tag",
 ]
 
 TRAIN, VAL, TEST = "train", "val", "test"

@@ -21,15 +21,33 @@ from torch.optim.lr_scheduler import LRScheduler
 
 from zoo_lightning.parsing import DEFAULTS
 
-__all__ = ["NORM_LAYERS", "RECIPE", "parameter_groups", "optimizer_groups", "default_optimizer",
-           "default_lr_scheduler", "takes_total_steps", "build_scheduler"]
+__all__ = [
+    "NORM_LAYERS",
+    "RECIPE",
+    "parameter_groups",
+    "optimizer_groups",
+    "default_optimizer",
+    "default_lr_scheduler",
+    "takes_total_steps",
+    "build_scheduler",
+]
 
 RECIPE = DEFAULTS  # the one recipe file: what every command line starts from, and the Python defaults
 
 # Normalization layers: their weights and biases get no weight decay (and norm_lr_scale); a frozen backbone keeps
 # them in eval mode. Subclasses count too (timm's BatchNormAct2d, torchvision's LayerNorm2d).
-NORM_LAYERS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm, nn.InstanceNorm1d, nn.InstanceNorm2d,
-               nn.InstanceNorm3d, nn.GroupNorm, nn.LayerNorm, nn.RMSNorm)
+NORM_LAYERS = (
+    nn.BatchNorm1d,
+    nn.BatchNorm2d,
+    nn.BatchNorm3d,
+    nn.SyncBatchNorm,
+    nn.InstanceNorm1d,
+    nn.InstanceNorm2d,
+    nn.InstanceNorm3d,
+    nn.GroupNorm,
+    nn.LayerNorm,
+    nn.RMSNorm,
+)
 
 
 def _recipe_entry(key: str) -> functools.partial:
@@ -69,8 +87,13 @@ def parameter_groups(module: nn.Module, trained: Collection[str] | None = None) 
     return [{"params": decay}, {"params": norm, "weight_decay": 0.0}, {"params": bias, "weight_decay": 0.0}]
 
 
-def optimizer_groups(module: nn.Module, trained: Collection[str], head: Collection[str], norm_lr_scale: float = 1.0,
-                     backbone_lr_scale: float = 1.0) -> list[dict[str, Any]]:
+def optimizer_groups(
+    module: nn.Module,
+    trained: Collection[str],
+    head: Collection[str],
+    norm_lr_scale: float = 1.0,
+    backbone_lr_scale: float = 1.0,
+) -> list[dict[str, Any]]:
     """:func:`parameter_groups` of ``trained``, each with its ``lr_scale`` (``norm_lr_scale`` on the norms' group).
 
     With a ``head`` (parameter names), each group is split into the backbone's part, at ``backbone_lr_scale``, and
@@ -87,8 +110,14 @@ def optimizer_groups(module: nn.Module, trained: Collection[str], head: Collecti
     for part, scale in (("backbone", backbone_lr_scale), ("head", 1.0)):
         for index, group in enumerate(groups):
             params = [p for p in group["params"] if (id(p) in in_head) == (part == "head")]
-            split.append({**group, "params": params, "name": part if index == 0 else f"{part}_pg{index + 1}",
-                          "lr_scale": group["lr_scale"] * scale})
+            split.append(
+                {
+                    **group,
+                    "params": params,
+                    "name": part if index == 0 else f"{part}_pg{index + 1}",
+                    "lr_scale": group["lr_scale"] * scale,
+                }
+            )
     return [group for group in split if group["params"]]
 
 
@@ -108,8 +137,9 @@ def takes_total_steps(factory: Callable[..., LRScheduler]) -> bool:
     return parameter is not None and parameter.default is None
 
 
-def build_scheduler(factory: Callable[..., LRScheduler], optimizer: Optimizer, total_steps: Callable[[], int]
-                    ) -> LRScheduler:
+def build_scheduler(
+    factory: Callable[..., LRScheduler], optimizer: Optimizer, total_steps: Callable[[], int]
+) -> LRScheduler:
     """``factory(optimizer)``, with ``total_steps()`` passed when :func:`takes_total_steps` says so."""
     if takes_total_steps(factory):
         return factory(optimizer, total_steps=int(total_steps()))

@@ -15,9 +15,26 @@ from typing import Literal
 
 from jsonargparse.typing import register_type
 
-__all__ = ["PositiveInt", "NonNegativeInt", "PositiveFloat", "NonNegativeFloat", "UnitInterval", "Fraction",
-           "OpenUnitInterval", "ImageSide", "EpochSides", "Stem", "TTAMode", "PaddingMode", "MixMode", "PseudoLabelMode",
-           "PretrainedWeights", "pretrained_kind", "WEIGHT_FILE_SUFFIXES", "PrunerName"]
+__all__ = [
+    "PositiveInt",
+    "NonNegativeInt",
+    "PositiveFloat",
+    "NonNegativeFloat",
+    "UnitInterval",
+    "Fraction",
+    "OpenUnitInterval",
+    "ImageSide",
+    "EpochSides",
+    "Stem",
+    "TTAMode",
+    "PaddingMode",
+    "MixMode",
+    "PseudoLabelMode",
+    "PretrainedWeights",
+    "pretrained_kind",
+    "WEIGHT_FILE_SUFFIXES",
+    "PrunerName",
+]
 
 
 class OptionValueError(argparse.ArgumentTypeError, ValueError):
@@ -26,6 +43,7 @@ class OptionValueError(argparse.ArgumentTypeError, ValueError):
 
 def _bounded(name: str, base: type, meaning: str, accepts) -> type:
     """A type named ``name`` for the parser whose values are plain ``base`` numbers for which ``accepts`` holds."""
+
     def parse(value: object) -> int | float:
         if isinstance(value, bool):
             raise ValueError(f"{value!r} is not a number {meaning}")
@@ -49,8 +67,9 @@ def _bounded(name: str, base: type, meaning: str, accepts) -> type:
             raise OptionValueError(str(error)) from None
 
     # Called, the type parses too (``PositiveInt("3")`` is the plain 3), so argparse takes it as ``type=``.
-    kind = type(name, (base,), {"__doc__": f"{'An integer' if base is int else 'A number'} {meaning}.",
-                                "__new__": called})
+    kind = type(
+        name, (base,), {"__doc__": f"{'An integer' if base is int else 'A number'} {meaning}.", "__new__": called}
+    )
     register_type(kind, serializer=base, deserializer=parse, type_check=is_value)
     return kind
 
@@ -70,8 +89,9 @@ def _epoch_sides(value: object) -> dict[int, int]:
 
 
 def _is_epoch_sides(value: object, _: type) -> bool:
-    return isinstance(value, dict) and all(type(k) is int and k >= 0 and type(v) is int and v >= 8
-                                           for k, v in value.items())
+    return isinstance(value, dict) and all(
+        type(k) is int and k >= 0 and type(v) is int and v >= 8 for k, v in value.items()
+    )
 
 
 register_type(EpochSides, serializer=dict, deserializer=_epoch_sides, type_check=_is_epoch_sides)
@@ -111,8 +131,10 @@ def pretrained_kind(value: str) -> tuple[Literal["torchvision", "timm", "file"],
         return "timm", text.partition(":")[2]
     if text.lower().endswith(WEIGHT_FILE_SUFFIXES):
         return "file", text
-    raise ValueError(f"{value!r} names no pretrained weights: give torchvision, timm (its default tag), timm:TAG, or a "
-                     f"file ({', '.join(WEIGHT_FILE_SUFFIXES)})")
+    raise ValueError(
+        f"{value!r} names no pretrained weights: give torchvision, timm (its default tag), timm:TAG, or a "
+        f"file ({', '.join(WEIGHT_FILE_SUFFIXES)})"
+    )
 
 
 def _is_pretrained(value: object, _: type) -> bool:

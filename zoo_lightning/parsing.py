@@ -15,8 +15,19 @@ from typing import Any
 
 from jsonargparse import ActionConfigFile, ArgumentParser
 
-__all__ = ["CONFIG_DIR", "DEFAULTS", "ConfigFile", "Parser", "OneLineErrors", "resolve_config", "read_config_file",
-           "shipped_configs", "one_line", "closest", "CommandParser"]
+__all__ = [
+    "CONFIG_DIR",
+    "DEFAULTS",
+    "ConfigFile",
+    "Parser",
+    "OneLineErrors",
+    "resolve_config",
+    "read_config_file",
+    "shipped_configs",
+    "one_line",
+    "closest",
+    "CommandParser",
+]
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 DEFAULTS = CONFIG_DIR / "defaults.yaml"  # the recipe every fit starts from; configs give what differs
@@ -47,9 +58,11 @@ def resolve_config(value: str | Path) -> Path:
     name = path.name if path.suffix else f"{path.name}.yaml"
     near = closest(name, shipped_configs())
     hint = f"did you mean {' or '.join(near)}? " if near else ""
-    raise FileNotFoundError(f"Config {str(value)!r} not found, neither as a file nor among the shipped configs: "
-                            f"{hint}`python -m zoo_lightning fit --help` says where they are; a path to your own "
-                            "YAML works too.")
+    raise FileNotFoundError(
+        f"Config {str(value)!r} not found, neither as a file nor among the shipped configs: "
+        f"{hint}`python -m zoo_lightning fit --help` says where they are; a path to your own "
+        "YAML works too."
+    )
 
 
 def read_config_file(path: str | Path) -> dict[str, Any]:
@@ -62,16 +75,21 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
         mark = getattr(error, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
         problem = getattr(error, "problem", None) or type(error).__name__
-        raise ValueError(f"Config {path} is not valid YAML{where}: {problem}. Fix the file, or start from a "
-                         "shipped config (`python -m zoo_lightning fit --config resnet20_cifar.yaml --print_config`).")
+        raise ValueError(
+            f"Config {path} is not valid YAML{where}: {problem}. Fix the file, or start from a "
+            "shipped config (`python -m zoo_lightning fit --config resnet20_cifar.yaml --print_config`)."
+        )
     except (OSError, UnicodeDecodeError) as error:
         raise ValueError(f"Cannot read config {path}: {error}.") from None
     if content is None:
-        raise ValueError(f"Config {path} is empty: give at least one section (trainer:, model:, data:), or leave "
-                         "--config out to train with the defaults.")
+        raise ValueError(
+            f"Config {path} is empty: give at least one section (trainer:, model:, data:), or leave "
+            "--config out to train with the defaults."
+        )
     if not isinstance(content, dict):
-        raise ValueError(f"Config {path} holds a {type(content).__name__}, not a mapping of sections "
-                         "(trainer:, model:, data:, ...).")
+        raise ValueError(
+            f"Config {path} holds a {type(content).__name__}, not a mapping of sections (trainer:, model:, data:, ...)."
+        )
     return content
 
 
@@ -124,7 +142,7 @@ def one_line(error: BaseException) -> str:
         if not _raised_by_parser(level):
             break
         first = str(level).strip().splitlines()[0] if str(level).strip() else ""
-        key = first[len(_KEY_PREFIX):-2] if first.startswith(_KEY_PREFIX) and first.endswith('":') else None
+        key = first[len(_KEY_PREFIX) : -2] if first.startswith(_KEY_PREFIX) and first.endswith('":') else None
         if key and (not keys or keys[-1] != key):
             keys.append(key)
         if _is_union_report(str(level)):
@@ -140,8 +158,11 @@ def _first_line(error: BaseException) -> str:
 def _tried(message: str) -> list[str]:
     """The lines of a jsonargparse report that each say why one type refused the value (None's left out)."""
     lines = [line.strip().removeprefix("- ") for line in message.strip().splitlines() if line.strip()]
-    return [line for line in lines if line.startswith(("Not of type", "Expected a", "Option ", "Problem", "Import"))
-            and "NoneType" not in line]
+    return [
+        line
+        for line in lines
+        if line.startswith(("Not of type", "Expected a", "Option ", "Problem", "Import")) and "NoneType" not in line
+    ]
 
 
 def _is_union_report(message: str) -> bool:

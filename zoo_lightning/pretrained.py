@@ -22,15 +22,24 @@ from zoo_lightning.checkpoints import backbone_state_dict, datamodule_state, rea
 from zoo_lightning.models.weights import LibraryWeights, library_normalization, library_state_dict
 from zoo_lightning.options import pretrained_kind
 
-__all__ = ["pretrained_state_dict", "load_pretrained", "expected_normalization", "head_modules", "library_value",
-           "current_spelling"]
+__all__ = [
+    "pretrained_state_dict",
+    "load_pretrained",
+    "expected_normalization",
+    "head_modules",
+    "library_value",
+    "current_spelling",
+]
 
 _SHOWN = 4  # keys a mismatch message lists of each kind
 
 
 def _is_state_dict(content: Any) -> bool:
-    return isinstance(content, Mapping) and bool(content) and all(
-        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in content.items())
+    return (
+        isinstance(content, Mapping)
+        and bool(content)
+        and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in content.items())
+    )
 
 
 def head_modules(head: Sequence[str]) -> list[str]:
@@ -71,8 +80,10 @@ def pretrained_state_dict(source: str, backbone: str) -> LibraryWeights:
         return library_state_dict(library, backbone)
     path = Path(source)
     if not path.is_file():
-        raise FileNotFoundError(f"--model.pretrained {source!r} is no file: give the path of a .ckpt, .pt or .pth "
-                                "file (or torchvision, timm:TAG for library weights).")
+        raise FileNotFoundError(
+            f"--model.pretrained {source!r} is no file: give the path of a .ckpt, .pt or .pth "
+            "file (or torchvision, timm:TAG for library weights)."
+        )
     if path.suffix == ".ckpt":
         checkpoint = read_checkpoint(path, "the pretrained checkpoint")
         trained = checkpoint["hyper_parameters"]["backbone"]
@@ -80,13 +91,17 @@ def pretrained_state_dict(source: str, backbone: str) -> LibraryWeights:
     try:
         content = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # truncated, pickled objects, not torch at all: torch raises many kinds
-        raise ValueError(f"Cannot read --model.pretrained {source!r} ({type(error).__name__}): it is no file of tensors "
-                         "that torch.load(weights_only=True) reads. Save one with torch.save(model.state_dict(), f).") from None
+        raise ValueError(
+            f"Cannot read --model.pretrained {source!r} ({type(error).__name__}): it is no file of tensors "
+            "that torch.load(weights_only=True) reads. Save one with torch.save(model.state_dict(), f)."
+        ) from None
     if isinstance(content, Mapping) and _is_state_dict(content.get("state_dict")):
         content = content["state_dict"]  # other training code's checkpoints keep the weights there
     if not _is_state_dict(content):
-        raise ValueError(f"--model.pretrained {source!r} holds no state dict (a mapping of parameter names to tensors, "
-                         "as torch.save(model.state_dict(), f) writes).")
+        raise ValueError(
+            f"--model.pretrained {source!r} holds no state dict (a mapping of parameter names to tensors, "
+            "as torch.save(model.state_dict(), f) writes)."
+        )
     # DistributedDataParallel's wrapper prefixes every name with `module.`.
     state = {k.removeprefix("module."): v for k, v in content.items()}
     return LibraryWeights(state, f"the weights in {source}")
@@ -123,22 +138,42 @@ def load_pretrained(model: nn.Module, source: str, backbone: str, head: Sequence
     given = {k: v for k, v in weights.items() if not in_head(k) and (k in own or not optional(k))}
     # A layer may name parameters that keep their own initialization when the weights lack them: a deformable
     # conv's offsets (zero: it starts as the plain conv), so a plain network's weights load into its DCN version.
-    own_init = {f"{module_name}.{name}".lstrip(".") for module_name, module in model.named_modules()
-                for name in getattr(module, "initialized_when_missing", ())}
+    own_init = {
+        f"{module_name}.{name}".lstrip(".")
+        for module_name, module in model.named_modules()
+        for name in getattr(module, "initialized_when_missing", ())
+    }
     # BatchNorm fills in a missing step counter itself (files older than the counter lack it).
-    missing = [k for k in own if k not in given and not in_head(k) and not optional(k) and k not in own_init
-               and not k.endswith("num_batches_tracked")]
+    missing = [
+        k
+        for k in own
+        if k not in given
+        and not in_head(k)
+        and not optional(k)
+        and k not in own_init
+        and not k.endswith("num_batches_tracked")
+    ]
     unexpected = [k for k in given if k not in own]
-    wrong = [f"{k} {tuple(v.shape)} vs the network's {tuple(own[k].shape)}" for k, v in given.items()
-             if k in own and v.shape != own[k].shape]
+    wrong = [
+        f"{k} {tuple(v.shape)} vs the network's {tuple(own[k].shape)}"
+        for k, v in given.items()
+        if k in own and v.shape != own[k].shape
+    ]
     if missing or unexpected or wrong:
-        problems = [f"{what}: {_listed(keys)}" for what, keys in
-                    (("missing", missing), ("not in the network", unexpected), ("other shape", wrong)) if keys]
-        raise ValueError(f"{weights.description} do not fit {backbone}: {'; '.join(problems)}. Give the backbone, "
-                         "--model.stem (imagenet for ImageNet weights) and --model.backbone_kwargs they were trained with.")
+        problems = [
+            f"{what}: {_listed(keys)}"
+            for what, keys in (("missing", missing), ("not in the network", unexpected), ("other shape", wrong))
+            if keys
+        ]
+        raise ValueError(
+            f"{weights.description} do not fit {backbone}: {'; '.join(problems)}. Give the backbone, "
+            "--model.stem (imagenet for ImageNet weights) and --model.backbone_kwargs they were trained with."
+        )
     model.load_state_dict(given, strict=False)
-    return (f"Loaded {weights.description} into {backbone} ({len(given)} tensors); its head "
-            f"({', '.join(new)}) starts new for this run's classes.")
+    return (
+        f"Loaded {weights.description} into {backbone} ({len(given)} tensors); its head "
+        f"({', '.join(new)}) starts new for this run's classes."
+    )
 
 
 def expected_normalization(source: str | None, backbone: str) -> dict[str, Any] | None:

@@ -22,23 +22,37 @@ def progress(description: str, total: int, unit: str = "images", shown_from: int
         yield lambda n=1: None
         return
     from rich.console import Console
-    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TaskProgressColumn,
-                               TextColumn, TimeRemainingColumn)
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        ProgressColumn,
+        TaskProgressColumn,
+        TextColumn,
+        TimeRemainingColumn,
+    )
     from rich.text import Text
 
     class Rate(ProgressColumn):
         def render(self, task) -> Text:
             return Text(f"{task.speed or 0:,.0f} {unit}/s")
 
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TaskProgressColumn(), Rate(),
-               TimeRemainingColumn())
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TaskProgressColumn(),
+        Rate(),
+        TimeRemainingColumn(),
+    )
     with Progress(*columns, console=Console(file=sys.stderr), transient=False) as bar:
         task = bar.add_task(description, total=total)
         yield lambda n=1: bar.advance(task, n)
 
 
-def tracked(items: Iterable[T], description: str, total: int, unit: str = "images",
-            shown_from: int = SHOWN_FROM) -> Iterator[T]:
+def tracked(
+    items: Iterable[T], description: str, total: int, unit: str = "images", shown_from: int = SHOWN_FROM
+) -> Iterator[T]:
     """``items``, one by one, with :func:`progress` over them."""
     with progress(description, total, unit, shown_from) as advance:
         for item in items:

@@ -18,8 +18,18 @@ from typing import Any, Callable
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities.rank_zero import rank_zero_info, rank_zero_only
 
-__all__ = ["RunLogger", "RunRecord", "DEFAULT_SAVE_DIR", "DEFAULT_EXPERIMENT", "EVALUATIONS", "experiment_name",
-           "training_runs", "find_run", "run_of_checkpoint", "version_number"]
+__all__ = [
+    "RunLogger",
+    "RunRecord",
+    "DEFAULT_SAVE_DIR",
+    "DEFAULT_EXPERIMENT",
+    "EVALUATIONS",
+    "experiment_name",
+    "training_runs",
+    "find_run",
+    "run_of_checkpoint",
+    "version_number",
+]
 
 DEFAULT_SAVE_DIR = "lightning_logs"  # the logger's save_dir when neither the user nor a config gives one
 DEFAULT_EXPERIMENT = "default"  # the logger's name when neither the user nor a config gives one
@@ -65,11 +75,14 @@ def _writable(parent: Path) -> None:
     try:
         parent.mkdir(parents=True, exist_ok=True)
     except OSError as error:
-        raise PermissionError(f"Cannot make the run folder's parent {parent}: {error.strerror or error}. Give a "
-                              "writable --trainer.logger.init_args.save_dir.") from None
+        raise PermissionError(
+            f"Cannot make the run folder's parent {parent}: {error.strerror or error}. Give a "
+            "writable --trainer.logger.init_args.save_dir."
+        ) from None
     if not os.access(parent, os.W_OK | os.X_OK):
-        raise PermissionError(f"Cannot write into {parent}: permission denied. Give a writable "
-                              "--trainer.logger.init_args.save_dir.")
+        raise PermissionError(
+            f"Cannot write into {parent}: permission denied. Give a writable --trainer.logger.init_args.save_dir."
+        )
 
 
 class RunLogger(TensorBoardLogger):
@@ -93,9 +106,17 @@ class RunLogger(TensorBoardLogger):
         **kwargs: :class:`~lightning.pytorch.loggers.TensorBoardLogger`'s.
     """
 
-    def __init__(self, save_dir: str | Path = DEFAULT_SAVE_DIR, name: str = DEFAULT_EXPERIMENT,
-                 version: int | str | None = None, resume: bool = False, claim: str | None = None,
-                 version_prefix: str = VERSION_PREFIX, default_hp_metric: bool = False, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        save_dir: str | Path = DEFAULT_SAVE_DIR,
+        name: str = DEFAULT_EXPERIMENT,
+        version: int | str | None = None,
+        resume: bool = False,
+        claim: str | None = None,
+        version_prefix: str = VERSION_PREFIX,
+        default_hp_metric: bool = False,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(save_dir=save_dir, name=name, version=version, default_hp_metric=default_hp_metric, **kwargs)
         self.requested_version = version
         self.resume, self.claim, self.version_prefix = resume, claim, version_prefix
@@ -199,8 +220,9 @@ def lock_for_resume(folder: Path) -> Path:
         except FileExistsError:
             holder = lock.read_text().strip()
             if holder.isdigit() and _alive(int(holder)):
-                raise FileExistsError(f"Run {folder} is being resumed by process {holder} already; wait for it, "
-                                      "or stop it first.") from None
+                raise FileExistsError(
+                    f"Run {folder} is being resumed by process {holder} already; wait for it, or stop it first."
+                ) from None
             lock.unlink(missing_ok=True)  # left by a resume that was killed
     raise FileExistsError(f"Could not take the resume lock {lock}; remove it if no resume is running.")
 
@@ -252,15 +274,19 @@ def find_run(experiment: Path, which: str, differences: Callable[[RunRecord], li
     """
     runs = training_runs(experiment)
     if not runs:
-        raise FileNotFoundError(f"No training run under {experiment} to take checkpoints/{which}.ckpt from: train one with "
-                                "`fit` first, or pass a checkpoint file.")
+        raise FileNotFoundError(
+            f"No training run under {experiment} to take checkpoints/{which}.ckpt from: train one with "
+            "`fit` first, or pass a checkpoint file."
+        )
     for run in runs:
         if not differences(run):
             return run
     newest = runs[0]
-    raise ValueError(f"No run under {experiment} trained what this command asks: the newest, {newest.folder.name}, "
-                     f"has {'; '.join(differences(newest))}. Give the options it was trained with, or pass its "
-                     "checkpoint with --ckpt_path FILE.")
+    raise ValueError(
+        f"No run under {experiment} trained what this command asks: the newest, {newest.folder.name}, "
+        f"has {'; '.join(differences(newest))}. Give the options it was trained with, or pass its "
+        "checkpoint with --ckpt_path FILE."
+    )
 
 
 def run_of_checkpoint(path: Path) -> Path | None:

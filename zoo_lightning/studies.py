@@ -21,8 +21,22 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-__all__ = ["STUDIES_FILE", "RETRIES", "default_storage", "is_database", "shown", "absolute", "stored_file",
-           "open_storage", "make_pruner", "counted_trials", "quiet_optuna", "trials_table", "RUNS", "SURPLUS"]
+__all__ = [
+    "STUDIES_FILE",
+    "RETRIES",
+    "default_storage",
+    "is_database",
+    "shown",
+    "absolute",
+    "stored_file",
+    "open_storage",
+    "make_pruner",
+    "counted_trials",
+    "quiet_optuna",
+    "trials_table",
+    "RUNS",
+    "SURPLUS",
+]
 
 STUDIES_FILE = "studies.db"  # the default storage: one SQLite file per experiment folder, holding its studies
 RETRIES = 3  # how often a trial whose worker died (or was stopped) is queued again
@@ -93,8 +107,10 @@ def open_storage(url: str, heartbeat: int | None = None) -> Any:
 
     if not is_database(url):
         if not Path(url).parent.is_dir():
-            raise FileNotFoundError(f"--storage {url}: the folder {Path(url).parent} does not exist. Give a journal "
-                                    "file in an existing folder, or a database URL (postgresql+psycopg://...).")
+            raise FileNotFoundError(
+                f"--storage {url}: the folder {Path(url).parent} does not exist. Give a journal "
+                "file in an existing folder, or a database URL (postgresql+psycopg://...)."
+            )
         return JournalStorage(JournalFileBackend(url))
     import sqlalchemy.exc
 
@@ -104,15 +120,20 @@ def open_storage(url: str, heartbeat: int | None = None) -> Any:
     retry = RetryHeartbeatStaleTrialCallback(max_retry=RETRIES) if heartbeat else None
     for attempt in range(3):
         try:
-            return RDBStorage(url, engine_kwargs=engine, heartbeat_interval=heartbeat,
-                              heartbeat_stale_trial_callback=retry)
+            return RDBStorage(
+                url, engine_kwargs=engine, heartbeat_interval=heartbeat, heartbeat_stale_trial_callback=retry
+            )
         except (sqlalchemy.exc.ArgumentError, sqlalchemy.exc.NoSuchModuleError):
-            raise ValueError(f"--storage {shown(url)!r} is not a database URL SQLAlchemy knows: write "
-                             "dialect+driver://user@host/database (postgresql+psycopg://...), sqlite:///FILE, or "
-                             "a journal file's path.") from None
+            raise ValueError(
+                f"--storage {shown(url)!r} is not a database URL SQLAlchemy knows: write "
+                "dialect+driver://user@host/database (postgresql+psycopg://...), sqlite:///FILE, or "
+                "a journal file's path."
+            ) from None
         except ModuleNotFoundError as error:
-            raise ValueError(f"--storage {shown(url)}: its driver, the Python module {error.name!r}, is not "
-                             "installed (PostgreSQL: pip install -c constraints.txt -e '.[postgresql]').") from None
+            raise ValueError(
+                f"--storage {shown(url)}: its driver, the Python module {error.name!r}, is not "
+                "installed (PostgreSQL: pip install -c constraints.txt -e '.[postgresql]')."
+            ) from None
         except sqlalchemy.exc.OperationalError as error:
             reason = str(error.orig or error).strip().splitlines()[0]
             # Two workers making a new SQLite file's tables at once: the second finds them made.
@@ -155,16 +176,21 @@ def counted_trials(trials: list[Any], up_to: int | None = None) -> int:
     """How many of a study's trial slots ``trials`` take (those numbered ``up_to`` or lower, if given): every
     trial but a failed one that was queued again and a surplus one."""
     retried = _retried(trials)
-    return sum(1 for t in trials if t.number not in retried and not t.user_attrs.get(SURPLUS)
-               and (up_to is None or t.number <= up_to))
+    return sum(
+        1
+        for t in trials
+        if t.number not in retried and not t.user_attrs.get(SURPLUS) and (up_to is None or t.number <= up_to)
+    )
 
 
 def trials_table(study: Any, metric: str) -> list[str]:
     """The study's trials as a markdown table: number, state, values, metric and run folders."""
     trials = study.get_trials(deepcopy=False)
     keys = list(dict.fromkeys(k for t in trials for k in t.params))
-    lines = [f"| trial | state | {' | '.join(keys)}{' | ' if keys else ''}{metric} | runs |",
-             "|--:|---|" + "---|" * len(keys) + "--:|---|"]
+    lines = [
+        f"| trial | state | {' | '.join(keys)}{' | ' if keys else ''}{metric} | runs |",
+        "|--:|---|" + "---|" * len(keys) + "--:|---|",
+    ]
     for trial in trials:
         values = [_short(trial.params.get(k, "-")) for k in keys]
         value = "-" if trial.value is None else f"{trial.value:.4f}"
@@ -190,8 +216,9 @@ def make_sampler(name: str, dimensions: dict[str, Any]) -> Any:
     return optuna.samplers.TPESampler(constant_liar=True)
 
 
-def open_study(url: str, name: str, direction: str, record: dict[str, Any], sampler: Any, pruner: Any,
-               heartbeat: int | None) -> Any:
+def open_study(
+    url: str, name: str, direction: str, record: dict[str, Any], sampler: Any, pruner: Any, heartbeat: int | None
+) -> Any:
     """The study ``name`` in the storage at ``url``: loaded when it exists (its recorded space, metric and seeds must
     be ``record``'s), else created with ``record`` as its user attributes.
 
@@ -205,16 +232,21 @@ def open_study(url: str, name: str, direction: str, record: dict[str, Any], samp
         study = optuna.load_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner)
         stored = study.user_attrs
         if study.direction.name.lower() != direction:
-            raise ValueError(f"Study {name!r} in {shown(url)} {study.direction.name.lower()}s its metric, this "
-                             f"command would {direction} it: give another --study NAME.")
+            raise ValueError(
+                f"Study {name!r} in {shown(url)} {study.direction.name.lower()}s its metric, this "
+                f"command would {direction} it: give another --study NAME."
+            )
         for key, value in record.items():
             if key in stored and stored[key] != value:
-                raise ValueError(f"Study {name!r} in {shown(url)} has {key} {_said(stored[key])}, this command "
-                                 f"{_said(value)}: give another --study NAME, or the same {key} to continue it.")
+                raise ValueError(
+                    f"Study {name!r} in {shown(url)} has {key} {_said(stored[key])}, this command "
+                    f"{_said(value)}: give another --study NAME, or the same {key} to continue it."
+                )
         missing = {k: v for k, v in record.items() if k not in stored}  # a study made outside a sweep
     else:
-        study = optuna.create_study(storage=storage, study_name=name, direction=direction, sampler=sampler,
-                                    pruner=pruner, load_if_exists=True)
+        study = optuna.create_study(
+            storage=storage, study_name=name, direction=direction, sampler=sampler, pruner=pruner, load_if_exists=True
+        )
         missing = record
     for key, value in missing.items():
         study.set_user_attr(key, value)

@@ -37,6 +37,7 @@ def tta_logits(logits: Callable[[Tensor], Tensor], images: Tensor, mode: TTAMode
     the image-and-mirror pair weighted 0.5, and each pair shifted by one pixel up-left and down-right,
     with reflect padding, 0.25.
     """
+
     def pair(x: Tensor) -> Tensor:
         return (logits(x) + logits(x.flip(3))) / 2
 

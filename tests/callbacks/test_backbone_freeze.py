@@ -17,14 +17,22 @@ from zoo_lightning.classifier import ImageClassifier
 
 def _loader(n: int = 32, batch_size: int = 8) -> DataLoader:
     g = torch.Generator().manual_seed(0)
-    return DataLoader(TensorDataset(torch.randn(n, 3, 16, 16, generator=g), torch.randint(0, 5, (n,), generator=g)),
-                      batch_size=batch_size)
+    return DataLoader(
+        TensorDataset(torch.randn(n, 3, 16, 16, generator=g), torch.randint(0, 5, (n,), generator=g)),
+        batch_size=batch_size,
+    )
 
 
 def _trainer(tmp_path, **kwargs) -> L.Trainer:
     kwargs.setdefault("enable_checkpointing", False)
-    return L.Trainer(default_root_dir=tmp_path, accelerator="cpu", logger=False, enable_progress_bar=False,
-                     enable_model_summary=False, **kwargs)
+    return L.Trainer(
+        default_root_dir=tmp_path,
+        accelerator="cpu",
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        **kwargs,
+    )
 
 
 def _body(model: ImageClassifier) -> nn.Module:
@@ -110,12 +118,14 @@ def test_only_fit_freezes_and_unfreezing_later_is_refused_under_ddp():
 def test_a_run_resumed_before_the_unfreezing_ends_as_the_uninterrupted_run(tmp_path):
     """The backbone's idle groups are in the saved optimizer, so the resumed fit restores it as it was (momentum
     included) and the one schedule goes on: the weights end exactly as in a run that never stopped."""
+
     def run(folder, epochs: int, ckpt_path=None) -> ImageClassifier:
         L.seed_everything(0)
         model = ImageClassifier("cnn", num_classes=5, freeze_backbone=True, unfreeze_at_epoch=1, backbone_lr_scale=0.5)
         saving = ModelCheckpoint(dirpath=folder, filename="{epoch}", save_top_k=-1, every_n_epochs=1)
         _trainer(folder, max_epochs=epochs, enable_checkpointing=True, callbacks=[saving]).fit(
-            model, _loader(), ckpt_path=ckpt_path)
+            model, _loader(), ckpt_path=ckpt_path
+        )
         return model
 
     whole = run(tmp_path / "whole", 2)
@@ -133,6 +143,7 @@ def test_a_run_resumed_before_the_unfreezing_ends_as_the_uninterrupted_run(tmp_p
 def test_parameters_another_callback_fixed_stay_out_of_the_optimizer_and_fixed(tmp_path):
     """What trains is what has requires_grad when the optimizer is built, plus what this callback froze to unfreeze
     later; a parameter fixed by someone else (PatchWhitening's filters) is in neither and stays fixed."""
+
     class FixStem(L.Callback):
         def setup(self, trainer, pl_module, stage):
             pl_module.backbone.stem[0].weight.requires_grad_(False)

@@ -67,9 +67,14 @@ def test_test_prints_the_per_class_table_and_logs_per_class_scalars(tiny_run, ca
     best = fit_trainer.checkpoint_callback.best_model_path
     data = TinyData()
     model = ImageClassifier(TINY_NET, num_classes=3)
-    trainer = L.Trainer(accelerator="cpu", devices=1, enable_progress_bar=False, enable_model_summary=False,
-                        logger=TensorBoardLogger(root, name="tiny", default_hp_metric=False),
-                        callbacks=[ClassificationDashboard()])
+    trainer = L.Trainer(
+        accelerator="cpu",
+        devices=1,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        logger=TensorBoardLogger(root, name="tiny", default_hp_metric=False),
+        callbacks=[ClassificationDashboard()],
+    )
     capsys.readouterr()
     trainer.test(model, datamodule=data, ckpt_path=best, verbose=False)
     out = capsys.readouterr().out
@@ -110,9 +115,15 @@ def test_ddp_validation_sums_the_confusion_matrix_over_ranks_and_only_rank_0_wri
     _, _, model, data = tiny_run
     for attempt in range(3):
         capfd.readouterr()  # a failed attempt's output does not count
-        trainer = L.Trainer(accelerator="cpu", devices=2, strategy="ddp_spawn", enable_progress_bar=False,
-                            enable_model_summary=False, logger=TensorBoardLogger(tmp_path / str(attempt), name="ddp"),
-                            callbacks=[ClassificationDashboard()])
+        trainer = L.Trainer(
+            accelerator="cpu",
+            devices=2,
+            strategy="ddp_spawn",
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            logger=TensorBoardLogger(tmp_path / str(attempt), name="ddp"),
+            callbacks=[ClassificationDashboard()],
+        )
         try:
             trainer.validate(model, datamodule=data, verbose=False)
             break

@@ -31,7 +31,6 @@ def _session(acc: EventAccumulator):
     return values, experiment.experiment
 
 
-
 def test_hparams_hold_the_recipe_and_the_best_val_top1(tiny_run):
     root, *_ = tiny_run
     acc = events(root / "tiny" / "version_0")
@@ -62,9 +61,14 @@ def test_a_test_after_fit_in_the_same_process_writes_its_session_into_the_run(ti
 def test_test_takes_the_fit_hparams_and_best_val_top1_from_the_checkpoint(tiny_run):
     root, fit_trainer, _, _ = tiny_run
     best = fit_trainer.checkpoint_callback.best_model_path
-    trainer = L.Trainer(accelerator="cpu", devices=1, enable_progress_bar=False, enable_model_summary=False,
-                        logger=TensorBoardLogger(root, name="tiny", default_hp_metric=False),
-                        callbacks=[HparamsSession()])
+    trainer = L.Trainer(
+        accelerator="cpu",
+        devices=1,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        logger=TensorBoardLogger(root, name="tiny", default_hp_metric=False),
+        callbacks=[HparamsSession()],
+    )
     trainer.test(ImageClassifier(TINY_NET, num_classes=3), datamodule=TinyData(), ckpt_path=best, verbose=False)
     acc = events(root / "tiny" / "version_1")  # the test's own run folder
     params, _ = session_hparams(acc)

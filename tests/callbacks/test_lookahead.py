@@ -18,21 +18,28 @@ def _fit(root, tmp_path, epochs: int, ckpt_path=None, callbacks=(), ahead=()):
     data = CIFAR10DataModule(data_dir=str(root), val_size=20, batch_size=16, download=False)
     model = ImageClassifier("cnn", num_classes=10, backbone_kwargs=SMALL)
     lookahead = LookaheadAveraging(start_epoch=1, every_n_steps=2)
-    trainer = L.Trainer(max_epochs=epochs, accelerator="cpu", logger=False, default_root_dir=tmp_path,
-                        enable_progress_bar=False, enable_model_summary=False,
-                        callbacks=[*ahead, lookahead, *callbacks])
+    trainer = L.Trainer(
+        max_epochs=epochs,
+        accelerator="cpu",
+        logger=False,
+        default_root_dir=tmp_path,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[*ahead, lookahead, *callbacks],
+    )
     trainer.fit(model, datamodule=data, ckpt_path=ckpt_path)
     return trainer, model, lookahead
 
 
 def test_the_decay_follows_its_schedule():
     lookahead = LookaheadAveraging()
-    assert lookahead.decay_at(50, 100) == pytest.approx(0.95 ** 5 * 0.5 ** 3)
-    assert lookahead.decay_at(100, 100) == pytest.approx(0.95 ** 5)
+    assert lookahead.decay_at(50, 100) == pytest.approx(0.95**5 * 0.5**3)
+    assert lookahead.decay_at(100, 100) == pytest.approx(0.95**5)
 
 
-@pytest.mark.parametrize("option, value", [("every_n_steps", "0"), ("decay", "1.5"), ("start_epoch", "-1"),
-                                           ("exponent", "-2")])
+@pytest.mark.parametrize(
+    "option, value", [("every_n_steps", "0"), ("decay", "1.5"), ("start_epoch", "-1"), ("exponent", "-2")]
+)
 def test_the_parser_refuses_an_option_out_of_range(option, value):
     from jsonargparse import ArgumentError, ArgumentParser
 
@@ -66,7 +73,7 @@ def test_updates_at_every_nth_step_from_the_start_epoch_and_the_model_holds_the_
             if before["average"] is None:  # the first update takes the weights as they are
                 expected = before["weights"]
             else:  # current + d * (average - current), d from the schedule of a 15-step run
-                d = 0.95 ** 2 * (step / 15) ** 3
+                d = 0.95**2 * (step / 15) ** 3
                 expected = {k: w + d * (before["average"][k] - w) for k, w in before["weights"].items()}
             for name, value in params.items():
                 torch.testing.assert_close(value, expected[name], msg=name)
@@ -87,6 +94,7 @@ def test_before_the_start_epoch_nothing_is_averaged(cifar_python, tmp_path):
 
 def test_a_resumed_run_ends_with_the_weights_of_an_uninterrupted_one(cifar_python, tmp_path):
     root, _ = cifar_python
+
     class StopAfterTwo(L.Callback):  # a run of 4 epochs (the decay depends on that) stopped after two
         def on_train_epoch_end(self, trainer, pl_module):
             trainer.should_stop = trainer.current_epoch == 1

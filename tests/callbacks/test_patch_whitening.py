@@ -39,9 +39,15 @@ def test_weights_stay_frozen_and_the_bias_stops_after_its_epochs(cifar_python, t
             biases.append(pl_module.backbone.whiten.bias.detach().clone())
             weights.append(pl_module.backbone.whiten.weight.detach().clone())
 
-    trainer = L.Trainer(max_epochs=4, accelerator="cpu", logger=False, enable_checkpointing=False,
-                        enable_progress_bar=False, enable_model_summary=False,
-                        callbacks=[PatchWhitening(images=50, freeze_bias_after=2), Watch()])
+    trainer = L.Trainer(
+        max_epochs=4,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[PatchWhitening(images=50, freeze_bias_after=2), Watch()],
+    )
     trainer.fit(model, datamodule=data)
     fitted = whitening_weights(set_up(CIFAR10DataModule, root, val_size=20, download=False).training_images(50), 2)
     assert all(torch.equal(w, weights[0]) for w in weights)  # never trained

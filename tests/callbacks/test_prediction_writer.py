@@ -32,8 +32,19 @@ def test_predict_on_a_folder_matches_the_modules_forward(trained_cnn, tmp_path, 
     shutil.move(root / "data", root / "data.away")  # prediction must not need the dataset
     try:
         with pytest.warns(UserWarning, match="notes.txt"):
-            main(["predict", "--ckpt_path", str(ckpt), "--data.predict_dir", str(photos), "--trainer.logger.init_args."
-                  "save_dir", str(tmp_path / "logs"), "--trainer.enable_progress_bar", "false"])
+            main(
+                [
+                    "predict",
+                    "--ckpt_path",
+                    str(ckpt),
+                    "--data.predict_dir",
+                    str(photos),
+                    "--trainer.logger.init_args.save_dir",
+                    str(tmp_path / "logs"),
+                    "--trainer.enable_progress_bar",
+                    "false",
+                ]
+            )
     finally:
         shutil.move(root / "data.away", root / "data")
     # Filed in the run of the checkpoint it used, beside that run's other evaluations.

@@ -12,5 +12,3 @@ def test_images_per_second_counts_every_training_image(tiny_run):
     assert meter.images == 48 and meter.seconds > 0
     logged = events(root / "tiny" / "version_0").Scalars("train/images_per_sec")
     assert len(logged) == 2 and logged[-1].value == pytest.approx(48 / meter.seconds)
-
-

@@ -21,9 +21,11 @@ def test_export_runs_without_zoo_lightning_and_matches(trained_cnn, tmp_path, fm
     batch = torch.randint(0, 256, (3, 3, 32, 32), dtype=torch.uint8)
     torch.save(batch, tmp_path / "batch.pt")
     loader = "torch.jit.load(p)" if fmt == "torchscript" else "torch.export.load(p).module()"
-    script = (f"import sys, torch; p = {str(out)!r}; m = {loader}; x = torch.load({str(tmp_path / 'batch.pt')!r}); "
-              f"torch.save(m(x), {str(tmp_path / 'out.pt')!r}); "
-              "assert not any(k.startswith('zoo_lightning') for k in sys.modules)")
+    script = (
+        f"import sys, torch; p = {str(out)!r}; m = {loader}; x = torch.load({str(tmp_path / 'batch.pt')!r}); "
+        f"torch.save(m(x), {str(tmp_path / 'out.pt')!r}); "
+        "assert not any(k.startswith('zoo_lightning') for k in sys.modules)"
+    )
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
     module = ImageClassifier.load_from_checkpoint(ckpt).eval()
@@ -112,8 +114,9 @@ def test_onnx_export_of_a_checkpoint_carries_its_class_names(trained_cnn, tmp_pa
     module = ImageClassifier.load_from_checkpoint(ckpt).eval()
     with torch.no_grad():
         expected = module(Normalize(state["mean"], state["std"])(images))
-    torch.testing.assert_close(torch.from_numpy(session.run(None, {"images": images.numpy()})[0]), expected,
-                               **ONNX_TOLERANCE)
+    torch.testing.assert_close(
+        torch.from_numpy(session.run(None, {"images": images.numpy()})[0]), expected, **ONNX_TOLERANCE
+    )
 
 
 @pytest.mark.parametrize("missing", ["onnx", "onnxscript"])
@@ -151,9 +154,19 @@ def test_the_docs_example_classifies_a_folder_from_the_default_export_without_th
     photos.mkdir()
     for name, size in (("a.png", (40, 30)), ("b.jpg", (32, 32))):
         Image.new("RGB", size, (200, 10, 10)).save(photos / name)
-    result = subprocess.run([sys.executable, "-c", "import runpy, sys; runpy.run_path('classify.py', run_name='__main__');"
-                             "assert not any(k.startswith('zoo_lightning') for k in sys.modules)", str(out), str(photos)],
-                            capture_output=True, text=True, cwd=tmp_path)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import runpy, sys; runpy.run_path('classify.py', run_name='__main__');"
+            "assert not any(k.startswith('zoo_lightning') for k in sys.modules)",
+            str(out),
+            str(photos),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     names = json.loads(json.dumps(torch.load(ckpt, weights_only=True)["CIFAR10DataModule"]["class_names"]))
     lines = [line.split() for line in result.stdout.splitlines()]
@@ -165,7 +178,11 @@ def test_the_format_follows_the_suffix_of_out_unless_given_and_a_contradiction_i
 
     assert format_for(None, None) == "exported_program"
     assert [format_for(None, f"m{s}") for s in (".ts", ".pt2", ".onnx", ".bin")] == [
-        "torchscript", "exported_program", "onnx", "exported_program"]
+        "torchscript",
+        "exported_program",
+        "onnx",
+        "exported_program",
+    ]
     assert format_for("onnx", "m.onnx") == "onnx" and format_for("torchscript", "model") == "torchscript"
     with pytest.raises(ValueError, match="--out m.ts names a torchscript file, and --format is onnx"):
         format_for("onnx", "m.ts")

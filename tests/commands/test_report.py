@@ -66,13 +66,24 @@ def logs(tiny_net, tmp_path_factory):
         write_config(root / name / "version_0", model=model, trainer={"max_epochs": 2}, data=TINY_DATA, ckpt_path=None)
     # What `python -m zoo_lightning test --ckpt_path RUN/checkpoints/best.ckpt` does: RUN/evaluations/test_0.
     best = first.checkpoint_callback.best_model_path
-    tester = L.Trainer(accelerator="cpu", devices=1, enable_progress_bar=False, enable_model_summary=False,
-                       logger=TensorBoardLogger(root / "tiny_a" / "version_0", name="evaluations", version="test_0",
-                                                default_hp_metric=False),
-                       callbacks=[ClassificationDashboard(print_table=False), HparamsSession()])
+    tester = L.Trainer(
+        accelerator="cpu",
+        devices=1,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        logger=TensorBoardLogger(
+            root / "tiny_a" / "version_0", name="evaluations", version="test_0", default_hp_metric=False
+        ),
+        callbacks=[ClassificationDashboard(print_table=False), HparamsSession()],
+    )
     tester.test(ImageClassifier(TINY_NET, num_classes=3), datamodule=TinyData(), ckpt_path=best, verbose=False)
-    write_config(root / "tiny_a" / "version_0" / "evaluations" / "test_0", model=model, trainer={"max_epochs": 2},
-                 data=TINY_DATA, ckpt_path=best)
+    write_config(
+        root / "tiny_a" / "version_0" / "evaluations" / "test_0",
+        model=model,
+        trainer={"max_epochs": 2},
+        data=TINY_DATA,
+        ckpt_path=best,
+    )
     return root
 
 
@@ -101,8 +112,15 @@ def test_rows_equal_the_logged_numbers(logs, report):
     assert "evaluations/test_0 |" not in text.split("### Evaluations")[0]
     evaluation = split_row(row(text.split("### Evaluations")[1], "tiny_a/version_0"))
     # of run, evaluation, checkpoint, split, top-1, loss, images (TinyData tests on its 30 validation images)
-    assert evaluation == ["tiny_a/version_0", "tiny_a/version_0/evaluations/test_0", "best.ckpt", "test",
-                          f"{100 * test_top1:.2f}%", f"{scalars(evaluation_dir, 'test/loss')[-1]:.4f}", "30"]
+    assert evaluation == [
+        "tiny_a/version_0",
+        "tiny_a/version_0/evaluations/test_0",
+        "best.ckpt",
+        "test",
+        f"{100 * test_top1:.2f}%",
+        f"{scalars(evaluation_dir, 'test/loss')[-1]:.4f}",
+        "30",
+    ]
     # Ranked by best val top-1.
     order = [name for name in ("tiny_a", "tiny_b")]
     order.sort(key=lambda n: -max(scalars(logs / n / "version_0", "val/top1")))
@@ -123,8 +141,11 @@ def test_per_class_table_is_taken_at_the_best_epoch(logs, report):
 
 def test_plots_are_real_pngs(report):
     text, out = report[0].read_text(), report[1]
-    for png in ("val_top1-tinydata_3classes.png", "val_loss-tinydata_3classes.png",
-                "per_class_accuracy-tinydata_3classes.png"):
+    for png in (
+        "val_top1-tinydata_3classes.png",
+        "val_loss-tinydata_3classes.png",
+        "per_class_accuracy-tinydata_3classes.png",
+    ):
         path = out / png
         assert f"]({png})" in text
         assert path.stat().st_size > 5000
@@ -153,8 +174,11 @@ def test_unfinished_and_resumed_runs(tmp_path):
     later = time.time()
     _write_run(resumed, [19, 29], [0.45, 0.6], [later + 10, later + 40], [1, 2])  # resumed from the step-19 checkpoint
     runs = {r.name: r for r in load_runs(tmp_path / "logs")}
-    assert runs["resumed/version_0"].scalars["val/top1"] == [(9, pytest.approx(0.3)), (19, pytest.approx(0.45)),
-                                                            (29, pytest.approx(0.6))]
+    assert runs["resumed/version_0"].scalars["val/top1"] == [
+        (9, pytest.approx(0.3)),
+        (19, pytest.approx(0.45)),
+        (29, pytest.approx(0.6)),
+    ]
     assert runs["resumed/version_0"].wall_seconds == pytest.approx(30 + 40, abs=3)  # not the gap between sessions
     text = write_report(tmp_path / "logs", tmp_path / "out").read_text()
     long_row = [c.strip() for c in row(text, "long/version_0").strip("|").split("|")]
@@ -194,24 +218,56 @@ def test_cli_fit_then_test_then_report(tiny_net, cifar_python, tmp_path, monkeyp
     work = tmp_path / "work"
     work.mkdir()
     monkeypatch.chdir(work)
-    main(["fit", "--config", "cnn_cifar.yaml", "--model.backbone", TINY_NET, "--data.data_dir", str(data_dir),
-          "--data.val_size", "20", "--data.batch_size", "16", "--trainer.max_epochs", "1",
-          "--trainer.enable_progress_bar", "false"])
+    main(
+        [
+            "fit",
+            "--config",
+            "cnn_cifar.yaml",
+            "--model.backbone",
+            TINY_NET,
+            "--data.data_dir",
+            str(data_dir),
+            "--data.val_size",
+            "20",
+            "--data.batch_size",
+            "16",
+            "--trainer.max_epochs",
+            "1",
+            "--trainer.enable_progress_bar",
+            "false",
+        ]
+    )
     run = work / "lightning_logs" / "cnn_cifar" / "version_0"
     tags = EventAccumulator(str(run), size_guidance={"images": 1}).Reload().Tags()
     assert {"val_class/airplane", "train/images_per_sec", "hp/best_val_top1"} <= set(tags["scalars"])
     assert {"val/confusion_matrix", "val/misclassified"} <= set(tags["images"])
     capsys.readouterr()
-    main(["test", "--ckpt_path", "lightning_logs/cnn_cifar/version_0/checkpoints/best.ckpt",
-          "--trainer.enable_progress_bar", "false"])
+    main(
+        [
+            "test",
+            "--ckpt_path",
+            "lightning_logs/cnn_cifar/version_0/checkpoints/best.ckpt",
+            "--trainer.enable_progress_bar",
+            "false",
+        ]
+    )
     out = capsys.readouterr().out
     assert "Test accuracy per class" in out
     test_top1 = scalars(run / "evaluations" / "test_0", "test/top1")[-1]  # filed in the run it scored
     total = next(line for line in out.splitlines() if line.startswith("│ all "))
     assert [cell.strip() for cell in total.split("│")[1:4]] == ["all", f"{100 * test_top1:.2f}%", "20"]
     # One batch of the checkpoint's 16: 16 of the 20 test images.
-    main(["test", "--ckpt_path", "lightning_logs/cnn_cifar/version_0/checkpoints/last.ckpt",
-          "--trainer.limit_test_batches", "1", "--trainer.enable_progress_bar", "false"])
+    main(
+        [
+            "test",
+            "--ckpt_path",
+            "lightning_logs/cnn_cifar/version_0/checkpoints/last.ckpt",
+            "--trainer.limit_test_batches",
+            "1",
+            "--trainer.enable_progress_bar",
+            "false",
+        ]
+    )
     assert scalars(run / "evaluations" / "test_1", "test/images") == [16]
 
     monkeypatch.chdir(tmp_path)  # the report runs from elsewhere
@@ -222,9 +278,10 @@ def test_cli_fit_then_test_then_report(tiny_net, cifar_python, tmp_path, monkeyp
     assert found[1:5] == [TINY_NET, "CrossEntropy", str(3 * 4 * 9 + 4 + 16 * 10 + 10), "1"]
     assert found[6] == f"{100 * test_top1:.2f}% (best.ckpt)"  # the full test, not the newer partial one
     tests = [split_row(line) for line in cifar.split("### Evaluations")[1].splitlines() if "/evaluations/" in line]
-    assert [(t[1], t[2], t[6]) for t in tests] == [("cnn_cifar/version_0/evaluations/test_0", "best.ckpt", "20"),
-                                                   ("cnn_cifar/version_0/evaluations/test_1", "last.ckpt",
-                                                    "16 (partial)")]
+    assert [(t[1], t[2], t[6]) for t in tests] == [
+        ("cnn_cifar/version_0/evaluations/test_0", "best.ckpt", "20"),
+        ("cnn_cifar/version_0/evaluations/test_1", "last.ckpt", "16 (partial)"),
+    ]
 
 
 def test_sweep_runs_every_combination_and_the_report_groups_them(cifar_python, tmp_path):
@@ -232,13 +289,37 @@ def test_sweep_runs_every_combination_and_the_report_groups_them(cifar_python, t
     logs = tmp_path / "logs"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     result = subprocess.run(
-        [sys.executable, "-m", "zoo_lightning", "sweep", "--config", "cnn_cifar.yaml",
-         "--grid", "model.optimizer.init_args.lr=0.1,0.05", "data.init_args.batch_size=16,32",
-         "--data.data_dir", str(data_dir), "--data.val_size", "20", "--trainer.max_epochs", "1",
-         "--trainer.limit_train_batches", "2",
-         "--trainer.enable_progress_bar", "false", "--trainer.logger.init_args.save_dir", str(logs),
-         "--trainer.logger.init_args.name", "sweep"],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+        [
+            sys.executable,
+            "-m",
+            "zoo_lightning",
+            "sweep",
+            "--config",
+            "cnn_cifar.yaml",
+            "--grid",
+            "model.optimizer.init_args.lr=0.1,0.05",
+            "data.init_args.batch_size=16,32",
+            "--data.data_dir",
+            str(data_dir),
+            "--data.val_size",
+            "20",
+            "--trainer.max_epochs",
+            "1",
+            "--trainer.limit_train_batches",
+            "2",
+            "--trainer.enable_progress_bar",
+            "false",
+            "--trainer.logger.init_args.save_dir",
+            str(logs),
+            "--trainer.logger.init_args.name",
+            "sweep",
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     folders = sorted(p.name for p in (logs / "sweep").iterdir() if p.is_dir())
     assert folders == ["lr=0.05,batch_size=16", "lr=0.05,batch_size=32", "lr=0.1,batch_size=16", "lr=0.1,batch_size=32"]
@@ -258,8 +339,19 @@ def _swept_run(root: Path, name: str, top1: list[float], values: dict, seed: int
     run = root / "exp" / name
     _write_run(run, list(range(len(top1))), top1, [time.time() + i for i in range(len(top1))], list(range(len(top1))))
     write_config(run, model={"backbone": "cnn"}, trainer={"max_epochs": len(top1)})
-    (run / "sweep.json").write_text(json.dumps({"study": study, "trial": 0, "values": values, "seed": seed,
-                                                "storage": None, "grid": list(values), "outcome": outcome}))
+    (run / "sweep.json").write_text(
+        json.dumps(
+            {
+                "study": study,
+                "trial": 0,
+                "values": values,
+                "seed": seed,
+                "storage": None,
+                "grid": list(values),
+                "outcome": outcome,
+            }
+        )
+    )
     return run
 
 
@@ -272,13 +364,17 @@ def test_seeds_of_a_configuration_aggregate_to_mean_and_std_and_the_study_is_dra
     for (value, seed), top1 in best.items():
         _swept_run(logs, f"lr={value},seed={seed}", [top1 - 0.1, top1], {lr: value}, seed, "complete", "exp")
     _swept_run(logs, "lr=0.05,seed=1", [0.05], {lr: "0.05"}, 1, "pruned", "exp")  # left out of the mean
-    study = optuna.create_study(study_name="exp", storage=f"sqlite:///{logs / 'exp' / 'studies.db'}",
-                                direction="maximize")
+    study = optuna.create_study(
+        study_name="exp", storage=f"sqlite:///{logs / 'exp' / 'studies.db'}", direction="maximize"
+    )
     study.set_user_attr("metric", "val/top1")
     distribution = optuna.distributions.CategoricalDistribution(["0.1", "0.05"])
     for value, mean, runs in (("0.1", 0.6, ["exp/lr=0.1,seed=0"]), ("0.05", 0.4, ["exp/lr=0.05,seed=0"])):
-        study.add_trial(optuna.create_trial(params={lr: value}, distributions={lr: distribution}, value=mean,
-                                            user_attrs={"runs": runs}))
+        study.add_trial(
+            optuna.create_trial(
+                params={lr: value}, distributions={lr: distribution}, value=mean, user_attrs={"runs": runs}
+            )
+        )
     text = write_report(logs, tmp_path / "out").read_text()
     values = [0.50, 0.60, 0.70]
     mean = sum(values) / 3
@@ -322,8 +418,10 @@ def test_one_epoch_run_is_a_visible_point_on_an_integer_axis(tmp_path, drawn):
         writer.add_scalar(tag, value, 9)
     writer.close()
     write_report(tmp_path / "logs", tmp_path / "out")
-    for png, label, value in (("val_top1-unrecorded.png", "short/version_0 (30.00%)", 30.0),
-                              ("val_loss-unrecorded.png", "short/version_0", 1.5)):
+    for png, label, value in (
+        ("val_top1-unrecorded.png", "short/version_0 (30.00%)", 30.0),
+        ("val_loss-unrecorded.png", "short/version_0", 1.5),
+    ):
         figure = drawn[png]
         ax = figure.axes[0]
         line = _curves(figure)[label]
@@ -449,8 +547,12 @@ def test_damaged_event_files_are_named_in_a_warning_and_leave_a_finished_run_fin
 def test_non_finite_values_are_left_out_of_a_curve_and_named_in_its_label():
     from zoo_lightning.figures import curves_figure
 
-    figure = curves_figure([("ok", [(1, 2.0), (2, 1.0)]), ("blew up", [(1, 2.0), (2, math.nan), (3, math.inf)])],
-                           "loss", "val loss", log_y=True)
+    figure = curves_figure(
+        [("ok", [(1, 2.0), (2, 1.0)]), ("blew up", [(1, 2.0), (2, math.nan), (3, math.inf)])],
+        "loss",
+        "val loss",
+        log_y=True,
+    )
     lines = _curves(figure)
     assert list(lines["blew up (NaN/inf not drawn)"].get_ydata()) == [2.0]
     assert list(lines["ok"].get_ydata()) == [2.0, 1.0]
@@ -471,12 +573,22 @@ def write_scalars(run_dir: Path, values: dict[str, list[tuple[int, float]]]) -> 
     writer.close()
 
 
-def training(run_dir: Path, val_top1: list[float], data: dict | None = None, num_classes: int | None = None,
-             val_loss: bool = True, per_class: bool = False, max_epochs: int = 30) -> None:
+def training(
+    run_dir: Path,
+    val_top1: list[float],
+    data: dict | None = None,
+    num_classes: int | None = None,
+    val_loss: bool = True,
+    per_class: bool = False,
+    max_epochs: int = 30,
+) -> None:
     """A run folder as `fit` leaves it, one validation per epoch: config.yaml, hparams.yaml and the scalars."""
     steps = [10 * epoch + 9 for epoch in range(len(val_top1))]
-    values = {"train/loss": [(s, 1.0) for s in steps], "epoch": [(s, e) for e, s in enumerate(steps)],
-              "val/top1": list(zip(steps, val_top1))}
+    values = {
+        "train/loss": [(s, 1.0) for s in steps],
+        "epoch": [(s, e) for e, s in enumerate(steps)],
+        "val/top1": list(zip(steps, val_top1)),
+    }
     if val_loss:
         values["val/loss"] = [(s, 2.0 - v) for s, v in zip(steps, val_top1)]
     if per_class:
@@ -488,8 +600,9 @@ def training(run_dir: Path, val_top1: list[float], data: dict | None = None, num
         (run_dir / "hparams.yaml").write_text(yaml.safe_dump({"backbone": "cnn", "num_classes": num_classes}))
 
 
-def evaluation(folder: Path, ckpt_path: str | Path, top1: float, images: int | None = None, stage: str = "test",
-               **trainer) -> None:
+def evaluation(
+    folder: Path, ckpt_path: str | Path, top1: float, images: int | None = None, stage: str = "test", **trainer
+) -> None:
     """What `validate`/`test --ckpt_path CKPT` files: its config.yaml (the checkpoint's data and class names) and
     its scalars."""
     values = {f"{stage}/top1": [(0, top1)], f"{stage}/loss": [(0, 1.0 - top1 / 2)]}
@@ -514,8 +627,14 @@ def test_runs_on_different_datasets_are_ranked_apart_each_with_its_plots(tmp_pat
     training(logs / "resnet20_cifar" / "version_1", [0.6, 0.71], elsewhere, num_classes=10)
     # Two folders of your own images, 3 classes each: 100% of 9 images says nothing about CIFAR-10.
     for name, folder, top1 in (("shapes", "data/shapes", [0.9, 1.0]), ("colours", "data/colours/", [0.4, 0.5])):
-        training(logs / name / "version_0", top1, {"class_path": "zoo_lightning.data.FolderDataModule",
-                                                   "init_args": {"data_dir": folder, "class_names": CLASSES}})
+        training(
+            logs / name / "version_0",
+            top1,
+            {
+                "class_path": "zoo_lightning.data.FolderDataModule",
+                "init_args": {"data_dir": folder, "class_names": CLASSES},
+            },
+        )
     text = write_report(logs, tmp_path / "out").read_text()
 
     cifar = section(text, "## CIFAR10DataModule, 10 classes")
@@ -525,8 +644,10 @@ def test_runs_on_different_datasets_are_ranked_apart_each_with_its_plots(tmp_pat
     assert [r[0] for r in table_rows(shapes.split("###")[0])] == ["shapes/version_0"]
     assert [r[0] for r in table_rows(colours.split("###")[0])] == ["colours/version_0"]
     # A set of plots per dataset, each holding that dataset's runs alone, shown in its section.
-    assert set(_curves(drawn["val_top1-cifar10_10classes.png"])) == {"resnet20_cifar/version_1 (71.00%)",
-                                                                     "resnet20_cifar/version_0 (62.00%)"}
+    assert set(_curves(drawn["val_top1-cifar10_10classes.png"])) == {
+        "resnet20_cifar/version_1 (71.00%)",
+        "resnet20_cifar/version_0 (62.00%)",
+    }
     assert set(_curves(drawn["val_top1-folder_shapes_3classes.png"])) == {"shapes/version_0 (100.00%)"}
     assert set(_curves(drawn["val_loss-folder_colours_3classes.png"])) == {"colours/version_0"}
     assert "![val_top1](val_top1-cifar10_10classes.png)" in cifar and "val_top1-folder" not in cifar
@@ -548,11 +669,19 @@ def test_a_partial_test_is_marked_and_never_replaces_the_full_one(tmp_path):
 
     runs = {r.name: r for r in load_runs(logs)}
     assert [r.name for r in runs.values() if not r.is_evaluation] == ["cnn_cifar/version_0", "cnn_cifar/version_1"]
-    assert [e.path.name for e in runs["cnn_cifar/version_0"].evaluations] == ["test_0", "test_1", "test_2",
-                                                                            "validate_0"]
+    assert [e.path.name for e in runs["cnn_cifar/version_0"].evaluations] == [
+        "test_0",
+        "test_1",
+        "test_2",
+        "validate_0",
+    ]
     chosen = runs["cnn_cifar/version_0"].test_top1()
-    assert (chosen.top1, chosen.checkpoint, chosen.images, chosen.partial) == (pytest.approx(0.8), "best.ckpt",
-                                                                                10_000, False)
+    assert (chosen.top1, chosen.checkpoint, chosen.images, chosen.partial) == (
+        pytest.approx(0.8),
+        "best.ckpt",
+        10_000,
+        False,
+    )
 
     text = write_report(logs, tmp_path / "out").read_text()
     assert "2 training runs and 6 evaluations" in text
@@ -565,12 +694,24 @@ def test_a_partial_test_is_marked_and_never_replaces_the_full_one(tmp_path):
     # of run, evaluation, checkpoint, split, top-1, images
     assert [r[:5] + r[6:] for r in evaluations] == [
         ["cnn_cifar/version_0", "cnn_cifar/version_0/evaluations/test_0", "best.ckpt", "test", "80.00%", "10,000"],
-        ["cnn_cifar/version_0", "cnn_cifar/version_0/evaluations/test_1", "best.ckpt", "test", "95.00%",
-         "1,000 (partial)"],
+        [
+            "cnn_cifar/version_0",
+            "cnn_cifar/version_0/evaluations/test_1",
+            "best.ckpt",
+            "test",
+            "95.00%",
+            "1,000 (partial)",
+        ],
         ["cnn_cifar/version_0", "cnn_cifar/version_0/evaluations/test_2", "last.ckpt", "test", "79.00%", "10,000"],
         ["cnn_cifar/version_0", "cnn_cifar/version_0/evaluations/validate_0", "best.ckpt", "val", "77.00%", "-"],
-        ["cnn_cifar/version_1", "cnn_cifar/version_1/evaluations/test_0", "best.ckpt", "test", "55.00%",
-         "- (partial: limit_test_batches 1)"],
+        [
+            "cnn_cifar/version_1",
+            "cnn_cifar/version_1/evaluations/test_0",
+            "best.ckpt",
+            "test",
+            "55.00%",
+            "- (partial: limit_test_batches 1)",
+        ],
         ["- (no run here)", "cnn_cifar/evaluations/test_0", "/downloads/model.ckpt", "test", "40.00%", "10,000"],
     ]
 
@@ -583,18 +724,27 @@ def test_failed_runs_are_listed_apart_not_ranked(tiny_net, tmp_path):
             if batch_idx == 2:
                 raise RuntimeError("crash")
 
-    trainer = L.Trainer(max_epochs=30, accelerator="cpu", devices=1, log_every_n_steps=1, enable_progress_bar=False,
-                        enable_model_summary=False, enable_checkpointing=False,
-                        logger=TensorBoardLogger(logs, name="crashed", default_hp_metric=False),
-                        callbacks=[HparamsSession(), Crash()])
+    trainer = L.Trainer(
+        max_epochs=30,
+        accelerator="cpu",
+        devices=1,
+        log_every_n_steps=1,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+        logger=TensorBoardLogger(logs, name="crashed", default_hp_metric=False),
+        callbacks=[HparamsSession(), Crash()],
+    )
     with pytest.raises(RuntimeError, match="crash"):
         trainer.fit(ImageClassifier(TINY_NET, num_classes=3), datamodule=TinyData())
-    write_config(logs / "crashed" / "version_0", model={"backbone": TINY_NET}, trainer={"max_epochs": 30},
-                 data=TINY_DATA)
+    write_config(
+        logs / "crashed" / "version_0", model={"backbone": TINY_NET}, trainer={"max_epochs": 30}, data=TINY_DATA
+    )
     # Killed before its first validation: no result to rank.
     write_scalars(logs / "stalled" / "version_0", {"train/loss": [(0, 2.3)], "epoch": [(0, 0)]})
-    write_config(logs / "stalled" / "version_0", model={"backbone": TINY_NET}, trainer={"max_epochs": 30},
-                 data=TINY_DATA)
+    write_config(
+        logs / "stalled" / "version_0", model={"backbone": TINY_NET}, trainer={"max_epochs": 30}, data=TINY_DATA
+    )
     training(logs / "fine" / "version_0", [0.4, 0.5], TINY_DATA)
 
     assert {r.name: r.status for r in load_runs(logs)}["crashed/version_0"] == "failed"
@@ -604,10 +754,10 @@ def test_failed_runs_are_listed_apart_not_ranked(tiny_net, tmp_path):
     assert "(failed)" not in tiny and "crashed" not in tiny
     failed = {r[0]: r for r in table_rows(section(text, "## Failed runs and runs without a result"))}
     # run, dataset, backbone, epochs (its first begun), best val top-1, test top-1
-    assert failed == {"crashed/version_0": ["crashed/version_0", "TinyData, 3 classes", TINY_NET, "1/30 (failed)",
-                                            "-", "-"],
-                      "stalled/version_0": ["stalled/version_0", "TinyData, 3 classes", TINY_NET,
-                                            "1/30 (unfinished)", "-", "-"]}
+    assert failed == {
+        "crashed/version_0": ["crashed/version_0", "TinyData, 3 classes", TINY_NET, "1/30 (failed)", "-", "-"],
+        "stalled/version_0": ["stalled/version_0", "TinyData, 3 classes", TINY_NET, "1/30 (unfinished)", "-", "-"],
+    }
 
 
 def test_a_run_keeps_its_look_in_every_plot(tmp_path, drawn):
@@ -618,8 +768,10 @@ def test_a_run_keeps_its_look_in_every_plot(tmp_path, drawn):
     write_report(logs, tmp_path / "out")
     top1 = {label.split(" (")[0]: line for label, line in _curves(drawn["val_top1-tinydata_3classes.png"]).items()}
     loss = _curves(drawn["val_loss-tinydata_3classes.png"])
-    bars = {bar.get_label().split(" (")[0]: bar for bar in drawn["per_class_accuracy-tinydata_3classes.png"].axes[0]
-            .containers}
+    bars = {
+        bar.get_label().split(" (")[0]: bar
+        for bar in drawn["per_class_accuracy-tinydata_3classes.png"].axes[0].containers
+    }
     assert set(top1) == set(bars) == {"a/version_0", "b/version_0", "c/version_0"}
     assert set(loss) == {"a/version_0", "c/version_0"}
     assert len({to_rgb(line.get_color()) for line in top1.values()}) == 3
@@ -633,8 +785,9 @@ def test_a_run_keeps_its_look_in_every_plot(tmp_path, drawn):
 def test_one_epoch_runs_sit_side_by_side():
     from zoo_lightning.figures import curves_figure
 
-    figure = curves_figure([(f"run{i}", [(1, 50.0 + i)]) for i in range(5)] + [("long", [(1, 40), (2, 45), (3, 50)])],
-                           "t", "y")
+    figure = curves_figure(
+        [(f"run{i}", [(1, 50.0 + i)]) for i in range(5)] + [("long", [(1, 40), (2, 45), (3, 50)])], "t", "y"
+    )
     figure.canvas.draw()
     lines = _curves(figure)
     xs = [float(lines[f"run{i}"].get_xdata()[0]) for i in range(5)]
@@ -650,8 +803,12 @@ def test_one_epoch_runs_sit_side_by_side():
 def test_the_legend_of_many_runs_fits_on_the_page_beside_a_readable_plot(n):
     from zoo_lightning.figures import curves_figure
 
-    figure = curves_figure([(f"resnet20_cifar/lr=0.{i},batch_size=128 (9{i % 10}.00%)", [(1, i), (2, i + 1)])
-                            for i in range(n)], "t", "y", mark_best=True)
+    figure = curves_figure(
+        [(f"resnet20_cifar/lr=0.{i},batch_size=128 (9{i % 10}.00%)", [(1, i), (2, i + 1)]) for i in range(n)],
+        "t",
+        "y",
+        mark_best=True,
+    )
     figure.canvas.draw()
     renderer = figure.canvas.get_renderer()
     legend = figure.axes[0].get_legend()

@@ -14,11 +14,38 @@ from zoo_lightning.data.splits import TRAINING_SET_OPTIONS
 def test_two_rounds_each_taught_by_the_round_before(cifar_python, tmp_path):
     data_dir, _ = cifar_python
     logs = tmp_path / "logs"
-    result = run_cli(["selftrain", "--config", "cnn_cifar.yaml", "--rounds", "2", "--students", "cnn", "resnet20",
-                      "--dropout", "0.1", "--data.data_dir", str(data_dir), "--data.val_size", "20",
-                      "--data.labeled_per_class", "2", "--data.batch_size", "8", "--trainer.max_epochs", "1",
-                      "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",
-                      "--trainer.logger.save_dir", str(logs)], cwd=tmp_path, timeout=900)
+    result = run_cli(
+        [
+            "selftrain",
+            "--config",
+            "cnn_cifar.yaml",
+            "--rounds",
+            "2",
+            "--students",
+            "cnn",
+            "resnet20",
+            "--dropout",
+            "0.1",
+            "--data.data_dir",
+            str(data_dir),
+            "--data.val_size",
+            "20",
+            "--data.labeled_per_class",
+            "2",
+            "--data.batch_size",
+            "8",
+            "--trainer.max_epochs",
+            "1",
+            "--trainer.enable_progress_bar",
+            "false",
+            "--trainer.enable_model_summary",
+            "false",
+            "--trainer.logger.save_dir",
+            str(logs),
+        ],
+        cwd=tmp_path,
+        timeout=900,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     runs = logs / "cnn_cifar"
     assert not (tmp_path / "lightning_logs").exists()  # the short spelling of save_dir moves the rounds too
@@ -36,11 +63,15 @@ def test_two_rounds_each_taught_by_the_round_before(cifar_python, tmp_path):
     assert student["hyper_parameters"]["backbone_kwargs"] == {"dropout": 0.1}
     assert student["datamodule_hyper_parameters"]["pseudo_labels"].endswith("round_2/pseudo_labels.pt")
     assert "pseudo_labels" in datamodule_args(student)["init_args"]
-    assert "pseudo_labels" not in datamodule_args(student, leave_out=TRAINING_SET_OPTIONS)["init_args"]  # evaluation reads the test set alone
+    assert (
+        "pseudo_labels" not in datamodule_args(student, leave_out=TRAINING_SET_OPTIONS)["init_args"]
+    )  # evaluation reads the test set alone
     config = (runs / "round_2" / "config.yaml").read_text()
     assert "zoo_lightning.data.RandAugmentPipeline" in config
-    assert torch.load(runs / "round_1" / "checkpoints" / "last.ckpt", weights_only=True)["hyper_parameters"][
-        "backbone"] == "cnn"
+    assert (
+        torch.load(runs / "round_1" / "checkpoints" / "last.ckpt", weights_only=True)["hyper_parameters"]["backbone"]
+        == "cnn"
+    )
     report = run_cli(["report", str(logs), "--out", str(tmp_path / "report")], cwd=tmp_path)
     assert report.returncode == 0, report.stderr[-2000:]
     section = report.stdout.split("## Self-training", 1)[1]
@@ -50,8 +81,19 @@ def test_two_rounds_each_taught_by_the_round_before(cifar_python, tmp_path):
 
 
 def test_student_arguments_carry_the_labels_and_the_noise(tmp_path):
-    args = _parser().parse_args(["--config", "x.yaml", "--hard", "--threshold", "0.7", "--dropout", "0.3",
-                                 "--student_args", "--trainer.max_epochs 5"])
+    args = _parser().parse_args(
+        [
+            "--config",
+            "x.yaml",
+            "--hard",
+            "--threshold",
+            "0.7",
+            "--dropout",
+            "0.3",
+            "--student_args",
+            "--trainer.max_epochs 5",
+        ]
+    )
     extra = student_arguments(args, "resnet32", tmp_path / "labels.pt")
     assert extra[:2] == ["--model.backbone", "resnet32"]
     joined = " ".join(extra)

@@ -27,10 +27,28 @@ LR = "model.optimizer.init_args.lr"
 def sweep_args(data_dir: Path, logs: Path, *extra: str, batches: int = 2) -> list[str]:
     """A sweep of tiny fits on the 100-image CIFAR-10 release of the ``cifar_python`` fixture: one epoch of
     ``batches`` steps (of 5) and a validation, unless ``extra`` says otherwise."""
-    return ["sweep", "--config", "cnn_cifar.yaml", "--data.data_dir", str(data_dir), "--data.val_size", "20",
-            "--data.batch_size", "16", "--trainer.max_epochs", "1", "--trainer.limit_train_batches", str(batches),
-            "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",
-            "--trainer.logger.init_args.save_dir", str(logs), *extra]
+    return [
+        "sweep",
+        "--config",
+        "cnn_cifar.yaml",
+        "--data.data_dir",
+        str(data_dir),
+        "--data.val_size",
+        "20",
+        "--data.batch_size",
+        "16",
+        "--trainer.max_epochs",
+        "1",
+        "--trainer.limit_train_batches",
+        str(batches),
+        "--trainer.enable_progress_bar",
+        "false",
+        "--trainer.enable_model_summary",
+        "false",
+        "--trainer.logger.init_args.save_dir",
+        str(logs),
+        *extra,
+    ]
 
 
 def load_study(logs: Path, name: str = "cnn_cifar") -> optuna.Study:
@@ -49,13 +67,23 @@ def record(folder: Path) -> dict:
 
 
 def test_grid_and_space_items_parse_into_dimensions():
-    space = parse_space([f"{LR}=0.1,0.05", "--data.init_args.batch_size=128,256"],
-                        ["model.optimizer.init_args.weight_decay=loguniform(1e-5, 1e-3)", "a.depth=int(2,8)",
-                         "a.width=uniform(0.5,1.5)", "a.stem=choice(cifar,imagenet)"])
+    space = parse_space(
+        [f"{LR}=0.1,0.05", "--data.init_args.batch_size=128,256"],
+        [
+            "model.optimizer.init_args.weight_decay=loguniform(1e-5, 1e-3)",
+            "a.depth=int(2,8)",
+            "a.width=uniform(0.5,1.5)",
+            "a.stem=choice(cifar,imagenet)",
+        ],
+    )
     assert [(d.key, d.kind, d.values) for d in space.values()] == [
-        (LR, "choice", ("0.1", "0.05")), ("data.init_args.batch_size", "choice", ("128", "256")),
-        ("model.optimizer.init_args.weight_decay", "loguniform", (1e-5, 1e-3)), ("a.depth", "int", (2, 8)),
-        ("a.width", "uniform", (0.5, 1.5)), ("a.stem", "choice", ("cifar", "imagenet"))]
+        (LR, "choice", ("0.1", "0.05")),
+        ("data.init_args.batch_size", "choice", ("128", "256")),
+        ("model.optimizer.init_args.weight_decay", "loguniform", (1e-5, 1e-3)),
+        ("a.depth", "int", (2, 8)),
+        ("a.width", "uniform", (0.5, 1.5)),
+        ("a.stem", "choice", ("cifar", "imagenet")),
+    ]
     assert space["model.optimizer.init_args.weight_decay"].spec == "loguniform(1e-05,0.001)"
 
 
@@ -67,13 +95,24 @@ def test_a_two_by_two_grid_gives_four_runs_named_as_before():
     assert trial_run_name(3, {"x.lr": 0.0123456, "x.depth": 4}) == "trial_3,lr=0.01235,depth=4"
 
 
-@pytest.mark.parametrize("grid, space, says", [
-    (["lr"], None, "write KEY=V1,V2"), (["=1,2"], None, "write KEY=V1,V2"), (["lr="], None, "write KEY=V1,V2"),
-    (["a=1", "a=2"], None, "searched twice"), (None, None, "needs what to search"),
-    (None, ["lr=normal(0,1)"], "choice(a,b), uniform(lo,hi)"), (None, ["lr=loguniform(0,1)"], "above 0"),
-    (None, ["lr=uniform(1,0.5)"], "low bound must be below"), (None, ["lr=int(1.5,4)"], "not a whole number"),
-    (None, ["lr=uniform(0.1)"], "two bounds"), (None, ["lr=choice(a,a)"], "distinct values"),
-    (None, ["lr=uniform(a,b)"], "not a number"), (["a=1"], ["a=choice(2)"], "searched twice")])
+@pytest.mark.parametrize(
+    "grid, space, says",
+    [
+        (["lr"], None, "write KEY=V1,V2"),
+        (["=1,2"], None, "write KEY=V1,V2"),
+        (["lr="], None, "write KEY=V1,V2"),
+        (["a=1", "a=2"], None, "searched twice"),
+        (None, None, "needs what to search"),
+        (None, ["lr=normal(0,1)"], "choice(a,b), uniform(lo,hi)"),
+        (None, ["lr=loguniform(0,1)"], "above 0"),
+        (None, ["lr=uniform(1,0.5)"], "low bound must be below"),
+        (None, ["lr=int(1.5,4)"], "not a whole number"),
+        (None, ["lr=uniform(0.1)"], "two bounds"),
+        (None, ["lr=choice(a,a)"], "distinct values"),
+        (None, ["lr=uniform(a,b)"], "not a number"),
+        (["a=1"], ["a=choice(2)"], "searched twice"),
+    ],
+)
 def test_bad_items_are_refused(grid, space, says):
     with pytest.raises(ValueError, match=None) as refused:
         parse_space(grid, space)
@@ -81,13 +120,17 @@ def test_bad_items_are_refused(grid, space, says):
 
 
 def test_a_sweep_file_gives_defaults_the_command_line_overrides():
-    args, fit_options = parse(["--config", "sweeps/efficientnet_scaling_cifar.yaml", "--trials", "5",
-                               "--trainer.max_epochs", "2"])
+    args, fit_options = parse(
+        ["--config", "sweeps/efficientnet_scaling_cifar.yaml", "--trials", "5", "--trainer.max_epochs", "2"]
+    )
     assert args.config.name == "efficientnet_scaling_cifar.yaml" and args.config.parent.name == "configs"
     assert args.trials == 5 and args.sampler == "tpe" and args.pruner == "median"
     space = parse_space(args.grid, args.space)
-    assert {d.key for d in space.values()} == {"model.backbone_kwargs.width_mult", "model.backbone_kwargs.depth_mult",
-                                               "data.init_args.image_size"}
+    assert {d.key for d in space.values()} == {
+        "model.backbone_kwargs.width_mult",
+        "model.backbone_kwargs.depth_mult",
+        "data.init_args.image_size",
+    }
     assert fit_options[-2:] == ["--trainer.max_epochs", "2"]  # after the file's own fit options: it wins
 
 
@@ -116,8 +159,9 @@ def test_a_failed_trial_queued_again_and_a_surplus_trial_take_no_slot():
     for _ in range(2):
         study.add_trial(optuna.create_trial(value=0.5))
     study.add_trial(optuna.create_trial(state=TrialState.FAIL))  # 2: its worker died ...
-    study.add_trial(optuna.create_trial(state=TrialState.WAITING, system_attrs={"failed_trial": 2,
-                                                                                "retry_history": [2]}))  # 3
+    study.add_trial(
+        optuna.create_trial(state=TrialState.WAITING, system_attrs={"failed_trial": 2, "retry_history": [2]})
+    )  # 3
     study.add_trial(optuna.create_trial(state=TrialState.FAIL, user_attrs={"surplus": True}))  # 4
     study.add_trial(optuna.create_trial(state=TrialState.FAIL))  # 5: a fit that failed: it took its slot
     trials = study.get_trials()
@@ -141,8 +185,11 @@ def test_a_journal_file_keeps_a_study_that_the_same_space_continues_and_another_
     open_study(journal, "s", "maximize", record, None, None, heartbeat=60).add_trial(optuna.create_trial(value=0.5))
     again = open_study(journal, "s", "maximize", record, None, None, heartbeat=60)
     assert [t.value for t in again.trials] == [0.5] and again.user_attrs == record
-    with pytest.raises(ValueError, match=r"has space .*loguniform\(0.01,0.2\), this command .*uniform\(0.01,0.2\): "
-                                         "give another --study NAME"):
+    with pytest.raises(
+        ValueError,
+        match=r"has space .*loguniform\(0.01,0.2\), this command .*uniform\(0.01,0.2\): "
+        "give another --study NAME",
+    ):
         open_study(journal, "s", "maximize", {**record, "space": {LR: "uniform(0.01,0.2)"}}, None, None, 60)
     with pytest.raises(ValueError, match="maximizes its metric, this command would minimize it"):
         open_study(journal, "s", "minimize", record, None, None, 60)
@@ -166,9 +213,16 @@ def test_the_callback_reports_each_validation_and_refuses_a_metric_the_fit_does_
     def fit(monitor: str) -> TrialPruning:
         callback = TrialPruning(url, "s", 0, monitor=monitor, pruner="none")
         model = ImageClassifier(tiny_net, num_classes=3, optimizer=partial(torch.optim.SGD, lr=0.1))
-        L.Trainer(max_epochs=2, accelerator="cpu", logger=False, enable_checkpointing=False,
-                  enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path,
-                  callbacks=[callback]).fit(model, datamodule=TinyData())
+        L.Trainer(
+            max_epochs=2,
+            accelerator="cpu",
+            logger=False,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            default_root_dir=tmp_path,
+            callbacks=[callback],
+        ).fit(model, datamodule=TinyData())
         return callback
 
     with pytest.raises(ValueError, match="sweep --metric val/acc: this fit logs no such metric .*val/top1"):
@@ -198,9 +252,16 @@ def test_a_grid_with_seeds_runs_each_point_per_seed_and_a_second_command_has_not
         runs = [experiment / f"lr={lr},seed={seed}" for seed in (0, 1)]
         assert trial.user_attrs["runs"] == [f"cnn_cifar/{r.name}" for r in runs]
         for seed, run in zip((0, 1), runs):
-            assert record(run) | {"best": None} == {"study": "cnn_cifar", "trial": trial.number, "values": {LR: lr},
-                                                     "seed": seed, "storage": None, "grid": [LR],
-                                                     "outcome": "complete", "best": None}
+            assert record(run) | {"best": None} == {
+                "study": "cnn_cifar",
+                "trial": trial.number,
+                "values": {LR: lr},
+                "seed": seed,
+                "storage": None,
+                "grid": [LR],
+                "outcome": "complete",
+                "best": None,
+            }
             config = (run / "config.yaml").read_text()
             assert f"seed_everything: {seed}\n" in config and f"shuffle_seed: {seed}\n" in config
         bests = [record(run)["best"] for run in runs]
@@ -242,12 +303,26 @@ def test_a_pruned_trial_stops_after_its_first_validation_and_keeps_last_ckpt(cif
     data_dir, _ = cifar_python
     logs = tmp_path / "logs"
     (logs / "cnn_cifar").mkdir(parents=True)
-    study = optuna.create_study(study_name="cnn_cifar", storage=f"sqlite:///{logs / 'cnn_cifar' / 'studies.db'}",
-                                direction="maximize")
+    study = optuna.create_study(
+        study_name="cnn_cifar", storage=f"sqlite:///{logs / 'cnn_cifar' / 'studies.db'}", direction="maximize"
+    )
     for _ in range(5):  # the median pruner waits for 5 finished trials: these did far better at every validation
         study.add_trial(optuna.create_trial(value=1.0, intermediate_values={0: 1.0, 1: 1.0, 2: 1.0}))
-    args = sweep_args(data_dir, logs, "--space", f"{LR}=uniform(0.01,0.1)", "--sampler", "random", "--trials", "6",
-                      "--pruner", "median", "--trainer.max_epochs", "3", batches=5)
+    args = sweep_args(
+        data_dir,
+        logs,
+        "--space",
+        f"{LR}=uniform(0.01,0.1)",
+        "--sampler",
+        "random",
+        "--trials",
+        "6",
+        "--pruner",
+        "median",
+        "--trainer.max_epochs",
+        "3",
+        batches=5,
+    )
     result = run_cli(args, tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     trial = load_study(logs).trials[5]
@@ -276,10 +351,12 @@ def _fit_of(folder: Path) -> list[int]:
 def test_a_killed_workers_trial_is_run_again_and_its_folder_keeps_last_ckpt(cifar_python, tmp_path):
     data_dir, _ = cifar_python
     logs = tmp_path / "logs"
-    args = sweep_args(data_dir, logs, "--grid", f"{LR}=0.1,0.05", "--heartbeat", "1", "--trainer.max_epochs", "2",
-                      batches=5)
-    worker = subprocess.Popen(cli_command(*args), env=cli_env(), cwd=tmp_path, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL)
+    args = sweep_args(
+        data_dir, logs, "--grid", f"{LR}=0.1,0.05", "--heartbeat", "1", "--trainer.max_epochs", "2", batches=5
+    )
+    worker = subprocess.Popen(
+        cli_command(*args), env=cli_env(), cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     experiment = logs / "cnn_cifar"
     deadline = time.time() + 300
     while not any(experiment.glob("lr=*/config.yaml")) and time.time() < deadline:
@@ -303,8 +380,10 @@ def test_a_killed_workers_trial_is_run_again_and_its_folder_keeps_last_ckpt(cifa
     assert retry.user_attrs["runs"] == [f"cnn_cifar/{killed.name}_v2"]
     assert {first.params[LR], other.params[LR]} == {"0.1", "0.05"}
     assert (killed / "checkpoints" / "last.ckpt").is_file()
-    assert torch.load(experiment / f"{killed.name}_v2" / "checkpoints" / "last.ckpt",
-                      weights_only=True)["global_step"] == 10
+    assert (
+        torch.load(experiment / f"{killed.name}_v2" / "checkpoints" / "last.ckpt", weights_only=True)["global_step"]
+        == 10
+    )
 
 
 @pytest.fixture
@@ -326,10 +405,23 @@ def postgresql(tmp_path):
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     data = folder / "data"
-    subprocess.run([*as_server, "initdb", "-D", str(data), "-A", "trust", "-U", "zoo"], check=True,
-                   capture_output=True)
-    subprocess.run([*as_server, "pg_ctl", "-D", str(data), "-l", str(folder / "server.log"), "-w", "-o",
-                    f"-p {port} -k {folder} -c listen_addresses=127.0.0.1", "start"], check=True, capture_output=True)
+    subprocess.run([*as_server, "initdb", "-D", str(data), "-A", "trust", "-U", "zoo"], check=True, capture_output=True)
+    subprocess.run(
+        [
+            *as_server,
+            "pg_ctl",
+            "-D",
+            str(data),
+            "-l",
+            str(folder / "server.log"),
+            "-w",
+            "-o",
+            f"-p {port} -k {folder} -c listen_addresses=127.0.0.1",
+            "start",
+        ],
+        check=True,
+        capture_output=True,
+    )
     try:
         yield f"postgresql+psycopg://zoo@127.0.0.1:{port}/postgres"
     finally:
@@ -341,8 +433,22 @@ def postgresql(tmp_path):
 def test_two_workers_run_one_study_on_a_postgresql_server(postgresql, cifar_python, tmp_path):
     data_dir, _ = cifar_python
     logs = tmp_path / "logs"
-    args = sweep_args(data_dir, logs, "--storage", postgresql, "--study", "on_postgres", "--trials", "4",
-                      "--workers", "2", "--space", f"{LR}=loguniform(0.01,0.2)", "--sampler", "random")
+    args = sweep_args(
+        data_dir,
+        logs,
+        "--storage",
+        postgresql,
+        "--study",
+        "on_postgres",
+        "--trials",
+        "4",
+        "--workers",
+        "2",
+        "--space",
+        f"{LR}=loguniform(0.01,0.2)",
+        "--sampler",
+        "random",
+    )
     started = time.perf_counter()
     result = run_cli(args, tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]

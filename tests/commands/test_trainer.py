@@ -1,6 +1,5 @@
 """fit, validate, test, predict through the CLI: run folders, checkpoints, configs, the recipe defaults."""
 
-
 import pytest
 import torch
 import yaml
@@ -30,8 +29,22 @@ def test_fit_then_test_from_the_checkpoint(cifar_python, tmp_path):
     tags = events.Tags()["scalars"]
     assert {"train/loss", "val/top1", "val/loss"} <= set(tags) and any(t.startswith("lr-") for t in tags)
 
-    test = run_cli(["test", "--config", "cnn_cifar.yaml", "--data.data_dir", str(data_dir), "--data.val_size", "20",
-                 "--trainer.logger.init_args.save_dir", str(logs), "--ckpt_path", str(best)], cwd=tmp_path)
+    test = run_cli(
+        [
+            "test",
+            "--config",
+            "cnn_cifar.yaml",
+            "--data.data_dir",
+            str(data_dir),
+            "--data.val_size",
+            "20",
+            "--trainer.logger.init_args.save_dir",
+            str(logs),
+            "--ckpt_path",
+            str(best),
+        ],
+        cwd=tmp_path,
+    )
     assert test.returncode == 0, test.stderr[-3000:]
     assert "test/top1" in test.stdout
     # The evaluation is filed inside the run it scored, never as a training run beside it, and leaves the run's
@@ -42,8 +55,17 @@ def test_fit_then_test_from_the_checkpoint(cifar_python, tmp_path):
     assert (run / "checkpoints" / "best.ckpt").stat().st_mtime_ns == best.stat().st_mtime_ns
 
     # The checkpoint teaches a student of another family through the distillation config.
-    distill = run_cli(["fit", "--config", "distill_resnet56_to_resnet20_cifar.yaml", *fit_args(data_dir, logs)[3:],
-                    "--model.objective.init_args.teacher", str(best)], cwd=tmp_path)
+    distill = run_cli(
+        [
+            "fit",
+            "--config",
+            "distill_resnet56_to_resnet20_cifar.yaml",
+            *fit_args(data_dir, logs)[3:],
+            "--model.objective.init_args.teacher",
+            str(best),
+        ],
+        cwd=tmp_path,
+    )
     assert distill.returncode == 0, distill.stderr[-3000:]
     student_run = logs / "distill_resnet56_to_resnet20_cifar" / "version_0"
     student = torch.load(student_run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
@@ -67,9 +89,25 @@ def test_checkpoint_fixes_the_network_and_the_command_line_how_to_run_it(cifar_p
     # wraps: LightningCLI builds the subcommand's options (ckpt_path) from Trainer.test's signature
     capture = functools.wraps(L.Trainer.test)(lambda trainer, model, *args, **kwargs: tested.append(model))
     monkeypatch.setattr(L.Trainer, "test", capture)
-    main(["test", "--config", "resnet20_cifar.yaml", "--ckpt_path", str(ckpt), "--model.tta", "flip",
-          "--model.channels_last", "true", "--data.data_dir", str(data_dir), "--data.val_size", "20",
-          "--trainer.logger.init_args.save_dir", str(logs)])
+    main(
+        [
+            "test",
+            "--config",
+            "resnet20_cifar.yaml",
+            "--ckpt_path",
+            str(ckpt),
+            "--model.tta",
+            "flip",
+            "--model.channels_last",
+            "true",
+            "--data.data_dir",
+            str(data_dir),
+            "--data.val_size",
+            "20",
+            "--trainer.logger.init_args.save_dir",
+            str(logs),
+        ]
+    )
     (model,) = tested
     assert model.hparams.backbone == "cnn"  # from the checkpoint, over the config's resnet20
     assert model.hparams.tta == "flip" and model.hparams.channels_last is True  # from the command line
@@ -134,14 +172,30 @@ def test_a_backbone_registered_in_user_code_trains_through_the_cli(cifar_python,
     @register_model
     def readme_tiny_net(num_classes: int = 10, stem: str = "cifar", width: int = 8) -> nn.Module:
         """A two-layer test net."""
-        return nn.Sequential(nn.Conv2d(3, width, 3, padding=1), nn.BatchNorm2d(width), nn.ReLU(),
-                             nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(width, num_classes))
+        return nn.Sequential(
+            nn.Conv2d(3, width, 3, padding=1),
+            nn.BatchNorm2d(width),
+            nn.ReLU(),
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
+            nn.Linear(width, num_classes),
+        )
 
     try:
         assert "readme_tiny_net" in list_models()
         data_dir, _ = cifar_python
-        main(fit_args(data_dir, tmp_path / "logs", "--model.backbone", "readme_tiny_net",
-                       "--model.backbone_kwargs", "{width: 4}", "--trainer.max_epochs", "1"))
+        main(
+            fit_args(
+                data_dir,
+                tmp_path / "logs",
+                "--model.backbone",
+                "readme_tiny_net",
+                "--model.backbone_kwargs",
+                "{width: 4}",
+                "--trainer.max_epochs",
+                "1",
+            )
+        )
         checkpoint = torch.load(next((tmp_path / "logs").rglob("last.ckpt")), weights_only=True)
         assert checkpoint["state_dict"]["backbone.0.weight"].shape == (4, 3, 3, 3)
         assert checkpoint["global_step"] == 5
@@ -154,11 +208,25 @@ def test_train_sizes_from_the_command_line_resize_what_fit_trains_on(cifar_pytho
 
     sides: list[int] = []
     resize = transforms.Resize.forward
-    monkeypatch.setattr(transforms.Resize, "forward", lambda self, images: sides.append(self.size) or resize(self, images))
+    monkeypatch.setattr(
+        transforms.Resize, "forward", lambda self, images: sides.append(self.size) or resize(self, images)
+    )
     data_dir, _ = cifar_python
     logs = tmp_path / "logs"
-    main(fit_args(data_dir, logs, "--data.pipeline.train_sizes", "{0: 16, 1: 32}", "--trainer.max_epochs", "2",
-                   "--trainer.limit_train_batches", "2", "--trainer.limit_val_batches", "1"))
+    main(
+        fit_args(
+            data_dir,
+            logs,
+            "--data.pipeline.train_sizes",
+            "{0: 16, 1: 32}",
+            "--trainer.max_epochs",
+            "2",
+            "--trainer.limit_train_batches",
+            "2",
+            "--trainer.limit_val_batches",
+            "1",
+        )
+    )
     assert sides == [16, 16, 32, 32]  # two training batches per epoch; validation is never resized
     # The saved config (jsonargparse writes the epochs as string keys) rebuilds the same schedule.
     saved = yaml.safe_load(next(logs.rglob("config.yaml")).read_text())["data"]["init_args"]
@@ -175,8 +243,23 @@ def test_evaluating_without_a_logger_writes_nothing_and_can_be_repeated(cifar_py
     workdir.mkdir()
     monkeypatch.chdir(workdir)
     for _ in range(2):
-        main(["test", "--config", "cnn_cifar.yaml", "--ckpt_path", str(ckpt), "--data.data_dir", str(data_dir),
-              "--data.val_size", "20", "--trainer.logger", "false", "--trainer.enable_progress_bar", "false"])
+        main(
+            [
+                "test",
+                "--config",
+                "cnn_cifar.yaml",
+                "--ckpt_path",
+                str(ckpt),
+                "--data.data_dir",
+                str(data_dir),
+                "--data.val_size",
+                "20",
+                "--trainer.logger",
+                "false",
+                "--trainer.enable_progress_bar",
+                "false",
+            ]
+        )
         assert "test/top1" in capsys.readouterr().out
     assert list(workdir.iterdir()) == []
 
@@ -187,9 +270,27 @@ def test_the_airbench_recipe_fits_on_every_training_image_then_tests(cifar_pytho
 
     data_dir, _ = cifar_python
     logs = tmp_path / "logs"
-    main(["fit", "--config", "airbench94_cifar.yaml", "--data.data_dir", str(data_dir), "--data.batch_size", "16",
-          "--data.eval_batch_size", "20", "--trainer.max_steps", "7", "--trainer.enable_progress_bar", "false",
-          "--trainer.logger.init_args.save_dir", str(logs), "--model.backbone_kwargs", "{widths: [8, 16, 16]}"])
+    main(
+        [
+            "fit",
+            "--config",
+            "airbench94_cifar.yaml",
+            "--data.data_dir",
+            str(data_dir),
+            "--data.batch_size",
+            "16",
+            "--data.eval_batch_size",
+            "20",
+            "--trainer.max_steps",
+            "7",
+            "--trainer.enable_progress_bar",
+            "false",
+            "--trainer.logger.init_args.save_dir",
+            str(logs),
+            "--model.backbone_kwargs",
+            "{widths: [8, 16, 16]}",
+        ]
+    )
     (run,) = (logs / "airbench94_cifar").iterdir()
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["last.ckpt"]
     checkpoint = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)

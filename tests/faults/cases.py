@@ -47,13 +47,17 @@ def all_cases() -> dict[str, list[Case]]:
 
 def page() -> str:
     """docs/troubleshooting.md: every case of every kind, with the message it gets."""
-    lines = ["# Troubleshooting", "",
-             "What goes wrong most often, and what the command says. A mistake ends with one line starting",
-             "`error:` that says what to change, and exit status 2, never a Python traceback (`ZOO_DEBUG=1`",
-             "shows one); a stopped run says so and exits 130 (Ctrl-C) or 143 (SIGTERM); a cache that cannot",
-             "be written is a warning. None of them changes your runs, checkpoints or files. The right column",
-             "gives words of the message. This page is written from the test suite's case list",
-             "(`tests/faults/`, `make docs`), so every line here is checked on every test run.", ""]
+    lines = [
+        "# Troubleshooting",
+        "",
+        "What goes wrong most often, and what the command says. A mistake ends with one line starting",
+        "`error:` that says what to change, and exit status 2, never a Python traceback (`ZOO_DEBUG=1`",
+        "shows one); a stopped run says so and exits 130 (Ctrl-C) or 143 (SIGTERM); a cache that cannot",
+        "be written is a warning. None of them changes your runs, checkpoints or files. The right column",
+        "gives words of the message. This page is written from the test suite's case list",
+        "(`tests/faults/`, `make docs`), so every line here is checked on every test run.",
+        "",
+    ]
     for name, cases in all_cases().items():
         lines += [f"## {KINDS[name]}", "", "| what was wrong | exit | what the message says |", "|---|--:|---|"]
         lines += [f"| {case.what} | {case.code} | {case.says.replace('|', '&#124;')} |" for case in cases]

@@ -24,9 +24,24 @@ class World:
 
 def fit(world: World, *extra: str, data: str = "data") -> list[str]:
     """A fit of a tiny cnn on one of the world's data folders, logged under ``runs``."""
-    return ["fit", "--config", "cnn_cifar.yaml", "--data.data_dir", str(world / data), "--data.val_size", "20",
-            "--data.batch_size", "16", "--trainer.max_steps", "1", "--trainer.enable_progress_bar", "false",
-            "--trainer.logger.init_args.save_dir", str(world / "runs"), *extra]
+    return [
+        "fit",
+        "--config",
+        "cnn_cifar.yaml",
+        "--data.data_dir",
+        str(world / data),
+        "--data.val_size",
+        "20",
+        "--data.batch_size",
+        "16",
+        "--trainer.max_steps",
+        "1",
+        "--trainer.enable_progress_bar",
+        "false",
+        "--trainer.logger.init_args.save_dir",
+        str(world / "runs"),
+        *extra,
+    ]
 
 
 def _pickled_release(root: Path, change) -> None:
@@ -47,9 +62,25 @@ def world(tmp_path_factory) -> World:
 
     root = tmp_path_factory.mktemp("world")
     write_cifar_python_release(root / "data")
-    main(["fit", "--config", "cnn_cifar.yaml", "--data.data_dir", str(root / "data"), "--data.val_size", "20",
-          "--data.batch_size", "16", "--trainer.max_steps", "2", "--trainer.enable_progress_bar", "false",
-          "--trainer.logger.init_args.save_dir", str(root / "logs")])
+    main(
+        [
+            "fit",
+            "--config",
+            "cnn_cifar.yaml",
+            "--data.data_dir",
+            str(root / "data"),
+            "--data.val_size",
+            "20",
+            "--data.batch_size",
+            "16",
+            "--trainer.max_steps",
+            "2",
+            "--trainer.enable_progress_bar",
+            "false",
+            "--trainer.logger.init_args.save_dir",
+            str(root / "logs"),
+        ]
+    )
     ckpt = root / "logs" / "cnn_cifar" / "version_0" / "checkpoints" / "last.ckpt"
     write_image_folder(root / "folder", per_class=2)
     (root / "folder" / "train" / "bird" / "broken.png").write_bytes(b"not a png")

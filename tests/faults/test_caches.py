@@ -16,16 +16,31 @@ from tests.helpers import cli_env
 
 
 def _stats(w, data: str) -> list[str]:
-    return ["stats", "--data.class_path", "zoo_lightning.data.CIFAR10DataModule", "--data.init_args.data_dir",
-            str(w / data), "--data.init_args.val_size", "20"]
+    return [
+        "stats",
+        "--data.class_path",
+        "zoo_lightning.data.CIFAR10DataModule",
+        "--data.init_args.data_dir",
+        str(w / data),
+        "--data.init_args.val_size",
+        "20",
+    ]
 
 
 # Words of the warning; the command goes on and exits 0.
 CASES = [
-    Case("a data folder where the decoded-image cache cannot be written (read-only)", lambda w: _stats(w, "data"),
-         "Could not write the decoded images cache", code=0),
-    Case("a data folder where the statistics cache cannot be written (read-only)", lambda w: _stats(w, "data"),
-         "Could not write the normalization statistics cache", code=0),
+    Case(
+        "a data folder where the decoded-image cache cannot be written (read-only)",
+        lambda w: _stats(w, "data"),
+        "Could not write the decoded images cache",
+        code=0,
+    ),
+    Case(
+        "a data folder where the statistics cache cannot be written (read-only)",
+        lambda w: _stats(w, "data"),
+        "Could not write the normalization statistics cache",
+        code=0,
+    ),
 ]
 
 
@@ -60,8 +75,14 @@ main(sys.argv[1:])
 @pytest.mark.skipif(not hasattr(os, "fork") or sys.platform == "win32", reason="needs RLIMIT_FSIZE")
 def test_a_full_disk_while_writing_the_cache_is_a_warning_not_a_crash(world, tmp_path, capsys):
     write_cifar_python_release(tmp_path / "data")
-    run = subprocess.run([sys.executable, "-c", LIMIT, *_stats(type(world)(tmp_path, world.ckpt), "data")],
-                         env=cli_env(), cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    run = subprocess.run(
+        [sys.executable, "-c", LIMIT, *_stats(type(world)(tmp_path, world.ckpt), "data")],
+        env=cli_env(),
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert run.returncode == 0, run.stderr[-2000:]
     assert "Could not write the decoded images cache" in run.stderr and "Traceback" not in run.stderr
     assert "mean = (" in run.stdout

@@ -42,48 +42,109 @@ def _pseudo_labels(w, rows: int) -> str:
 
 
 def _stl_fit(w, data_dir: str, fold: int = 0) -> list[str]:
-    return ["fit", "--config", "resnet18_stl10.yaml", "--model.backbone", "cnn", "--data.data_dir", data_dir,
-            "--data.init_args.fold", str(fold), "--data.val_size", "2", "--data.batch_size", "2", "--trainer.max_steps", "1",
-            "--trainer.enable_progress_bar", "false", "--trainer.logger.init_args.save_dir", str(w / "runs")]
+    return [
+        "fit",
+        "--config",
+        "resnet18_stl10.yaml",
+        "--model.backbone",
+        "cnn",
+        "--data.data_dir",
+        data_dir,
+        "--data.init_args.fold",
+        str(fold),
+        "--data.val_size",
+        "2",
+        "--data.batch_size",
+        "2",
+        "--trainer.max_steps",
+        "1",
+        "--trainer.enable_progress_bar",
+        "false",
+        "--trainer.logger.init_args.save_dir",
+        str(w / "runs"),
+    ]
 
 
 CASES = [
-    Case("a label 10 in a CIFAR-10 batch file", lambda w: fit(w, data="label10"),
-         "data_batch_1: label 10 is no class of CIFAR-10; labels must be the class indices 0..9"),
-    Case("a label -1 in a CIFAR-10 batch file", lambda w: fit(w, data="label-1"),
-         "data_batch_1: label -1 is no class of CIFAR-10"),
-    Case("float pixels in a CIFAR-10 batch file", lambda w: fit(w, data="float"),
-         "the pixels are float32; the CIFAR-10 release stores uint8 bytes"),
-    Case("int16 pixels in a CIFAR-10 batch file", lambda w: fit(w, data="int16"),
-         "the pixels are int16; the CIFAR-10 release stores uint8 bytes"),
-    Case("an image folder with another number of classes than CIFAR-10's", lambda w: fit(w, data="three"),
-         "has 3 class folders (a, b, c); CIFAR-10 has 10"),
+    Case(
+        "a label 10 in a CIFAR-10 batch file",
+        lambda w: fit(w, data="label10"),
+        "data_batch_1: label 10 is no class of CIFAR-10; labels must be the class indices 0..9",
+    ),
+    Case(
+        "a label -1 in a CIFAR-10 batch file",
+        lambda w: fit(w, data="label-1"),
+        "data_batch_1: label -1 is no class of CIFAR-10",
+    ),
+    Case(
+        "float pixels in a CIFAR-10 batch file",
+        lambda w: fit(w, data="float"),
+        "the pixels are float32; the CIFAR-10 release stores uint8 bytes",
+    ),
+    Case(
+        "int16 pixels in a CIFAR-10 batch file",
+        lambda w: fit(w, data="int16"),
+        "the pixels are int16; the CIFAR-10 release stores uint8 bytes",
+    ),
+    Case(
+        "an image folder with another number of classes than CIFAR-10's",
+        lambda w: fit(w, data="three"),
+        "has 3 class folders (a, b, c); CIFAR-10 has 10",
+    ),
     Case("an image file that cannot be read", lambda w: fit(w, "--data.val_size", "1", data="folder"), "broken.png"),
-    Case("no dataset, and `--data.download false`", lambda w: fit(w, "--data.download", "false", data="empty"),
-         "No CIFAR-10 under"),
-    Case("an STL-10 fold that names images the release does not have",
-         lambda w: _stl_fit(w, _stl10(w, "stl_fold", "0 1 99999\n" * 10)),
-         "fold 0 names image 99999, but train_X.bin has images 0..19"),
-    Case("an STL-10 fold file that is not numbers", lambda w: _stl_fit(w, _stl10(w, "stl_text", "0 1 two\n" * 10)),
-         "fold_indices.txt, line 1: not whitespace-separated image indices"),
+    Case(
+        "no dataset, and `--data.download false`",
+        lambda w: fit(w, "--data.download", "false", data="empty"),
+        "No CIFAR-10 under",
+    ),
+    Case(
+        "an STL-10 fold that names images the release does not have",
+        lambda w: _stl_fit(w, _stl10(w, "stl_fold", "0 1 99999\n" * 10)),
+        "fold 0 names image 99999, but train_X.bin has images 0..19",
+    ),
+    Case(
+        "an STL-10 fold file that is not numbers",
+        lambda w: _stl_fit(w, _stl10(w, "stl_text", "0 1 two\n" * 10)),
+        "fold_indices.txt, line 1: not whitespace-separated image indices",
+    ),
     Case("an STL-10 fold index outside 0..9", lambda w: _stl_fit(w, str(w / "stl"), fold=10), "fold"),
-    Case("your own images (FolderDataModule) without a train/ folder", lambda w: _folders(w, data="empty"),
-         "train/ folder: put your images as"),
-    Case("your own images in one class folder", lambda w: _folders(w, data=_one_class(w)),
-         "needs at least two class folders"),
+    Case(
+        "your own images (FolderDataModule) without a train/ folder",
+        lambda w: _folders(w, data="empty"),
+        "train/ folder: put your images as",
+    ),
+    Case(
+        "your own images in one class folder",
+        lambda w: _folders(w, data=_one_class(w)),
+        "needs at least two class folders",
+    ),
     Case("one of your own images that cannot be read", lambda w: _folders(w, data="folder"), "broken.png"),
-    Case("more labeled images per class than a CIFAR-10 class has", lambda w: fit(w, "--data.labeled_per_class", "50"),
-         "training images (after the validation split); use --data.labeled_per_class"),
-    Case("CIFAR-10's unlabeled stream without labeled_per_class", lambda w: fit(w, "--data.unlabeled", "true"),
-         "--data.unlabeled true needs --data.labeled_per_class N"),
-    Case("a pseudo-label file that does not exist", lambda w: fit(
-        w, "--data.labeled_per_class", "2", "--data.pseudo_labels", str(w / "gone.pt")), "selftrain"),
-    Case("pseudo-labels made for other unlabeled images", lambda w: fit(
-        w, "--data.labeled_per_class", "2", "--data.pseudo_labels", _pseudo_labels(w, 7)),
-         "were made for 7 other unlabeled images than these 60"),
+    Case(
+        "more labeled images per class than a CIFAR-10 class has",
+        lambda w: fit(w, "--data.labeled_per_class", "50"),
+        "training images (after the validation split); use --data.labeled_per_class",
+    ),
+    Case(
+        "CIFAR-10's unlabeled stream without labeled_per_class",
+        lambda w: fit(w, "--data.unlabeled", "true"),
+        "--data.unlabeled true needs --data.labeled_per_class N",
+    ),
+    Case(
+        "a pseudo-label file that does not exist",
+        lambda w: fit(w, "--data.labeled_per_class", "2", "--data.pseudo_labels", str(w / "gone.pt")),
+        "selftrain",
+    ),
+    Case(
+        "pseudo-labels made for other unlabeled images",
+        lambda w: fit(w, "--data.labeled_per_class", "2", "--data.pseudo_labels", _pseudo_labels(w, 7)),
+        "were made for 7 other unlabeled images than these 60",
+    ),
     Case("an unknown pseudo-label mode", lambda w: fit(w, "--data.pseudo_label_mode", "fuzzy"), "'soft', 'hard'"),
-    Case("a pseudo-label threshold of 1 (no probability is above it)",
-         lambda w: fit(w, "--data.pseudo_label_threshold", "1"), "'1' is not in [0, 1)"),
+    Case(
+        "a pseudo-label threshold of 1 (no probability is above it)",
+        lambda w: fit(w, "--data.pseudo_label_threshold", "1"),
+        "'1' is not in [0, 1)",
+    ),
 ]
 
 

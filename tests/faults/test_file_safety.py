@@ -21,14 +21,26 @@ def _existing(w) -> str:
 
 
 CASES = [
-    Case("`export --out` naming a file that exists", lambda w: ["export", "--ckpt_path", str(w.ckpt), "--out",
-                                                                 _existing(w)], "exists already: pass --overwrite"),
-    Case("`export --out` naming a folder", lambda w: ["export", "--ckpt_path", str(w.ckpt), "--out", str(w / "data")],
-         "is a folder: give a file name"),
-    Case("`export` of a file that is no checkpoint of this project",
-         lambda w: ["export", "--ckpt_path", str(w / "foreign.ckpt")], "not a checkpoint written by"),
-    Case("`report --out` naming a file", lambda w: ["report", str(w / "logs"), "--out", _existing(w)],
-         "is a file; report writes report.md and its PNGs into a folder"),
+    Case(
+        "`export --out` naming a file that exists",
+        lambda w: ["export", "--ckpt_path", str(w.ckpt), "--out", _existing(w)],
+        "exists already: pass --overwrite",
+    ),
+    Case(
+        "`export --out` naming a folder",
+        lambda w: ["export", "--ckpt_path", str(w.ckpt), "--out", str(w / "data")],
+        "is a folder: give a file name",
+    ),
+    Case(
+        "`export` of a file that is no checkpoint of this project",
+        lambda w: ["export", "--ckpt_path", str(w / "foreign.ckpt")],
+        "not a checkpoint written by",
+    ),
+    Case(
+        "`report --out` naming a file",
+        lambda w: ["report", str(w / "logs"), "--out", _existing(w)],
+        "is a file; report writes report.md and its PNGs into a folder",
+    ),
     Case("`report` on a file", lambda w: ["report", str(w.ckpt)], "is a file; report reads a folder of runs"),
     Case("`report` on a folder that does not exist", lambda w: ["report", str(w / "nowhere")], "does not exist"),
     Case("`--ckpt_path` naming a folder", lambda w: ["export", "--ckpt_path", str(w.ckpt.parent)], "is a folder"),
@@ -57,9 +69,11 @@ def test_export_keeps_an_existing_file_creates_folders_and_replaces_only_when_as
 def test_an_exported_model_runs_in_inference_mode(world, tmp_path, capsys):
     out = tmp_path / "model.ts"
     assert run_main(["export", "--ckpt_path", str(world.ckpt), "--out", str(out)], capsys)[0] == 0
-    script = ("import torch, sys; m = torch.jit.load(sys.argv[1]); "
-              "y = m(torch.zeros(2, 3, 32, 32, dtype=torch.uint8)); "
-              "print(y.requires_grad, y.detach().numpy().shape if y.requires_grad else y.numpy().shape)")
+    script = (
+        "import torch, sys; m = torch.jit.load(sys.argv[1]); "
+        "y = m(torch.zeros(2, 3, 32, 32, dtype=torch.uint8)); "
+        "print(y.requires_grad, y.detach().numpy().shape if y.requires_grad else y.numpy().shape)"
+    )
     result = subprocess.run([sys.executable, "-c", script, str(out)], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip() == "False (2, 10)"

@@ -15,16 +15,30 @@ from tests.faults.conftest import check_case, run_main
 
 
 def _predict(w, folder: str, *extra: str) -> list[str]:
-    return ["predict", *extra, "--data.predict_dir", str(w / folder), "--trainer.enable_progress_bar", "false",
-            "--trainer.logger.init_args.save_dir", str(w / "runs")]
+    return [
+        "predict",
+        *extra,
+        "--data.predict_dir",
+        str(w / folder),
+        "--trainer.enable_progress_bar",
+        "false",
+        "--trainer.logger.init_args.save_dir",
+        str(w / "runs"),
+    ]
 
 
 CASES = [
     Case("`predict` without --ckpt_path", lambda w: _predict(w, "photos"), "predict needs trained weights"),
-    Case("`predict` on a folder with no image in it", lambda w: _predict(w, "photos", "--ckpt_path", str(w.ckpt)),
-         "No readable image"),
-    Case("`predict` on a folder that does not exist", lambda w: _predict(w, "nowhere", "--ckpt_path", str(w.ckpt)),
-         "is not a folder"),
+    Case(
+        "`predict` on a folder with no image in it",
+        lambda w: _predict(w, "photos", "--ckpt_path", str(w.ckpt)),
+        "No readable image",
+    ),
+    Case(
+        "`predict` on a folder that does not exist",
+        lambda w: _predict(w, "nowhere", "--ckpt_path", str(w.ckpt)),
+        "is not a folder",
+    ),
 ]
 
 
@@ -48,8 +62,18 @@ def test_a_huge_image_is_skipped_with_a_warning_and_the_others_predicted(world, 
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 500)  # Pillow's bomb guard: 40x40 counts as a bomb now
     monkeypatch.chdir(tmp_path)
     with pytest.warns(UserWarning, match="big.png"):
-        code, err = run_main(["predict", "--ckpt_path", str(world.ckpt), "--data.predict_dir", str(photos),
-                              "--trainer.enable_progress_bar", "false"], capsys)
+        code, err = run_main(
+            [
+                "predict",
+                "--ckpt_path",
+                str(world.ckpt),
+                "--data.predict_dir",
+                str(photos),
+                "--trainer.enable_progress_bar",
+                "false",
+            ],
+            capsys,
+        )
     assert code == 0, err[-2000:]
     assert [r["path"].rsplit("/", 1)[1] for r in _rows(world.ckpt.parent.parent)] == ["small.png"]
 
@@ -67,8 +91,18 @@ def test_a_checkpoint_of_three_classes_writes_three_class_names(world, tmp_path,
     photos.mkdir()
     Image.fromarray(np.zeros((32, 32, 3), dtype=np.uint8)).save(photos / "a.png")
     monkeypatch.chdir(tmp_path)
-    code, err = run_main(["predict", "--ckpt_path", str(path), "--data.predict_dir", str(photos),
-                          "--trainer.enable_progress_bar", "false"], capsys)
+    code, err = run_main(
+        [
+            "predict",
+            "--ckpt_path",
+            str(path),
+            "--data.predict_dir",
+            str(photos),
+            "--trainer.enable_progress_bar",
+            "false",
+        ],
+        capsys,
+    )
     assert code == 0, err[-2000:]
     (row,) = _rows(tmp_path / "lightning_logs")  # a checkpoint from no run: its evaluations go to its experiment
     assert sorted(row["top5_classes"].split()) == ["cat", "dog", "fox"] and row["top1_class"] in ("cat", "dog", "fox")

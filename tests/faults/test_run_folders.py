@@ -21,12 +21,18 @@ def _locked(w) -> str:
 
 
 CASES = [
-    Case("an explicit --trainer.logger.init_args.version that exists",
-         lambda w: fit(w, "--trainer.logger.init_args.save_dir", str(w / "logs"),
-                       "--trainer.logger.init_args.version", "version_0"), "already exists: another run's"),
-    Case("a second resume of a run that is being resumed",
-         lambda w: fit(w, "--ckpt_path", "last", "--trainer.logger.init_args.save_dir", _locked(w)),
-         "is being resumed by process"),
+    Case(
+        "an explicit --trainer.logger.init_args.version that exists",
+        lambda w: fit(
+            w, "--trainer.logger.init_args.save_dir", str(w / "logs"), "--trainer.logger.init_args.version", "version_0"
+        ),
+        "already exists: another run's",
+    ),
+    Case(
+        "a second resume of a run that is being resumed",
+        lambda w: fit(w, "--ckpt_path", "last", "--trainer.logger.init_args.save_dir", _locked(w)),
+        "is being resumed by process",
+    ),
 ]
 
 
@@ -39,8 +45,11 @@ def test_case(case, world, capsys, monkeypatch):
 
 
 def _digests(folder) -> dict[str, str]:
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
 
 
 def test_a_refused_run_writes_nothing_into_the_run_it_named(world, capsys, monkeypatch):
@@ -57,8 +66,14 @@ def test_a_refused_run_writes_nothing_into_the_run_it_named(world, capsys, monke
     assert only.status == "done"
 
 
-@pytest.mark.parametrize("bad", [("--data.data_dir", "empty", "--data.download", "false"), ("--data.val_size", "100"),
-                                 ("--data.data_dir", "empty")])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        ("--data.data_dir", "empty", "--data.download", "false"),
+        ("--data.val_size", "100"),
+        ("--data.data_dir", "empty"),
+    ],
+)
 def test_a_fit_that_fails_before_training_leaves_no_folder(bad, world, capsys, monkeypatch):
     monkeypatch.chdir(world.root)
     extra = [str(world / b) if b == "empty" else b for b in bad]
@@ -70,14 +85,24 @@ def test_a_fit_that_fails_before_training_leaves_no_folder(bad, world, capsys, m
 def test_two_fits_started_together_get_two_folders(world, tmp_path):
     logs = tmp_path / "logs"
     args = fit(world, "--trainer.logger.init_args.save_dir", str(logs))
-    processes = [subprocess.Popen(cli_command(*args), env=cli_env(), cwd=tmp_path, stdout=subprocess.DEVNULL,
-                                  stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    processes = [
+        subprocess.Popen(
+            cli_command(*args),
+            env=cli_env(),
+            cwd=tmp_path,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
     errors = [p.communicate(timeout=600)[1] for p in processes]
     assert [p.returncode for p in processes] == [0, 0], errors
     runs = sorted((logs / "cnn_cifar").iterdir())
     assert [r.name for r in runs] == ["version_0", "version_1"]
-    assert all(len(list(r.glob("events.out.tfevents.*"))) == 1 and (r / "checkpoints" / "last.ckpt").is_file()
-               for r in runs)
+    assert all(
+        len(list(r.glob("events.out.tfevents.*"))) == 1 and (r / "checkpoints" / "last.ckpt").is_file() for r in runs
+    )
 
 
 def test_two_sweeps_over_one_grid_share_its_study_and_never_a_folder(world, tmp_path):
@@ -86,11 +111,35 @@ def test_two_sweeps_over_one_grid_share_its_study_and_never_a_folder(world, tmp_
     import optuna
 
     logs = tmp_path / "logs"
-    args = ["sweep", "--config", "cnn_cifar.yaml", "--grid", "model.optimizer.init_args.lr=0.1,0.05",
-            *fit(world, "--trainer.logger.init_args.save_dir", str(logs), "--trainer.max_steps", "-1",
-                 "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2")[3:]]
-    processes = [subprocess.Popen(cli_command(*args), env=cli_env(), cwd=tmp_path, stdout=subprocess.DEVNULL,
-                                  stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    args = [
+        "sweep",
+        "--config",
+        "cnn_cifar.yaml",
+        "--grid",
+        "model.optimizer.init_args.lr=0.1,0.05",
+        *fit(
+            world,
+            "--trainer.logger.init_args.save_dir",
+            str(logs),
+            "--trainer.max_steps",
+            "-1",
+            "--trainer.max_epochs",
+            "1",
+            "--trainer.limit_train_batches",
+            "2",
+        )[3:],
+    ]
+    processes = [
+        subprocess.Popen(
+            cli_command(*args),
+            env=cli_env(),
+            cwd=tmp_path,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
     errors = [p.communicate(timeout=600)[1] for p in processes]
     assert [p.returncode for p in processes] == [0, 0], errors
     experiment = logs / "cnn_cifar"
@@ -101,8 +150,9 @@ def test_two_sweeps_over_one_grid_share_its_study_and_never_a_folder(world, tmp_
     assert sorted(t.params["model.optimizer.init_args.lr"] for t in study.trials) == ["0.05", "0.1"]
 
 
-def test_without_a_logger_a_fit_still_gets_its_own_folder_and_evaluation_writes_nothing(world, tmp_path, capsys,
-                                                                                      monkeypatch):
+def test_without_a_logger_a_fit_still_gets_its_own_folder_and_evaluation_writes_nothing(
+    world, tmp_path, capsys, monkeypatch
+):
     monkeypatch.chdir(tmp_path)
     for _ in range(2):
         code, err = run_main(fit(world, "--trainer.logger", "false"), capsys)
@@ -111,17 +161,30 @@ def test_without_a_logger_a_fit_still_gets_its_own_folder_and_evaluation_writes_
     assert [r.name for r in runs] == ["version_0", "version_1"]
     assert all((r / "checkpoints" / "last.ckpt").is_file() and (r / "config.yaml").is_file() for r in runs)
     for _ in range(2):
-        code, err = run_main(["test", "--ckpt_path", str(runs[0] / "checkpoints" / "last.ckpt"), "--trainer.logger",
-                              "false", "--trainer.enable_progress_bar", "false", "--data.data_dir",
-                              str(world / "data")], capsys)
+        code, err = run_main(
+            [
+                "test",
+                "--ckpt_path",
+                str(runs[0] / "checkpoints" / "last.ckpt"),
+                "--trainer.logger",
+                "false",
+                "--trainer.enable_progress_bar",
+                "false",
+                "--data.data_dir",
+                str(world / "data"),
+            ],
+            capsys,
+        )
         assert code == 0, err[-2000:]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["lightning_logs"]
 
 
 def test_a_fit_refused_for_its_pretrained_weights_leaves_no_folder(world, capsys, monkeypatch):
     monkeypatch.chdir(world.root)
-    code, err = run_main(fit(world, "--model.pretrained", str(world / "gone.pth"), "--trainer.logger.init_args.name",
-                             "pretrained"), capsys)
+    code, err = run_main(
+        fit(world, "--model.pretrained", str(world / "gone.pth"), "--trainer.logger.init_args.name", "pretrained"),
+        capsys,
+    )
     assert code == 2 and "gone.pth" in err
     assert not (world / "runs" / "pretrained").exists()
 

@@ -19,14 +19,41 @@ from tests.helpers import cli_command, cli_env
 
 
 def _fit(data_dir, logs, *extra: str) -> list[str]:
-    return cli_command("fit", "--config", "cnn_cifar.yaml", "--data.data_dir", str(data_dir), "--data.val_size", "20",
-                       "--data.batch_size", "16", "--trainer.max_epochs", "4", "--trainer.enable_progress_bar", "false",
-                       "--trainer.logger.init_args.save_dir", str(logs), *extra)
+    return cli_command(
+        "fit",
+        "--config",
+        "cnn_cifar.yaml",
+        "--data.data_dir",
+        str(data_dir),
+        "--data.val_size",
+        "20",
+        "--data.batch_size",
+        "16",
+        "--trainer.max_epochs",
+        "4",
+        "--trainer.enable_progress_bar",
+        "false",
+        "--trainer.logger.init_args.save_dir",
+        str(logs),
+        *extra,
+    )
 
 
 def _evaluate(w, verb: str, *extra: str) -> list[str]:
-    return [verb, "--config", "cnn_cifar.yaml", "--data.data_dir", str(w / "data"), "--data.val_size", "20",
-            "--trainer.enable_progress_bar", "false", "--trainer.logger.init_args.save_dir", str(w / "runs"), *extra]
+    return [
+        verb,
+        "--config",
+        "cnn_cifar.yaml",
+        "--data.data_dir",
+        str(w / "data"),
+        "--data.val_size",
+        "20",
+        "--trainer.enable_progress_bar",
+        "false",
+        "--trainer.logger.init_args.save_dir",
+        str(w / "runs"),
+        *extra,
+    ]
 
 
 def _died_young(w) -> str:
@@ -51,28 +78,52 @@ def _truncated_last(w) -> str:
 CASES = [
     Case("`test` without --ckpt_path", lambda w: _evaluate(w, "test"), "test needs trained weights: pass --ckpt_path"),
     Case("`validate` without --ckpt_path", lambda w: _evaluate(w, "validate"), "validate needs trained weights"),
-    Case("`test --ckpt_path last` before any fit", lambda w: _evaluate(w, "test", "--ckpt_path", "last",
-                                                                          "--trainer.logger.init_args.name", "none"),
-         "No training run under"),
-    Case("`fit --ckpt_path last` with nothing to resume",
-         lambda w: fit(w, "--ckpt_path", "last", "--trainer.logger.init_args.name", "fresh"), "No training run under"),
-    Case("`fit --ckpt_path last` when the newest run stopped before its first checkpoint",
-         lambda w: fit(w, "--ckpt_path", "last", "--trainer.logger.init_args.save_dir", _died_young(w)),
-         "has no checkpoints/last.ckpt: it stopped before its first checkpoint"),
-    Case("a truncated last.ckpt", lambda w: fit(w, "--ckpt_path", "last", "--trainer.logger.init_args.save_dir",
-                                                _truncated_last(w)), "Cannot read checkpoint"),
-    Case("a truncated --ckpt_path", lambda w: ["test", "--ckpt_path", str(w / "truncated.ckpt")],
-         "Cannot read checkpoint"),
-    Case("a --ckpt_path that is no checkpoint of this project", lambda w: ["test", "--ckpt_path", str(w / "foreign.ckpt")],
-         "not a checkpoint written by"),
+    Case(
+        "`test --ckpt_path last` before any fit",
+        lambda w: _evaluate(w, "test", "--ckpt_path", "last", "--trainer.logger.init_args.name", "none"),
+        "No training run under",
+    ),
+    Case(
+        "`fit --ckpt_path last` with nothing to resume",
+        lambda w: fit(w, "--ckpt_path", "last", "--trainer.logger.init_args.name", "fresh"),
+        "No training run under",
+    ),
+    Case(
+        "`fit --ckpt_path last` when the newest run stopped before its first checkpoint",
+        lambda w: fit(w, "--ckpt_path", "last", "--trainer.logger.init_args.save_dir", _died_young(w)),
+        "has no checkpoints/last.ckpt: it stopped before its first checkpoint",
+    ),
+    Case(
+        "a truncated last.ckpt",
+        lambda w: fit(w, "--ckpt_path", "last", "--trainer.logger.init_args.save_dir", _truncated_last(w)),
+        "Cannot read checkpoint",
+    ),
+    Case(
+        "a truncated --ckpt_path",
+        lambda w: ["test", "--ckpt_path", str(w / "truncated.ckpt")],
+        "Cannot read checkpoint",
+    ),
+    Case(
+        "a --ckpt_path that is no checkpoint of this project",
+        lambda w: ["test", "--ckpt_path", str(w / "foreign.ckpt")],
+        "not a checkpoint written by",
+    ),
     Case("a --ckpt_path that is a folder", lambda w: ["test", "--ckpt_path", str(w / "data")], "is a folder"),
-    Case("a resume with another backbone", lambda w: fit(w, "--ckpt_path", str(w.ckpt), "--model.backbone", "resnet20"),
-         "was trained with model.backbone 'cnn' (here 'resnet20')"),
-    Case("a resume with another val_size (validation images would be trained on)",
-         lambda w: fit(w, "--ckpt_path", str(w.ckpt), "--data.val_size", "30"),
-         "was trained with data.val_size 20 (here 30)"),
-    Case("a resume with another split_seed", lambda w: fit(w, "--ckpt_path", str(w.ckpt), "--data.split_seed", "5"),
-         "was trained with data.split_seed 0 (here 5)"),
+    Case(
+        "a resume with another backbone",
+        lambda w: fit(w, "--ckpt_path", str(w.ckpt), "--model.backbone", "resnet20"),
+        "was trained with model.backbone 'cnn' (here 'resnet20')",
+    ),
+    Case(
+        "a resume with another val_size (validation images would be trained on)",
+        lambda w: fit(w, "--ckpt_path", str(w.ckpt), "--data.val_size", "30"),
+        "was trained with data.val_size 20 (here 30)",
+    ),
+    Case(
+        "a resume with another split_seed",
+        lambda w: fit(w, "--ckpt_path", str(w.ckpt), "--data.split_seed", "5"),
+        "was trained with data.split_seed 0 (here 5)",
+    ),
 ]
 
 
@@ -82,8 +133,11 @@ def test_case(case, world, capsys, monkeypatch):
 
 
 def _digests(folder) -> dict[str, str]:
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
 
 
 def test_a_refused_resume_leaves_the_older_run_as_it_was(world, capsys, monkeypatch):
@@ -101,9 +155,20 @@ def test_last_ckpt_is_written_each_epoch_without_validation_and_best_only_after_
     monkeypatch.chdir(world.root)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        code, err = run_main(fit(world, "--trainer.max_steps", "-1", "--trainer.max_epochs", "1",
-                                 "--trainer.check_val_every_n_epoch", "5", "--trainer.logger.init_args.name", "sparse"),
-                             capsys)
+        code, err = run_main(
+            fit(
+                world,
+                "--trainer.max_steps",
+                "-1",
+                "--trainer.max_epochs",
+                "1",
+                "--trainer.check_val_every_n_epoch",
+                "5",
+                "--trainer.logger.init_args.name",
+                "sparse",
+            ),
+            capsys,
+        )
     assert code == 0, err[-2000:]
     assert not [w for w in caught if "could not find the monitored key" in str(w.message)]
     checkpoints = next((world / "runs" / "sparse").glob("version_*")) / "checkpoints"
@@ -121,14 +186,16 @@ def test_a_fit_shorter_than_an_epoch_leaves_its_last_step(world, capsys, monkeyp
 
 def test_resume_after_sigkill_matches_an_uninterrupted_run(cifar_python, tmp_path):
     data_dir, _ = cifar_python
-    straight = subprocess.run(_fit(data_dir, tmp_path / "a"), env=cli_env(), cwd=tmp_path, capture_output=True,
-                              text=True, timeout=600)
+    straight = subprocess.run(
+        _fit(data_dir, tmp_path / "a"), env=cli_env(), cwd=tmp_path, capture_output=True, text=True, timeout=600
+    )
     assert straight.returncode == 0, straight.stderr[-2000:]
 
     logs = tmp_path / "b"
     run = logs / "cnn_cifar" / "version_0"
-    process = subprocess.Popen(_fit(data_dir, logs), env=cli_env(), cwd=tmp_path, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        _fit(data_dir, logs), env=cli_env(), cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     last = run / "checkpoints" / "last.ckpt"
     deadline = time.time() + 300
     while not last.is_file() and time.time() < deadline and process.poll() is None:
@@ -139,15 +206,24 @@ def test_resume_after_sigkill_matches_an_uninterrupted_run(cifar_python, tmp_pat
     killed_at = torch.load(last, weights_only=True)["global_step"]
     assert killed_at < 20  # killed before the end (4 epochs x 5 steps)
 
-    resumed = subprocess.run(_fit(data_dir, logs, "--ckpt_path", "last"), env=cli_env(), cwd=tmp_path,
-                             capture_output=True, text=True, timeout=600)
+    resumed = subprocess.run(
+        _fit(data_dir, logs, "--ckpt_path", "last"),
+        env=cli_env(),
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert [p.name for p in (logs / "cnn_cifar").iterdir()] == ["version_0"]  # continued in place
     assert (run / "config.yaml").is_file() and (run / "config.resume-1.yaml").is_file()
 
     a = torch.load(tmp_path / "a" / "cnn_cifar" / "version_0" / "checkpoints" / "last.ckpt", weights_only=True)
     b = torch.load(last, weights_only=True)
-    assert (a["global_step"], a["epoch"]) == (b["global_step"], b["epoch"]) == (20, 3), (straight.stderr[-3000:], resumed.stderr[-3000:])
+    assert (a["global_step"], a["epoch"]) == (b["global_step"], b["epoch"]) == (20, 3), (
+        straight.stderr[-3000:],
+        resumed.stderr[-3000:],
+    )
     for key, value in a["state_dict"].items():
         torch.testing.assert_close(b["state_dict"][key], value, rtol=1e-5, atol=1e-6)
     lr = lambda ckpt: ckpt["lr_schedulers"][0]["_last_lr"]  # noqa: E731
@@ -160,8 +236,9 @@ def test_a_run_killed_before_its_first_checkpoint_keeps_its_folder_and_config(ci
     data_dir, _ = cifar_python
     logs = tmp_path / "logs"
     run = logs / "cnn_cifar" / "version_0"
-    process = subprocess.Popen(_fit(data_dir, logs), env=cli_env(), cwd=tmp_path, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        _fit(data_dir, logs), env=cli_env(), cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     deadline = time.time() + 300
     while not (run / "config.yaml").is_file() and time.time() < deadline and process.poll() is None:
         time.sleep(0.01)
@@ -171,11 +248,23 @@ def test_a_run_killed_before_its_first_checkpoint_keeps_its_folder_and_config(ci
     written = (run / "config.yaml").read_text()
     assert yaml.safe_load(written)["model"]["backbone"] == "cnn"
 
-    resumed = subprocess.run(_fit(data_dir, logs, "--ckpt_path", "last"), env=cli_env(), cwd=tmp_path,
-                             capture_output=True, text=True, timeout=300)
+    resumed = subprocess.run(
+        _fit(data_dir, logs, "--ckpt_path", "last"),
+        env=cli_env(),
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert resumed.returncode == 2 and "has no checkpoints/last.ckpt: it stopped before its first" in resumed.stderr
-    again = subprocess.run(_fit(data_dir, logs, "--trainer.max_epochs", "1"), env=cli_env(), cwd=tmp_path,
-                           capture_output=True, text=True, timeout=300)
+    again = subprocess.run(
+        _fit(data_dir, logs, "--trainer.max_epochs", "1"),
+        env=cli_env(),
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert again.returncode == 0, again.stderr[-2000:]
     assert sorted(p.name for p in (logs / "cnn_cifar").iterdir()) == ["version_0", "version_1"]  # a new run beside it
     assert (run / "config.yaml").read_text() == written
@@ -215,8 +304,10 @@ def test_last_means_the_newest_run_trained_on_the_data_asked_for(world, capsys, 
     assert "(here 'zoo_lightning.data.CIFAR10DataModule')" in err
 
     mixed = _experiment_with(world, "mixed", [("version_0", CIFAR), ("version_1", FOLDER)])
-    code, err = run_main(fit(world, "--ckpt_path", "last", "--trainer.max_steps", "3",
-                             "--trainer.logger.init_args.save_dir", mixed), capsys)
+    code, err = run_main(
+        fit(world, "--ckpt_path", "last", "--trainer.max_steps", "3", "--trainer.logger.init_args.save_dir", mixed),
+        capsys,
+    )
     assert code == 0, err[-2000:]
     runs = world / "mixed" / "cnn_cifar"
     assert torch.load(runs / "version_0" / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 3
@@ -229,9 +320,24 @@ def test_evaluations_are_filed_in_the_run_and_last_still_means_the_training(worl
     save_dir = _experiment_with(world, "evaluated", [("version_0", CIFAR)])
     run = world / "evaluated" / "cnn_cifar" / "version_0"
     for verb in ("validate", "test", "test"):
-        code, err = run_main([verb, "--config", "cnn_cifar.yaml", "--ckpt_path", "last", "--data.data_dir",
-                              str(world / "data"), "--data.val_size", "20", "--trainer.enable_progress_bar", "false",
-                              "--trainer.logger.init_args.save_dir", save_dir], capsys)
+        code, err = run_main(
+            [
+                verb,
+                "--config",
+                "cnn_cifar.yaml",
+                "--ckpt_path",
+                "last",
+                "--data.data_dir",
+                str(world / "data"),
+                "--data.val_size",
+                "20",
+                "--trainer.enable_progress_bar",
+                "false",
+                "--trainer.logger.init_args.save_dir",
+                save_dir,
+            ],
+            capsys,
+        )
         assert code == 0, err[-2000:]
     assert sorted(p.name for p in (world / "evaluated" / "cnn_cifar").iterdir()) == ["version_0"]
     assert sorted(p.name for p in (run / "evaluations").iterdir()) == ["test_0", "test_1", "validate_0"]
@@ -240,8 +346,20 @@ def test_evaluations_are_filed_in_the_run_and_last_still_means_the_training(worl
 def test_an_evaluation_refuses_a_network_option_that_contradicts_the_checkpoint(world, capsys, monkeypatch):
     monkeypatch.chdir(world.root)
     before = _digests(world.ckpt.parent.parent)
-    code, err = run_main(["test", "--config", "resnet56_cifar.yaml", "--model.backbone", "resnet56", "--ckpt_path",
-                          str(world.ckpt), "--data.data_dir", str(world / "data")], capsys)
+    code, err = run_main(
+        [
+            "test",
+            "--config",
+            "resnet56_cifar.yaml",
+            "--model.backbone",
+            "resnet56",
+            "--ckpt_path",
+            str(world.ckpt),
+            "--data.data_dir",
+            str(world / "data"),
+        ],
+        capsys,
+    )
     assert code == 2 and "Traceback" not in err
     assert f"{world.ckpt} was trained with model.backbone 'cnn' (here 'resnet56')" in err
     assert _digests(world.ckpt.parent.parent) == before  # nothing filed under the run
@@ -255,8 +373,18 @@ def test_a_resume_rewrites_last_ckpt_in_place(world, tmp_path, capsys, monkeypat
     assert code == 0, err[-2000:]
     checkpoints = logs / "cnn_cifar" / "version_0" / "checkpoints"
     for steps in ("3", "4"):
-        code, err = run_main(fit(world, "--trainer.logger.init_args.save_dir", str(logs), "--ckpt_path", "last",
-                                 "--trainer.max_steps", steps), capsys)
+        code, err = run_main(
+            fit(
+                world,
+                "--trainer.logger.init_args.save_dir",
+                str(logs),
+                "--ckpt_path",
+                "last",
+                "--trainer.max_steps",
+                steps,
+            ),
+            capsys,
+        )
         assert code == 0, err[-2000:]
         assert sorted(p.name for p in checkpoints.iterdir()) == ["last.ckpt"]
         assert torch.load(checkpoints / "last.ckpt", weights_only=True)["global_step"] == int(steps)
@@ -268,15 +396,21 @@ def test_a_resume_in_mid_epoch_ends_with_the_weights_of_an_uninterrupted_run(wor
     monkeypatch.chdir(world.root)
 
     def fit_to(logs, *extra: str, code: int = 0) -> dict:
-        status, err = run_main(fit(world, "--trainer.max_steps", "12", "--trainer.logger.init_args.save_dir", str(logs),
-                                   *extra), capsys)
+        status, err = run_main(
+            fit(world, "--trainer.max_steps", "12", "--trainer.logger.init_args.save_dir", str(logs), *extra), capsys
+        )
         assert status == code, err[-2000:]
         assert "not resumable" not in err and "Traceback" not in err
         return torch.load(logs / "cnn_cifar" / "version_0" / "checkpoints" / "last.ckpt", weights_only=True)
 
     straight = fit_to(tmp_path / "straight")
-    stopped = fit_to(tmp_path / "stopped", "--trainer.callbacks+=tests.helpers.SignalAtStep", "--trainer.callbacks.step",
-                     "7", code=130)
+    stopped = fit_to(
+        tmp_path / "stopped",
+        "--trainer.callbacks+=tests.helpers.SignalAtStep",
+        "--trainer.callbacks.step",
+        "7",
+        code=130,
+    )
     assert stopped["global_step"] == 7 and stopped["CIFAR10DataModule"]["train_position"] == {"epoch": 1, "batches": 2}
     resumed = fit_to(tmp_path / "stopped", "--ckpt_path", "last")
     assert resumed["global_step"] == straight["global_step"] == 12
@@ -287,11 +421,33 @@ def test_a_resume_in_mid_epoch_ends_with_the_weights_of_an_uninterrupted_run(wor
 def test_fit_from_best_starts_a_new_run_with_those_weights(world, tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(world.root)
     logs = tmp_path / "logs"
-    code, err = run_main(fit(world, "--trainer.max_steps", "-1", "--trainer.max_epochs", "1",
-                             "--trainer.logger.init_args.save_dir", str(logs)), capsys)
+    code, err = run_main(
+        fit(
+            world,
+            "--trainer.max_steps",
+            "-1",
+            "--trainer.max_epochs",
+            "1",
+            "--trainer.logger.init_args.save_dir",
+            str(logs),
+        ),
+        capsys,
+    )
     assert code == 0, err[-2000:]
-    code, err = run_main(fit(world, "--trainer.max_steps", "-1", "--trainer.max_epochs", "2", "--ckpt_path", "best",
-                             "--trainer.logger.init_args.save_dir", str(logs)), capsys)
+    code, err = run_main(
+        fit(
+            world,
+            "--trainer.max_steps",
+            "-1",
+            "--trainer.max_epochs",
+            "2",
+            "--ckpt_path",
+            "best",
+            "--trainer.logger.init_args.save_dir",
+            str(logs),
+        ),
+        capsys,
+    )
     assert code == 0, err[-2000:]
     runs = logs / "cnn_cifar"
     assert sorted(p.name for p in runs.iterdir()) == ["version_0", "version_1"]

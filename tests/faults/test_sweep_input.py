@@ -35,36 +35,61 @@ def _sweep_file(w, text: str) -> str:
 
 
 CASES = [
-    Case("a --space item that is not KEY=SPEC", lambda w: sweep(w, "--space", f"{LR}=loguniform(0.1)"),
-         "loguniform takes two bounds"),
-    Case("a --space of an unknown kind", lambda w: sweep(w, "--space", f"{LR}=normal(0,1)"),
-         "write KEY=choice(a,b), uniform(lo,hi), loguniform(lo,hi) or int(lo,hi)"),
-    Case("a swept key fit does not have", lambda w: sweep(w, "--grid", "model.optimizer.init_args.lrr=0.1,0.05"),
-         "lrr"),
+    Case(
+        "a --space item that is not KEY=SPEC",
+        lambda w: sweep(w, "--space", f"{LR}=loguniform(0.1)"),
+        "loguniform takes two bounds",
+    ),
+    Case(
+        "a --space of an unknown kind",
+        lambda w: sweep(w, "--space", f"{LR}=normal(0,1)"),
+        "write KEY=choice(a,b), uniform(lo,hi), loguniform(lo,hi) or int(lo,hi)",
+    ),
+    Case(
+        "a swept key fit does not have", lambda w: sweep(w, "--grid", "model.optimizer.init_args.lrr=0.1,0.05"), "lrr"
+    ),
     Case("a swept value fit refuses", lambda w: sweep(w, "--grid", f"{LR}=0.1,fast"), "fast"),
-    Case("--sampler grid with a range to draw from", lambda w: sweep(w, "--space", f"{LR}=uniform(0.01,0.1)",
-                                                                     "--sampler", "grid"),
-         "--sampler grid takes choices only"),
-    Case("more --trials than a grid has combinations", lambda w: sweep(w, "--grid", f"{LR}=0.1,0.05", "--trials", "3"),
-         "more than the grid's 2 combinations"),
-    Case("a search without --trials", lambda w: sweep(w, "--space", f"{LR}=loguniform(0.01,0.1)"),
-         "needs --trials N"),
-    Case("a --pruner that does not exist", lambda w: sweep(w, "--grid", f"{LR}=0.1", "--pruner", "early"),
-         "argument --pruner: invalid choice: 'early'"),
-    Case("a --storage URL of no known database", lambda w: sweep(w, "--grid", f"{LR}=0.1", "--storage", "nosuch://x/y"),
-         "is not a database URL SQLAlchemy knows"),
-    Case("a --storage database that cannot be opened",
-         lambda w: sweep(w, "--grid", f"{LR}=0.1", "--storage", f"sqlite:///{w / 'nowhere' / 'studies.db'}"),
-         "cannot open the database"),
-    Case("a --storage journal file in a folder that does not exist",
-         lambda w: sweep(w, "--grid", f"{LR}=0.1", "--storage", str(w / "nowhere" / "study.log")),
-         "does not exist. Give a journal file in an existing folder"),
-    Case("a study in the storage that searched another space",
-         lambda w: sweep(w, "--grid", f"{LR}=0.1,0.02", "--storage", _stored(w)),
-         "give another --study NAME"),
-    Case("a sweep file with an option sweep does not take",
-         lambda w: sweep(w, "--config", _sweep_file(w, "sweep: {config: cnn_cifar.yaml, trails: 3}")),
-         "unknown option(s) trails"),
+    Case(
+        "--sampler grid with a range to draw from",
+        lambda w: sweep(w, "--space", f"{LR}=uniform(0.01,0.1)", "--sampler", "grid"),
+        "--sampler grid takes choices only",
+    ),
+    Case(
+        "more --trials than a grid has combinations",
+        lambda w: sweep(w, "--grid", f"{LR}=0.1,0.05", "--trials", "3"),
+        "more than the grid's 2 combinations",
+    ),
+    Case("a search without --trials", lambda w: sweep(w, "--space", f"{LR}=loguniform(0.01,0.1)"), "needs --trials N"),
+    Case(
+        "a --pruner that does not exist",
+        lambda w: sweep(w, "--grid", f"{LR}=0.1", "--pruner", "early"),
+        "argument --pruner: invalid choice: 'early'",
+    ),
+    Case(
+        "a --storage URL of no known database",
+        lambda w: sweep(w, "--grid", f"{LR}=0.1", "--storage", "nosuch://x/y"),
+        "is not a database URL SQLAlchemy knows",
+    ),
+    Case(
+        "a --storage database that cannot be opened",
+        lambda w: sweep(w, "--grid", f"{LR}=0.1", "--storage", f"sqlite:///{w / 'nowhere' / 'studies.db'}"),
+        "cannot open the database",
+    ),
+    Case(
+        "a --storage journal file in a folder that does not exist",
+        lambda w: sweep(w, "--grid", f"{LR}=0.1", "--storage", str(w / "nowhere" / "study.log")),
+        "does not exist. Give a journal file in an existing folder",
+    ),
+    Case(
+        "a study in the storage that searched another space",
+        lambda w: sweep(w, "--grid", f"{LR}=0.1,0.02", "--storage", _stored(w)),
+        "give another --study NAME",
+    ),
+    Case(
+        "a sweep file with an option sweep does not take",
+        lambda w: sweep(w, "--config", _sweep_file(w, "sweep: {config: cnn_cifar.yaml, trails: 3}")),
+        "unknown option(s) trails",
+    ),
 ]
 
 

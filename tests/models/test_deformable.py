@@ -34,11 +34,14 @@ def _with_random_batchnorm(model: nn.Module) -> nn.Module:
     return model
 
 
-@pytest.mark.parametrize("plain, deformable, stem, size", [
-    ("resnet20", "dcn_resnet20", "cifar", 32),      # BasicBlock, option-A shortcuts, both 3x3 convs deformable
-    ("resnet20", "dcn_resnet20", "imagenet", 64),
-    ("resnet50", "dcn_resnet50", "imagenet", 64),   # Bottleneck: its middle 3x3 conv, stride 2 in the first block
-])
+@pytest.mark.parametrize(
+    "plain, deformable, stem, size",
+    [
+        ("resnet20", "dcn_resnet20", "cifar", 32),  # BasicBlock, option-A shortcuts, both 3x3 convs deformable
+        ("resnet20", "dcn_resnet20", "imagenet", 64),
+        ("resnet50", "dcn_resnet50", "imagenet", 64),  # Bottleneck: its middle 3x3 conv, stride 2 in the first block
+    ],
+)
 def test_at_initialization_the_deformable_network_computes_the_plain_one(plain, deformable, stem, size):
     torch.manual_seed(0)
     reference = _with_random_batchnorm(create_model(plain, num_classes=7, stem=stem)).eval()
@@ -90,15 +93,17 @@ def test_flops_are_the_plain_ones_plus_the_offset_convolutions():
     # at 16x16 in stage 2 and 8x8 in stage 3 (2 FLOPs per multiply-add).
     inputs_times_positions = (16 + 5 * 32) * 16 * 16 + (32 + 5 * 64) * 8 * 8
     extra = 2 * OFFSET_CHANNELS * 9 * inputs_times_positions
-    assert count_mflops("dcn_resnet20", "cifar", 32) == pytest.approx(count_mflops("resnet20", "cifar", 32)
-                                                                      + extra / 1e6, abs=1e-9)
+    assert count_mflops("dcn_resnet20", "cifar", 32) == pytest.approx(
+        count_mflops("resnet20", "cifar", 32) + extra / 1e6, abs=1e-9
+    )
 
 
 def test_deform_stages_is_an_option_of_every_resnet_and_is_checked():
     model = create_model("resnet18", deform_stages=[4])
     assert set(_deformable_layers(model)) == {"layer4.0.conv1", "layer4.0.conv2", "layer4.1.conv1", "layer4.1.conv2"}
     assert set(_deformable_layers(create_model("dcn_resnet20", deform_stages=[1]))) == {
-        f"layer1.{b}.conv{c}" for b in range(3) for c in (1, 2)}  # the caller's option wins over the builder's
+        f"layer1.{b}.conv{c}" for b in range(3) for c in (1, 2)
+    }  # the caller's option wins over the builder's
     grouped = _deformable_layers(create_model("resnext29_32x4d", deform_stages=[3]))
     assert len(grouped) == 3 and all(m.groups == 32 for m in grouped.values())
     with pytest.raises(ValueError, match=r"deform_stages \[4\] names stages outside 1..3"):
@@ -122,5 +127,6 @@ def test_plain_resnet_weights_transfer_with_the_offsets_starting_at_zero(tmp_pat
     # Only the offsets may be missing: weights of another network are still refused.
     torch.save(create_model("resnet32").state_dict(), tmp_path / "resnet32.pth")
     with pytest.raises(ValueError, match="not in the network: layer1.3"):
-        load_pretrained(create_model("dcn_resnet20"), str(tmp_path / "resnet32.pth"), "dcn_resnet20",
-                        ["fc.weight", "fc.bias"])
+        load_pretrained(
+            create_model("dcn_resnet20"), str(tmp_path / "resnet32.pth"), "dcn_resnet20", ["fc.weight", "fc.bias"]
+        )

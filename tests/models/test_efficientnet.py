@@ -11,8 +11,16 @@ from zoo_lightning.models import create_model
 from zoo_lightning.models.efficientnet import EfficientNet, MBConv
 
 # (width_mult, depth_mult, dropout) as the paper's Table 1 row and torchvision's builders give them.
-PUBLISHED = {0: (1.0, 1.0, 0.2), 1: (1.0, 1.1, 0.2), 2: (1.1, 1.2, 0.3), 3: (1.2, 1.4, 0.3), 4: (1.4, 1.8, 0.4),
-             5: (1.6, 2.2, 0.4), 6: (1.8, 2.6, 0.5), 7: (2.0, 3.1, 0.5)}
+PUBLISHED = {
+    0: (1.0, 1.0, 0.2),
+    1: (1.0, 1.1, 0.2),
+    2: (1.1, 1.2, 0.3),
+    3: (1.2, 1.4, 0.3),
+    4: (1.4, 1.8, 0.4),
+    5: (1.6, 2.2, 0.4),
+    6: (1.8, 2.6, 0.5),
+    7: (2.0, 3.1, 0.5),
+}
 B0_REPEATS = [1, 2, 2, 3, 3, 4, 1]
 
 
@@ -56,4 +64,3 @@ def test_resolution_resizes_the_input_inside_the_network():
     torch.testing.assert_close(out, by_hand)
     with pytest.raises(ValueError, match="resolution must be >= 8"):
         create_model("efficientnet_b0", resolution=4)
-

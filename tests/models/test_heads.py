@@ -35,8 +35,14 @@ def test_the_head_is_the_class_outputs_and_nothing_else(name, stem):
 
 
 def test_googlenet_auxiliary_classifiers_are_head_too():
-    assert head_parameter_names("googlenet", 10) == ["aux1.fc2.weight", "aux1.fc2.bias", "aux2.fc2.weight",
-                                                     "aux2.fc2.bias", "fc.weight", "fc.bias"]
+    assert head_parameter_names("googlenet", 10) == [
+        "aux1.fc2.weight",
+        "aux1.fc2.bias",
+        "aux2.fc2.weight",
+        "aux2.fc2.bias",
+        "fc.weight",
+        "fc.bias",
+    ]
     assert head_parameter_names("googlenet", 10, aux_logits=False) == ["fc.weight", "fc.bias"]
 
 
@@ -54,7 +60,9 @@ def test_resnext29_takes_other_groups_and_widths():
         assert model.eval()(torch.randn(1, 3, 32, 32)).shape == (1, 10)
 
 
-@pytest.mark.parametrize("name", ["resnet18", "resnet20", "resnext29_32x4d", "seresnet18", "wrn16_8", "preact_resnet18"])
+@pytest.mark.parametrize(
+    "name", ["resnet18", "resnet20", "resnext29_32x4d", "seresnet18", "wrn16_8", "preact_resnet18"]
+)
 def test_resnet_families_take_stochastic_depth_and_dropout(name):
     torch.manual_seed(0)
     model = create_model(name, num_classes=5, drop_path=0.5, dropout=0.3)

@@ -11,9 +11,22 @@ from zoo_lightning.models.googlenet import GoogLeNetOutputs
 # `make test-real` runs them.
 # torchvision's deformable convolution has a slow CPU kernel (its backward above all): the DCN models beyond
 # dcn_resnet20 cost several seconds each here.
-SLOW = {"resnet101", "resnet152", "densenet161", "densenet201", "wrn28_10", "wide_resnet50_2", "dcn_resnet18",
-        "dcn_resnet50", "dcn_resnet56", "efficientnet_b3", "efficientnet_b4", "efficientnet_b5", "efficientnet_b6",
-        "efficientnet_b7"}
+SLOW = {
+    "resnet101",
+    "resnet152",
+    "densenet161",
+    "densenet201",
+    "wrn28_10",
+    "wide_resnet50_2",
+    "dcn_resnet18",
+    "dcn_resnet50",
+    "dcn_resnet56",
+    "efficientnet_b3",
+    "efficientnet_b4",
+    "efficientnet_b5",
+    "efficientnet_b6",
+    "efficientnet_b7",
+}
 
 
 def _marked(names):
@@ -38,7 +51,9 @@ def test_cifar_stem_at_32x32(name):
     _check_trains(create_model(name, num_classes=7, stem="cifar"), 32)
 
 
-@pytest.mark.parametrize("name", _marked(["cnn", "resnet18", "googlenet", "densenet_bc100", "mobilenet_v2", "alexnet", "vgg11_bn"]))
+@pytest.mark.parametrize(
+    "name", _marked(["cnn", "resnet18", "googlenet", "densenet_bc100", "mobilenet_v2", "alexnet", "vgg11_bn"])
+)
 def test_stl10_size_with_both_stems(name):
     torch.manual_seed(0)
     for stem in ("cifar", "imagenet"):
@@ -56,18 +71,37 @@ def test_every_model_takes_stl10_size_with_both_stems_on_meta(name):
             assert model(torch.empty(2, 3, 96, 96)).shape == (2, 7)
 
 
-@pytest.mark.parametrize("name", _marked(["resnet20", "efficientnet_b0", "seresnet18", "wrn16_8", "preact_resnet18",
-                                          "dcn_resnet20"]))
+@pytest.mark.parametrize(
+    "name", _marked(["resnet20", "efficientnet_b0", "seresnet18", "wrn16_8", "preact_resnet18", "dcn_resnet20"])
+)
 def test_imagenet_stem_trains_at_96(name):
     _check_trains(create_model(name, num_classes=7, stem="imagenet"), 96)
 
 
 TORCHVISION_TWINS = {
-    "alexnet": {}, "vgg11": {}, "vgg11_bn": {}, "vgg13": {}, "vgg13_bn": {}, "vgg16": {}, "vgg16_bn": {},
-    "vgg19": {}, "vgg19_bn": {}, "googlenet": {"aux_logits": True, "init_weights": True},
-    "resnet18": {}, "resnet34": {}, "resnet50": {}, "resnet101": {}, "resnet152": {},
-    "resnext50_32x4d": {}, "wide_resnet50_2": {}, "densenet121": {}, "densenet161": {}, "densenet169": {},
-    "densenet201": {}, "mobilenet_v2": {}, **{f"efficientnet_b{b}": {} for b in range(8)},
+    "alexnet": {},
+    "vgg11": {},
+    "vgg11_bn": {},
+    "vgg13": {},
+    "vgg13_bn": {},
+    "vgg16": {},
+    "vgg16_bn": {},
+    "vgg19": {},
+    "vgg19_bn": {},
+    "googlenet": {"aux_logits": True, "init_weights": True},
+    "resnet18": {},
+    "resnet34": {},
+    "resnet50": {},
+    "resnet101": {},
+    "resnet152": {},
+    "resnext50_32x4d": {},
+    "wide_resnet50_2": {},
+    "densenet121": {},
+    "densenet161": {},
+    "densenet169": {},
+    "densenet201": {},
+    "mobilenet_v2": {},
+    **{f"efficientnet_b{b}": {} for b in range(8)},
 }
 
 

@@ -19,10 +19,30 @@ from zoo_lightning.options import pretrained_kind
 from zoo_lightning.pretrained import current_spelling, expected_normalization, head_modules, load_pretrained
 
 # One or two of each family; the rest of torchvision's twins (same code, more layers) under `make test-real`.
-FAST = ["alexnet", "vgg11", "vgg11_bn", "googlenet", "resnet18", "resnet50", "resnext50_32x4d", "densenet121",
-        "mobilenet_v2", "efficientnet_b0"]
-SLOW = ["vgg13_bn", "vgg16_bn", "vgg19_bn", "resnet34", "resnet101", "wide_resnet50_2", "densenet161", "densenet169",
-        "efficientnet_b1", "efficientnet_b5"]  # b5: BatchNorm's eps 1e-3 and momentum 0.01, as torchvision's
+FAST = [
+    "alexnet",
+    "vgg11",
+    "vgg11_bn",
+    "googlenet",
+    "resnet18",
+    "resnet50",
+    "resnext50_32x4d",
+    "densenet121",
+    "mobilenet_v2",
+    "efficientnet_b0",
+]
+SLOW = [
+    "vgg13_bn",
+    "vgg16_bn",
+    "vgg19_bn",
+    "resnet34",
+    "resnet101",
+    "wide_resnet50_2",
+    "densenet161",
+    "densenet169",
+    "efficientnet_b1",
+    "efficientnet_b5",
+]  # b5: BatchNorm's eps 1e-3 and momentum 0.01, as torchvision's
 TORCHVISION_OPTIONS = {"googlenet": {"aux_logits": True, "init_weights": True}}
 
 
@@ -57,7 +77,9 @@ def test_a_torchvision_state_dict_loads_strictly_with_identical_outputs(name):
 
 def test_googlenet_takes_torchvisions_names_and_input_transform():
     keys = set(create_model("googlenet", 1000, "imagenet").state_dict())
-    assert {"conv1.conv.weight", "conv2.conv.weight", "conv3.conv.weight"} <= keys and not any("stem" in k for k in keys)
+    assert {"conv1.conv.weight", "conv2.conv.weight", "conv3.conv.weight"} <= keys and not any(
+        "stem" in k for k in keys
+    )
     assert "stem.conv.weight" in create_model("googlenet").state_dict()  # the CIFAR stem keeps its name
     # Checkpoints from when the ImageNet stem was a Sequential named `stem` still load.
     state = create_model("googlenet", 10, "imagenet").state_dict()
@@ -107,14 +129,17 @@ def test_densenet_files_with_the_old_layer_names_load(tmp_path, monkeypatch):
     _in_hub_cache(tmp_path, monkeypatch, "densenet121", legacy)
     model = create_model("densenet121", num_classes=3, stem="imagenet")
     load_pretrained(model, "torchvision", "densenet121", ["classifier.weight", "classifier.bias"])
-    assert torch.equal(model.features.denseblock1.denselayer1.norm1.running_var,
-                       state["features.denseblock1.denselayer1.norm1.running_var"])
+    assert torch.equal(
+        model.features.denseblock1.denselayer1.norm1.running_var,
+        state["features.denseblock1.denselayer1.norm1.running_var"],
+    )
 
 
 def test_googlenet_without_aux_heads_skips_the_files_untrained_ones(tmp_path, monkeypatch):
     _in_hub_cache(tmp_path, monkeypatch, "googlenet", _torchvision_model("googlenet").state_dict())
-    plain = ImageClassifier("googlenet", num_classes=4, stem="imagenet", backbone_kwargs={"aux_logits": False},
-                            pretrained="torchvision")
+    plain = ImageClassifier(
+        "googlenet", num_classes=4, stem="imagenet", backbone_kwargs={"aux_logits": False}, pretrained="torchvision"
+    )
     plain.load_pretrained()
     assert plain.backbone.transform_input and plain.backbone.aux1 is None
 
@@ -144,39 +169,57 @@ def test_our_checkpoints_and_plain_state_dicts_are_pretrained_weights(trained_cn
     # DDP's `module.` prefix, and other training code's {"state_dict": ...}, are read too.
     weights = {f"module.{k}": v for k, v in create_model("cnn").state_dict().items()}
     torch.save({"state_dict": weights, "epoch": 3}, tmp_path / "other.pt")
-    load_pretrained(create_model("cnn"), str(tmp_path / "other.pt"), "cnn", ["classifier.2.weight", "classifier.2.bias"])
+    load_pretrained(
+        create_model("cnn"), str(tmp_path / "other.pt"), "cnn", ["classifier.2.weight", "classifier.2.bias"]
+    )
     assert expected_normalization(str(tmp_path / "other.pt"), "cnn") is None
     assert expected_normalization(str(tmp_path / "gone.ckpt"), "cnn") is None  # evaluation elsewhere: not an error
 
 
-@pytest.mark.parametrize("kwargs, says", [
-    ({"backbone": "resnet18", "pretrained": "torchvision"}, "add --model.stem imagenet"),
-    ({"backbone": "resnet20", "stem": "imagenet", "pretrained": "torchvision"}, "torchvision has no pretrained weights"),
-    ({"backbone": "resnet18", "pretrained": "timm:a1_in1k"}, "is timm's weights, for timm: backbones"),
-    ({"backbone": "timm:resnet18", "pretrained": "torchvision"}, "give --model.pretrained timm:TAG"),
-    ({"backbone": "cnn", "unfreeze_at_epoch": 3}, "needs --model.freeze_backbone true"),
-])
+@pytest.mark.parametrize(
+    "kwargs, says",
+    [
+        ({"backbone": "resnet18", "pretrained": "torchvision"}, "add --model.stem imagenet"),
+        (
+            {"backbone": "resnet20", "stem": "imagenet", "pretrained": "torchvision"},
+            "torchvision has no pretrained weights",
+        ),
+        ({"backbone": "resnet18", "pretrained": "timm:a1_in1k"}, "is timm's weights, for timm: backbones"),
+        ({"backbone": "timm:resnet18", "pretrained": "torchvision"}, "give --model.pretrained timm:TAG"),
+        ({"backbone": "cnn", "unfreeze_at_epoch": 3}, "needs --model.freeze_backbone true"),
+    ],
+)
 def test_transfer_options_wrong_together_are_checked_before_any_work(kwargs, says):
     with pytest.raises(ValueError, match=says) as error:
         ImageClassifier(num_classes=5, **kwargs)
     assert "\n" not in str(error.value)
 
 
-@pytest.mark.parametrize("argv, says", [
-    (["--model.backbone_lr_scale", "0"], "'0' is not > 0"),
-    (["--model.freeze_backbone", "true", "--model.unfreeze_at_epoch", "0"], "'0' is not >= 1"),
-    (["--model.stem", "tiny"], "tiny"),
-])
+@pytest.mark.parametrize(
+    "argv, says",
+    [
+        (["--model.backbone_lr_scale", "0"], "'0' is not > 0"),
+        (["--model.freeze_backbone", "true", "--model.unfreeze_at_epoch", "0"], "'0' is not >= 1"),
+        (["--model.stem", "tiny"], "tiny"),
+    ],
+)
 def test_transfer_options_out_of_range_are_refused_by_the_parser(argv, says):
     message = option_error(ImageClassifier, *argv)
     assert says in message and f"model.{argv[-2].rpartition('.')[2]}" in message
 
 
-@pytest.mark.parametrize("value, kind", [
-    ("torchvision", ("torchvision", "")), ("timm", ("timm", "")), ("timm:a1_in1k", ("timm", "a1_in1k")),
-    ("runs/best.ckpt", ("file", "runs/best.ckpt")), ("/abs/weights.pth", ("file", "/abs/weights.pth")),
-    ("model.pt", ("file", "model.pt")), ("model_best.pth.tar", ("file", "model_best.pth.tar")),
-])
+@pytest.mark.parametrize(
+    "value, kind",
+    [
+        ("torchvision", ("torchvision", "")),
+        ("timm", ("timm", "")),
+        ("timm:a1_in1k", ("timm", "a1_in1k")),
+        ("runs/best.ckpt", ("file", "runs/best.ckpt")),
+        ("/abs/weights.pth", ("file", "/abs/weights.pth")),
+        ("model.pt", ("file", "model.pt")),
+        ("model_best.pth.tar", ("file", "model_best.pth.tar")),
+    ],
+)
 def test_each_kind_of_pretrained_weights_is_spelled_out_and_parses_to_a_plain_string(value, kind):
     from jsonargparse import ArgumentParser
 
@@ -214,23 +257,28 @@ def test_older_checkpoints_spelled_a_timm_tag_bare_and_load_as_what_they_meant()
 def test_classifier_and_loader_agree_on_the_head_modules():
     model = ImageClassifier("googlenet", num_classes=4, backbone_kwargs={"aux_logits": True})
     assert head_modules(model.head_names) == ["aux1.fc2", "aux2.fc2", "fc"]
-    [callback] = ImageClassifier("googlenet", num_classes=4, freeze_backbone=True,
-                                 backbone_kwargs={"aux_logits": True}).configure_callbacks()
+    [callback] = ImageClassifier(
+        "googlenet", num_classes=4, freeze_backbone=True, backbone_kwargs={"aux_logits": True}
+    ).configure_callbacks()
     assert callback.head == {"aux1.fc2", "aux2.fc2", "fc"}
-
-
 
 
 def test_torchvision_weights_load_into_a_resnet_with_deformable_stages(tmp_path, monkeypatch):
     theirs = _torchvision_model("resnet18")
     _in_hub_cache(tmp_path, monkeypatch, "resnet18", theirs.state_dict())
-    model = ImageClassifier("resnet18", num_classes=1000, stem="imagenet", pretrained="torchvision",
-                            backbone_kwargs={"deform_stages": [2, 3, 4]})
+    model = ImageClassifier(
+        "resnet18",
+        num_classes=1000,
+        stem="imagenet",
+        pretrained="torchvision",
+        backbone_kwargs={"deform_stages": [2, 3, 4]},
+    )
     model.load_pretrained()
     offsets = [v for k, v in model.backbone.state_dict().items() if "offset" in k]
     assert len(offsets) == 2 * 12 and all(torch.count_nonzero(v) == 0 for v in offsets)  # 12 deformable convs
     x = torch.randn(2, 3, 64, 64)
     with torch.no_grad():  # the deformable network starts as the plain one: all but the fresh head agree
+
         def features(m: nn.Module) -> torch.Tensor:
             return m.avgpool(m.layer4(m.layer3(m.layer2(m.layer1(m.maxpool(m.relu(m.bn1(m.conv1(x)))))))))
 

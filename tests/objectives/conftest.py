@@ -34,8 +34,15 @@ class Recorder(Logger):
 
 
 def quiet_trainer(tmp_path, logger=False, **kwargs) -> L.Trainer:
-    return L.Trainer(default_root_dir=tmp_path, accelerator="cpu", logger=logger, enable_checkpointing=False,
-                     enable_progress_bar=False, enable_model_summary=False, **kwargs)
+    return L.Trainer(
+        default_root_dir=tmp_path,
+        accelerator="cpu",
+        logger=logger,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        **kwargs,
+    )
 
 
 def random_data(n: int = 16, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:

@@ -145,8 +145,11 @@ def test_unlabeled_stream_adds_kd_only(teacher_ckpt):
         warnings.simplefilter("ignore")
         loss = model.training_step(TwoStreamBatch((x, y), x_u), 0)
     student, teacher = model.backbone, objective.teacher
-    expected = (0.5 * F.cross_entropy(student(x), y) + 0.5 * distillation_kl(student(x), teacher(x), 4.0)
-                + 0.5 * distillation_kl(student(x_u), teacher(x_u), 4.0))
+    expected = (
+        0.5 * F.cross_entropy(student(x), y)
+        + 0.5 * distillation_kl(student(x), teacher(x), 4.0)
+        + 0.5 * distillation_kl(student(x_u), teacher(x_u), 4.0)
+    )
     torch.testing.assert_close(loss, expected)
     with pytest.raises(ValueError, match="use the Distillation objective"):
         CrossEntropy().unlabeled(student(x_u), x_u)
@@ -155,10 +158,15 @@ def test_unlabeled_stream_adds_kd_only(teacher_ckpt):
 # --- auxiliary heads ----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("option, bad, good, expected", [
-    ("temperature", "0", "2.5", 2.5), ("temperature", "-2.0", "1", 1.0),
-    ("alpha", "1.5", "1", 1.0), ("alpha", "-0.1", "0", 0.0),
-    ("label_smoothing", "1.0", "0.1", 0.1),
-])
+@pytest.mark.parametrize(
+    "option, bad, good, expected",
+    [
+        ("temperature", "0", "2.5", 2.5),
+        ("temperature", "-2.0", "1", 1.0),
+        ("alpha", "1.5", "1", 1.0),
+        ("alpha", "-0.1", "0", 0.0),
+        ("label_smoothing", "1.0", "0.1", 0.1),
+    ],
+)
 def test_the_parser_checks_each_setting_against_its_type(option, bad, good, expected):
     check_option_type(Distillation, option, bad, good, expected, "--teacher", "teacher.ckpt")

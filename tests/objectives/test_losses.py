@@ -1,6 +1,5 @@
 """CrossEntropy and AuxiliaryLoss: soft targets, auxiliary heads by hand, in training only."""
 
-
 import pytest
 import torch
 import torch.nn.functional as F
@@ -20,8 +19,6 @@ def test_cross_entropy_accepts_soft_targets():
     soft = torch.softmax(torch.randn(3, 4), dim=1)
     expected = -(soft * torch.log_softmax(logits, 1)).sum(1).mean()
     torch.testing.assert_close(CrossEntropy(label_smoothing=0.0)(logits, soft, None)["loss"], expected)
-
-
 
 
 class _TwoHeads(nn.Module):
@@ -58,20 +55,23 @@ def test_aux_loss_by_hand():
 
 
 def test_aux_heads_count_in_training_only_with_their_weight(two_heads, tmp_path):
-    model = ImageClassifier(two_heads, num_classes=10, objective=AuxiliaryLoss(weight=0.25, label_smoothing=0.1),
-                            lr_scheduler=None)
+    model = ImageClassifier(
+        two_heads, num_classes=10, objective=AuxiliaryLoss(weight=0.25, label_smoothing=0.1), lr_scheduler=None
+    )
     (x, y), (val_x, val_y) = random_data(8), random_data(8, seed=1)
     with torch.no_grad():
         main, aux = model.backbone.train()(x)
-        expected_train = (F.cross_entropy(main, y, label_smoothing=0.1)
-                          + 0.25 * F.cross_entropy(aux, y, label_smoothing=0.1)).item()
+        expected_train = (
+            F.cross_entropy(main, y, label_smoothing=0.1) + 0.25 * F.cross_entropy(aux, y, label_smoothing=0.1)
+        ).item()
     calls = []
     original = model.objective.forward
     model.objective.forward = lambda outputs, *a: calls.append(type(outputs)) or original(outputs, *a)
     recorder = Recorder()
     trainer = quiet_trainer(tmp_path, logger=recorder, max_steps=1, log_every_n_steps=1, num_sanity_val_steps=0)
-    trainer.fit(model, DataLoader(TensorDataset(x, y), batch_size=8),
-                DataLoader(TensorDataset(val_x, val_y), batch_size=8))
+    trainer.fit(
+        model, DataLoader(TensorDataset(x, y), batch_size=8), DataLoader(TensorDataset(val_x, val_y), batch_size=8)
+    )
     assert calls == [tuple]  # validation never calls the objective
     [(_, train_loss)] = recorder.values("train/loss")
     assert train_loss == pytest.approx(expected_train, rel=1e-5)
@@ -90,9 +90,14 @@ def test_aux_loss_on_a_backbone_without_heads_is_a_clear_error():
         AuxiliaryLoss()((torch.randn(2, 5), None, None), torch.tensor([0, 1]), None)
 
 
-@pytest.mark.parametrize("cls, option, bad, good, expected", [
-    (CrossEntropy, "label_smoothing", "1.5", "0.2", 0.2), (CrossEntropy, "label_smoothing", "-0.1", "0", 0.0),
-    (AuxiliaryLoss, "label_smoothing", "1", "0.1", 0.1), (AuxiliaryLoss, "weight", "-0.3", "0", 0.0),
-])
+@pytest.mark.parametrize(
+    "cls, option, bad, good, expected",
+    [
+        (CrossEntropy, "label_smoothing", "1.5", "0.2", 0.2),
+        (CrossEntropy, "label_smoothing", "-0.1", "0", 0.0),
+        (AuxiliaryLoss, "label_smoothing", "1", "0.1", 0.1),
+        (AuxiliaryLoss, "weight", "-0.3", "0", 0.0),
+    ],
+)
 def test_the_parser_checks_each_option_against_its_type(cls, option, bad, good, expected):
     check_option_type(cls, option, bad, good, expected)

@@ -1,6 +1,5 @@
 """Teachers: from a checkpoint or a registry name with weights, and every bad teacher refused."""
 
-
 import pytest
 import torch
 

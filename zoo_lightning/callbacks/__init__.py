@@ -9,5 +9,16 @@ from zoo_lightning.callbacks.prediction_writer import PredictionWriter
 from zoo_lightning.callbacks.throughput import ImagesPerSecond
 from zoo_lightning.callbacks.trial_pruning import TrialPruning
 
-__all__ = ["ClassificationDashboard", "HparamsSession", "ImagesPerSecond", "LookaheadAveraging", "NonFiniteLossError",
-           "NonFiniteLossStop", "PatchWhitening", "PredictionWriter", "TrialPruning", "class_names", "per_class_accuracy"]
+__all__ = [
+    "ClassificationDashboard",
+    "HparamsSession",
+    "ImagesPerSecond",
+    "LookaheadAveraging",
+    "NonFiniteLossError",
+    "NonFiniteLossStop",
+    "PatchWhitening",
+    "PredictionWriter",
+    "TrialPruning",
+    "class_names",
+    "per_class_accuracy",
+]

@@ -49,16 +49,21 @@ class BackboneFreeze(BaseFinetuning):
 
     def _body(self, pl_module: L.LightningModule) -> list[nn.Module]:
         """Every module of the backbone but the head's (each holds its own parameters: nothing is counted twice)."""
-        return [m for name, m in pl_module.backbone.named_modules()
-                if name not in self.head and not any(name.startswith(f"{h}.") for h in self.head)]
+        return [
+            m
+            for name, m in pl_module.backbone.named_modules()
+            if name not in self.head and not any(name.startswith(f"{h}.") for h in self.head)
+        ]
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         if stage != "fit":
             return  # validate, test and predict train nothing
         if self.unfreeze_at_epoch is not None and trainer.world_size > 1:
-            raise ValueError("--model.unfreeze_at_epoch works in one process only (DistributedDataParallel fixes the "
-                             "trained parameters when it starts). Run two fits instead: --model.freeze_backbone true, "
-                             "then --model.pretrained RUN/checkpoints/best.ckpt with --model.backbone_lr_scale.")
+            raise ValueError(
+                "--model.unfreeze_at_epoch works in one process only (DistributedDataParallel fixes the "
+                "trained parameters when it starts). Run two fits instead: --model.freeze_backbone true, "
+                "then --model.pretrained RUN/checkpoints/best.ckpt with --model.backbone_lr_scale."
+            )
         super().setup(trainer, pl_module, stage)
 
     @property

@@ -53,8 +53,9 @@ class ClassificationDashboard(L.Callback):
         print_table: print the per-class accuracy table at the end of ``validate`` and ``test``.
     """
 
-    def __init__(self, misclassified: NonNegativeInt = 32, figures_every_n_epochs: PositiveInt = 1,
-                 print_table: bool = True) -> None:
+    def __init__(
+        self, misclassified: NonNegativeInt = 32, figures_every_n_epochs: PositiveInt = 1, print_table: bool = True
+    ) -> None:
         super().__init__()
         self.misclassified = misclassified
         self.figures_every_n_epochs = figures_every_n_epochs
@@ -136,8 +137,7 @@ class ClassificationDashboard(L.Callback):
         for rank in range(self._quota):  # round-robin over the classes, then grouped by class
             shown += [items[rank] for items in by_class.values() if rank < len(items)]
         shown = sorted(shown[: self.misclassified], key=lambda item: item[1])
-        pictures = denormalize(torch.stack([item[0] for item in shown]),
-                               getattr(trainer.datamodule, "normalize", None))
+        pictures = denormalize(torch.stack([item[0] for item in shown]), getattr(trainer.datamodule, "normalize", None))
         return misclassified_figure(pictures, [item[1:] for item in shown], labels, title)
 
     @rank_zero_only
@@ -147,11 +147,13 @@ class ClassificationDashboard(L.Callback):
             return
         labels = class_names(trainer.datamodule, confusion.shape[0])
         step = trainer.global_step
-        experiment.add_figure(f"{stage}/confusion_matrix", confusion_figure(confusion, labels, title),
-                              global_step=step, close=True)
+        experiment.add_figure(
+            f"{stage}/confusion_matrix", confusion_figure(confusion, labels, title), global_step=step, close=True
+        )
         if self.wrong:
-            experiment.add_figure(f"{stage}/misclassified", self._grid(trainer, labels, title), global_step=step,
-                                  close=True)
+            experiment.add_figure(
+                f"{stage}/misclassified", self._grid(trainer, labels, title), global_step=step, close=True
+            )
         pyplot().close("all")
 
     @rank_zero_only

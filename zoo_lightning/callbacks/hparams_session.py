@@ -23,8 +23,14 @@ __all__ = ["HparamsSession", "read_session", "KEY_HPARAMS", "HPARAM_METRICS", "D
 # The hyper-parameters the HPARAMS table opens on (the others are a tick away).
 KEY_HPARAMS = ("backbone", "objective", "lr", "batch_size", "max_epochs")
 # Scalars the HPARAMS tab shows beside the hyper-parameters (blank where a run never logged one).
-HPARAM_METRICS = (names.BEST_VAL_TOP1, names.tag(names.VAL, names.TOP1), names.tag(names.VAL, names.LOSS),
-                  names.tag(names.TEST, names.TOP1), names.tag(names.TEST, names.LOSS), names.IMAGES_PER_SEC)
+HPARAM_METRICS = (
+    names.BEST_VAL_TOP1,
+    names.tag(names.VAL, names.TOP1),
+    names.tag(names.VAL, names.LOSS),
+    names.tag(names.TEST, names.TOP1),
+    names.tag(names.TEST, names.LOSS),
+    names.IMAGES_PER_SEC,
+)
 DONE, FAILED, INTERRUPTED = "done", "failed", "interrupted"
 # The summary tags of TensorBoard's hparams plugin.
 _START_TAG, _END_TAG = "_hparams_/session_start_info", "_hparams_/session_end_info"
@@ -86,22 +92,34 @@ def collect_hparams(trainer: L.Trainer, pl_module: L.LightningModule, training: 
         "objective": type(objective).__name__ if objective is not None else "-",
     }
     if objective is not None:  # the objective's own settings: label_smoothing, temperature, alpha, ...
-        params.update({f"objective.{k}": v for k, v in vars(objective).items()
-                       if not k.startswith("_") and k != "training" and isinstance(v, (int, float, str, bool))})
+        params.update(
+            {
+                f"objective.{k}": v
+                for k, v in vars(objective).items()
+                if not k.startswith("_") and k != "training" and isinstance(v, (int, float, str, bool))
+            }
+        )
     if training and trainer.optimizers:
         optimizer = trainer.optimizers[0]
         params["optimizer"] = type(optimizer).__name__
-        params.update({k: v for k, v in optimizer.defaults.items()
-                       if k in ("lr", "weight_decay", "momentum", "nesterov", "betas") and v is not None})
+        params.update(
+            {
+                k: v
+                for k, v in optimizer.defaults.items()
+                if k in ("lr", "weight_decay", "momentum", "nesterov", "betas") and v is not None
+            }
+        )
     if training and trainer.lr_scheduler_configs:
         params["lr_scheduler"] = type(trainer.lr_scheduler_configs[0].scheduler).__name__
     datamodule = trainer.datamodule
-    params.update({
-        "data": type(datamodule).__name__ if datamodule is not None else "-",
-        "batch_size": getattr(datamodule, "batch_size", None) or "-",
-        "precision": str(trainer.precision),
-        "devices": trainer.world_size,
-    })
+    params.update(
+        {
+            "data": type(datamodule).__name__ if datamodule is not None else "-",
+            "batch_size": getattr(datamodule, "batch_size", None) or "-",
+            "precision": str(trainer.precision),
+            "devices": trainer.world_size,
+        }
+    )
     if training:
         params["max_epochs"] = trainer.max_epochs if trainer.max_epochs is not None else -1
     params.update({k: hparams[k] for k in ("channels_last", "compile", "tta") if k in hparams})
@@ -229,6 +247,9 @@ def read_session(accumulator: Any) -> tuple[dict[str, Any], str | None]:
         end = plugin_data_pb2.HParamsPluginData.FromString(content[_END_TAG]).session_end_info
         # Only an end with a time is a real one: Lightning's hp_metric writes SUCCESS when a run starts.
         if end.end_time_secs:
-            status = {api_pb2.STATUS_SUCCESS: DONE, api_pb2.STATUS_FAILURE: FAILED,
-                      api_pb2.STATUS_UNKNOWN: INTERRUPTED}.get(end.status)
+            status = {
+                api_pb2.STATUS_SUCCESS: DONE,
+                api_pb2.STATUS_FAILURE: FAILED,
+                api_pb2.STATUS_UNKNOWN: INTERRUPTED,
+            }.get(end.status)
     return params, status

@@ -24,13 +24,19 @@ class LastCheckpoint(FitCheckpoint):
     def __init__(self, filename: str = "last", **kwargs: Any) -> None:
         # One last.ckpt, rewritten in place: the parser hands every ModelCheckpoint option over, the version
         # counter's True included, which made a resumed run write last-v1.ckpt beside the one it resumed.
-        kwargs.update(monitor=None, save_top_k=1, save_on_train_epoch_end=True, save_on_exception=True,
-                      enable_version_counter=False)
+        kwargs.update(
+            monitor=None,
+            save_top_k=1,
+            save_on_train_epoch_end=True,
+            save_on_exception=True,
+            enable_version_counter=False,
+        )
         super().__init__(filename=filename, **kwargs)
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
         # Saved through the Trainer rather than ModelCheckpoint's own handler, whose "An KeyboardInterrupt was raised
         # with message: ..." line only repeats what the command says when it stops.
         if isinstance(exception, (KeyboardInterrupt, SIGTERMException)) and trainer.training and self.dirpath:
-            trainer.save_checkpoint(os.path.join(self.dirpath, f"{self.filename}{self.FILE_EXTENSION}"),
-                                    weights_only=self.save_weights_only)
+            trainer.save_checkpoint(
+                os.path.join(self.dirpath, f"{self.filename}{self.FILE_EXTENSION}"), weights_only=self.save_weights_only
+            )

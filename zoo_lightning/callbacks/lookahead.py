@@ -30,15 +30,20 @@ class LookaheadAveraging(L.Callback):
         exponent: how the decay grows over the run (0 keeps it constant).
     """
 
-    def __init__(self, start_epoch: NonNegativeInt = 3, every_n_steps: PositiveInt = 5, decay: UnitInterval = 0.95,
-                 exponent: NonNegativeFloat = 3.0) -> None:
+    def __init__(
+        self,
+        start_epoch: NonNegativeInt = 3,
+        every_n_steps: PositiveInt = 5,
+        decay: UnitInterval = 0.95,
+        exponent: NonNegativeFloat = 3.0,
+    ) -> None:
         super().__init__()
         self.start_epoch, self.every_n_steps, self.decay, self.exponent = start_epoch, every_n_steps, decay, exponent
         self.average: dict[str, torch.Tensor] | None = None  # parameter or buffer name -> its running average
         self.latest_update_step = 0  # the global step of the latest update; 0 before the first
 
     def decay_at(self, step: int, total_steps: int) -> float:
-        return self.decay ** self.every_n_steps * (step / max(total_steps, 1)) ** self.exponent
+        return self.decay**self.every_n_steps * (step / max(total_steps, 1)) ** self.exponent
 
     @staticmethod
     def _tensors(pl_module: L.LightningModule) -> dict[str, torch.Tensor]:
@@ -71,8 +76,9 @@ class LookaheadAveraging(L.Callback):
         if self.average is not None:  # restored from a checkpoint, perhaps onto another device
             self.average = {name: self.average[name].to(t.device) for name, t in self._tensors(pl_module).items()}
 
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
-                           batch_idx: int) -> None:
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
         step = trainer.global_step
         if trainer.current_epoch < self.start_epoch or step % self.every_n_steps or step <= self.latest_update_step:
             return

@@ -14,10 +14,15 @@ class StepLearningRateMonitor(LearningRateMonitor):
     """Logs every parameter group's learning rate each step; with ``--trainer.logger false`` it does
     nothing instead of stopping the run (Lightning's own refuses a Trainer without a logger)."""
 
-    def __init__(self, logging_interval: Literal["step", "epoch"] | None = "step", log_momentum: bool = False,
-                 log_weight_decay: bool = False) -> None:
-        super().__init__(logging_interval=logging_interval, log_momentum=log_momentum,
-                         log_weight_decay=log_weight_decay)
+    def __init__(
+        self,
+        logging_interval: Literal["step", "epoch"] | None = "step",
+        log_momentum: bool = False,
+        log_weight_decay: bool = False,
+    ) -> None:
+        super().__init__(
+            logging_interval=logging_interval, log_momentum=log_momentum, log_weight_decay=log_weight_decay
+        )
 
     def on_train_start(self, trainer: L.Trainer, *args, **kwargs) -> None:
         if trainer.loggers:

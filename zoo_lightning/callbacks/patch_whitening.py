@@ -58,8 +58,13 @@ class PatchWhitening(L.Callback):
         seed: which images are drawn.
     """
 
-    def __init__(self, images: PositiveInt = 5000, eps: PositiveFloat = 5e-4, freeze_bias_after: NonNegativeInt = 3,
-                 seed: int = 0) -> None:
+    def __init__(
+        self,
+        images: PositiveInt = 5000,
+        eps: PositiveFloat = 5e-4,
+        freeze_bias_after: NonNegativeInt = 3,
+        seed: int = 0,
+    ) -> None:
         super().__init__()
         self.images, self.eps, self.freeze_bias_after, self.seed = images, eps, freeze_bias_after, seed
 
@@ -71,9 +76,11 @@ class PatchWhitening(L.Callback):
         k = conv.kernel_size
         wanted = 2 * conv.in_channels * k[0] * k[1]
         if k[0] != k[1] or conv.groups != 1 or conv.out_channels != wanted:
-            raise ValueError(f"PatchWhitening fills the first conv with {wanted} filters (2 x {conv.in_channels} x "
-                             f"{k[0]} x {k[1]}), but it has {conv.out_channels} (kernel {k}); use a backbone whose "
-                             "first layer is a square patch conv of that width, such as airbench94.")
+            raise ValueError(
+                f"PatchWhitening fills the first conv with {wanted} filters (2 x {conv.in_channels} x "
+                f"{k[0]} x {k[1]}), but it has {conv.out_channels} (kernel {k}); use a backbone whose "
+                "first layer is a square patch conv of that width, such as airbench94."
+            )
         return conv
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
@@ -85,8 +92,10 @@ class PatchWhitening(L.Callback):
         with torch.no_grad():
             conv.weight.copy_(whitening_weights(images, conv.kernel_size[0], self.eps))
         conv.weight.requires_grad_(False)
-        rank_zero_info(f"Patch whitening: the first conv's {conv.out_channels} filters set from the "
-                       f"{conv.kernel_size[0]}x{conv.kernel_size[1]} patches of {len(images)} training images.")
+        rank_zero_info(
+            f"Patch whitening: the first conv's {conv.out_channels} filters set from the "
+            f"{conv.kernel_size[0]}x{conv.kernel_size[1]} patches of {len(images)} training images."
+        )
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         conv = self.first_conv(pl_module)

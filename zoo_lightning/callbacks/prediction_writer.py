@@ -1,6 +1,6 @@
 """PredictionWriter: ``predict``'s CSV of the top classes of every image, and a table of the first rows.
 
-    python -m zoo_lightning predict --ckpt_path RUN/checkpoints/best.ckpt --data.predict_dir my_photos/
+python -m zoo_lightning predict --ckpt_path RUN/checkpoints/best.ckpt --data.predict_dir my_photos/
 """
 
 from __future__ import annotations
@@ -37,15 +37,24 @@ class PredictionWriter(BasePredictionWriter):
     def on_predict_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.rows = []
 
-    def write_on_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, prediction: Tensor,
-                           batch_indices: Sequence[int] | None, batch: Any, batch_idx: int, dataloader_idx: int) -> None:
+    def write_on_batch_end(
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
+        prediction: Tensor,
+        batch_indices: Sequence[int] | None,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int,
+    ) -> None:
         datamodule = trainer.datamodule
         names, paths = list(datamodule.class_names), datamodule.predict_paths
         probs = prediction.float().cpu()
         top = probs.topk(min(5, probs.shape[1]), dim=1)
         for index, values, classes in zip(batch[1].tolist(), top.values.tolist(), top.indices.tolist()):
-            self.rows.append([str(paths[index]), names[classes[0]], f"{values[0]:.4f}",
-                              " ".join(names[c] for c in classes)])
+            self.rows.append(
+                [str(paths[index]), names[classes[0]], f"{values[0]:.4f}", " ".join(names[c] for c in classes)]
+            )
 
     def on_predict_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not trainer.is_global_zero:

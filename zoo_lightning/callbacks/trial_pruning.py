@@ -50,8 +50,15 @@ class TrialPruning(Callback):
             the pruner compares the first seed's validations; the later ones only record their best).
     """
 
-    def __init__(self, storage: str, study: str, trial: NonNegativeInt, monitor: str = "val/top1",
-                 pruner: PrunerName = "median", report: bool = True) -> None:
+    def __init__(
+        self,
+        storage: str,
+        study: str,
+        trial: NonNegativeInt,
+        monitor: str = "val/top1",
+        pruner: PrunerName = "median",
+        report: bool = True,
+    ) -> None:
         self.storage, self.study_name, self.number = storage, study, trial
         self.monitor, self.pruner, self.report = monitor, pruner, report
         self.worker = os.getppid()  # the sweep worker that started this fit
@@ -69,8 +76,9 @@ class TrialPruning(Callback):
 
         storage = open_storage(self.storage)
         study = optuna.load_study(study_name=self.study_name, storage=storage, pruner=make_pruner(self.pruner))
-        trial_id = storage.get_trial_id_from_study_id_trial_number(storage.get_study_id_from_name(self.study_name),
-                                                                   self.number)
+        trial_id = storage.get_trial_id_from_study_id_trial_number(
+            storage.get_study_id_from_name(self.study_name), self.number
+        )
         self.trial = optuna.trial.Trial(study, trial_id)
         self.maximize = study.direction == optuna.study.StudyDirection.MAXIMIZE
         # The run folder's name keys the record: the sweep knows the folder it reserved for this fit.
@@ -89,8 +97,10 @@ class TrialPruning(Callback):
             value = trainer.callback_metrics.get(self.monitor)
             if value is None:
                 logged = ", ".join(sorted(k for k in trainer.callback_metrics if not k.startswith("train"))) or "none"
-                raise ValueError(f"sweep --metric {self.monitor}: this fit logs no such metric after a validation "
-                                 f"(it logs {logged}). Give one of those.")
+                raise ValueError(
+                    f"sweep --metric {self.monitor}: this fit logs no such metric after a validation "
+                    f"(it logs {logged}). Give one of those."
+                )
             if not trainer.sanity_checking and not self.worker_gone():
                 stop = self.record(float(value))
         if trainer.world_size > 1:
@@ -108,7 +118,7 @@ class TrialPruning(Callback):
             self.trial.report(value, step)
             if self.trial.should_prune():
                 self.pruned_at = step
-        self.trial.set_user_attr(RECORD_PREFIX + self.run, {"best": self.best, "validations": self.validations,
-                                                           "pruned_at": self.pruned_at})
+        self.trial.set_user_attr(
+            RECORD_PREFIX + self.run, {"best": self.best, "validations": self.validations, "pruned_at": self.pruned_at}
+        )
         return self.pruned_at is not None
-

@@ -29,8 +29,18 @@ from zoo_lightning.data.transforms import Normalize
 from zoo_lightning.files import atomic_write
 from zoo_lightning.parsing import CommandParser
 
-__all__ = ["FORMATS", "METADATA_FILE", "StandaloneClassifier", "load_standalone", "require_onnx", "model_card",
-           "onnx_metadata", "save_onnx", "export", "main"]
+__all__ = [
+    "FORMATS",
+    "METADATA_FILE",
+    "StandaloneClassifier",
+    "load_standalone",
+    "require_onnx",
+    "model_card",
+    "onnx_metadata",
+    "save_onnx",
+    "export",
+    "main",
+]
 
 FORMATS = {"torchscript": ".ts", "exported_program": ".pt2", "onnx": ".onnx"}
 ONNX_INSTALL = "`.venv/bin/pip install -c constraints.txt -e '.[onnx]'`"
@@ -66,8 +76,9 @@ def _target(ckpt_path: str | Path, format: str, out: str | Path | None, overwrit
     """Where the export goes: ``--out``, or beside the checkpoint; never over a file unless asked."""
     target = Path(out) if out else Path(ckpt_path).with_suffix(FORMATS[format])
     if target.is_dir():
-        raise IsADirectoryError(f"--out {str(target)!r} is a folder: give a file name, e.g. "
-                                f"{target / ('model' + FORMATS[format])}.")
+        raise IsADirectoryError(
+            f"--out {str(target)!r} is a folder: give a file name, e.g. {target / ('model' + FORMATS[format])}."
+        )
     if target.exists() and not overwrite:
         raise FileExistsError(f"{target} exists already: pass --overwrite to replace it, or another --out.")
     return target
@@ -79,8 +90,10 @@ def require_onnx() -> None:
         import onnx  # noqa: F401  (torch.onnx's dynamo exporter writes through onnx and onnxscript)
         import onnxscript  # noqa: F401
     except ImportError as error:  # not installed, or installed but broken: say which
-        raise ValueError(f"--format onnx needs the onnx extra, which failed to import ({type(error).__name__}: "
-                         f"{error}). Install it with {ONNX_INSTALL}.") from None
+        raise ValueError(
+            f"--format onnx needs the onnx extra, which failed to import ({type(error).__name__}: "
+            f"{error}). Install it with {ONNX_INSTALL}."
+        ) from None
 
 
 METADATA_FILE = "zoo_lightning.json"  # the extra file of a .pt2 or TorchScript export that holds :func:`model_card`
@@ -99,20 +112,30 @@ def model_card(data_state: dict[str, Any]) -> dict[str, Any]:
 
 def onnx_metadata(data_state: dict[str, Any]) -> dict[str, str]:
     """:func:`model_card` as ONNX metadata, whose values are strings: lists as JSON."""
-    return {key: value if isinstance(value, str) else json.dumps(value) for key, value in model_card(data_state).items()}
+    return {
+        key: value if isinstance(value, str) else json.dumps(value) for key, value in model_card(data_state).items()
+    }
 
 
 def save_onnx(model: nn.Module, example: Tensor, target: Path, metadata: dict[str, str]) -> None:
     """``model`` through ``torch.onnx.export(dynamo=True)`` with a dynamic batch, ``metadata`` in the ONNX model."""
     batch = torch.export.Dim("batch", min=1)
-    program = torch.onnx.export(model, (example,), dynamo=True, dynamic_shapes=({0: batch},),
-                                input_names=["images"], output_names=["logits"], verbose=False)
+    program = torch.onnx.export(
+        model,
+        (example,),
+        dynamo=True,
+        dynamic_shapes=({0: batch},),
+        input_names=["images"],
+        output_names=["logits"],
+        verbose=False,
+    )
     program.model.metadata_props.update(metadata)
     atomic_write(target, lambda tmp: program.save(str(tmp)))
 
 
-def export(ckpt_path: str | Path, format: str = "exported_program", out: str | Path | None = None,
-           overwrite: bool = False) -> Path:
+def export(
+    ckpt_path: str | Path, format: str = "exported_program", out: str | Path | None = None, overwrite: bool = False
+) -> Path:
     """Writes the standalone model of ``ckpt_path`` in ``format``; returns the file written.
 
     The file is written beside its target and renamed into place, parent folders created; an
@@ -157,24 +180,35 @@ def format_for(format: str | None, out: str | None) -> str:
     if format is None:
         return named or "exported_program"
     if named is not None and named != format:
-        raise ValueError(f"--out {out} names a {named} file, and --format is {format}: give --out with "
-                         f"{FORMATS[format]}, or leave --format out.")
+        raise ValueError(
+            f"--out {out} names a {named} file, and --format is {format}: give --out with "
+            f"{FORMATS[format]}, or leave --format out."
+        )
     return format
 
 
 def main(argv: list[str]) -> None:
-    parser = CommandParser(prog="python -m zoo_lightning export", description=__doc__, allow_abbrev=False,
-                           formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = CommandParser(
+        prog="python -m zoo_lightning export",
+        description=__doc__,
+        allow_abbrev=False,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--ckpt_path", required=True, help="a checkpoint written by `fit`")
-    parser.add_argument("--format", choices=list(FORMATS),
-                        help="exported_program (.pt2, the default), onnx, or torchscript (deprecated by PyTorch); "
-                             "by default the one --out's suffix names")
+    parser.add_argument(
+        "--format",
+        choices=list(FORMATS),
+        help="exported_program (.pt2, the default), onnx, or torchscript (deprecated by PyTorch); "
+        "by default the one --out's suffix names",
+    )
     parser.add_argument("--out", default=None, help="output file (default: beside the checkpoint)")
     parser.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     args = parser.parse_args(argv)
     args.format = format_for(args.format, args.out)
     if args.format == "torchscript":
-        print("note: PyTorch deprecates TorchScript; --format exported_program (the default) or onnx will last.",
-              file=sys.stderr)
+        print(
+            "note: PyTorch deprecates TorchScript; --format exported_program (the default) or onnx will last.",
+            file=sys.stderr,
+        )
     out = export(args.ckpt_path, args.format, args.out, args.overwrite)
     print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB): uint8 NCHW images in, logits out")

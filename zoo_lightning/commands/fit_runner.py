@@ -55,9 +55,21 @@ class FitRunner:
         A fit that stops before it begins leaves nothing to keep: its folder is removed, with the ``records``
         the command wrote there for it.
         """
-        cmd = [sys.executable, "-m", "zoo_lightning", "fit", *self.arguments(extra),
-               f"{LOGGER}save_dir", str(self.experiment.parent), f"{LOGGER}name", self.experiment.name,
-               f"{LOGGER}version", folder.name, f"{LOGGER}claim", self.tokens[folder]]
+        cmd = [
+            sys.executable,
+            "-m",
+            "zoo_lightning",
+            "fit",
+            *self.arguments(extra),
+            f"{LOGGER}save_dir",
+            str(self.experiment.parent),
+            f"{LOGGER}name",
+            self.experiment.name,
+            f"{LOGGER}version",
+            folder.name,
+            f"{LOGGER}claim",
+            self.tokens[folder],
+        ]
         child = subprocess.Popen(cmd)
         self.stop.forward_to(child)
         try:

@@ -8,10 +8,15 @@ import warnings
 __all__ = ["quiet_lightning"]
 
 # Lightning's notices that say nothing a user of this project can act on.
-NOTICES = ("GPU available: False", "TPU available: False", "💡 Tip:", "Loading `train_dataloader` to estimate",
-           "Seed set to",  # the run's config.yaml records seed_everything
-           # The command says itself that it stopped, and how to continue.
-           "\nDetected KeyboardInterrupt, attempting graceful shutdown")
+NOTICES = (
+    "GPU available: False",
+    "TPU available: False",
+    "💡 Tip:",
+    "Loading `train_dataloader` to estimate",
+    "Seed set to",  # the run's config.yaml records seed_everything
+    # The command says itself that it stopped, and how to continue.
+    "\nDetected KeyboardInterrupt, attempting graceful shutdown",
+)
 
 
 class DropNotices(logging.Filter):
@@ -26,8 +31,11 @@ def quiet_lightning() -> None:
     a fit on every training image, the model summary's size estimate under bf16 (it counts parameters,
     which stay 32-bit), a resumed run's non-empty checkpoint folder, and the batch indices of a
     prediction, which the batches carry themselves."""
-    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero",
-                 "lightning.fabric.utilities.seed"):
+    for name in (
+        "lightning.pytorch.utilities.rank_zero",
+        "lightning.fabric.utilities.rank_zero",
+        "lightning.fabric.utilities.seed",
+    ):
         logger = logging.getLogger(name)
         if not any(isinstance(f, DropNotices) for f in logger.filters):
             logger.addFilter(DropNotices())
@@ -38,5 +46,6 @@ def quiet_lightning() -> None:
     # A resumed run continues in its own folder, whose checkpoints are there by design; a new run's folder is new.
     warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty", module=r"lightning\.")
     # The batch loader hands whole batches with their indices; PredictionWriter reads those, not a sampler's.
-    warnings.filterwarnings("ignore", message=r"Couldn't infer the batch indices fetched from your dataloader",
-                            module=r"lightning\.")
+    warnings.filterwarnings(
+        "ignore", message=r"Couldn't infer the batch indices fetched from your dataloader", module=r"lightning\."
+    )

@@ -20,13 +20,24 @@ from zoo_lightning.checkpoints import datamodule_args, read_checkpoint
 from zoo_lightning.data.splits import SPLIT_OPTIONS, TRAINING_SET_OPTIONS
 from zoo_lightning.parsing import DEFAULTS
 from zoo_lightning.pretrained import current_spelling
-from zoo_lightning.runs import (DEFAULT_SAVE_DIR, EVALUATIONS, RunLogger, RunRecord, experiment_name, find_run,
-                                run_of_checkpoint)
+from zoo_lightning.runs import (
+    DEFAULT_SAVE_DIR,
+    EVALUATIONS,
+    RunLogger,
+    RunRecord,
+    experiment_name,
+    find_run,
+    run_of_checkpoint,
+)
 
 __all__ = ["RunPlan", "plan_run", "experiment_dir", "user_settings", "NETWORK_OPTIONS", "RUNTIME_OPTIONS"]
 
 NETWORK_OPTIONS = ("backbone", "stem", "backbone_kwargs")  # what a checkpoint's weights fix
-RUNTIME_OPTIONS = ("tta", "channels_last", "compile")  # how to run a network: the command's choice, never the checkpoint's
+RUNTIME_OPTIONS = (
+    "tta",
+    "channels_last",
+    "compile",
+)  # how to run a network: the command's choice, never the checkpoint's
 LAST, BEST = "last", "best"
 
 
@@ -83,8 +94,11 @@ def _compared(config: Namespace, model: dict[str, Any], data: dict[str, Any], wi
         for key in ("data_dir", *SPLIT_OPTIONS):
             if f"data.init_args.{key}" in config and key in data:
                 pairs.append((f"data.{key}", config.get(f"data.init_args.{key}"), data.get(key)))
-    return [f"{key} {_plain(theirs)!r} (here {_plain(ours)!r})" for key, ours, theirs in pairs
-            if theirs is not None and not _same(key, ours, theirs)]
+    return [
+        f"{key} {_plain(theirs)!r} (here {_plain(ours)!r})"
+        for key, ours, theirs in pairs
+        if theirs is not None and not _same(key, ours, theirs)
+    ]
 
 
 @dataclass
@@ -109,8 +123,9 @@ class RunPlan:
         try:  # torch's own words ("Invalid learning rate: -0.1") name no option
             model.optimizer_factory(model.parameters())
         except ValueError as error:
-            raise ValueError(f"--model.optimizer: {error}. Fix its init_args (e.g. "
-                             "--model.optimizer.init_args.lr 0.1).") from None
+            raise ValueError(
+                f"--model.optimizer: {error}. Fix its init_args (e.g. --model.optimizer.init_args.lr 0.1)."
+            ) from None
         if self.ckpt_path is None:
             model.load_pretrained()
         return batches
@@ -144,8 +159,10 @@ class RunPlan:
         last = folder / "checkpoints" / "last.ckpt" if folder is not None else None
         if self.verb != "fit" or last is None or not last.is_file():
             return ""
-        return (f": {last} holds the step it reached; continue that run with "
-                f"`python -m zoo_lightning fit ... --ckpt_path {last}`")
+        return (
+            f": {last} holds the step it reached; continue that run with "
+            f"`python -m zoo_lightning fit ... --ckpt_path {last}`"
+        )
 
 
 def _checkpoint_of(run: RunRecord, which: str, verb: str) -> Path:
@@ -155,14 +172,18 @@ def _checkpoint_of(run: RunRecord, which: str, verb: str) -> Path:
             why = "it stopped before its first checkpoint"
         else:
             why = f"it has no {which}.ckpt" + (" (best.ckpt needs a validation)" if which == BEST else "")
-        fix = ("Drop `--ckpt_path last` to start a new run, or pass the checkpoint of another run."
-               if verb == "fit" else "Pass the checkpoint of another run with --ckpt_path.")
+        fix = (
+            "Drop `--ckpt_path last` to start a new run, or pass the checkpoint of another run."
+            if verb == "fit"
+            else "Pass the checkpoint of another run with --ckpt_path."
+        )
         raise FileNotFoundError(f"The newest matching run {run.folder} has no checkpoints/{which}.ckpt: {why}. {fix}")
     return path
 
 
-def _refuse_contradictions(config: Namespace, given: dict[str, Any], checkpoint: dict[str, Any], path: Path,
-                           resume: bool) -> None:
+def _refuse_contradictions(
+    config: Namespace, given: dict[str, Any], checkpoint: dict[str, Any], path: Path, resume: bool
+) -> None:
     """Refuses a command whose options contradict what the checkpoint was trained with.
 
     A resumed fit builds its network and data from the command, so every network option, the data's class and
@@ -174,20 +195,27 @@ def _refuse_contradictions(config: Namespace, given: dict[str, Any], checkpoint:
     if resume:
         differences = _compared(config, checkpoint["hyper_parameters"], data, with_split=True)
     else:
-        differences = _compared(Namespace({k: v for k, v in given.items() if k.startswith("model.")}),
-                                checkpoint["hyper_parameters"], {}, with_split=False)
+        differences = _compared(
+            Namespace({k: v for k, v in given.items() if k.startswith("model.")}),
+            checkpoint["hyper_parameters"],
+            {},
+            with_split=False,
+        )
     if differences:
         harm = "train on other images or another network" if resume else "score another network than the one asked for"
         fix = "start a new run without --ckpt_path" if resume else "pass the checkpoint of the network you mean"
-        raise ValueError(f"{path} was trained with {'; '.join(differences)}: using it would {harm}. Give the options "
-                         f"it was trained with (or its config), or {fix}.")
+        raise ValueError(
+            f"{path} was trained with {'; '.join(differences)}: using it would {harm}. Give the options "
+            f"it was trained with (or its config), or {fix}."
+        )
 
 
 def _with_checkpoint(parser: Any, config: Namespace, checkpoint: dict[str, Any], given: dict[str, Any]) -> Namespace:
     """The config an evaluation runs with: the checkpoint's network, and its data unless the user set the data's
     class; the user's other data options and how to run the network (TTA, memory format, compile) stay theirs."""
-    model = {k: v for k, v in checkpoint["hyper_parameters"].items()
-             if not k.startswith("_") and k not in RUNTIME_OPTIONS}
+    model = {
+        k: v for k, v in checkpoint["hyper_parameters"].items() if not k.startswith("_") and k not in RUNTIME_OPTIONS
+    }
     model["pretrained"] = current_spelling(model.get("pretrained"), str(model.get("backbone")))
     update: dict[str, Any] = {"model": model}
     recorded = datamodule_args(checkpoint, leave_out=TRAINING_SET_OPTIONS)
@@ -196,8 +224,13 @@ def _with_checkpoint(parser: Any, config: Namespace, checkpoint: dict[str, Any],
             update["data"] = {"init_args": {"class_names": recorded["init_args"].get("class_names")}}
         else:
             init = recorded["init_args"]
-            init.update({k.removeprefix("data.init_args."): v for k, v in given.items()
-                         if k.startswith("data.init_args.") and not k.startswith("data.init_args.pipeline")})
+            init.update(
+                {
+                    k.removeprefix("data.init_args."): v
+                    for k, v in given.items()
+                    if k.startswith("data.init_args.") and not k.startswith("data.init_args.pipeline")
+                }
+            )
             update["data"] = {"class_path": recorded["class_path"], "init_args": _plain(init)}
     return parser.parse_object(update, config)
 
@@ -217,8 +250,10 @@ def plan_run(verb: str, config: Namespace, parser: Any) -> tuple[RunPlan, Namesp
     elif which is not None:
         path = Path(which)
     elif verb != "fit":
-        raise ValueError(f"{verb} needs trained weights: pass --ckpt_path RUN/checkpoints/best.ckpt, or --ckpt_path "
-                         f"best (or last) for the newest run under {experiment_dir(config)}.")
+        raise ValueError(
+            f"{verb} needs trained weights: pass --ckpt_path RUN/checkpoints/best.ckpt, or --ckpt_path "
+            f"best (or last) for the newest run under {experiment_dir(config)}."
+        )
     if path is not None:
         checkpoint = read_checkpoint(path)  # a bad file is refused here, in one line, before anything is built
         _refuse_contradictions(config, given, checkpoint, path, resume=verb == "fit")
@@ -236,22 +271,30 @@ def _refuse_options_that_cannot_take_effect(config: Namespace) -> None:
     # LightningCLI's top-level optimizer options exist (old run configs name them) but this module builds its own.
     for key in ("optimizer", "lr_scheduler"):
         if config.get(key) is not None:
-            raise ValueError(f"--{key} is not read here: the optimizer and schedule are --model.{key} (class_path and "
-                             "init_args), as in configs/defaults.yaml.")
+            raise ValueError(
+                f"--{key} is not read here: the optimizer and schedule are --model.{key} (class_path and "
+                "init_args), as in configs/defaults.yaml."
+            )
     # The machine, not the value: options that need a GPU (Lightning's own words, "No supported gpu backend found!",
     # say not what to do; PyTorch's SyncBatchNorm has no CPU implementation).
     accelerator = str(config.get("trainer.accelerator") or "auto")
     if accelerator in ("gpu", "cuda") and not _has_gpu():
-        raise ValueError(f"--trainer.accelerator {accelerator}: this machine has no CUDA GPU that torch can use. "
-                         "Use --trainer.accelerator auto (or cpu).")
+        raise ValueError(
+            f"--trainer.accelerator {accelerator}: this machine has no CUDA GPU that torch can use. "
+            "Use --trainer.accelerator auto (or cpu)."
+        )
     # Two sections' options: the model's unfreezing and the trainer's length.
     unfreeze, epochs = config.get("model.unfreeze_at_epoch"), config.get("trainer.max_epochs")
     if unfreeze is not None and epochs is not None and epochs >= 0 and unfreeze >= epochs:
-        raise ValueError(f"--model.unfreeze_at_epoch {unfreeze} is not before --trainer.max_epochs {epochs}: the backbone "
-                         "would stay frozen the whole run. Give an earlier epoch, or leave it out to train the head alone.")
+        raise ValueError(
+            f"--model.unfreeze_at_epoch {unfreeze} is not before --trainer.max_epochs {epochs}: the backbone "
+            "would stay frozen the whole run. Give an earlier epoch, or leave it out to train the head alone."
+        )
     if config.get("trainer.sync_batchnorm") and (accelerator == "cpu" or not _has_gpu()):
-        raise ValueError("--trainer.sync_batchnorm true needs GPUs: PyTorch's SyncBatchNorm has no CPU implementation. "
-                         "On CPU drop it; each process then normalizes over its own part of the batch.")
+        raise ValueError(
+            "--trainer.sync_batchnorm true needs GPUs: PyTorch's SyncBatchNorm has no CPU implementation. "
+            "On CPU drop it; each process then normalizes over its own part of the batch."
+        )
 
 
 def _has_gpu() -> bool:
@@ -267,14 +310,20 @@ def _place(plan: RunPlan, config: Namespace, path: Path | None) -> None:
         experiment = experiment_dir(config)
         place = {"save_dir": str(experiment.parent), "name": experiment.name}
         if plan.resume is not None:
-            place = {"save_dir": str(plan.resume.parent.parent), "name": plan.resume.parent.name,
-                     "version": plan.resume.name, "resume": True}
+            place = {
+                "save_dir": str(plan.resume.parent.parent),
+                "name": plan.resume.parent.name,
+                "version": plan.resume.name,
+                "resume": True,
+            }
     else:
         run = run_of_checkpoint(path) if path is not None else None
         evaluated = run if run is not None else experiment_dir(config, backbone=config.model.backbone)
         place = {"save_dir": str(evaluated), "name": EVALUATIONS, "version": None, "version_prefix": f"{plan.verb}_"}
     if isinstance(logger, Namespace) and str(logger.get("class_path", "")).endswith("TensorBoardLogger"):
-        logger.class_path = f"{RunLogger.__module__}.{RunLogger.__qualname__}"  # the same options, and it owns the folder
+        logger.class_path = (
+            f"{RunLogger.__module__}.{RunLogger.__qualname__}"  # the same options, and it owns the folder
+        )
     if isinstance(logger, Namespace) and logger.get("class_path", "").endswith("RunLogger"):
         for key, value in place.items():
             logger.init_args[key] = value

@@ -69,14 +69,17 @@ def _number(text: str, item: str, whole: bool) -> float | int:
 def _dimension(key: str, spec: str, item: str) -> Dimension:
     match = SPEC.match(spec.replace(" ", ""))
     if match is None or match.group(1) not in KINDS:
-        raise ValueError(f"Bad --space item {item!r}: write KEY=choice(a,b), uniform(lo,hi), loguniform(lo,hi) or "
-                         f"int(lo,hi), e.g. {EXAMPLE}.")
+        raise ValueError(
+            f"Bad --space item {item!r}: write KEY=choice(a,b), uniform(lo,hi), loguniform(lo,hi) or "
+            f"int(lo,hi), e.g. {EXAMPLE}."
+        )
     kind, inside = match.groups()
     parts = [p for p in inside.split(",") if p]
     if kind == "choice":
         if not parts or len(set(parts)) != len(parts):
-            raise ValueError(f"Bad --space item {item!r}: choice needs one or more distinct values, e.g. "
-                             "choice(64,128).")
+            raise ValueError(
+                f"Bad --space item {item!r}: choice needs one or more distinct values, e.g. choice(64,128)."
+            )
         return Dimension(key, kind, tuple(parts))
     if len(parts) != 2:
         raise ValueError(f"Bad --space item {item!r}: {kind} takes two bounds, ({kind}(lo,hi)), e.g. {EXAMPLE}.")
@@ -93,8 +96,9 @@ def _split(item: str, option: str) -> tuple[str, str]:
     key = key.strip().removeprefix("--")
     if not sep or not key or not rest.strip():
         example = "model.optimizer.init_args.lr=0.1,0.05" if option == "--grid" else EXAMPLE
-        raise ValueError(f"Bad {option} item {item!r}: write KEY={'V1,V2' if option == '--grid' else 'SPEC'} "
-                         f"(e.g. {example}).")
+        raise ValueError(
+            f"Bad {option} item {item!r}: write KEY={'V1,V2' if option == '--grid' else 'SPEC'} (e.g. {example})."
+        )
     return key, rest.strip()
 
 
@@ -117,8 +121,9 @@ def parse_space(grid: list[str] | None, space: list[str] | None) -> dict[str, Di
         else:
             dimensions[key] = _dimension(key, rest, item)
     if not dimensions:
-        raise ValueError("sweep needs what to search: --grid KEY=V1,V2 or --space KEY=SPEC (e.g. "
-                         f"--space '{EXAMPLE}').")
+        raise ValueError(
+            f"sweep needs what to search: --grid KEY=V1,V2 or --space KEY=SPEC (e.g. --space '{EXAMPLE}')."
+        )
     return dimensions
 
 

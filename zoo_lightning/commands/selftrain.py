@@ -45,8 +45,9 @@ RECORD = "selftrain.json"  # what a round is, for report
 LABELS = "pseudo_labels.pt"  # the teacher's labels a student trained on
 
 
-def pseudo_label(teacher: str | Path, out: Path, threshold: float = 0.0, batch_size: int = 512,
-                 device: str | None = None) -> dict[str, Any]:
+def pseudo_label(
+    teacher: str | Path, out: Path, threshold: float = 0.0, batch_size: int = 512, device: str | None = None
+) -> dict[str, Any]:
     """The teacher's class probabilities on its data's unlabeled images, written to ``out``; returns their counts
     (all of them, and those whose top probability reaches ``threshold``) and confidence quantiles.
 
@@ -84,23 +85,45 @@ def pseudo_label(teacher: str | Path, out: Path, threshold: float = 0.0, batch_s
             advance(len(batch))
     probabilities = torch.cat(chunks).half()  # 2 bytes a class: 36,000 CIFAR-10 images take 0.7 MB
     out.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"probabilities": probabilities, "class_names": list(data.class_names),
-                "digest": images_digest(images), "teacher": str(teacher)}, out)
+    torch.save(
+        {
+            "probabilities": probabilities,
+            "class_names": list(data.class_names),
+            "digest": images_digest(images),
+            "teacher": str(teacher),
+        },
+        out,
+    )
     confidence = probabilities.float().max(dim=1).values  # as the student's DataModule will read them
     quantiles = {f"{q:.2f}": round(float(confidence.quantile(q)), 4) for q in (0.1, 0.5, 0.9)}
-    return {"images": len(images), "kept": int((confidence >= threshold).sum()), "confidence": quantiles,
-            "file": str(out)}
+    return {
+        "images": len(images),
+        "kept": int((confidence >= threshold).sum()),
+        "confidence": quantiles,
+        "file": str(out),
+    }
 
 
 def student_arguments(args: argparse.Namespace, backbone: str | None, labels: Path) -> list[str]:
     """The fit options that make a round a noisy student: its backbone, pseudo-labels and noise."""
     extra = [] if backbone is None else ["--model.backbone", backbone]
-    extra += ["--data.pseudo_labels", str(labels), "--data.pseudo_label_mode", "hard" if args.hard else "soft",
-              "--data.pseudo_label_threshold", str(args.threshold)]
+    extra += [
+        "--data.pseudo_labels",
+        str(labels),
+        "--data.pseudo_label_mode",
+        "hard" if args.hard else "soft",
+        "--data.pseudo_label_threshold",
+        str(args.threshold),
+    ]
     if args.num_ops > 0:
-        extra += ["--data.pipeline.class_path", "zoo_lightning.data.RandAugmentPipeline",
-                  "--data.pipeline.init_args.num_ops", str(args.num_ops),
-                  "--data.pipeline.init_args.magnitude", str(args.magnitude)]
+        extra += [
+            "--data.pipeline.class_path",
+            "zoo_lightning.data.RandAugmentPipeline",
+            "--data.pipeline.init_args.num_ops",
+            str(args.num_ops),
+            "--data.pipeline.init_args.magnitude",
+            str(args.magnitude),
+        ]
     noise = {k: v for k, v in (("drop_path", args.drop_path), ("dropout", args.dropout)) if v is not None}
     if noise:
         extra += ["--model.backbone_kwargs", json.dumps(noise)]
@@ -123,32 +146,48 @@ def _checkpoint(folder: Path) -> Path | None:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = CommandParser(prog="python -m zoo_lightning selftrain", description=__doc__, allow_abbrev=False,
-                           formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = CommandParser(
+        prog="python -m zoo_lightning selftrain",
+        description=__doc__,
+        allow_abbrev=False,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--config", required=True, help="the recipe of every round (a path or a shipped config's name)")
     parser.add_argument("--rounds", type=PositiveInt, default=2, help="student rounds after the teacher (default 2)")
     parser.add_argument("--teacher", help="a trained teacher's checkpoint: round 0 is not trained")
-    parser.add_argument("--students", nargs="+", metavar="BACKBONE",
-                        help="the students' backbones, one per round (the last one repeats); default: the config's")
+    parser.add_argument(
+        "--students",
+        nargs="+",
+        metavar="BACKBONE",
+        help="the students' backbones, one per round (the last one repeats); default: the config's",
+    )
     parser.add_argument("--hard", action="store_true", help="hard pseudo-labels (the top class) instead of soft ones")
-    parser.add_argument("--threshold", type=Fraction, default=0.0,
-                        help="the teacher confidence an unlabeled image needs, in [0, 1) (default 0: all of them)")
-    parser.add_argument("--num_ops", type=NonNegativeInt, default=2,
-                        help="RandAugment operations per image (0: none; default 2)")
+    parser.add_argument(
+        "--threshold",
+        type=Fraction,
+        default=0.0,
+        help="the teacher confidence an unlabeled image needs, in [0, 1) (default 0: all of them)",
+    )
+    parser.add_argument(
+        "--num_ops", type=NonNegativeInt, default=2, help="RandAugment operations per image (0: none; default 2)"
+    )
     parser.add_argument("--magnitude", type=NonNegativeInt, default=9, help="RandAugment magnitude, 0..30 (default 9)")
     parser.add_argument("--drop_path", type=Fraction, help="stochastic depth of the students (backbones that have it)")
     parser.add_argument("--dropout", type=Fraction, help="dropout of the students (backbones that have it)")
     parser.add_argument("--student_args", help="more fit options for the students alone, as one string")
-    parser.add_argument("--label_batch_size", type=PositiveInt, default=512,
-                        help="images per teacher batch when labeling")
+    parser.add_argument(
+        "--label_batch_size", type=PositiveInt, default=512, help="images per teacher batch when labeling"
+    )
     return parser
 
 
 def main(argv: list[str]) -> None:
     args, passthrough = _parser().parse_known_args(argv)
     if args.teacher is not None and not Path(args.teacher).is_file():
-        raise FileNotFoundError(f"--teacher {args.teacher!r} does not exist: pass a run's checkpoints/best.ckpt, or leave "
-                                "it out to train the teacher in round 0.")
+        raise FileNotFoundError(
+            f"--teacher {args.teacher!r} does not exist: pass a run's checkpoints/best.ckpt, or leave "
+            "it out to train the teacher in round 0."
+        )
     config = resolve_config(args.config)
     with StopSignals() as stop:
         runner = FitRunner(config, passthrough, stop)
@@ -177,8 +216,13 @@ def _rounds(args: argparse.Namespace, runner: FitRunner, students: list[str | No
     rounds: list[Round] = []
     for number in range(0 if teacher is None else 1, args.rounds + 1):
         folder = runner.reserve(f"round_{number}")
-        record: dict[str, Any] = {"session": session, "round": number, "role": "teacher" if number == 0 else "student",
-                                  "teacher": teacher_run, "teacher_checkpoint": None if teacher is None else str(teacher)}
+        record: dict[str, Any] = {
+            "session": session,
+            "round": number,
+            "role": "teacher" if number == 0 else "student",
+            "teacher": teacher_run,
+            "teacher_checkpoint": None if teacher is None else str(teacher),
+        }
         extra: list[str] = []
         if number > 0:
             backbone = students[min(number - 1, len(students) - 1)]
@@ -202,7 +246,9 @@ def _rounds(args: argparse.Namespace, runner: FitRunner, students: list[str | No
         teacher, teacher_run = _checkpoint(folder), f"{experiment}/{folder.name}"
         if returncode or teacher is None:
             why = f"exit code {returncode}" if returncode else "it wrote no checkpoint"
-            print(f"[selftrain] round {number} failed ({why}); the next round needs its weights: stopping.",
-                  file=sys.stderr)
+            print(
+                f"[selftrain] round {number} failed ({why}); the next round needs its weights: stopping.",
+                file=sys.stderr,
+            )
             break
     return rounds

@@ -40,45 +40,105 @@ from zoo_lightning.commands.sweep_worker import Worker, reporting, run_workers
 from zoo_lightning.options import PositiveInt, PrunerName
 from zoo_lightning.parsing import CommandParser, read_config_file, resolve_config
 from zoo_lightning.signals import StopSignals
-from zoo_lightning.studies import (RUNS, STUDIES_FILE, default_storage, is_database, make_pruner, make_sampler,
-                                   open_study, quiet_optuna, shown, trials_table)
+from zoo_lightning.studies import (
+    RUNS,
+    STUDIES_FILE,
+    default_storage,
+    is_database,
+    make_pruner,
+    make_sampler,
+    open_study,
+    quiet_optuna,
+    shown,
+    trials_table,
+)
 
 __all__ = ["main", "parse"]
 
 SAMPLERS = ("grid", "random", "tpe")
-FILE_OPTIONS = ("config", "grid", "space", "sampler", "trials", "metric", "direction", "pruner", "storage", "study",
-                "workers", "seeds", "heartbeat", "args")
+FILE_OPTIONS = (
+    "config",
+    "grid",
+    "space",
+    "sampler",
+    "trials",
+    "metric",
+    "direction",
+    "pruner",
+    "storage",
+    "study",
+    "workers",
+    "seeds",
+    "heartbeat",
+    "args",
+)
 
 
 def _parser() -> CommandParser:
-    parser = CommandParser(prog="python -m zoo_lightning sweep", description=__doc__, allow_abbrev=False,
-                         formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", required=True,
-                        help="the fit config of every trial (a path or a shipped config's name), or a sweep file")
-    parser.add_argument("--grid", nargs="+", metavar="KEY=V1,V2",
-                        help="fit options and their values: every combination")
-    parser.add_argument("--space", nargs="+", metavar="KEY=SPEC",
-                        help="fit options and what to draw: choice(a,b), uniform(lo,hi), loguniform(lo,hi), int(lo,hi)")
-    parser.add_argument("--sampler", choices=SAMPLERS,
-                        help="grid (every combination of choices; the default when all are choices), random, or tpe "
-                             "(Bayesian, the default otherwise)")
+    parser = CommandParser(
+        prog="python -m zoo_lightning sweep",
+        description=__doc__,
+        allow_abbrev=False,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--config",
+        required=True,
+        help="the fit config of every trial (a path or a shipped config's name), or a sweep file",
+    )
+    parser.add_argument(
+        "--grid", nargs="+", metavar="KEY=V1,V2", help="fit options and their values: every combination"
+    )
+    parser.add_argument(
+        "--space",
+        nargs="+",
+        metavar="KEY=SPEC",
+        help="fit options and what to draw: choice(a,b), uniform(lo,hi), loguniform(lo,hi), int(lo,hi)",
+    )
+    parser.add_argument(
+        "--sampler",
+        choices=SAMPLERS,
+        help="grid (every combination of choices; the default when all are choices), random, or tpe "
+        "(Bayesian, the default otherwise)",
+    )
     parser.add_argument("--trials", type=PositiveInt, help="trials in the study (default: the grid's size)")
-    parser.add_argument("--metric", default="val/top1", help="what a trial is scored by, after each validation "
-                        "(default val/top1); a trial's value is its best, the mean over --seeds")
+    parser.add_argument(
+        "--metric",
+        default="val/top1",
+        help="what a trial is scored by, after each validation "
+        "(default val/top1); a trial's value is its best, the mean over --seeds",
+    )
     parser.add_argument("--direction", choices=("maximize", "minimize"), default="maximize")
-    parser.add_argument("--pruner", choices=get_args(PrunerName),
-                        help="stop trials that fall behind (default: median, none for a grid)")
-    parser.add_argument("--storage", help=f"the study's storage: a database URL or a journal file (default: the "
-                                          f"SQLite file {STUDIES_FILE} in the experiment folder)")
+    parser.add_argument(
+        "--pruner", choices=get_args(PrunerName), help="stop trials that fall behind (default: median, none for a grid)"
+    )
+    parser.add_argument(
+        "--storage",
+        help=f"the study's storage: a database URL or a journal file (default: the "
+        f"SQLite file {STUDIES_FILE} in the experiment folder)",
+    )
     parser.add_argument("--study", help="the study's name (default: the experiment's)")
-    parser.add_argument("--workers", type=PositiveInt, default=1, help="worker processes here (default 1); each gets "
-                        "its own GPU, or its share of the CPU threads")
-    parser.add_argument("--seeds", type=int, nargs="+", metavar="S",
-                        help="train each configuration once per seed (seed_everything and the data's shuffle seed); "
-                             "its value is the mean")
-    parser.add_argument("--heartbeat", type=PositiveInt, default=60,
-                        help="seconds between a running trial's heartbeats in a database storage; a trial silent "
-                             "for two is failed and run again (default 60)")
+    parser.add_argument(
+        "--workers",
+        type=PositiveInt,
+        default=1,
+        help="worker processes here (default 1); each gets its own GPU, or its share of the CPU threads",
+    )
+    parser.add_argument(
+        "--seeds",
+        type=int,
+        nargs="+",
+        metavar="S",
+        help="train each configuration once per seed (seed_everything and the data's shuffle seed); "
+        "its value is the mean",
+    )
+    parser.add_argument(
+        "--heartbeat",
+        type=PositiveInt,
+        default=60,
+        help="seconds between a running trial's heartbeats in a database storage; a trial silent "
+        "for two is failed and run again (default 60)",
+    )
     parser.add_argument("--worker", type=int, help=argparse.SUPPRESS)  # the index of a worker --workers started
     return parser
 
@@ -90,8 +150,9 @@ def _sweep_file(path: Path, content: dict[str, Any]) -> dict[str, Any]:
         raise ValueError(f"Sweep file {path}: it must hold one mapping, sweep:, of this command's options.")
     unknown = sorted(set(options) - set(FILE_OPTIONS))
     if unknown:
-        raise ValueError(f"Sweep file {path}: unknown option(s) {', '.join(unknown)}; it takes "
-                         f"{', '.join(FILE_OPTIONS)}.")
+        raise ValueError(
+            f"Sweep file {path}: unknown option(s) {', '.join(unknown)}; it takes {', '.join(FILE_OPTIONS)}."
+        )
     if "config" not in options:
         raise ValueError(f"Sweep file {path}: give config:, the fit config of every trial.")
     defaults = dict(options)
@@ -128,8 +189,10 @@ def _checked_settings(args: argparse.Namespace, dimensions: dict[str, Dimension]
     if args.sampler == "grid":
         if not discrete:
             drawn = ", ".join(k for k, d in dimensions.items() if d.kind != "choice")
-            raise ValueError(f"--sampler grid takes choices only; {drawn} is drawn from a range: give its values with "
-                             "choice(...) or --grid, or use --sampler tpe or random.")
+            raise ValueError(
+                f"--sampler grid takes choices only; {drawn} is drawn from a range: give its values with "
+                "choice(...) or --grid, or use --sampler tpe or random."
+            )
         size = math.prod(len(d.values) for d in dimensions.values())
         if (args.trials or size) > size:
             raise ValueError(f"--trials {args.trials} is more than the grid's {size} combinations: each runs once.")
@@ -168,11 +231,21 @@ def main(argv: list[str]) -> None:
         if args.storage is None:
             runner.experiment.mkdir(parents=True, exist_ok=True)
         elif is_database(storage) and shown(storage) != storage and args.worker is None:
-            print("warning: --storage holds a password, which every run's config.yaml records (the fits report "
-                  "through it); keep it in ~/.pgpass or PGPASSWORD instead.", file=sys.stderr)
+            print(
+                "warning: --storage holds a password, which every run's config.yaml records (the fits report "
+                "through it); keep it in ~/.pgpass or PGPASSWORD instead.",
+                file=sys.stderr,
+            )
         record = {"space": {k: d.spec for k, d in dimensions.items()}, "metric": args.metric, "seeds": args.seeds}
-        study = open_study(storage, args.study, args.direction, record, make_sampler(args.sampler, dimensions),
-                           make_pruner(args.pruner), args.heartbeat)
+        study = open_study(
+            storage,
+            args.study,
+            args.direction,
+            record,
+            make_sampler(args.sampler, dimensions),
+            make_pruner(args.pruner),
+            args.heartbeat,
+        )
         if args.workers > 1:
             code = run_workers(argv, args.workers, stop)
         else:
@@ -189,6 +262,8 @@ def _summary(study: Any, args: argparse.Namespace, storage: str) -> None:
 
     if study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
         best = study.best_trial
-        print(f"\nBest: trial {best.number}, {args.metric} {best.value:.4f} "
-              f"({', '.join(best.user_attrs.get(RUNS) or [])}).")
+        print(
+            f"\nBest: trial {best.number}, {args.metric} {best.value:.4f} "
+            f"({', '.join(best.user_attrs.get(RUNS) or [])})."
+        )
     print(f"Dashboard: optuna-dashboard {shown(storage)}  (pip install -c constraints.txt -e '.[dashboard]')")

@@ -44,8 +44,15 @@ class Worker:
     """Runs trials of the study, one at a time, until it has its ``trials``: Optuna's ``study.optimize`` asks for a
     trial, :meth:`objective` runs its fits."""
 
-    def __init__(self, study: Any, runner: FitRunner, args: argparse.Namespace, dimensions: dict[str, Dimension],
-                 storage: str, stop: StopSignals) -> None:
+    def __init__(
+        self,
+        study: Any,
+        runner: FitRunner,
+        args: argparse.Namespace,
+        dimensions: dict[str, Dimension],
+        storage: str,
+        stop: StopSignals,
+    ) -> None:
         self.study, self.runner, self.args, self.dimensions = study, runner, args, dimensions
         self.storage, self.stop = storage, stop
         self.failed = 0
@@ -65,8 +72,11 @@ class Worker:
 
         optuna.storages.fail_stale_trials(self.study)  # a dead worker's trial is queued again before we count
         if self.left() <= 0:
-            print(f"[{self.tag}] study {self.study.study_name!r} has its {self.args.trials} trials; nothing to run "
-                  "(raise --trials, or give another --study).", flush=True)
+            print(
+                f"[{self.tag}] study {self.study.study_name!r} has its {self.args.trials} trials; nothing to run "
+                "(raise --trials, or give another --study).",
+                flush=True,
+            )
             return 0
         try:
             self.study.optimize(self.objective, catch=(FitFailed, Stopped, Surplus), callbacks=[self.after_trial])
@@ -75,8 +85,11 @@ class Worker:
                 raise
         if self.stop.received is not None:
             during = f" during {self.stopped_during}: it is queued to run again" if self.stopped_during else ""
-            print(f"[{self.tag}] stopped by {self.stop.name}{during}; the same command continues the study.",
-                  file=sys.stderr, flush=True)
+            print(
+                f"[{self.tag}] stopped by {self.stop.name}{during}; the same command continues the study.",
+                file=sys.stderr,
+                flush=True,
+            )
             return self.stop.exit_status
         return 1 if self.failed else 0
 
@@ -108,23 +121,35 @@ class Worker:
             run = f"{self.runner.experiment.name}/{folder.name}"
             runs.append(run)
             trial.set_user_attr(RUNS, runs)
-            record = {"study": self.study.study_name, "trial": trial.number, "values": passed, "seed": seed,
-                      "storage": None if self.args.storage is None else shown(absolute(self.storage))}
-            record.update({"grid": list(passed)} if grid else
-                          {"space": {k: d.spec for k, d in self.dimensions.items()}})
+            record = {
+                "study": self.study.study_name,
+                "trial": trial.number,
+                "values": passed,
+                "seed": seed,
+                "storage": None if self.args.storage is None else shown(absolute(self.storage)),
+            }
+            record.update(
+                {"grid": list(passed)} if grid else {"space": {k: d.spec for k, d in self.dimensions.items()}}
+            )
             self.write_record(folder, record)
             self.stopped_during = f"trial {trial.number} ({run})"
             print(f"[{self.tag}] trial {trial.number}: {run}", flush=True)
-            code = self.runner.fit(folder, self.fit_arguments(trial, passed, seed, report=index == 0),
-                                   records=(SWEEP_RECORD,))
+            code = self.runner.fit(
+                folder, self.fit_arguments(trial, passed, seed, report=index == 0), records=(SWEEP_RECORD,)
+            )
             if self.stop.received is not None:
                 raise KeyboardInterrupt
             # The fit wrote its record through the storage: read the trial afresh (a Trial caches its attributes).
             stored = next(t for t in self.study.get_trials(deepcopy=False) if t.number == trial.number)
             fit = fit_record(stored.user_attrs, folder.name) or {}
-            why = (f"its fit exited with code {code}" if code else None if fit.get("best") is not None else
-                   "its fit ended before its first validation: give it one (a whole epoch, or "
-                   "--trainer.val_check_interval)")
+            why = (
+                f"its fit exited with code {code}"
+                if code
+                else None
+                if fit.get("best") is not None
+                else "its fit ended before its first validation: give it one (a whole epoch, or "
+                "--trainer.val_check_interval)"
+            )
             outcome = "failed" if why else "pruned" if fit.get("pruned_at") is not None else "complete"
             self.write_record(folder, {**record, "outcome": outcome, "best": fit.get("best")})
             if why:
@@ -165,8 +190,11 @@ class Worker:
             return  # the worker stops: stopped_during names the trial
         elif trial.user_attrs.get(FAILED):
             self.failed += 1
-            print(f"[{self.tag}] trial {trial.number} failed: {trial.user_attrs[FAILED]}; going on.", file=sys.stderr,
-                  flush=True)
+            print(
+                f"[{self.tag}] trial {trial.number} failed: {trial.user_attrs[FAILED]}; going on.",
+                file=sys.stderr,
+                flush=True,
+            )
         self.stopped_during = None
         if self.left() <= 0:
             study.stop()
@@ -201,8 +229,13 @@ def run_workers(argv: list[str], workers: int, stop: StopSignals) -> int:
     """Starts ``workers`` processes of this same command (each ``--workers 1``) and waits for them; a signal this
     process gets is passed on to each. The highest-priority exit status: a signal's, else 1 if any failed."""
     gpus = _gpus()
-    children = [subprocess.Popen([sys.executable, "-m", "zoo_lightning", "sweep", *argv, "--workers", "1",
-                                  "--worker", str(i)], env=worker_env(i, workers, gpus)) for i in range(workers)]
+    children = [
+        subprocess.Popen(
+            [sys.executable, "-m", "zoo_lightning", "sweep", *argv, "--workers", "1", "--worker", str(i)],
+            env=worker_env(i, workers, gpus),
+        )
+        for i in range(workers)
+    ]
     codes: list[int | None] = [None] * workers
     while any(c is None for c in codes):
         try:
@@ -214,8 +247,12 @@ def run_workers(argv: list[str], workers: int, stop: StopSignals) -> int:
                     child.send_signal(stop.received)
     for i, code in enumerate(codes):
         if code is not None and code < 0:
-            print(f"[sweep] worker {i} was killed (signal {-code}); a trial it ran is run again once its heartbeat "
-                  "is stale, by the same command.", file=sys.stderr, flush=True)
+            print(
+                f"[sweep] worker {i} was killed (signal {-code}); a trial it ran is run again once its heartbeat "
+                "is stale, by the same command.",
+                file=sys.stderr,
+                flush=True,
+            )
     if stop.exit_status is not None:
         return stop.exit_status
     return 1 if any(codes) else 0
@@ -223,7 +260,15 @@ def run_workers(argv: list[str], workers: int, stop: StopSignals) -> int:
 
 def reporting(args: argparse.Namespace, storage: str, trial: int, report: bool) -> list[str]:
     """The fit options that add the callback through which a fit reports to trial number ``trial``."""
-    callback = {"class_path": f"zoo_lightning.callbacks.{TrialPruning.__name__}",
-                "init_args": {"storage": storage, "study": args.study, "trial": trial, "monitor": args.metric,
-                              "pruner": args.pruner, "report": report}}
+    callback = {
+        "class_path": f"zoo_lightning.callbacks.{TrialPruning.__name__}",
+        "init_args": {
+            "storage": storage,
+            "study": args.study,
+            "trial": trial,
+            "monitor": args.metric,
+            "pruner": args.pruner,
+            "report": report,
+        },
+    }
     return ["--trainer.callbacks+", json.dumps(callback)]

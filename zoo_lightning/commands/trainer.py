@@ -22,8 +22,13 @@ from lightning.pytorch.plugins.io import CheckpointIO
 from lightning.pytorch.utilities import rank_zero_info
 
 from zoo_lightning import metric_names as names
-from zoo_lightning.callbacks import (ClassificationDashboard, HparamsSession, ImagesPerSecond, NonFiniteLossStop,
-                                     PredictionWriter)
+from zoo_lightning.callbacks import (
+    ClassificationDashboard,
+    HparamsSession,
+    ImagesPerSecond,
+    NonFiniteLossStop,
+    PredictionWriter,
+)
 from zoo_lightning.callbacks.fit_checkpoint import FitCheckpoint
 from zoo_lightning.callbacks.last_checkpoint import LastCheckpoint
 from zoo_lightning.callbacks.lr_monitor import StepLearningRateMonitor
@@ -63,8 +68,10 @@ class ZooArgumentParser(OneLineErrors, LightningArgumentParser):
         helper = LightningArgumentParser(prog=self.prog, usage=argparse.SUPPRESS, add_help=False, description=None)
         helper.add_class_arguments(import_object(data_class), "data", skip={"pipeline", "class_names", "normalization"})
         helper.add_class_arguments(DevicePipeline, "data.pipeline")
-        return (f"{super().format_help()}\nThe default data, {data_class} (`--data.help CLASS` shows another "
-                f"DataModule's options), and its pipeline:\n\n{helper.format_help().lstrip()}")
+        return (
+            f"{super().format_help()}\nThe default data, {data_class} (`--data.help CLASS` shows another "
+            f"DataModule's options), and its pipeline:\n\n{helper.format_help().lstrip()}"
+        )
 
 
 class ZooTrainer(Trainer):
@@ -76,17 +83,32 @@ class ZooTrainer(Trainer):
     anything runs; the rest are Lightning's own.
     """
 
-    def __init__(self, *args: Any, precision: Precision | None = None, accumulate_grad_batches: PositiveInt = 1,
-                 check_val_every_n_epoch: PositiveInt | None = 1, limit_train_batches: BatchLimit | None = None,
-                 limit_val_batches: BatchLimit | None = None, limit_test_batches: BatchLimit | None = None,
-                 limit_predict_batches: BatchLimit | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *args: Any,
+        precision: Precision | None = None,
+        accumulate_grad_batches: PositiveInt = 1,
+        check_val_every_n_epoch: PositiveInt | None = 1,
+        limit_train_batches: BatchLimit | None = None,
+        limit_val_batches: BatchLimit | None = None,
+        limit_test_batches: BatchLimit | None = None,
+        limit_predict_batches: BatchLimit | None = None,
+        **kwargs: Any,
+    ) -> None:
         if precision == "auto":
             precision, why = auto_precision(kwargs.get("accelerator"))
             rank_zero_info(f"Precision auto: {precision}, as {why}.")
-        super().__init__(*args, precision=precision, accumulate_grad_batches=accumulate_grad_batches,
-                         check_val_every_n_epoch=check_val_every_n_epoch, limit_train_batches=limit_train_batches,
-                         limit_val_batches=limit_val_batches, limit_test_batches=limit_test_batches,
-                         limit_predict_batches=limit_predict_batches, **kwargs)
+        super().__init__(
+            *args,
+            precision=precision,
+            accumulate_grad_batches=accumulate_grad_batches,
+            check_val_every_n_epoch=check_val_every_n_epoch,
+            limit_train_batches=limit_train_batches,
+            limit_val_batches=limit_val_batches,
+            limit_test_batches=limit_test_batches,
+            limit_predict_batches=limit_predict_batches,
+            **kwargs,
+        )
 
 
 class ZooCLI(LightningCLI):
@@ -100,8 +122,9 @@ class ZooCLI(LightningCLI):
         stop: the command's signal handling, which the Trainer then stops by at batch boundaries.
     """
 
-    def __init__(self, verb: str, args: list[str], build: bool = True, stop: StopSignals | None = None,
-                 **kwargs: Any) -> None:
+    def __init__(
+        self, verb: str, args: list[str], build: bool = True, stop: StopSignals | None = None, **kwargs: Any
+    ) -> None:
         self.verb, self.build, self.stop = verb, build, stop
         self.plan: RunPlan | None = None
         kwargs.setdefault("subclass_mode_data", True)
@@ -110,20 +133,32 @@ class ZooCLI(LightningCLI):
         kwargs.setdefault("parser_class", ZooArgumentParser)
         kwargs.setdefault("trainer_class", ZooTrainer)
         # `--trainer.max_epoch 3` must be an error, not silently taken as max_epochs.
-        kwargs.setdefault("parser_kwargs", {"allow_abbrev": False, "prog": f"python -m zoo_lightning {verb}",
-                                            "default_config_files": [str(DEFAULTS)],
-                                            "description": _summary(verb)})
-        logger = {"class_path": "zoo_lightning.runs.RunLogger",
-                  "init_args": {"save_dir": DEFAULT_SAVE_DIR, "name": DEFAULT_EXPERIMENT}}
+        kwargs.setdefault(
+            "parser_kwargs",
+            {
+                "allow_abbrev": False,
+                "prog": f"python -m zoo_lightning {verb}",
+                "default_config_files": [str(DEFAULTS)],
+                "description": _summary(verb),
+            },
+        )
+        logger = {
+            "class_path": "zoo_lightning.runs.RunLogger",
+            "init_args": {"save_dir": DEFAULT_SAVE_DIR, "name": DEFAULT_EXPERIMENT},
+        }
         kwargs["trainer_defaults"] = {"logger": logger, **(kwargs.get("trainer_defaults") or {})}
         super().__init__(ImageClassifier, ImageDataModule, args=args, run=False, **kwargs)
 
     def init_parser(self, **kwargs: Any) -> LightningArgumentParser:
         kwargs.setdefault("dump_header", None)
         parser = self.parser_class(**kwargs)
-        parser.add_argument("-c", "--config", action=ConfigFile,
-                            help="a YAML config: a path, or a shipped config's name (resnet20_cifar.yaml); "
-                                 "every run starts from configs/defaults.yaml")
+        parser.add_argument(
+            "-c",
+            "--config",
+            action=ConfigFile,
+            help="a YAML config: a path, or a shipped config's name (resnet20_cifar.yaml); "
+            "every run starts from configs/defaults.yaml",
+        )
         return parser
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
@@ -131,18 +166,24 @@ class ZooCLI(LightningCLI):
         parser.link_arguments("data.image_size", "model.input_size", apply_on="instantiate")
         # The mean/std the pretrained weights were trained with, for the data to normalize with. Linked when the
         # command line is parsed: the data is built before the model (whose class count it gives).
-        parser.link_arguments(("model.pretrained", "model.backbone"), "data.init_args.normalization",
-                              compute_fn=ImageClassifier.normalization_for, apply_on="parse")
+        parser.link_arguments(
+            ("model.pretrained", "model.backbone"),
+            "data.init_args.normalization",
+            compute_fn=ImageClassifier.normalization_for,
+            apply_on="parse",
+        )
         parser.add_lightning_class_args(FitCheckpoint, "checkpoint")
-        parser.set_defaults({
-            "checkpoint.monitor": names.tag(names.VAL, names.TOP1),
-            "checkpoint.mode": "max",
-            "checkpoint.filename": "best",
-            "checkpoint.save_last": False,
-            "checkpoint.auto_insert_metric_name": False,
-            # After each validation only: a fit that ends with no validation has no best, and says nothing.
-            "checkpoint.save_on_train_epoch_end": False,
-        })
+        parser.set_defaults(
+            {
+                "checkpoint.monitor": names.tag(names.VAL, names.TOP1),
+                "checkpoint.mode": "max",
+                "checkpoint.filename": "best",
+                "checkpoint.save_last": False,
+                "checkpoint.auto_insert_metric_name": False,
+                # After each validation only: a fit that ends with no validation has no best, and says nothing.
+                "checkpoint.save_on_train_epoch_end": False,
+            }
+        )
         # Not ModelCheckpoint's save_last: Lightning 2.6 refreshes it only when a top-k checkpoint was
         # written at that step, so last.ckpt would go stale whenever val/top1 does not improve.
         parser.add_lightning_class_args(LastCheckpoint, "last_checkpoint")
@@ -150,15 +191,27 @@ class ZooCLI(LightningCLI):
         parser.add_lightning_class_args(ImagesPerSecond, "throughput")
         parser.add_lightning_class_args(NonFiniteLossStop, "nonfinite")
         parser.add_lightning_class_args(StepLearningRateMonitor, "lr_monitor")
-        parser.add_argument("--ckpt_path", type=str | None, default=None,
-                            help="fit: `last` continues the newest matching run of the experiment in place, a file "
-                                 "starts a new run from it; validate/test/predict: the weights to use, a file or "
-                                 "`best`/`last` of the newest matching run")
-        parser.add_argument("--weights_only", type=bool | None, default=None,
-                            help="passed to torch.load when a checkpoint is read (Lightning's default: None)")
-        parser.add_argument("--test_after_fit", type=bool, default=False,
-                            help="fit only: test the final weights when training ends (for runs that fit on every "
-                                 "training image, --data.val_size 0, and so keep no best.ckpt)")
+        parser.add_argument(
+            "--ckpt_path",
+            type=str | None,
+            default=None,
+            help="fit: `last` continues the newest matching run of the experiment in place, a file "
+            "starts a new run from it; validate/test/predict: the weights to use, a file or "
+            "`best`/`last` of the newest matching run",
+        )
+        parser.add_argument(
+            "--weights_only",
+            type=bool | None,
+            default=None,
+            help="passed to torch.load when a checkpoint is read (Lightning's default: None)",
+        )
+        parser.add_argument(
+            "--test_after_fit",
+            type=bool,
+            default=False,
+            help="fit only: test the final weights when training ends (for runs that fit on every "
+            "training image, --data.val_size 0, and so keep no best.ckpt)",
+        )
 
     def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
         # Not LightningCLI's: it warns whenever `args` and sys.argv are both given, which is how this CLI runs.
@@ -203,22 +256,26 @@ class ZooCLI(LightningCLI):
         if not any(isinstance(p, CheckpointIO) for p in plugins):
             plugins.append(AtomicCheckpointIO())
         self.save_config_kwargs = {**self.save_config_kwargs, **self.plan.save_config_kwargs()}
-        return super().instantiate_trainer(callbacks=callbacks, plugins=plugins,
-                                           default_root_dir=self.plan.default_root_dir(trainer), **kwargs)
+        return super().instantiate_trainer(
+            callbacks=callbacks, plugins=plugins, default_root_dir=self.plan.default_root_dir(trainer), **kwargs
+        )
 
     def run(self) -> None:
         """Runs the verb on the Trainer; ``fit --test_after_fit true`` tests the final weights after it."""
         options = {"ckpt_path": self.plan.ckpt_path, "weights_only": self.config.get("weights_only")}
         tta = self.model.hparams.get("tta")
         if tta and self.verb != "fit":
-            print(f"Test-time augmentation {tta}: {VIEWS[tta]} views of every image, {VIEWS[tta]}x the time of one.",
-                  flush=True)
+            print(
+                f"Test-time augmentation {tta}: {VIEWS[tta]} views of every image, {VIEWS[tta]}x the time of one.",
+                flush=True,
+            )
         try:
             if self.verb in ("validate", "test"):
                 # Lightning's own table prints every metric to 16 digits; the dashboard's per-class table and this
                 # line say the same in a form one can read.
-                summarize(getattr(self.trainer, self.verb)(self.model, datamodule=self.datamodule, verbose=False,
-                                                           **options))
+                summarize(
+                    getattr(self.trainer, self.verb)(self.model, datamodule=self.datamodule, verbose=False, **options)
+                )
             else:
                 getattr(self.trainer, self.verb)(self.model, datamodule=self.datamodule, **options)
             if self.verb == "fit" and self.config.get("test_after_fit") and not self.trainer.interrupted:
@@ -230,8 +287,10 @@ class ZooCLI(LightningCLI):
 def summarize(results: list[dict[str, float]]) -> None:
     """One line of an evaluation's metrics: accuracies in percent, losses to four digits."""
     for metrics in results or ():
-        parts = [f"{name} {100 * value:.2f}%" if "top" in name else f"{name} {value:.4f}"
-                 for name, value in sorted(metrics.items())]
+        parts = [
+            f"{name} {100 * value:.2f}%" if "top" in name else f"{name} {value:.4f}"
+            for name, value in sorted(metrics.items())
+        ]
         print("  ".join(parts), flush=True)
 
 

@@ -70,8 +70,14 @@ class Airbench(nn.Module):
         scale: multiplies the logits.
     """
 
-    def __init__(self, num_classes: int = 10, widths: Sequence[int] = (64, 256, 256), residual: bool = False,
-                 whiten_width: int = 24, scale: float = 1 / 9) -> None:
+    def __init__(
+        self,
+        num_classes: int = 10,
+        widths: Sequence[int] = (64, 256, 256),
+        residual: bool = False,
+        whiten_width: int = 24,
+        scale: float = 1 / 9,
+    ) -> None:
         super().__init__()
         self.whiten = nn.Conv2d(3, whiten_width, 2, padding=0, bias=True)
         self.act = nn.GELU()

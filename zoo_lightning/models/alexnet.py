@@ -33,17 +33,29 @@ class AlexNet(nn.Module):
         first = nn.Conv2d(3, 64, 11, stride=4, padding=2) if imagenet else nn.Conv2d(3, 64, 3, padding=1)
         pool = (lambda: nn.MaxPool2d(3, 2)) if imagenet else (lambda: nn.MaxPool2d(2, 2))
         self.features = nn.Sequential(
-            first, nn.ReLU(inplace=True), pool(),
-            nn.Conv2d(64, 192, 5 if imagenet else 3, padding=2 if imagenet else 1), nn.ReLU(inplace=True), pool(),
-            nn.Conv2d(192, 384, 3, padding=1), nn.ReLU(inplace=True),
-            nn.Conv2d(384, 256, 3, padding=1), nn.ReLU(inplace=True),
-            nn.Conv2d(256, 256, 3, padding=1), nn.ReLU(inplace=True), pool(),
+            first,
+            nn.ReLU(inplace=True),
+            pool(),
+            nn.Conv2d(64, 192, 5 if imagenet else 3, padding=2 if imagenet else 1),
+            nn.ReLU(inplace=True),
+            pool(),
+            nn.Conv2d(192, 384, 3, padding=1),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(384, 256, 3, padding=1),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(256, 256, 3, padding=1),
+            nn.ReLU(inplace=True),
+            pool(),
         )
         grid, hidden = (6, 4096) if imagenet else (2, 1024)
         self.avgpool = nn.AdaptiveAvgPool2d(grid)
         self.classifier = nn.Sequential(
-            nn.Dropout(dropout), nn.Linear(256 * grid * grid, hidden), nn.ReLU(inplace=True),
-            nn.Dropout(dropout), nn.Linear(hidden, hidden), nn.ReLU(inplace=True),
+            nn.Dropout(dropout),
+            nn.Linear(256 * grid * grid, hidden),
+            nn.ReLU(inplace=True),
+            nn.Dropout(dropout),
+            nn.Linear(hidden, hidden),
+            nn.ReLU(inplace=True),
             nn.Linear(hidden, num_classes),
         )
 

@@ -82,9 +82,12 @@ class DenseNet(nn.Module):
     ) -> None:
         super().__init__()
         if stem == "imagenet":
-            layers = [("conv0", nn.Conv2d(3, num_init_features, 7, stride=2, padding=3, bias=False)),
-                      ("norm0", nn.BatchNorm2d(num_init_features)), ("relu0", nn.ReLU(inplace=True)),
-                      ("pool0", nn.MaxPool2d(3, stride=2, padding=1))]
+            layers = [
+                ("conv0", nn.Conv2d(3, num_init_features, 7, stride=2, padding=3, bias=False)),
+                ("norm0", nn.BatchNorm2d(num_init_features)),
+                ("relu0", nn.ReLU(inplace=True)),
+                ("pool0", nn.MaxPool2d(3, stride=2, padding=1)),
+            ]
         else:  # the CIFAR DenseNets start with a plain conv, normalized by the first dense layer
             layers = [("conv0", nn.Conv2d(3, num_init_features, 3, padding=1, bias=False))]
         self.features = nn.Sequential()
@@ -92,7 +95,9 @@ class DenseNet(nn.Module):
             self.features.add_module(name, module)
         channels = num_init_features
         for i, num_layers in enumerate(block_config):
-            self.features.add_module(f"denseblock{i + 1}", _DenseBlock(num_layers, channels, growth_rate, bn_size, drop_rate))
+            self.features.add_module(
+                f"denseblock{i + 1}", _DenseBlock(num_layers, channels, growth_rate, bn_size, drop_rate)
+            )
             channels += num_layers * growth_rate
             if i != len(block_config) - 1:
                 out = int(channels * compression)

@@ -28,8 +28,17 @@ BN_EPS = 1e-5  # torchvision's (the paper's TensorFlow code uses 1e-3), so its I
 class MBConv(nn.Module):
     """Mobile inverted bottleneck with squeeze-and-excitation; a residual where shapes allow."""
 
-    def __init__(self, inp: int, oup: int, kernel: int, stride: int, expand_ratio: int, drop_path: float,
-                 bn_eps: float = BN_EPS, bn_momentum: float = 0.1) -> None:
+    def __init__(
+        self,
+        inp: int,
+        oup: int,
+        kernel: int,
+        stride: int,
+        expand_ratio: int,
+        drop_path: float,
+        bn_eps: float = BN_EPS,
+        bn_momentum: float = 0.1,
+    ) -> None:
         super().__init__()
         hidden = inp * expand_ratio
         self.use_res_connect = stride == 1 and inp == oup
@@ -69,12 +78,28 @@ class EfficientNet(nn.Module):
     """
 
     # expansion, kernel, stride, input channels, output channels, repeats: B0 (the paper's Table 1)
-    STAGES = [(1, 3, 1, 32, 16, 1), (6, 3, 2, 16, 24, 2), (6, 5, 2, 24, 40, 2), (6, 3, 2, 40, 80, 3),
-              (6, 5, 1, 80, 112, 3), (6, 5, 2, 112, 192, 4), (6, 3, 1, 192, 320, 1)]
+    STAGES = [
+        (1, 3, 1, 32, 16, 1),
+        (6, 3, 2, 16, 24, 2),
+        (6, 5, 2, 24, 40, 2),
+        (6, 3, 2, 40, 80, 3),
+        (6, 5, 1, 80, 112, 3),
+        (6, 5, 2, 112, 192, 4),
+        (6, 3, 1, 192, 320, 1),
+    ]
 
-    def __init__(self, num_classes: int = 10, stem: str = "cifar", width_mult: float = 1.0, depth_mult: float = 1.0,
-                 resolution: int | None = None, dropout: float = 0.2, drop_path: float = 0.2,
-                 bn_eps: float = BN_EPS, bn_momentum: float = 0.1) -> None:
+    def __init__(
+        self,
+        num_classes: int = 10,
+        stem: str = "cifar",
+        width_mult: float = 1.0,
+        depth_mult: float = 1.0,
+        resolution: int | None = None,
+        dropout: float = 0.2,
+        drop_path: float = 0.2,
+        bn_eps: float = BN_EPS,
+        bn_momentum: float = 0.1,
+    ) -> None:
         super().__init__()
         if width_mult <= 0 or depth_mult <= 0:
             raise ValueError(f"width_mult and depth_mult must be > 0 (B0 is 1.0), got {width_mult} and {depth_mult}.")
@@ -83,8 +108,17 @@ class EfficientNet(nn.Module):
         self.resolution = resolution
         cifar = stem == "cifar"
         norm = dict(bn_eps=bn_eps, bn_momentum=bn_momentum)
-        stages = [(expand, kernel, stride, make_divisible(inp * width_mult), make_divisible(oup * width_mult),
-                   math.ceil(repeats * depth_mult)) for expand, kernel, stride, inp, oup, repeats in self.STAGES]
+        stages = [
+            (
+                expand,
+                kernel,
+                stride,
+                make_divisible(inp * width_mult),
+                make_divisible(oup * width_mult),
+                math.ceil(repeats * depth_mult),
+            )
+            for expand, kernel, stride, inp, oup, repeats in self.STAGES
+        ]
         layers: list[nn.Module] = [ConvBNAct(3, stages[0][3], 3, stride=1 if cifar else 2, activation=nn.SiLU, **norm)]
         total = sum(stage[-1] for stage in stages)
         index = 0
@@ -92,8 +126,17 @@ class EfficientNet(nn.Module):
             stage = []
             for j in range(repeats):
                 first_stride = 1 if cifar and i == 1 else stride
-                stage.append(MBConv(inp if j == 0 else oup, oup, kernel, first_stride if j == 0 else 1, expand,
-                                    drop_path * index / total, **norm))
+                stage.append(
+                    MBConv(
+                        inp if j == 0 else oup,
+                        oup,
+                        kernel,
+                        first_stride if j == 0 else 1,
+                        expand,
+                        drop_path * index / total,
+                        **norm,
+                    )
+                )
                 index += 1
             layers.append(nn.Sequential(*stage))
         head_channels = 4 * stages[-1][4]
@@ -113,13 +156,19 @@ class EfficientNet(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         if self.resolution is not None and x.shape[-2:] != (self.resolution, self.resolution):
-            x = nn.functional.interpolate(x, size=(self.resolution, self.resolution), mode="bilinear",
-                                          align_corners=False, antialias=self.resolution < x.shape[-1])
+            x = nn.functional.interpolate(
+                x,
+                size=(self.resolution, self.resolution),
+                mode="bilinear",
+                align_corners=False,
+                antialias=self.resolution < x.shape[-1],
+            )
         return self.classifier(torch.flatten(self.avgpool(self.features(x)), 1))
 
 
-def _efficientnet(width_mult: float, depth_mult: float, dropout: float, bn: dict[str, float] | None = None, /,
-                  **kwargs: Any) -> EfficientNet:
+def _efficientnet(
+    width_mult: float, depth_mult: float, dropout: float, bn: dict[str, float] | None = None, /, **kwargs: Any
+) -> EfficientNet:
     """The published multipliers and dropout (and BatchNorm settings), each overridden by the caller's kwargs
     (positional-only, so that ``kwargs`` may name them too)."""
     published = {"width_mult": width_mult, "depth_mult": depth_mult, "dropout": dropout, **(bn or {})}

@@ -28,7 +28,7 @@ _OLD_STEM_NAMES = {"stem.0.": "conv1.", "stem.2.": "conv2.", "stem.3.": "conv3."
 def _rename_old_stem(module: nn.Module, state_dict: dict, prefix: str, *args: object) -> None:
     for old, new in _OLD_STEM_NAMES.items():
         for key in [k for k in state_dict if k.startswith(prefix + old)]:
-            state_dict[prefix + new + key[len(prefix + old):]] = state_dict.pop(key)
+            state_dict[prefix + new + key[len(prefix + old) :]] = state_dict.pop(key)
 
 
 class GoogLeNetOutputs(NamedTuple):
@@ -50,16 +50,20 @@ class BasicConv2d(nn.Module):
 class Inception(nn.Module):
     """Four parallel branches (1x1; 1x1-3x3; 1x1-3x3; 3x3 max-pool-1x1) concatenated on channels."""
 
-    def __init__(self, in_channels: int, ch1x1: int, ch3x3red: int, ch3x3: int, ch5x5red: int, ch5x5: int,
-                 pool_proj: int) -> None:
+    def __init__(
+        self, in_channels: int, ch1x1: int, ch3x3red: int, ch3x3: int, ch5x5red: int, ch5x5: int, pool_proj: int
+    ) -> None:
         super().__init__()
         self.branch1 = BasicConv2d(in_channels, ch1x1, kernel_size=1)
-        self.branch2 = nn.Sequential(BasicConv2d(in_channels, ch3x3red, kernel_size=1),
-                                     BasicConv2d(ch3x3red, ch3x3, kernel_size=3, padding=1))
-        self.branch3 = nn.Sequential(BasicConv2d(in_channels, ch5x5red, kernel_size=1),
-                                     BasicConv2d(ch5x5red, ch5x5, kernel_size=3, padding=1))
-        self.branch4 = nn.Sequential(nn.MaxPool2d(3, stride=1, padding=1, ceil_mode=True),
-                                     BasicConv2d(in_channels, pool_proj, kernel_size=1))
+        self.branch2 = nn.Sequential(
+            BasicConv2d(in_channels, ch3x3red, kernel_size=1), BasicConv2d(ch3x3red, ch3x3, kernel_size=3, padding=1)
+        )
+        self.branch3 = nn.Sequential(
+            BasicConv2d(in_channels, ch5x5red, kernel_size=1), BasicConv2d(ch5x5red, ch5x5, kernel_size=3, padding=1)
+        )
+        self.branch4 = nn.Sequential(
+            nn.MaxPool2d(3, stride=1, padding=1, ceil_mode=True), BasicConv2d(in_channels, pool_proj, kernel_size=1)
+        )
 
     def forward(self, x: Tensor) -> Tensor:
         return torch.cat([self.branch1(x), self.branch2(x), self.branch3(x), self.branch4(x)], 1)
@@ -94,8 +98,15 @@ class GoogLeNet(nn.Module):
             that torchvision's ImageNet weights were trained on (they expect it).
     """
 
-    def __init__(self, num_classes: int = 10, stem: str = "cifar", aux_logits: bool = True, dropout: float = 0.2,
-                 dropout_aux: float = 0.7, transform_input: bool = False) -> None:
+    def __init__(
+        self,
+        num_classes: int = 10,
+        stem: str = "cifar",
+        aux_logits: bool = True,
+        dropout: float = 0.2,
+        dropout_aux: float = 0.7,
+        transform_input: bool = False,
+    ) -> None:
         super().__init__()
         self.aux_logits, self.transform_input = aux_logits, transform_input
         self.imagenet_stem = stem == "imagenet"

@@ -18,11 +18,21 @@ def make_divisible(value: float, divisor: int = 8) -> int:
 class ConvBNAct(nn.Sequential):
     """Conv (no bias) -> BatchNorm -> activation, 'same' padding for odd kernels."""
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3, stride: int = 1, groups: int = 1,
-                 activation: type[nn.Module] | None = nn.ReLU, bn_eps: float = 1e-5,
-                 bn_momentum: float = 0.1) -> None:
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int = 3,
+        stride: int = 1,
+        groups: int = 1,
+        activation: type[nn.Module] | None = nn.ReLU,
+        bn_eps: float = 1e-5,
+        bn_momentum: float = 0.1,
+    ) -> None:
         layers: list[nn.Module] = [
-            nn.Conv2d(in_channels, out_channels, kernel_size, stride, (kernel_size - 1) // 2, groups=groups, bias=False),
+            nn.Conv2d(
+                in_channels, out_channels, kernel_size, stride, (kernel_size - 1) // 2, groups=groups, bias=False
+            ),
             nn.BatchNorm2d(out_channels, eps=bn_eps, momentum=bn_momentum),
         ]
         if activation is not None:
@@ -67,8 +77,16 @@ class ModulatedDeformConv2d(DeformConv2d):
     # Pretrained weights of the plain network lack these; they keep their zero start (zoo_lightning.pretrained).
     initialized_when_missing = ("offset_weight", "offset_bias")
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3, stride: int = 1, padding: int = 1,
-                 groups: int = 1, bias: bool = False) -> None:
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int = 3,
+        stride: int = 1,
+        padding: int = 1,
+        groups: int = 1,
+        bias: bool = False,
+    ) -> None:
         super().__init__(in_channels, out_channels, kernel_size, stride, padding, groups=groups, bias=bias)
         taps = self.kernel_size[0] * self.kernel_size[1]
         self.offset_weight = nn.Parameter(torch.zeros(3 * taps, in_channels, *self.kernel_size))

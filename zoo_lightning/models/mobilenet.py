@@ -49,9 +49,19 @@ class MobileNetV2(nn.Module):
     """
 
     # expansion t, channels c, repeats n, stride s of the first repeat
-    SETTINGS = [(1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1)]
+    SETTINGS = [
+        (1, 16, 1, 1),
+        (6, 24, 2, 2),
+        (6, 32, 3, 2),
+        (6, 64, 4, 2),
+        (6, 96, 3, 1),
+        (6, 160, 3, 2),
+        (6, 320, 1, 1),
+    ]
 
-    def __init__(self, num_classes: int = 10, stem: str = "cifar", width_mult: float = 1.0, dropout: float = 0.2) -> None:
+    def __init__(
+        self, num_classes: int = 10, stem: str = "cifar", width_mult: float = 1.0, dropout: float = 0.2
+    ) -> None:
         super().__init__()
         cifar = stem == "cifar"
         inp = make_divisible(32 * width_mult)

@@ -24,8 +24,9 @@ class PreActBlock(nn.Module):
 
     expansion = 1
 
-    def __init__(self, inplanes: int, planes: int, stride: int = 1, dropout: float = 0.0,
-                 drop_path: float = 0.0) -> None:
+    def __init__(
+        self, inplanes: int, planes: int, stride: int = 1, dropout: float = 0.0, drop_path: float = 0.0
+    ) -> None:
         super().__init__()
         self.bn1 = nn.BatchNorm2d(inplanes)
         self.conv1 = conv3x3(inplanes, planes, stride)
@@ -75,8 +76,11 @@ class PreActResNet(nn.Module):
         rates = iter(drop_path_rates(drop_path, sum(layers)))
         for i, (width, blocks) in enumerate(zip(planes, layers)):
             for j in range(blocks):
-                stages.append(PreActBlock(inplanes, width, stride=2 if i > 0 and j == 0 else 1, dropout=dropout,
-                                          drop_path=next(rates)))
+                stages.append(
+                    PreActBlock(
+                        inplanes, width, stride=2 if i > 0 and j == 0 else 1, dropout=dropout, drop_path=next(rates)
+                    )
+                )
                 inplanes = width
         self.features = nn.Sequential(*stages)
         self.bn = nn.BatchNorm2d(inplanes)  # the last blocks' output is not yet normalized
@@ -104,8 +108,15 @@ class WideResNet(PreActResNet):
         drop_path: stochastic depth rate of the last block, rising linearly from 0 at the first.
     """
 
-    def __init__(self, depth: int, widen_factor: int, num_classes: int = 10, stem: str = "cifar",
-                 dropout: float = 0.0, drop_path: float = 0.0) -> None:
+    def __init__(
+        self,
+        depth: int,
+        widen_factor: int,
+        num_classes: int = 10,
+        stem: str = "cifar",
+        dropout: float = 0.0,
+        drop_path: float = 0.0,
+    ) -> None:
         if (depth - 4) % 6:
             raise ValueError(f"Wide ResNet depth must be 6n+4 (16, 22, 28, 40), got {depth}.")
         n = (depth - 4) // 6

@@ -20,8 +20,16 @@ from typing import Any, Callable, TypeVar
 import torch
 from torch import nn
 
-__all__ = ["ModelEntry", "UnknownModelError", "register_model", "create_model", "list_models", "model_entry",
-           "model_options", "head_parameter_names"]
+__all__ = [
+    "ModelEntry",
+    "UnknownModelError",
+    "register_model",
+    "create_model",
+    "list_models",
+    "model_entry",
+    "model_options",
+    "head_parameter_names",
+]
 
 STEMS = ("cifar", "imagenet")
 
@@ -102,8 +110,10 @@ def _timm_model(name: str, num_classes: int, **kwargs: Any) -> nn.Module:
     try:
         import timm
     except ImportError as error:  # not installed, or installed but broken: say which
-        raise ValueError(f"`timm:` models need timm, which failed to import ({type(error).__name__}: {error}). "
-                         "Install it with `.venv/bin/pip install -e '.[timm]'`.") from None
+        raise ValueError(
+            f"`timm:` models need timm, which failed to import ({type(error).__name__}: {error}). "
+            "Install it with `.venv/bin/pip install -e '.[timm]'`."
+        ) from None
     if not timm.is_model(name):  # is_model also accepts pretrained tags such as resnet18.a1_in1k
         raise _unknown(name, timm.list_models(), "timm")
     return timm.create_model(name, pretrained=False, num_classes=num_classes, **kwargs)
@@ -140,8 +150,9 @@ def create_model(name: str, num_classes: int = 10, stem: str = "cifar", **kwargs
             raise
         options = ", ".join(model_options(name)) or "none"
         what = "takes no option" if wrong.group(1) == "unexpected" else "sets itself, and takes no"
-        raise ValueError(f"Backbone {name!r} {what} {wrong.group(2)!r} (backbone_kwargs); its options: "
-                         f"{options}.") from None
+        raise ValueError(
+            f"Backbone {name!r} {what} {wrong.group(2)!r} (backbone_kwargs); its options: {options}."
+        ) from None
 
 
 def model_options(name: str) -> list[str]:
@@ -158,7 +169,11 @@ def model_options(name: str) -> list[str]:
     for target in targets:
         for param in inspect.signature(target).parameters.values():
             if param.kind in (param.KEYWORD_ONLY, param.POSITIONAL_OR_KEYWORD) and param.name not in (
-                    "self", "num_classes", "stem", *names):
+                "self",
+                "num_classes",
+                "stem",
+                *names,
+            ):
                 names.append(param.name)
     return names
 
@@ -176,6 +191,8 @@ def head_parameter_names(name: str, num_classes: int = 10, stem: str = "cifar", 
         name, num_classes, stem, **kwargs: as for :func:`create_model`.
     """
     with torch.device("meta"):
-        shapes = [{n: p.shape for n, p in create_model(name, classes, stem, **kwargs).named_parameters()}
-                  for classes in (num_classes, num_classes + 1)]
+        shapes = [
+            {n: p.shape for n, p in create_model(name, classes, stem, **kwargs).named_parameters()}
+            for classes in (num_classes, num_classes + 1)
+        ]
     return [n for n, shape in shapes[0].items() if shapes[1].get(n) != shape]

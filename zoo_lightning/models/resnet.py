@@ -25,8 +25,9 @@ __all__ = ["BasicBlock", "Bottleneck", "ResNet", "CifarResNet"]
 SE_REDUCTION = 16  # the SENet paper's r
 
 
-def conv3x3(in_planes: int, out_planes: int, stride: int = 1, groups: int = 1,
-            deformable: bool = False) -> nn.Conv2d | ModulatedDeformConv2d:
+def conv3x3(
+    in_planes: int, out_planes: int, stride: int = 1, groups: int = 1, deformable: bool = False
+) -> nn.Conv2d | ModulatedDeformConv2d:
     if deformable:
         return ModulatedDeformConv2d(in_planes, out_planes, 3, stride=stride, padding=1, groups=groups, bias=False)
     return nn.Conv2d(in_planes, out_planes, 3, stride=stride, padding=1, groups=groups, bias=False)
@@ -49,8 +50,10 @@ def checked_deform_stages(deform_stages: Sequence[int], stages: int) -> set[int]
     # A relation between two options (the network's stage count comes from its builder): no type can say it.
     wrong = [s for s in deform_stages if not 1 <= s <= stages]
     if wrong:
-        raise ValueError(f"deform_stages {list(deform_stages)} names stages outside 1..{stages}, the stages of this "
-                         f"network (layer1..layer{stages}); e.g. deform_stages: [{stages - 1}, {stages}].")
+        raise ValueError(
+            f"deform_stages {list(deform_stages)} names stages outside 1..{stages}, the stages of this "
+            f"network (layer1..layer{stages}); e.g. deform_stages: [{stages - 1}, {stages}]."
+        )
     return set(deform_stages)
 
 
@@ -202,15 +205,19 @@ class ResNet(nn.Module):
         self.relu = nn.ReLU(inplace=True)
         self.stages = len(layers)
         for i, (width, blocks) in enumerate(zip(planes, layers)):  # layer1, layer2, ... as torchvision names them
-            setattr(self, f"layer{i + 1}", self._make_layer(block, width, blocks, stride=1 if i == 0 else 2,
-                                                             deformable=i + 1 in deformable))
+            setattr(
+                self,
+                f"layer{i + 1}",
+                self._make_layer(block, width, blocks, stride=1 if i == 0 else 2, deformable=i + 1 in deformable),
+            )
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.dropout = nn.Dropout(dropout)
         self.fc = nn.Linear(planes[-1] * block.expansion, num_classes)
         _init_weights(self, zero_init_residual)
 
-    def _make_layer(self, block: Block, planes: int, blocks: int, stride: int = 1,
-                    deformable: bool = False) -> nn.Sequential:
+    def _make_layer(
+        self, block: Block, planes: int, blocks: int, stride: int = 1, deformable: bool = False
+    ) -> nn.Sequential:
         downsample = None
         if stride != 1 or self.inplanes != planes * block.expansion:
             downsample = nn.Sequential(
@@ -257,8 +264,16 @@ class CifarResNet(nn.Module):
             does in the ImageNet ResNet.
     """
 
-    def __init__(self, depth: int, num_classes: int = 10, stem: str = "cifar", se: bool = False,
-                 drop_path: float = 0.0, dropout: float = 0.0, deform_stages: Sequence[int] = ()) -> None:
+    def __init__(
+        self,
+        depth: int,
+        num_classes: int = 10,
+        stem: str = "cifar",
+        se: bool = False,
+        drop_path: float = 0.0,
+        dropout: float = 0.0,
+        deform_stages: Sequence[int] = (),
+    ) -> None:
         super().__init__()
         if (depth - 2) % 6:
             raise ValueError(f"CIFAR ResNet depth must be 6n+2 (20, 32, 44, 56, 110), got {depth}.")

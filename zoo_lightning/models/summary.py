@@ -33,8 +33,9 @@ def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def deform_conv2d_flop(input_shape: torch.Size, weight_shape: torch.Size, *args: object,
-                       out_shape: torch.Size, **kwargs: object) -> int:
+def deform_conv2d_flop(
+    input_shape: torch.Size, weight_shape: torch.Size, *args: object, out_shape: torch.Size, **kwargs: object
+) -> int:
     """FLOPs of ``torchvision::deform_conv2d`` as ``FlopCounterMode`` counts a convolution: 2 per multiply-add of
     the weights with the (sampled) input."""
     out_channels, in_per_group, kernel_h, kernel_w = weight_shape
@@ -75,9 +76,10 @@ def model_rows(pattern: str = "*") -> list[ModelRow]:
         entry = model_entry(name)
         params, flops_cifar = _measure_anywhere(name, "cifar", 32)
         flops_imagenet = _measure_anywhere(name, "imagenet", 224)[1]
-        paper = entry.paper[entry.paper.find('"'):] if '"' in entry.paper else entry.paper  # title + authors
-        rows.append(ModelRow(name, entry.family, params / 1e6, flops_cifar / 1e6, flops_imagenet / 1e6,
-                             paper.rstrip(".")))
+        paper = entry.paper[entry.paper.find('"') :] if '"' in entry.paper else entry.paper  # title + authors
+        rows.append(
+            ModelRow(name, entry.family, params / 1e6, flops_cifar / 1e6, flops_imagenet / 1e6, paper.rstrip("."))
+        )
     return rows
 
 
@@ -89,12 +91,24 @@ def print_model_table(pattern: str = "*") -> None:
     if not rows:
         raise ValueError(f"No registered model matches {pattern!r}; `python -m zoo_lightning models` lists them all.")
     table = Table(title=f"zoo_lightning models matching {pattern!r} (10 classes; 1 multiply-add = 2 FLOPs)")
-    for column, justify in [("name", "left"), ("family", "left"), ("params (M)", "right"),
-                            ("MFLOPs 32x32 cifar", "right"), ("MFLOPs 224x224 imagenet", "right"), ("paper", "left")]:
+    for column, justify in [
+        ("name", "left"),
+        ("family", "left"),
+        ("params (M)", "right"),
+        ("MFLOPs 32x32 cifar", "right"),
+        ("MFLOPs 224x224 imagenet", "right"),
+        ("paper", "left"),
+    ]:
         table.add_column(column, justify=justify)
     for row in rows:
-        table.add_row(row.name, row.family, f"{row.params_m:.2f}", f"{row.mflops_cifar:,.0f}",
-                      f"{row.mflops_imagenet:,.0f}", row.paper)
+        table.add_row(
+            row.name,
+            row.family,
+            f"{row.params_m:.2f}",
+            f"{row.mflops_cifar:,.0f}",
+            f"{row.mflops_imagenet:,.0f}",
+            row.paper,
+        )
     console = Console()
     if not console.is_terminal:  # piped to a file: no wrapping at 80 columns
         console = Console(width=220)

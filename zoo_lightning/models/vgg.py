@@ -51,14 +51,20 @@ class VGG(nn.Module):
         dropout: after each of the two hidden fully connected layers.
     """
 
-    def __init__(self, features: nn.Sequential, num_classes: int = 10, stem: str = "cifar", dropout: float = 0.5) -> None:
+    def __init__(
+        self, features: nn.Sequential, num_classes: int = 10, stem: str = "cifar", dropout: float = 0.5
+    ) -> None:
         super().__init__()
         self.features = features
         pool, hidden = (7, 4096) if stem == "imagenet" else (1, 512)
         self.avgpool = nn.AdaptiveAvgPool2d(pool)
         self.classifier = nn.Sequential(
-            nn.Linear(512 * pool * pool, hidden), nn.ReLU(True), nn.Dropout(dropout),
-            nn.Linear(hidden, hidden), nn.ReLU(True), nn.Dropout(dropout),
+            nn.Linear(512 * pool * pool, hidden),
+            nn.ReLU(True),
+            nn.Dropout(dropout),
+            nn.Linear(hidden, hidden),
+            nn.ReLU(True),
+            nn.Dropout(dropout),
             nn.Linear(hidden, num_classes),
         )
         for m in self.modules():

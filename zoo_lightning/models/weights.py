@@ -19,8 +19,16 @@ from urllib.parse import urlparse
 
 import torch
 
-__all__ = ["TORCHVISION", "library_of", "torchvision_weights", "torchvision_cache_file", "build_options",
-           "library_normalization", "library_state_dict", "LibraryWeights"]
+__all__ = [
+    "TORCHVISION",
+    "library_of",
+    "torchvision_weights",
+    "torchvision_cache_file",
+    "build_options",
+    "library_normalization",
+    "library_state_dict",
+    "LibraryWeights",
+]
 
 TORCHVISION = "torchvision"
 
@@ -75,16 +83,20 @@ def torchvision_weights(backbone: str) -> Any:
 
     library, name = _library_name(backbone)
     if library == "timm":
-        raise ValueError(f"--model.pretrained torchvision is for registered and torchvision: backbones; {backbone!r} is "
-                         "timm's: give a timm tag (e.g. --model.pretrained a1_in1k, or timm for its default).")
+        raise ValueError(
+            f"--model.pretrained torchvision is for registered and torchvision: backbones; {backbone!r} is "
+            "timm's: give a timm tag (e.g. --model.pretrained a1_in1k, or timm for its default)."
+        )
     try:
         return torchvision.models.get_model_weights(name).DEFAULT
     except ValueError:
         known = torchvision.models.list_models(module=torchvision.models)
         twins = ", ".join(sorted(n for n in known if _has_weights(n) and n in _registered()))
-        raise ValueError(f"torchvision has no pretrained weights for {name!r}. The registered backbones it has ImageNet "
-                         f"weights for: {twins}; torchvision:<name> takes any of its own. Or pass a state dict or "
-                         "checkpoint file to --model.pretrained.") from None
+        raise ValueError(
+            f"torchvision has no pretrained weights for {name!r}. The registered backbones it has ImageNet "
+            f"weights for: {twins}; torchvision:<name> takes any of its own. Or pass a state dict or "
+            "checkpoint file to --model.pretrained."
+        ) from None
 
 
 def _has_weights(name: str) -> bool:
@@ -136,8 +148,10 @@ def library_normalization(pretrained: str | None, backbone: str) -> dict[str, An
         name = _timm_name(backbone, str(pretrained))
         config = timm.models.get_pretrained_cfg(name)
         if config is None:
-            raise ValueError(f"timm has no pretrained weights {name!r}: `timm.list_pretrained('{name.split('.')[0]}*')` "
-                             "lists the tags.")
+            raise ValueError(
+                f"timm has no pretrained weights {name!r}: `timm.list_pretrained('{name.split('.')[0]}*')` "
+                "lists the tags."
+            )
         return {"mean": list(config.mean), "std": list(config.std), "source": f"timm's {name}"}
     return None
 
@@ -164,8 +178,10 @@ def library_state_dict(pretrained: str, backbone: str) -> LibraryWeights:
                 f"Cannot download torchvision's {weights} ({type(error).__name__}: {error}). Without network, download "
                 f"{weights.url} elsewhere and put it at {cached} (torch's hub cache; TORCH_HOME moves it)."
             ) from None
-        raise ValueError(f"Cannot read the cached weights {cached} ({type(error).__name__}): the file is damaged. "
-                         "Delete it to download it again.") from None
+        raise ValueError(
+            f"Cannot read the cached weights {cached} ({type(error).__name__}): the file is damaged. "
+            "Delete it to download it again."
+        ) from None
     name = _library_name(backbone)[1]
     if name.startswith("densenet"):
         state = {_LEGACY_DENSENET_KEY.sub(r"\1\2", key): value for key, value in state.items()}
@@ -176,8 +192,10 @@ def _import_timm() -> Any:
     try:
         import timm
     except ImportError as error:
-        raise ValueError(f"timm's pretrained weights need timm, which failed to import ({error}). Install it with "
-                         "`.venv/bin/pip install -e '.[timm]'`.") from None
+        raise ValueError(
+            f"timm's pretrained weights need timm, which failed to import ({error}). Install it with "
+            "`.venv/bin/pip install -e '.[timm]'`."
+        ) from None
     return timm
 
 
@@ -189,6 +207,8 @@ def _timm_state_dict(backbone: str, tag: str) -> LibraryWeights:
     except RuntimeError as error:
         raise ValueError(f"timm cannot load pretrained {name!r}: {error}") from None
     except OSError as error:
-        raise FileNotFoundError(f"Cannot download timm's {name!r} weights ({error}). Without network, fill the Hugging "
-                                "Face cache on another machine and set HF_HUB_OFFLINE=1.") from None
+        raise FileNotFoundError(
+            f"Cannot download timm's {name!r} weights ({error}). Without network, fill the Hugging "
+            "Face cache on another machine and set HF_HUB_OFFLINE=1."
+        ) from None
     return LibraryWeights(model.state_dict(), f"timm's {name}")

@@ -10,5 +10,13 @@ from zoo_lightning.objectives.distillation import Distillation, distillation_kl
 from zoo_lightning.objectives.losses import AuxiliaryLoss, CrossEntropy
 from zoo_lightning.objectives.teacher import load_teacher
 
-__all__ = ["Objective", "CrossEntropy", "AuxiliaryLoss", "Distillation", "main_logits", "hard_targets",
-           "distillation_kl", "load_teacher"]
+__all__ = [
+    "Objective",
+    "CrossEntropy",
+    "AuxiliaryLoss",
+    "Distillation",
+    "main_logits",
+    "hard_targets",
+    "distillation_kl",
+    "load_teacher",
+]

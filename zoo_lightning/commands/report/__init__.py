@@ -33,8 +33,16 @@ from zoo_lightning.callbacks.hparams_session import FAILED
 
 from .loading import load_runs
 from .runs import DEFAULT_PER_CLASS_RUNS, VAL_TOP1, Dataset, Run, choose, ranked
-from .tables import (class_order, evaluations_table, failed_table, main_table, per_class_table, percent,
-                     selftrain_table, sweep_table)
+from .tables import (
+    class_order,
+    evaluations_table,
+    failed_table,
+    main_table,
+    per_class_table,
+    percent,
+    selftrain_table,
+    sweep_table,
+)
 from .studies import configurations_table, study_sections
 
 __all__ = ["main", "write_report", "load_runs", "Run"]
@@ -91,8 +99,17 @@ def _sections(runs: list[Run]) -> tuple[list[DatasetSection], list[Run]]:
     return [s for s in order if s.runs or s.evaluations], failed
 
 
-def _plot_curves(runs: list[Run], styles: Styles, tag: str, title: str, ylabel: str, out: Path,
-                 percent_scale: bool = False, mark_best: bool = False, log_y: bool = False) -> Path | None:
+def _plot_curves(
+    runs: list[Run],
+    styles: Styles,
+    tag: str,
+    title: str,
+    ylabel: str,
+    out: Path,
+    percent_scale: bool = False,
+    mark_best: bool = False,
+    log_y: bool = False,
+) -> Path | None:
     scale = 100.0 if percent_scale else 1.0
     curves, looks = [], []
     for run in runs:
@@ -117,13 +134,15 @@ def _plot_per_class(chosen: list[Run], styles: Styles, title: str, out: Path) ->
         values = run.per_class()
         heights = [None if values.get(c) is None else 100 * values[c] for c in classes]
         bars.append((f"{run.name} ({percent(run.best(VAL_TOP1))})", heights))
-    figure = figures.per_class_figure(classes, bars, title, "val accuracy (%)",
-                                      styles=[styles[run.name] for run in chosen])
+    figure = figures.per_class_figure(
+        classes, bars, title, "val accuracy (%)", styles=[styles[run.name] for run in chosen]
+    )
     return figures.save_png(figure, out)
 
 
-def _section_lines(section: DatasetSection, out_dir: Path, chosen: list[Run], runs_pattern: list[str] | None
-                   ) -> list[str]:
+def _section_lines(
+    section: DatasetSection, out_dir: Path, chosen: list[Run], runs_pattern: list[str] | None
+) -> list[str]:
     """A dataset's part of the report: its table, its evaluations, its curves and its per-class accuracy."""
     label, slug, styles = section.dataset.label, section.slug, section.styles()
     lines = ["", f"## {label}", ""]
@@ -132,28 +151,57 @@ def _section_lines(section: DatasetSection, out_dir: Path, chosen: list[Run], ru
     else:
         lines.append("No training run on this dataset logged a result; its evaluations:")
     if section.evaluations:
-        lines += ["", "### Evaluations", "", "Each `validate` or `test` of a checkpoint, under the run it scored.", "",
-                  *evaluations_table(section.evaluations)]
+        lines += [
+            "",
+            "### Evaluations",
+            "",
+            "Each `validate` or `test` of a checkpoint, under the run it scored.",
+            "",
+            *evaluations_table(section.evaluations),
+        ]
     curves = {
-        "val_top1": _plot_curves(section.runs, styles, VAL_TOP1, f"Validation top-1 accuracy (★ best epoch), {label}",
-                                 "val top-1 (%)", out_dir / f"val_top1-{slug}.png", percent_scale=True, mark_best=True),
-        "val_loss": _plot_curves(section.runs, styles, VAL_LOSS, f"Validation loss (cross-entropy, log scale), {label}",
-                                 "val loss", out_dir / f"val_loss-{slug}.png", log_y=True),
+        "val_top1": _plot_curves(
+            section.runs,
+            styles,
+            VAL_TOP1,
+            f"Validation top-1 accuracy (★ best epoch), {label}",
+            "val top-1 (%)",
+            out_dir / f"val_top1-{slug}.png",
+            percent_scale=True,
+            mark_best=True,
+        ),
+        "val_loss": _plot_curves(
+            section.runs,
+            styles,
+            VAL_LOSS,
+            f"Validation loss (cross-entropy, log scale), {label}",
+            "val loss",
+            out_dir / f"val_loss-{slug}.png",
+            log_y=True,
+        ),
     }
     if any(curves.values()):
         lines += ["", "### Curves", ""] + [f"![{k}]({p.name})" for k, p in curves.items() if p is not None]
     title = f"Per-class validation accuracy at each run's best epoch, {label}"
     per_class = out_dir / f"per_class_accuracy-{slug}.png"
     if _plot_per_class(chosen, styles, title, per_class):
-        lines += ["", "### Per-class val accuracy", "",
-                  f"At each run's best epoch; {'the runs asked for' if runs_pattern else 'the best runs'} "
-                  "(`--runs NAME ...` picks others).", "", *per_class_table(chosen), "",
-                  f"![per_class_accuracy]({per_class.name})"]
+        lines += [
+            "",
+            "### Per-class val accuracy",
+            "",
+            f"At each run's best epoch; {'the runs asked for' if runs_pattern else 'the best runs'} "
+            "(`--runs NAME ...` picks others).",
+            "",
+            *per_class_table(chosen),
+            "",
+            f"![per_class_accuracy]({per_class.name})",
+        ]
     return lines
 
 
-def write_report(logdir: str | Path, out: str | Path, runs_pattern: list[str] | None = None,
-                 storage: str | None = None) -> Path:
+def write_report(
+    logdir: str | Path, out: str | Path, runs_pattern: list[str] | None = None, storage: str | None = None
+) -> Path:
     """Writes ``report.md`` and its PNGs into ``out``; returns the path of ``report.md``.
 
     Raises:
@@ -171,18 +219,21 @@ def write_report(logdir: str | Path, out: str | Path, runs_pattern: list[str] | 
 
     trainings = sum(len(s.runs) for s in sections) + len(failed)
     evaluations = sum(len(s.evaluations) for s in sections)
-    lines = [f"# Runs under `{logdir}`", "",
-             f"{trainings} training runs and {evaluations} evaluations, written "
-             f"{datetime.datetime.now():%Y-%m-%d %H:%M} by `python -m zoo_lightning report`. "
-             "One section per dataset (DataModule, number of classes and, for your own images, the folder): "
-             "runs are ranked only against runs on the same data. "
-             "Best val top-1: the highest `val/top1` (the epoch `best.ckpt` holds). Test top-1: the run's own "
-             "(`final weights`), or that of a `test` of its checkpoint (named), a test of the whole test set before "
-             "one of part of it (`partial`, with the images it scored: `--trainer.limit_test_batches`); "
-             "`TTA flip` marks one measured with test-time augmentation (`--model.tta`: `flip` averages the "
-             "logits of each image and its mirror, `flip_translate` of four views), which the per-epoch "
-             "validation of `fit` never uses. Wall: training and validation time, a resumed run's downtime left "
-             "out. Images/s: training images per second, the median over epochs."]
+    lines = [
+        f"# Runs under `{logdir}`",
+        "",
+        f"{trainings} training runs and {evaluations} evaluations, written "
+        f"{datetime.datetime.now():%Y-%m-%d %H:%M} by `python -m zoo_lightning report`. "
+        "One section per dataset (DataModule, number of classes and, for your own images, the folder): "
+        "runs are ranked only against runs on the same data. "
+        "Best val top-1: the highest `val/top1` (the epoch `best.ckpt` holds). Test top-1: the run's own "
+        "(`final weights`), or that of a `test` of its checkpoint (named), a test of the whole test set before "
+        "one of part of it (`partial`, with the images it scored: `--trainer.limit_test_batches`); "
+        "`TTA flip` marks one measured with test-time augmentation (`--model.tta`: `flip` averages the "
+        "logits of each image and its mirror, `flip_translate` of four views), which the per-epoch "
+        "validation of `fit` never uses. Wall: training and validation time, a resumed run's downtime left "
+        "out. Images/s: training images per second, the median over epochs.",
+    ]
     for section in sections:
         if runs_pattern:
             chosen = [run for run in ranked(section.runs) if run.name in asked]
@@ -190,16 +241,37 @@ def write_report(logdir: str | Path, out: str | Path, runs_pattern: list[str] | 
             chosen = choose(section.runs, None)
         lines += _section_lines(section, out_dir, chosen, runs_pattern)
     if failed:
-        lines += ["", "## Failed runs and runs without a result", "",
-                  "Ranked nowhere: runs that raised an error, and runs stopped before they logged a validation or "
-                  "test top-1.", "", *failed_table(failed)]
+        lines += [
+            "",
+            "## Failed runs and runs without a result",
+            "",
+            "Ranked nowhere: runs that raised an error, and runs stopped before they logged a validation or "
+            "test top-1.",
+            "",
+            *failed_table(failed),
+        ]
     if any(r.sweep for r in runs):
-        lines += ["", "## Sweeps", "", *sweep_table(runs), "", "Each configuration over its runs (seeds): the "
-                  "mean ± sample standard deviation of the runs that trained to their end.", "",
-                  *configurations_table(runs), *study_sections(runs, out_dir, storage)]
+        lines += [
+            "",
+            "## Sweeps",
+            "",
+            *sweep_table(runs),
+            "",
+            "Each configuration over its runs (seeds): the "
+            "mean ± sample standard deviation of the runs that trained to their end.",
+            "",
+            *configurations_table(runs),
+            *study_sections(runs, out_dir, storage),
+        ]
     if any(r.selftrain.get("session") for r in runs):
-        lines += ["", "## Self-training", "", "Noisy Student rounds (`selftrain`): each student learned from the "
-                  "pseudo-labels of the round before.", "", *selftrain_table(runs)]
+        lines += [
+            "",
+            "## Self-training",
+            "",
+            "Noisy Student rounds (`selftrain`): each student learned from the pseudo-labels of the round before.",
+            "",
+            *selftrain_table(runs),
+        ]
     report = out_dir / "report.md"
     report.write_text("\n".join(lines) + "\n")
     return report
@@ -207,19 +279,29 @@ def write_report(logdir: str | Path, out: str | Path, runs_pattern: list[str] | 
 
 def main(argv: list[str]) -> None:
     description = __doc__.rsplit("\n\n", 1)[0]  # the last paragraph is for readers of the code
-    parser = argparse.ArgumentParser(prog="python -m zoo_lightning report", description=description,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("logdir", nargs="?", default="lightning_logs",
-                        help="the runs' save_dir (default: lightning_logs)")
+    parser = argparse.ArgumentParser(
+        prog="python -m zoo_lightning report",
+        description=description,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "logdir", nargs="?", default="lightning_logs", help="the runs' save_dir (default: lightning_logs)"
+    )
     parser.add_argument("--out", default="reports", help="folder for report.md and the PNGs (default: reports)")
-    parser.add_argument("--runs", nargs="+", metavar="NAME",
-                        help=f"runs for the per-class figure: substrings or patterns of their names "
-                             f"(default: the {DEFAULT_PER_CLASS_RUNS} best)")
+    parser.add_argument(
+        "--runs",
+        nargs="+",
+        metavar="NAME",
+        help=f"runs for the per-class figure: substrings or patterns of their names "
+        f"(default: the {DEFAULT_PER_CLASS_RUNS} best)",
+    )
     parser.add_argument("--storage", help="where the sweeps' Optuna studies are (default: where their runs say)")
     args = parser.parse_args(argv)
     if Path(args.out).exists() and not Path(args.out).is_dir():
-        raise NotADirectoryError(f"--out {args.out!r} is a file; report writes report.md and its PNGs into a folder. "
-                                 "Pass a folder's name (it is created).")
+        raise NotADirectoryError(
+            f"--out {args.out!r} is a file; report writes report.md and its PNGs into a folder. "
+            "Pass a folder's name (it is created)."
+        )
     report = write_report(args.logdir, args.out, args.runs, args.storage)
     print(report.read_text())
     print(f"wrote {report} and its plots")

@@ -71,8 +71,9 @@ def read_events(run_dir: Path) -> Events:
         damage = None
         try:
             damage = _incomplete_tail(path)
-            accumulator = EventAccumulator(str(path), size_guidance={"scalars": 0, "images": 1, "histograms": 1,
-                                                                     "tensors": 1, "audio": 1})
+            accumulator = EventAccumulator(
+                str(path), size_guidance={"scalars": 0, "images": 1, "histograms": 1, "tensors": 1, "audio": 1}
+            )
             accumulator.Reload()
             first = accumulator.FirstEventTimestamp()
         except ValueError:  # FirstEventTimestamp: not one event could be read

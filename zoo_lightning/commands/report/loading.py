@@ -33,8 +33,7 @@ def _read_yaml(path: Path) -> dict[str, Any]:
 
 
 def _read_config(run_dir: Path) -> dict[str, Any]:
-    resumes = sorted(run_dir.glob("config.resume-*.yaml"),
-                     key=lambda p: int(re.sub(r"\D", "", p.stem) or 0))
+    resumes = sorted(run_dir.glob("config.resume-*.yaml"), key=lambda p: int(re.sub(r"\D", "", p.stem) or 0))
     return _read_yaml(resumes[-1] if resumes else run_dir / "config.yaml")
 
 
@@ -59,25 +58,40 @@ def load_runs(logdir: str | Path, warn: Callable[[str], None] = _warn) -> list[R
     """
     root = Path(logdir)
     if root.is_file():
-        raise NotADirectoryError(f"{str(logdir)!r} is a file; report reads a folder of runs: pass their save_dir "
-                                 "(by default lightning_logs).")
+        raise NotADirectoryError(
+            f"{str(logdir)!r} is a file; report reads a folder of runs: pass their save_dir "
+            "(by default lightning_logs)."
+        )
     if not root.is_dir():
-        raise FileNotFoundError(f"Log folder {str(logdir)!r} does not exist: pass the save_dir of your runs "
-                                "(by default lightning_logs).")
+        raise FileNotFoundError(
+            f"Log folder {str(logdir)!r} does not exist: pass the save_dir of your runs (by default lightning_logs)."
+        )
     folders = sorted({events.parent for events in root.rglob(EVENT_GLOB) if events.is_file()})
     if not folders:
-        raise FileNotFoundError(f"No runs under {str(logdir)!r}: no TensorBoard event files were found. Train one "
-                                "with `python -m zoo_lightning fit --config ...`, or pass the logger's save_dir.")
+        raise FileNotFoundError(
+            f"No runs under {str(logdir)!r}: no TensorBoard event files were found. Train one "
+            "with `python -m zoo_lightning fit --config ...`, or pass the logger's save_dir."
+        )
     runs = []
     for folder in tracked(folders, "Reading the runs' event files", len(folders), unit="runs", shown_from=10):
         events = read_events(folder)
         for path, reason in events.unread.items():
             warn(f"event file {path}: {reason}")
-        runs.append(Run(_run_name(folder, root), folder, events.scalars, events.wall_seconds,
-                        config=_read_config(folder), session=events.session, status=events.status,
-                        unread=events.unread, hparams=_read_yaml(folder / "hparams.yaml"),
-                        sweep=_read_yaml(folder / "sweep.json").get("values", {}),  # JSON is YAML
-                        selftrain=_read_yaml(folder / "selftrain.json")))
+        runs.append(
+            Run(
+                _run_name(folder, root),
+                folder,
+                events.scalars,
+                events.wall_seconds,
+                config=_read_config(folder),
+                session=events.session,
+                status=events.status,
+                unread=events.unread,
+                hparams=_read_yaml(folder / "hparams.yaml"),
+                sweep=_read_yaml(folder / "sweep.json").get("values", {}),  # JSON is YAML
+                selftrain=_read_yaml(folder / "selftrain.json"),
+            )
+        )
     _join_evaluations(runs)
     return runs
 
@@ -95,8 +109,13 @@ def _join_evaluations(runs: list[Run]) -> None:
         if owner is not None and owner is not run:
             owner.evaluations.append(run)
     for run in runs:
-        run.evaluations.sort(key=lambda evaluation: (evaluation.path.parent.name != EVALUATIONS,
-                                                     _natural_key(evaluation.path.name), evaluation.name))
+        run.evaluations.sort(
+            key=lambda evaluation: (
+                evaluation.path.parent.name != EVALUATIONS,
+                _natural_key(evaluation.path.name),
+                evaluation.name,
+            )
+        )
 
 
 def _owner_by_checkpoint(run: Run, by_path: dict[Path, Run]) -> Run | None:

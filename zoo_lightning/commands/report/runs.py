@@ -261,8 +261,9 @@ class Run:
         """This run's own test (an evaluation's: its one test), with the checkpoint, TTA and part of the test set."""
         images = self.last(TEST_IMAGES)
         checkpoint = (self.checkpoint or "checkpoint not recorded") if self.is_evaluation else OWN_WEIGHTS
-        return MeasuredTop1(self.last(TEST_TOP1), checkpoint, self.tta, None if images is None else int(images),
-                            self.split_limit())
+        return MeasuredTop1(
+            self.last(TEST_TOP1), checkpoint, self.tta, None if images is None else int(images), self.split_limit()
+        )
 
     def test_results(self) -> list[MeasuredTop1]:
         """Every test of this run: its own (``--test_after_fit``), then its evaluations', oldest first."""
@@ -299,8 +300,11 @@ def choose(runs: list[Run], patterns: list[str] | None) -> list[Run]:
     with_classes = [r for r in ranked(runs) if r.class_tags()]
     if not patterns:
         return with_classes[:DEFAULT_PER_CLASS_RUNS]
-    chosen = [r for r in with_classes
-              if any(fnmatch.fnmatch(r.name, p) if any(c in p for c in "*?[") else p in r.name for p in patterns)]
+    chosen = [
+        r
+        for r in with_classes
+        if any(fnmatch.fnmatch(r.name, p) if any(c in p for c in "*?[") else p in r.name for p in patterns)
+    ]
     if not chosen:
         found = ", ".join(r.name for r in with_classes) or "none"
         raise ValueError(f"--runs {' '.join(patterns)} matches no run with per-class accuracy; those are: {found}.")

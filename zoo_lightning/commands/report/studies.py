@@ -21,9 +21,11 @@ from .runs import VAL_TOP1, Run
 
 __all__ = ["configurations_table", "study_sections", "mean_std"]
 
-PLOTS = (("history", "plot_optimization_history", "optimization history: each trial's value and the best so far"),
-         ("importances", "plot_param_importances", "parameter importances (PED-ANOVA)"),
-         ("slices", "plot_slice", "the metric against each parameter"))
+PLOTS = (
+    ("history", "plot_optimization_history", "optimization history: each trial's value and the best so far"),
+    ("importances", "plot_param_importances", "parameter importances (PED-ANOVA)"),
+    ("slices", "plot_slice", "the metric against each parameter"),
+)
 
 
 def _record(run: Run) -> dict[str, Any]:
@@ -61,16 +63,23 @@ def configurations_table(runs: list[Run]) -> list[str]:
         keys += [k for k in run.sweep if k not in keys]
         group = (run.name.split("/", 1)[0], json.dumps(run.sweep, sort_keys=True))
         groups.setdefault(group, []).append(run)
-    lines = ["| experiment | " + " | ".join(k.rsplit(".", 1)[-1] for k in keys)
-             + " | n | best val top-1 | test top-1 | runs |", "|---|" + "---|" * len(keys) + "--:|--:|--:|---|"]
+    lines = [
+        "| experiment | "
+        + " | ".join(k.rsplit(".", 1)[-1] for k in keys)
+        + " | n | best val top-1 | test top-1 | runs |",
+        "|---|" + "---|" * len(keys) + "--:|--:|--:|---|",
+    ]
     ranked = sorted(groups.items(), key=lambda g: -statistics.fmean(r.best(VAL_TOP1) or 0.0 for r in g[1]))
     for (experiment, _), members in ranked:
         values = members[0].sweep
         tests = [t for t in (r.test_top1().top1 for r in members) if t is not None]
         bests = [b for b in (r.best(VAL_TOP1) for r in members) if b is not None]
-        lines.append(f"| {experiment} | " + " | ".join(str(values.get(k, "-")) for k in keys)
-                     + f" | {len(members)} | {mean_std(bests)} | {mean_std(tests)} | "
-                     f"{', '.join(sorted(r.name for r in members))} |")
+        lines.append(
+            f"| {experiment} | "
+            + " | ".join(str(values.get(k, "-")) for k in keys)
+            + f" | {len(members)} | {mean_std(bests)} | {mean_std(tests)} | "
+            f"{', '.join(sorted(r.name for r in members))} |"
+        )
     return lines
 
 
@@ -133,11 +142,18 @@ def study_sections(runs: list[Run], out_dir: Path, storage: str | None = None) -
             lines.append(f"Not read from {shown(url)}: {error} (`report --storage URL` names where it is).")
             continue
         trials = study.get_trials(deepcopy=False)
-        counts = {state: sum(t.state.name.lower() == state for t in trials)
-                  for state in ("complete", "pruned", "fail", "running", "waiting")}
+        counts = {
+            state: sum(t.state.name.lower() == state for t in trials)
+            for state in ("complete", "pruned", "fail", "running", "waiting")
+        }
         metric = str(study.user_attrs.get("metric") or "value")
         said = ", ".join(f"{n} {'failed' if s == 'fail' else s}" for s, n in counts.items() if n)
-        lines += [f"{len(trials)} trials in {shown(url)} ({said}), {study.direction.name.lower()} {metric}. "
-                  f"Live: `optuna-dashboard {shown(url)}` (the `dashboard` extra).", "",
-                  *trials_table(study, metric), "", *_plots(study, metric, out_dir)]
+        lines += [
+            f"{len(trials)} trials in {shown(url)} ({said}), {study.direction.name.lower()} {metric}. "
+            f"Live: `optuna-dashboard {shown(url)}` (the `dashboard` extra).",
+            "",
+            *trials_table(study, metric),
+            "",
+            *_plots(study, metric, out_dir),
+        ]
     return lines

@@ -8,8 +8,19 @@ from zoo_lightning.callbacks.hparams_session import FAILED, INTERRUPTED
 
 from .runs import VAL_TOP1, MeasuredTop1, Run
 
-__all__ = ["main_table", "evaluations_table", "failed_table", "per_class_table", "sweep_table", "selftrain_table",
-           "class_order", "epochs_cell", "test_cell", "measured_cell", "percent"]
+__all__ = [
+    "main_table",
+    "evaluations_table",
+    "failed_table",
+    "per_class_table",
+    "sweep_table",
+    "selftrain_table",
+    "class_order",
+    "epochs_cell",
+    "test_cell",
+    "measured_cell",
+    "percent",
+]
 
 
 def percent(value: float | None) -> str:
@@ -46,8 +57,11 @@ def measured_cell(result: MeasuredTop1) -> str:
         return "-"
     part = None
     if result.partial:
-        part = (f"partial: {result.images:,} images" if result.images is not None
-                else f"partial: limit_test_batches {result.limit}")
+        part = (
+            f"partial: {result.images:,} images"
+            if result.images is not None
+            else f"partial: limit_test_batches {result.limit}"
+        )
     notes = [result.checkpoint, result.tta and f"TTA {result.tta}", part]
     return percent(result.top1) + f" ({', '.join(note for note in notes if note)})"
 
@@ -65,13 +79,17 @@ def class_order(chosen: list[Run]) -> list[str]:
 
 
 def main_table(runs: list[Run]) -> list[str]:
-    lines = ["| run | backbone | objective | params | epochs | best val top-1 | test top-1 | wall (h:mm:ss) "
-             "| images/s |", "|---|---|---|--:|--:|--:|--:|--:|--:|"]
+    lines = [
+        "| run | backbone | objective | params | epochs | best val top-1 | test top-1 | wall (h:mm:ss) | images/s |",
+        "|---|---|---|--:|--:|--:|--:|--:|--:|",
+    ]
     for run in runs:
         images = run.images_per_sec
-        lines.append(f"| {run.name} | {run.backbone} | {run.objective} | {count(run.parameters)} | "
-                     f"{epochs_cell(run)} | {percent(run.best(VAL_TOP1))} | {test_cell(run)} | "
-                     f"{duration(run.wall_seconds)} | {'-' if images is None else f'{images:,.0f}'} |")
+        lines.append(
+            f"| {run.name} | {run.backbone} | {run.objective} | {count(run.parameters)} | "
+            f"{epochs_cell(run)} | {percent(run.best(VAL_TOP1))} | {test_cell(run)} | "
+            f"{duration(run.wall_seconds)} | {'-' if images is None else f'{images:,.0f}'} |"
+        )
     return lines
 
 
@@ -86,9 +104,11 @@ def evaluations_table(evaluations: list[tuple[Run | None, Run]]) -> list[str]:
         count = "-" if images is None else f"{int(images):,}"
         if limit is not None:
             count += " (partial)" if images is not None else f" (partial: limit_{stage}_batches {limit})"
-        lines.append(f"| {owner.name if owner else '- (no run here)'} | {run.name} | {run.checkpoint or '-'} | "
-                     f"{stage} | {percent(top1)}{f' (TTA {run.tta})' if run.tta and top1 is not None else ''} | "
-                     f"{'-' if loss is None else f'{loss:.4f}'} | {count} |")
+        lines.append(
+            f"| {owner.name if owner else '- (no run here)'} | {run.name} | {run.checkpoint or '-'} | "
+            f"{stage} | {percent(top1)}{f' (TTA {run.tta})' if run.tta and top1 is not None else ''} | "
+            f"{'-' if loss is None else f'{loss:.4f}'} | {count} |"
+        )
     return lines
 
 
@@ -96,8 +116,10 @@ def failed_table(runs: list[Run]) -> list[str]:
     """The runs that failed or logged no result: what they were, how far they got."""
     lines = ["| run | dataset | backbone | epochs | best val top-1 | test top-1 |", "|---|---|---|--:|--:|--:|"]
     for run in runs:
-        lines.append(f"| {run.name} | {run.dataset.label} | {run.backbone} | {epochs_cell(run)} | "
-                     f"{percent(run.best(VAL_TOP1))} | {test_cell(run)} |")
+        lines.append(
+            f"| {run.name} | {run.dataset.label} | {run.backbone} | {epochs_cell(run)} | "
+            f"{percent(run.best(VAL_TOP1))} | {test_cell(run)} |"
+        )
     return lines
 
 
@@ -113,25 +135,42 @@ def per_class_table(chosen: list[Run]) -> list[str]:
 def sweep_table(runs: list[Run]) -> list[str]:
     swept = [r for r in runs if r.sweep]
     keys = sorted({k for r in swept for k in r.sweep})
-    lines = ["| run | " + " | ".join(keys) + " | best val top-1 | test top-1 |",
-             "|---|" + "---|" * len(keys) + "--:|--:|"]
+    lines = [
+        "| run | " + " | ".join(keys) + " | best val top-1 | test top-1 |",
+        "|---|" + "---|" * len(keys) + "--:|--:|",
+    ]
     for run in sorted(swept, key=lambda r: [str(r.sweep.get(k, "")) for k in keys]):
-        lines.append(f"| {run.name} | " + " | ".join(str(run.sweep.get(k, "-")) for k in keys)
-                     + f" | {percent(run.best(VAL_TOP1))} | {test_cell(run)} |")
+        lines.append(
+            f"| {run.name} | "
+            + " | ".join(str(run.sweep.get(k, "-")) for k in keys)
+            + f" | {percent(run.best(VAL_TOP1))} | {test_cell(run)} |"
+        )
     return lines
 
 
 def selftrain_table(runs: list[Run]) -> list[str]:
     """The rounds of each ``selftrain`` session in order: who taught whom, on how many pseudo-labels, and how well."""
-    rounds = sorted((r for r in runs if r.selftrain.get("session")),
-                    key=lambda r: (str(r.selftrain["session"]), int(r.selftrain.get("round", 0))))
-    lines = ["| session | round | run | backbone | teacher | pseudo-labels | best val top-1 | test top-1 |",
-             "|---|--:|---|---|---|---|--:|--:|"]
+    rounds = sorted(
+        (r for r in runs if r.selftrain.get("session")),
+        key=lambda r: (str(r.selftrain["session"]), int(r.selftrain.get("round", 0))),
+    )
+    lines = [
+        "| session | round | run | backbone | teacher | pseudo-labels | best val top-1 | test top-1 |",
+        "|---|--:|---|---|---|---|--:|--:|",
+    ]
     for run in rounds:
         record, labels = run.selftrain, run.selftrain.get("pseudo_labels") or {}
-        used = (f"{labels.get('kept', labels.get('images'))} of {labels.get('images')} ({labels.get('mode')}, "
-                f">= {labels.get('threshold')})") if labels else "-"
-        lines.append(f"| {record['session']} | {record.get('round', '-')} | {run.name} | {run.backbone} | "
-                     f"{record.get('teacher') or record.get('teacher_checkpoint') or '-'} | {used} | "
-                     f"{percent(run.best(VAL_TOP1))} | {test_cell(run)} |")
+        used = (
+            (
+                f"{labels.get('kept', labels.get('images'))} of {labels.get('images')} ({labels.get('mode')}, "
+                f">= {labels.get('threshold')})"
+            )
+            if labels
+            else "-"
+        )
+        lines.append(
+            f"| {record['session']} | {record.get('round', '-')} | {run.name} | {run.backbone} | "
+            f"{record.get('teacher') or record.get('teacher_checkpoint') or '-'} | {used} | "
+            f"{percent(run.best(VAL_TOP1))} | {test_cell(run)} |"
+        )
     return lines
