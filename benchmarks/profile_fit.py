@@ -4,7 +4,8 @@
 
 Prints the operators with the most self CPU time and the share of the step's wall time spent in
 training_step + backward (forward, loss, train metrics, logging calls) and in the optimizer step; the
-rest is the batch (gather, transfer, on-device augmentation) and Lightning's loop. Run it on an idle machine: the shares are what matters, not the seconds.
+rest is the batch (gather, transfer, on-device augmentation) and Lightning's loop. Run it on an idle machine: the
+shares are what matters, not the seconds.
 """
 
 from __future__ import annotations
@@ -97,7 +98,7 @@ def main() -> None:
                 f"{event.key:<40} {event.cpu_time_total / 1e3 / args.steps:8.1f} ms/step "
                 f"({event.cpu_time_total / 1e3 / args.steps / step_ms:5.1%} of the step's wall time)"
             )
-    print(f"| operator | self ms/step | share of operator time | calls/step |\n|---|---|---|---|")
+    print("| operator | self ms/step | share of operator time | calls/step |\n|---|---|---|---|")
     for event in sorted(events, key=lambda e: e.self_cpu_time_total, reverse=True)[: args.rows]:
         print(
             f"| {event.key} | {event.self_cpu_time_total / 1e3 / args.steps:.1f} | "

@@ -313,7 +313,7 @@ def main() -> None:
             cells = {m: _cell(m, model, steps, args.warmup, channels_last, args.batch, precision) for m in args.modes}
             rate = {m: cells[m].get("img_s", float("nan")) for m in args.modes}
 
-            def ratio(a: str, b: str) -> str:
+            def ratio(a: str, b: str, rate: dict[str, float] = rate) -> str:
                 return f"{rate[a] / rate[b]:.2f}" if a in rate and b in rate else "-"
 
             fit = cells.get("fit", {})

@@ -136,7 +136,8 @@ def stl10(tmp_path: Path) -> tuple[Path, dict]:
 @pytest.fixture(scope="module")
 def tiny_net():
     """:data:`tests.helpers.TINY_NET` in the registry for a module's tests, removed afterwards."""
-    from tests.helpers import TINY_NET, tiny_net as builder
+    from tests.helpers import TINY_NET
+    from tests.helpers import tiny_net as builder
     from zoo_lightning.models import register_model
     from zoo_lightning.models.registry import _REGISTRY
 

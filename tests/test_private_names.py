@@ -23,8 +23,6 @@ import importlib
 import inspect
 import textwrap
 
-import pytest
-
 from tests.helpers import ROOT
 
 PACKAGE = ROOT / "zoo_lightning"

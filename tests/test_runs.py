@@ -30,7 +30,7 @@ def test_the_folder_is_claimed_when_first_asked_for_and_never_shared(tmp_path):
     assert Path(first.log_dir) == tmp_path / "exp" / "version_0" and (tmp_path / "exp" / "version_0").is_dir()
     assert RunLogger(tmp_path, "exp", version_prefix="test_").version == "test_0"
     with pytest.raises(FileExistsError, match="already exists: another run's"):
-        RunLogger(tmp_path, "exp", version="version_0").version
+        _ = RunLogger(tmp_path, "exp", version="version_0").version
 
 
 def test_a_reserved_folder_is_adopted_only_with_its_token(tmp_path):
@@ -38,7 +38,7 @@ def test_a_reserved_folder_is_adopted_only_with_its_token(tmp_path):
     again, _ = RunLogger.reserve(tmp_path / "exp", "lr=0.1")
     assert (folder.name, again.name) == ("lr=0.1", "lr=0.1_v2")
     with pytest.raises(FileExistsError):
-        RunLogger(tmp_path, "exp", version="lr=0.1", claim="not-the-token").version
+        _ = RunLogger(tmp_path, "exp", version="lr=0.1", claim="not-the-token").version
     adopted = RunLogger(tmp_path, "exp", version="lr=0.1", claim=token)
     assert adopted.version == "lr=0.1" and not (folder / ".claim").exists()
 
@@ -50,7 +50,7 @@ def test_a_resumed_run_is_locked_while_it_trains_and_released_after(tmp_path):
     lock = tmp_path / "exp" / "version_0" / ".resume.lock"
     assert lock.read_text() == str(os.getpid())
     with pytest.raises(FileExistsError, match=f"being resumed by process {os.getpid()}"):
-        RunLogger(tmp_path, "exp", version="version_0", resume=True).version
+        _ = RunLogger(tmp_path, "exp", version="version_0", resume=True).version
     logger.finalize("success")
     assert not lock.exists()
 
@@ -61,7 +61,7 @@ def test_a_read_only_logs_folder_is_one_line(tmp_path):
     tmp_path.chmod(0o500)
     try:
         with pytest.raises(PermissionError, match="writable --trainer.logger.init_args.save_dir"):
-            RunLogger(tmp_path / "logs", "exp").version
+            _ = RunLogger(tmp_path / "logs", "exp").version
     finally:
         tmp_path.chmod(0o700)
 
@@ -82,9 +82,10 @@ def test_last_means_the_newest_training_run_that_matches(tmp_path):
     new = _run(experiment, "version_1", "resnet20", 2_000)
     (new / "evaluations" / "test_0").mkdir(parents=True)  # evaluations are no training runs
     assert [r.folder for r in training_runs(experiment)] == [new, old]
-    wants = lambda backbone: (
-        lambda r: [] if r.model["backbone"] == backbone else [f"model.backbone {r.model['backbone']!r}"]
-    )  # noqa: E731
+
+    def wants(backbone: str):
+        return lambda r: [] if r.model["backbone"] == backbone else [f"model.backbone {r.model['backbone']!r}"]
+
     assert find_run(experiment, "last", wants("cnn")).folder == old
     assert find_run(experiment, "last", wants("resnet20")).folder == new
     with pytest.raises(ValueError, match="the newest, version_1, has model.backbone 'resnet20'"):

@@ -11,8 +11,9 @@ from __future__ import annotations
 import errno
 import io
 import os
+from collections.abc import Collection, Mapping
 from pathlib import Path
-from typing import Any, Collection, Mapping
+from typing import Any
 
 import torch
 from fsspec.implementations.local import LocalFileSystem

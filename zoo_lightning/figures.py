@@ -6,8 +6,9 @@ matplotlib runs with the Agg backend: headless, for TensorBoard and plain PNG fi
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from torch import Tensor
 

@@ -7,8 +7,8 @@ import hashlib
 import os
 import warnings
 import zipfile
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 __all__ = ["atomic_write", "write_cache", "read_array_cache", "write_array_cache", "fingerprint"]
 

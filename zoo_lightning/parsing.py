@@ -78,7 +78,7 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
         raise ValueError(
             f"Config {path} is not valid YAML{where}: {problem}. Fix the file, or start from a "
             "shipped config (`python -m zoo_lightning fit --config resnet20_cifar.yaml --print_config`)."
-        )
+        ) from None
     except (OSError, UnicodeDecodeError) as error:
         raise ValueError(f"Cannot read config {path}: {error}.") from None
     if content is None:

@@ -7,7 +7,7 @@ views and their weights, for any function from images to logits.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn

@@ -5,8 +5,8 @@ from __future__ import annotations
 import lightning as L
 import pytest
 from lightning.pytorch.loggers import TensorBoardLogger
-from tensorboard.plugins.hparams import plugin_data_pb2
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tensorboard.plugins.hparams import plugin_data_pb2
 
 from tests.helpers import TINY_NET, TinyData, events, fit_tiny
 from zoo_lightning.callbacks import HparamsSession

@@ -95,7 +95,7 @@ def report(logs, tmp_path_factory):
 
 def test_rows_equal_the_logged_numbers(logs, report):
     text = report[0].read_text()
-    for name, lr in (("tiny_a", 0.1), ("tiny_b", 0.02)):
+    for name in ("tiny_a", "tiny_b"):
         run_dir = logs / name / "version_0"
         line = row(text, f"{name}/version_0")
         cells = [c.strip() for c in line.strip("|").split("|")]
@@ -418,7 +418,7 @@ def test_one_epoch_run_is_a_visible_point_on_an_integer_axis(tmp_path, drawn):
         writer.add_scalar(tag, value, 9)
     writer.close()
     write_report(tmp_path / "logs", tmp_path / "out")
-    for png, label, value in (
+    for png, label, _ in (
         ("val_top1-unrecorded.png", "short/version_0 (30.00%)", 30.0),
         ("val_loss-unrecorded.png", "short/version_0", 1.5),
     ):

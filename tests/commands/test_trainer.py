@@ -6,8 +6,8 @@ import yaml
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from tests.helpers import fit_args, run_cli
-from zoo_lightning.parsing import CONFIG_DIR
 from zoo_lightning.cli import main
+from zoo_lightning.parsing import CONFIG_DIR
 
 
 def test_fit_then_test_from_the_checkpoint(cifar_python, tmp_path):

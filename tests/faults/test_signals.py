@@ -126,8 +126,8 @@ def test_a_sweep_records_a_killed_run_and_goes_on_but_stops_on_ctrl_c(world, tmp
     assert f"trial 0 failed: cnn_cifar/{first}: its fit exited with code 143; going on" in err
     # The stopped fit names its own run to continue, not the experiment's newest.
     assert (
-        f"continue that run with `python -m zoo_lightning fit ... --ckpt_path {experiment}/{second}/checkpoints/last.ckpt`"
-        in err
+        "continue that run with `python -m zoo_lightning fit ... --ckpt_path "
+        f"{experiment}/{second}/checkpoints/last.ckpt`" in err
     )
     assert f"stopped by SIGINT during trial 1 (cnn_cifar/{second}): it is queued to run again" in err
     assert sorted(p.name for p in experiment.iterdir() if p.is_dir()) == sorted([first, second])

@@ -6,7 +6,7 @@ options stay the model's (``freeze_backbone``, ``unfreeze_at_epoch``, ``backbone
 
 from __future__ import annotations
 
-from typing import Collection
+from collections.abc import Collection
 
 import lightning as L
 from lightning.pytorch.callbacks import BaseFinetuning

@@ -6,8 +6,9 @@ python -m zoo_lightning predict --ckpt_path RUN/checkpoints/best.ckpt --data.pre
 from __future__ import annotations
 
 import csv
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import lightning as L
 from lightning.pytorch.callbacks import BasePredictionWriter

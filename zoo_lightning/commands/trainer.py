@@ -112,7 +112,8 @@ class ZooTrainer(Trainer):
 
 
 class ZooCLI(LightningCLI):
-    """LightningCLI for one of the Trainer's verbs (fit, validate, test, predict): the shipped recipe, runs owned by :class:`~zoo_lightning.runs.RunLogger`,
+    """LightningCLI for one of the Trainer's verbs (fit, validate, test, predict): the shipped recipe, runs owned by
+    :class:`~zoo_lightning.runs.RunLogger`,
     best/last checkpoints written atomically, and the dashboard callbacks.
 
     Args:

@@ -1,14 +1,5 @@
 """The model zoo. Importing this package registers every family."""
 
-from zoo_lightning.models.registry import (
-    ModelEntry,
-    UnknownModelError,
-    create_model,
-    list_models,
-    model_entry,
-    register_model,
-)
-
 # Each import registers a family's builders.
 from zoo_lightning.models import (  # noqa: F401,E402
     airbench,
@@ -21,6 +12,14 @@ from zoo_lightning.models import (  # noqa: F401,E402
     preact_resnet,
     resnet,
     vgg,
+)
+from zoo_lightning.models.registry import (
+    ModelEntry,
+    UnknownModelError,
+    create_model,
+    list_models,
+    model_entry,
+    register_model,
 )
 
 __all__ = ["ModelEntry", "UnknownModelError", "create_model", "list_models", "model_entry", "register_model"]

@@ -7,7 +7,8 @@ training step cheap on a CPU; the last stage is the widest because at 4x4 it cos
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from torch import Tensor, nn
 

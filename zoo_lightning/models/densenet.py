@@ -7,7 +7,8 @@ model: three dense blocks of 16 bottleneck layers, compression 0.5.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F

@@ -6,7 +6,8 @@ Each block runs BN-ReLU before its convolutions, so the shortcut path stays a cl
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F

@@ -10,7 +10,8 @@ Every ResNet takes stochastic depth (``drop_path``) and dropout before the class
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F

@@ -7,7 +7,8 @@ the 512-wide one the CIFAR literature uses, on the 1x1 map the five max-pools le
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import Tensor, nn

@@ -33,6 +33,7 @@ from zoo_lightning.callbacks.hparams_session import FAILED
 
 from .loading import load_runs
 from .runs import DEFAULT_PER_CLASS_RUNS, VAL_TOP1, Dataset, Run, choose, ranked
+from .studies import configurations_table, study_sections
 from .tables import (
     class_order,
     evaluations_table,
@@ -43,7 +44,6 @@ from .tables import (
     selftrain_table,
     sweep_table,
 )
-from .studies import configurations_table, study_sections
 
 __all__ = ["main", "write_report", "load_runs", "Run"]
 

@@ -23,7 +23,6 @@ from typing import Any, NamedTuple
 from zoo_lightning import metric_names as names
 from zoo_lightning.runs import EVALUATIONS
 
-
 __all__ = ["Run", "MeasuredTop1", "Dataset", "ranked", "choose", "DEFAULT_PER_CLASS_RUNS"]
 
 DEFAULT_PER_CLASS_RUNS = 4  # runs in the per-class figure when --runs is not given: the best few
