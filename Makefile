@@ -3,12 +3,18 @@ VENV := .venv
 BIN := $(VENV)/bin
 SHARED_DATA := ../shared/datasets/cifar10-jpeg.tar.gz
 
-.PHONY: install test test-real bench profile data docs clean
+.PHONY: install check test test-real bench profile data docs clean
 
 install:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --upgrade pip -q
 	$(BIN)/pip install -c constraints.txt -e ".[test]"
+
+# Lint, the format, and the types (settings in pyproject.toml); seconds, so before the tests.
+check:
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 test:
 	$(BIN)/python -m pytest -q
