@@ -13,8 +13,9 @@ can serve them as a second stream, or train on them with a teacher's pseudo-labe
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import lightning as L
 import numpy as np
@@ -27,8 +28,7 @@ from zoo_lightning.data.folder import load_folder
 from zoo_lightning.data.loader import BatchLoader, TrainPosition, TwoStreamLoader, trainer_loader
 from zoo_lightning.data.pipeline import DevicePipeline
 from zoo_lightning.data.pseudo_labels import PseudoLabeledSet
-from zoo_lightning.data.splits import (SPLIT_OPTIONS, TRAINING_SET_OPTIONS, ImageSet, Splits, seeded_split,
-                                       split_release)
+from zoo_lightning.data.splits import SPLIT_OPTIONS, TRAINING_SET_OPTIONS, ImageSet, Splits, seeded_split, split_release
 from zoo_lightning.data.stats import cached_channel_stats
 from zoo_lightning.data.transforms import Normalize
 from zoo_lightning.files import fingerprint
@@ -124,8 +124,10 @@ class ImageDataModule(L.LightningDataModule):
         self.predict_paths: list[Path] = []
         if normalization:
             self.mean, self.std = [float(v) for v in normalization["mean"]], [float(v) for v in normalization["std"]]
-            rank_zero_info(f"Normalizing with the mean/std that the pretrained weights expect "
-                           f"({normalization.get('source', 'given')}): mean {self.mean}, std {self.std}.")
+            rank_zero_info(
+                f"Normalizing with the mean/std that the pretrained weights expect "
+                f"({normalization.get('source', 'given')}): mean {self.mean}, std {self.std}."
+            )
 
     # --- what a subclass provides ---------------------------------------------------------------
 
@@ -143,8 +145,10 @@ class ImageDataModule(L.LightningDataModule):
 
     def unlabeled_images(self) -> Tensor:
         """The dataset's unlabeled images, uint8 (N, 3, H, W) like the labeled ones; a subclass with some says so."""
-        raise ValueError(f"{type(self).__name__} has no unlabeled images. CIFAR10DataModule has them with --data."
-                         "labeled_per_class N, STL10DataModule its unlabeled split, FolderDataModule root/unlabeled/.")
+        raise ValueError(
+            f"{type(self).__name__} has no unlabeled images. CIFAR10DataModule has them with --data."
+            "labeled_per_class N, STL10DataModule its unlabeled split, FolderDataModule root/unlabeled/."
+        )
 
     def source_fingerprint(self) -> str:
         """:func:`fingerprint` of :meth:`source_files`, once per instance (60k files take a moment to list)."""
@@ -176,15 +180,23 @@ class ImageDataModule(L.LightningDataModule):
         read = [str(name) for name in splits.class_names]  # plain str: checkpoints load weights-only
         expected = self.hparams.get("class_names")
         if expected and list(expected) != read:
-            raise ValueError(f"The checkpoint was trained on {len(expected)} classes ({', '.join(expected)}); the "
-                             f"data under {self.data_dir} has {len(read)} ({', '.join(read)}). Evaluate it on the "
-                             "data it was trained on.")
+            raise ValueError(
+                f"The checkpoint was trained on {len(expected)} classes ({', '.join(expected)}); the "
+                f"data under {self.data_dir} has {len(read)} ({', '.join(read)}). Evaluate it on the "
+                "data it was trained on."
+            )
         self.class_names = read
         self.train_set, self.val_set, self.test_set = split_release(splits, *self.split_train(splits))
         hparams = self.hparams
         if hparams.get("pseudo_labels"):
-            self.train_set = PseudoLabeledSet.from_file(hparams.pseudo_labels, self.train_set, self.unlabeled_images(),
-                                                        read, hparams.pseudo_label_mode, hparams.pseudo_label_threshold)
+            self.train_set = PseudoLabeledSet.from_file(
+                hparams.pseudo_labels,
+                self.train_set,
+                self.unlabeled_images(),
+                read,
+                hparams.pseudo_label_mode,
+                hparams.pseudo_label_threshold,
+            )
             rank_zero_info(f"Training on {self.train_set}.")
 
     def stats(self) -> tuple[list[float], list[float]]:
@@ -211,8 +223,14 @@ class ImageDataModule(L.LightningDataModule):
         if self.train_set is None:
             self.setup()
         part, train = getattr(self, f"{split}_set"), split == "train"
-        loader = trainer_loader(part.images, part.labels, self.batch_size if train else self.eval_batch_size,
-                                self.trainer, train, self.hparams.shuffle_seed)
+        loader = trainer_loader(
+            part.images,
+            part.labels,
+            self.batch_size if train else self.eval_batch_size,
+            self.trainer,
+            train,
+            self.hparams.shuffle_seed,
+        )
         return self.train_position.track(loader) if train else loader
 
     def training_images(self, count: int, seed: int = 0) -> Tensor:
@@ -232,15 +250,23 @@ class ImageDataModule(L.LightningDataModule):
         loader = self._loader("train")
         images = loader.num_samples // loader.world_size
         if self.batch_size > images:
-            raise ValueError(f"batch_size {self.batch_size} is larger than the {images} training images"
-                             f"{' of each process' if loader.world_size > 1 else ''}: use --data.batch_size "
-                             f"{min(128, images)} or less.")
+            raise ValueError(
+                f"batch_size {self.batch_size} is larger than the {images} training images"
+                f"{' of each process' if loader.world_size > 1 else ''}: use --data.batch_size "
+                f"{min(128, images)} or less."
+            )
         if not self.hparams.unlabeled:
             return loader
         # Paired with shuffled batches of the unlabeled images (semi-supervised objectives); an epoch is one pass
         # over the labeled images, and the unlabeled stream is reshuffled every epoch.
-        unlabeled = trainer_loader(self.unlabeled_images, None, self.hparams.unlabeled_batch_size or self.batch_size,
-                                   self.trainer, True, self.hparams.shuffle_seed + 1)
+        unlabeled = trainer_loader(
+            self.unlabeled_images,
+            None,
+            self.hparams.unlabeled_batch_size or self.batch_size,
+            self.trainer,
+            True,
+            self.hparams.shuffle_seed + 1,
+        )
         return TwoStreamLoader(loader, unlabeled)
 
     def val_dataloader(self) -> BatchLoader | list:
@@ -267,21 +293,33 @@ class ImageDataModule(L.LightningDataModule):
         then the pipeline refuses uint8 batches."""
         if self._attached or self.mean is None or self.std is None:
             return
-        self.pipeline.attach(mean=self.mean, std=self.std, image_size=self.image_size, native_size=self.native_size,
-                             num_classes=self.num_classes, seed=self.hparams.shuffle_seed)
+        self.pipeline.attach(
+            mean=self.mean,
+            std=self.std,
+            image_size=self.image_size,
+            native_size=self.native_size,
+            num_classes=self.num_classes,
+            seed=self.hparams.shuffle_seed,
+        )
         self._attached = True
 
     @property
     def normalize(self) -> Normalize | None:
-        """The pipeline's :class:`Normalize` (``inverse``: back to [0, 1] images); None until the statistics are known."""
+        """The pipeline's :class:`Normalize` (``inverse``: back to [0, 1] images); None until the statistics are
+        known."""
         self._attach_pipeline()
         return self.pipeline.normalize if self._attached else None
 
     def state_dict(self) -> dict[str, Any]:
         """What prediction needs (statistics, classes, size) and where training is in its epoch."""
-        return {"mean": self.mean, "std": self.std, "class_names": list(self.class_names), "image_size": self.image_size,
-                "class_path": f"{type(self).__module__}.{type(self).__qualname__}",
-                "train_position": self.train_position.state_dict()}
+        return {
+            "mean": self.mean,
+            "std": self.std,
+            "class_names": list(self.class_names),
+            "image_size": self.image_size,
+            "class_path": f"{type(self).__module__}.{type(self).__qualname__}",
+            "train_position": self.train_position.state_dict(),
+        }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.train_position.load_state_dict(state_dict.get("train_position"))
@@ -291,11 +329,12 @@ class ImageDataModule(L.LightningDataModule):
         self._attached = False  # the next batch attaches the pipeline to these statistics
 
 
-
 def _check_relations(pseudo_labels: str | None, mode: str, unlabeled: bool, pipeline: DevicePipeline | None) -> None:
     """Options each right alone (their types say so) but wrong together: checked here, not by the parser."""
     if unlabeled and pseudo_labels:
         raise ValueError("--data.pseudo_labels trains on the unlabeled images already; leave --data.unlabeled out.")
     if pseudo_labels and mode == "soft" and getattr(pipeline, "mix", None):
-        raise ValueError("--data.pipeline.mix mixes class indices, and soft pseudo-labels are probabilities: use "
-                         "--data.pseudo_label_mode hard with mixing, or leave mix out.")
+        raise ValueError(
+            "--data.pipeline.mix mixes class indices, and soft pseudo-labels are probabilities: use "
+            "--data.pseudo_label_mode hard with mixing, or leave mix out."
+        )

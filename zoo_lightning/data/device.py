@@ -25,8 +25,9 @@ def prepare_batch(batch: Any, pipeline: DevicePipeline, trainer: Any) -> Any:
     """
     if isinstance(batch, TwoStreamBatch):
         # The unlabeled images get the same augmentation, with no targets to mix.
-        return TwoStreamBatch(prepare_batch(batch.labeled, pipeline, trainer),
-                              _prepare(batch.unlabeled, None, pipeline, trainer)[0])
+        return TwoStreamBatch(
+            prepare_batch(batch.labeled, pipeline, trainer), _prepare(batch.unlabeled, None, pipeline, trainer)[0]
+        )
     images, *rest = batch if isinstance(batch, (tuple, list)) else (batch,)
     if images.dtype != torch.uint8:
         return _to_precision(batch, trainer)
@@ -34,11 +35,13 @@ def prepare_batch(batch: Any, pipeline: DevicePipeline, trainer: Any) -> Any:
     return (images, targets, *rest[1:]) if rest else images
 
 
-def _prepare(images: Tensor, targets: Tensor | None, pipeline: DevicePipeline, trainer: Any
-             ) -> tuple[Tensor, Tensor | None]:
+def _prepare(
+    images: Tensor, targets: Tensor | None, pipeline: DevicePipeline, trainer: Any
+) -> tuple[Tensor, Tensor | None]:
     if trainer is not None and trainer.training:
-        images, targets = pipeline(images, targets, training=True, epoch=trainer.current_epoch,
-                                   rank=trainer.global_rank)
+        images, targets = pipeline(
+            images, targets, training=True, epoch=trainer.current_epoch, rank=trainer.global_rank
+        )
     else:
         images, targets = pipeline(images, targets)
     return _to_precision((images, targets), trainer)

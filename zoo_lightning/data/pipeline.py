@@ -19,7 +19,8 @@ command line an option is ``--data.pipeline.mix cutmix``, another class ``--data
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -86,8 +87,16 @@ class DevicePipeline(nn.Module):
 
     # --- set up by the DataModule -----------------------------------------------------------------
 
-    def attach(self, *, mean: Sequence[float], std: Sequence[float], image_size: int, native_size: int,
-               num_classes: int, seed: int) -> None:
+    def attach(
+        self,
+        *,
+        mean: Sequence[float],
+        std: Sequence[float],
+        image_size: int,
+        native_size: int,
+        num_classes: int,
+        seed: int,
+    ) -> None:
         """Fixes what depends on the dataset: its statistics, sizes, class count and the augmentation seed.
 
         Args:
@@ -121,8 +130,11 @@ class DevicePipeline(nn.Module):
         from torchvision.transforms import v2
 
         kwargs = dict(alpha=self.mix_alpha, num_classes=num_classes)
-        options = {"mixup": [v2.MixUp(**kwargs)], "cutmix": [v2.CutMix(**kwargs)],
-                   "mixup_cutmix": [v2.MixUp(**kwargs), v2.CutMix(**kwargs)]}[self.mix]
+        options = {
+            "mixup": [v2.MixUp(**kwargs)],
+            "cutmix": [v2.CutMix(**kwargs)],
+            "mixup_cutmix": [v2.MixUp(**kwargs), v2.CutMix(**kwargs)],
+        }[self.mix]
         return options[0] if len(options) == 1 else v2.RandomChoice(options)
 
     # --- per batch --------------------------------------------------------------------------------
@@ -177,8 +189,9 @@ class DevicePipeline(nn.Module):
             self._train_resize = (side, Resize(side))
         return self._train_resize[1]
 
-    def forward(self, images: Tensor, targets: Tensor | None = None, *, training: bool = False, epoch: int = 0,
-                rank: int = 0) -> tuple[Tensor, Tensor | None]:
+    def forward(
+        self, images: Tensor, targets: Tensor | None = None, *, training: bool = False, epoch: int = 0, rank: int = 0
+    ) -> tuple[Tensor, Tensor | None]:
         """A uint8 batch (and its targets) ready for the model: float32, normalized, at the right size.
 
         Args:
@@ -199,6 +212,8 @@ class DevicePipeline(nn.Module):
         return images, targets
 
     def extra_repr(self) -> str:
-        return (f"crop_padding={self.crop_padding}, flip={self.flip}, train_sizes={self.train_sizes}, "
-                f"mix={self.mix}, mix_alpha={self.mix_alpha}, alternating_flip={self.alternating_flip}, "
-                f"padding_mode={self.padding_mode}, cutout={self.cutout}")
+        return (
+            f"crop_padding={self.crop_padding}, flip={self.flip}, train_sizes={self.train_sizes}, "
+            f"mix={self.mix}, mix_alpha={self.mix_alpha}, alternating_flip={self.alternating_flip}, "
+            f"padding_mode={self.padding_mode}, cutout={self.cutout}"
+        )

@@ -6,7 +6,7 @@ image, applied with indexing, never with a Python loop over images) and runs und
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -98,7 +98,9 @@ class Resize(nn.Module):
         if images.shape[-2:] == (self.size, self.size):
             return images
         shrink = images.shape[-1] > self.size
-        return F.interpolate(images, size=(self.size, self.size), mode="bilinear", align_corners=False, antialias=shrink)
+        return F.interpolate(
+            images, size=(self.size, self.size), mode="bilinear", align_corners=False, antialias=shrink
+        )
 
 
 class AlternatingFlip(nn.Module):
@@ -148,6 +150,7 @@ class Cutout(nn.Module):
         rows = torch.arange(h, device=device).view(1, h, 1)
         cols = torch.arange(w, device=device).view(1, 1, w)
         half = self.size // 2
-        inside = ((rows - cy).abs() <= half - (1 - self.size % 2) * (rows >= cy)) & \
-                 ((cols - cx).abs() <= half - (1 - self.size % 2) * (cols >= cx))
+        inside = ((rows - cy).abs() <= half - (1 - self.size % 2) * (rows >= cy)) & (
+            (cols - cx).abs() <= half - (1 - self.size % 2) * (cols >= cx)
+        )
         return torch.where(inside.unsqueeze(1), self.fill.to(device), images)
