@@ -58,9 +58,9 @@ class PredictionWriter(BasePredictionWriter):
             )
 
     def on_predict_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        folder = Path(trainer.log_dir or ".")  # every rank asks: log_dir is a broadcast from rank 0
         if not trainer.is_global_zero:
             return
-        folder = Path(trainer.log_dir or ".")
         folder.mkdir(parents=True, exist_ok=True)
         self.path = folder / PREDICTIONS_CSV
         with open(self.path, "w", newline="") as f:

@@ -82,7 +82,10 @@ class TrialPruning(Callback):
         self.trial = optuna.trial.Trial(study, trial_id)
         self.maximize = study.direction == optuna.study.StudyDirection.MAXIMIZE
         # The run folder's name keys the record: the sweep knows the folder it reserved for this fit.
-        self.run = str(trainer.logger.version) if trainer.logger is not None else os.path.basename(trainer.log_dir)
+        # Not trainer.log_dir, a broadcast that the other ranks, gone from here, would never join.
+        self.run = (
+            str(trainer.logger.version) if trainer.logger is not None else os.path.basename(trainer.default_root_dir)
+        )
 
     def worker_gone(self) -> bool:
         return os.getppid() != self.worker
