@@ -181,17 +181,18 @@ class CIFAR10DataModule(ImageDataModule):
             return
         error = self._missing_error()
         # A release or image folder that is there but incomplete is the user's to mend, not to download over.
-        if not self.hparams.download or not str(error).startswith("No CIFAR-10 under"):
+        if not self.hparams["download"] or not str(error).startswith("No CIFAR-10 under"):
             raise error
         download_release(URL, MD5, self.data_dir)
 
     def split_train(self, splits: Splits) -> tuple[np.ndarray, np.ndarray]:
         """The seeded train/val split; with ``labeled_per_class``, the labeled part of the training images."""
         train, val = super().split_train(splits)
-        per_class = self.hparams.labeled_per_class
+        per_class = self.hparams["labeled_per_class"]
         if per_class is None:
             return train, val
-        rng = np.random.default_rng([self.hparams.split_seed, per_class])  # a stream of its own beside the val split
+        # A stream of its own beside the val split.
+        rng = np.random.default_rng([self.hparams["split_seed"], per_class])
         labels = splits.train_labels[train]
         labeled = []
         for index, name in enumerate(splits.class_names):
@@ -208,10 +209,11 @@ class CIFAR10DataModule(ImageDataModule):
 
     def unlabeled_images(self) -> Tensor:
         """The training images beyond the ``labeled_per_class`` labeled ones, uint8 (N, 3, 32, 32)."""
-        if self.hparams.labeled_per_class is None:
+        if self.hparams["labeled_per_class"] is None:
             return super().unlabeled_images()
         if self._unlabeled is None:
             self._load()
+        assert self._unlabeled is not None, "split_train keeps the images beyond the labeled ones"
         return self._unlabeled
 
     def source_files(self) -> list[Path]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import lightning as L
 import torch
 from torch import Tensor
 
@@ -14,7 +15,7 @@ from zoo_lightning.data.pipeline import DevicePipeline
 __all__ = ["prepare_batch"]
 
 
-def prepare_batch(batch: Any, pipeline: DevicePipeline, trainer: Any) -> Any:
+def prepare_batch(batch: Any, pipeline: DevicePipeline, trainer: L.Trainer | None) -> Any:
     """``batch`` (images, images and targets, or a :class:`TwoStreamBatch`) through ``pipeline``.
 
     uint8 images are augmented while ``trainer`` trains (seeded by its epoch and rank) and only
@@ -36,7 +37,7 @@ def prepare_batch(batch: Any, pipeline: DevicePipeline, trainer: Any) -> Any:
 
 
 def _prepare(
-    images: Tensor, targets: Tensor | None, pipeline: DevicePipeline, trainer: Any
+    images: Tensor, targets: Tensor | None, pipeline: DevicePipeline, trainer: L.Trainer | None
 ) -> tuple[Tensor, Tensor | None]:
     if trainer is not None and trainer.training:
         images, targets = pipeline(
@@ -47,5 +48,5 @@ def _prepare(
     return _to_precision((images, targets), trainer)
 
 
-def _to_precision(batch: Any, trainer: Any) -> Any:
+def _to_precision(batch: Any, trainer: L.Trainer | None) -> Any:
     return batch if trainer is None else trainer.precision_plugin.convert_input(batch)

@@ -45,7 +45,8 @@ def image_files(folder: Path, suffixes: set[str] | None = IMAGE_SUFFIXES) -> lis
     Symbolic links to folders are followed, each real folder once, so a class folder that links to
     images elsewhere is read like any other.
     """
-    found, seen = [], set()
+    found: list[str] = []
+    seen: set[str] = set()
     for parent, folders, names in os.walk(folder, followlinks=True):  # faster than Path.rglob on 60k files
         real = os.path.realpath(parent)
         if real in seen:  # a link back up the tree
@@ -132,7 +133,7 @@ def resize_center_crop(image: Image.Image, size: int) -> np.ndarray:
     image = image.convert("RGB")
     scale = size / min(image.size)
     resized = image.resize(
-        (max(size, round(image.width * scale)), max(size, round(image.height * scale))), Image.BILINEAR
+        (max(size, round(image.width * scale)), max(size, round(image.height * scale))), Image.Resampling.BILINEAR
     )
     left, top = (resized.width - size) // 2, (resized.height - size) // 2
     return np.asarray(resized.crop((left, top, left + size, top + size)))

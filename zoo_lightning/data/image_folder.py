@@ -139,7 +139,7 @@ class FolderDataModule(ImageDataModule):
         """A seeded split of train/, or train/ and val/ as they are."""
         if self._val_count is None:
             return super().split_train(splits)
-        n, asked = len(splits.train_labels), self.hparams.val_size
+        n, asked = len(splits.train_labels), self.hparams["val_size"]
         if asked not in (0, self._val_count):
             raise ValueError(
                 f"{self.data_dir / 'val'} is the validation set ({self._val_count} images): leave "
@@ -162,9 +162,7 @@ class FolderDataModule(ImageDataModule):
     # --- loaders ---------------------------------------------------------------------------------------
 
     def test_dataloader(self) -> BatchLoader:
-        if self.train_set is None:
-            self.setup()
-        if not len(self.test_set):
+        if not len(self._read_sets()[2]):
             raise ValueError(
                 f"{self.data_dir} has no test/ folder: put test images in {self.data_dir}/test/<class>/ "
                 "to test, or score the validation split with `validate`."

@@ -11,8 +11,9 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import cast
 
+import lightning as L
 import numpy as np
 import torch
 from torch import Tensor
@@ -195,14 +196,18 @@ class TwoStreamLoader:
         # The unlabeled batches the skipped labeled ones were paired with: whole passes, then part of one.
         pass_number, within = divmod(done, len(self.unlabeled))
         self.unlabeled.load_state_dict({"epoch": first + pass_number, "batches": within})
-        stream = self.unlabeled.iterate(first + pass_number)
+        stream = self._images(first + pass_number)
         for images, targets in self.labeled:
             unlabeled = next(stream, None)
             if unlabeled is None:
                 pass_number += 1
-                stream = self.unlabeled.iterate(first + pass_number)
+                stream = self._images(first + pass_number)
                 unlabeled = next(stream)
             yield TwoStreamBatch((images, targets), unlabeled)
+
+    def _images(self, epoch: int) -> Iterator[Tensor]:
+        # The unlabeled loader has no labels (checked in __init__), so its batches are images alone.
+        return cast(Iterator[Tensor], self.unlabeled.iterate(epoch))
 
     def state_dict(self) -> dict[str, int]:
         """The labeled stream's position; the unlabeled one's follows from it."""
@@ -248,7 +253,7 @@ def trainer_loader(
     images: Tensor | Callable[[], Tensor],
     labels: Tensor | None,
     batch_size: int,
-    trainer: Any,
+    trainer: L.Trainer | None,
     train: bool,
     seed: int = 0,
 ) -> BatchLoader:

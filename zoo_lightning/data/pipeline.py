@@ -20,7 +20,6 @@ command line an option is ``--data.pipeline.mix cutmix``, another class ``--data
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import numpy as np
 import torch
@@ -79,8 +78,8 @@ class DevicePipeline(nn.Module):
         self.image_size = 0
         self.padding = 0
         self.seed = 0
-        self.spatial: nn.Module = nn.Identity()
-        self.mixer: Any = None
+        self.spatial = nn.Sequential()  # no augmentation until attach() knows the padding and the mean colour
+        self.mixer: nn.Module | None = None
         self.resize: nn.Module = nn.Identity()
         self._train_resize: tuple[int, nn.Module] | None = None  # (side, its Resize), rebuilt when the side changes
         self._epoch, self._calls = -1, 0  # the epoch being augmented and its batches so far (the seed's counter)
@@ -114,7 +113,7 @@ class DevicePipeline(nn.Module):
         self.resize = Resize(image_size) if image_size != native_size else nn.Identity()
         self._train_resize = None
 
-    def _crop_and_flip(self, mean: Sequence[float]) -> nn.Module:
+    def _crop_and_flip(self, mean: Sequence[float]) -> nn.Sequential:
         mean_colour = [int(round(255 * m)) for m in mean]
         return nn.Sequential(
             *([AlternatingFlip(self.seed)] if self.alternating_flip else []),
@@ -123,7 +122,7 @@ class DevicePipeline(nn.Module):
             *([Cutout(self.cutout, mean_colour)] if self.cutout else []),
         )
 
-    def _batch_mix(self, num_classes: int) -> Any:
+    def _batch_mix(self, num_classes: int) -> nn.Module | None:
         """torchvision's batched MixUp/CutMix on (images, targets), or None."""
         if self.mix is None:
             return None

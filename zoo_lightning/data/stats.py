@@ -42,7 +42,7 @@ def channel_stats(images: np.ndarray | Tensor, chunk: int = 2048) -> tuple[list[
     return mean.tolist(), std.tolist()
 
 
-def _valid(mean: Any, std: Any) -> bool:
+def _valid(mean: object, std: object) -> bool:
     return (
         isinstance(mean, list)
         and isinstance(std, list)
@@ -52,7 +52,7 @@ def _valid(mean: Any, std: Any) -> bool:
     )
 
 
-def _read_entries(cache: Path) -> dict[str, dict]:
+def _read_entries(cache: Path) -> dict[str, dict[str, Any]]:
     try:
         entries = json.loads(cache.read_text())
     except (OSError, ValueError):

@@ -87,13 +87,13 @@ class STL10DataModule(ImageDataModule):
         return self.data_dir / RELEASE
 
     def _missing(self) -> list[str]:
-        needed = LABELED_FILES + (["unlabeled_X.bin"] if self.hparams.unlabeled else [])
+        needed = LABELED_FILES + (["unlabeled_X.bin"] if self.hparams["unlabeled"] else [])
         return [name for name in needed if not (self.folder() / name).is_file()]
 
     def find_or_download(self) -> None:
         if not self._missing():
             return
-        if self.hparams.download:
+        if self.hparams["download"]:
             download_release(URL, MD5, self.data_dir)
             return
         raise FileNotFoundError(
@@ -145,13 +145,13 @@ class STL10DataModule(ImageDataModule):
         return folds
 
     def split_train(self, splits: Splits) -> tuple[np.ndarray, np.ndarray]:
-        fold = self.hparams.fold
+        fold = self.hparams["fold"]
         if fold is None:
             return super().split_train(splits)
         train = np.sort(self.fold_indices(len(splits.train_labels))[fold])
         rest = np.setdiff1d(np.arange(len(splits.train_labels)), train)
-        val_size = min(self.hparams.val_size, len(rest))
-        val = np.random.default_rng(self.hparams.split_seed).permutation(rest)[:val_size]
+        val_size = min(self.hparams["val_size"], len(rest))
+        val = np.random.default_rng(self.hparams["split_seed"]).permutation(rest)[:val_size]
         return train, np.sort(val)
 
     def unlabeled_images(self) -> Tensor:

@@ -20,6 +20,12 @@ __all__ = ["Normalize", "RandomCrop", "RandomHorizontalFlip", "Resize", "Alterna
 class Normalize(nn.Module):
     """uint8 images -> float32 ``(x / 255 - mean) / std``; ``inverse`` undoes it (for image grids)."""
 
+    # Buffers, registered in __init__ (declared here: nn.Module's attribute lookup is typed Tensor | Module).
+    mean: Tensor
+    std: Tensor
+    scale: Tensor
+    shift: Tensor
+
     def __init__(self, mean: Sequence[float], std: Sequence[float]) -> None:
         super().__init__()
         std_t = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
@@ -133,6 +139,8 @@ class Cutout(nn.Module):
 
     The fill is the dataset's mean colour, which normalization turns into zeros (DeVries & Taylor, 2017).
     """
+
+    fill: Tensor  # a buffer, registered in __init__
 
     def __init__(self, size: NonNegativeInt, fill: Sequence[int] = (0, 0, 0)) -> None:
         super().__init__()
