@@ -7,6 +7,7 @@ options stay the model's (``freeze_backbone``, ``unfreeze_at_epoch``, ``backbone
 from __future__ import annotations
 
 from collections.abc import Collection
+from typing import cast
 
 import lightning as L
 from lightning.pytorch.callbacks import BaseFinetuning
@@ -49,9 +50,10 @@ class BackboneFreeze(BaseFinetuning):
 
     def _body(self, pl_module: L.LightningModule) -> list[nn.Module]:
         """Every module of the backbone but the head's (each holds its own parameters: nothing is counted twice)."""
+        backbone = cast(nn.Module, pl_module.backbone)  # nn.Module types an attribute it looks up Tensor | Module
         return [
             m
-            for name, m in pl_module.backbone.named_modules()
+            for name, m in backbone.named_modules()
             if name not in self.head and not any(name.startswith(f"{h}.") for h in self.head)
         ]
 

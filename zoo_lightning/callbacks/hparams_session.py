@@ -17,6 +17,7 @@ from lightning.pytorch.utilities import rank_zero_only
 
 from zoo_lightning import metric_names as names
 from zoo_lightning.checkpoints import callback_state, read_checkpoint
+from zoo_lightning.data.base import trainer_datamodule
 
 __all__ = ["HparamsSession", "read_session", "KEY_HPARAMS", "HPARAM_METRICS", "DONE", "FAILED", "INTERRUPTED"]
 
@@ -36,7 +37,7 @@ DONE, FAILED, INTERRUPTED = "done", "failed", "interrupted"
 _START_TAG, _END_TAG = "_hparams_/session_start_info", "_hparams_/session_end_info"
 
 
-def _hparam_value(value: Any) -> int | float | str | bool:
+def _hparam_value(value: object) -> int | float | str | bool:
     # TensorBoard's hparams summary takes numbers, strings and booleans only.
     return value if isinstance(value, (int, float, str, bool)) else str(value)
 
@@ -111,7 +112,7 @@ def collect_hparams(trainer: L.Trainer, pl_module: L.LightningModule, training: 
         )
     if training and trainer.lr_scheduler_configs:
         params["lr_scheduler"] = type(trainer.lr_scheduler_configs[0].scheduler).__name__
-    datamodule = trainer.datamodule
+    datamodule = trainer_datamodule(trainer)
     params.update(
         {
             "data": type(datamodule).__name__ if datamodule is not None else "-",

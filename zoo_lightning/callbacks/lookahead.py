@@ -7,6 +7,7 @@ from typing import Any
 
 import lightning as L
 import torch
+from lightning.pytorch.utilities.types import STEP_OUTPUT
 
 from zoo_lightning.options import NonNegativeFloat, NonNegativeInt, PositiveInt, UnitInterval
 
@@ -77,7 +78,7 @@ class LookaheadAveraging(L.Callback):
             self.average = {name: self.average[name].to(t.device) for name, t in self._tensors(pl_module).items()}
 
     def on_train_batch_end(
-        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: STEP_OUTPUT, batch: Any, batch_idx: int
     ) -> None:
         step = trainer.global_step
         if trainer.current_epoch < self.start_epoch or step % self.every_n_steps or step <= self.latest_update_step:

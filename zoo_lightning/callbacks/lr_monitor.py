@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 import lightning as L
 from lightning.pytorch.callbacks import LearningRateMonitor
@@ -24,14 +24,14 @@ class StepLearningRateMonitor(LearningRateMonitor):
             logging_interval=logging_interval, log_momentum=log_momentum, log_weight_decay=log_weight_decay
         )
 
-    def on_train_start(self, trainer: L.Trainer, *args, **kwargs) -> None:
+    def on_train_start(self, trainer: L.Trainer, *args: Any, **kwargs: Any) -> None:
         if trainer.loggers:
             super().on_train_start(trainer, *args, **kwargs)
 
-    def on_train_batch_start(self, trainer: L.Trainer, *args, **kwargs) -> None:
+    def on_train_batch_start(self, trainer: L.Trainer, *args: Any, **kwargs: Any) -> None:
         if trainer.loggers:
             super().on_train_batch_start(trainer, *args, **kwargs)
 
-    def on_train_epoch_start(self, trainer: L.Trainer, *args, **kwargs) -> None:
+    def on_train_epoch_start(self, trainer: L.Trainer, *args: Any, **kwargs: Any) -> None:
         if trainer.loggers:
             super().on_train_epoch_start(trainer, *args, **kwargs)

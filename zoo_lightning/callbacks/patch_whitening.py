@@ -13,6 +13,7 @@ import torch
 from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor, nn
 
+from zoo_lightning.data.base import image_datamodule
 from zoo_lightning.options import NonNegativeInt, PositiveFloat, PositiveInt
 
 __all__ = ["PatchWhitening", "whitening_weights", "patch_covariance", "patches"]
@@ -27,7 +28,10 @@ def patches(images: Tensor, kernel_size: int) -> Tensor:
 
 def patch_covariance(images: Tensor, kernel_size: int, chunk: int = 500) -> Tensor:
     """The float64 covariance of the k x k patches of ``images``, a chunk of images at a time."""
-    total, outer, count = 0.0, 0.0, 0
+    size = images.shape[1] * kernel_size * kernel_size
+    total = images.new_zeros(size, dtype=torch.float64)
+    outer = images.new_zeros((size, size), dtype=torch.float64)
+    count = 0
     for start in range(0, len(images), chunk):
         rows = patches(images[start : start + chunk], kernel_size).double()
         total, outer, count = total + rows.sum(0), outer + rows.T @ rows, count + len(rows)
@@ -88,7 +92,7 @@ class PatchWhitening(L.Callback):
         if stage != "fit":
             return
         conv = self.first_conv(pl_module)
-        images = trainer.datamodule.training_images(self.images, self.seed)
+        images = image_datamodule(trainer, "PatchWhitening").training_images(self.images, self.seed)
         with torch.no_grad():
             conv.weight.copy_(whitening_weights(images, conv.kernel_size[0], self.eps))
         conv.weight.requires_grad_(False)

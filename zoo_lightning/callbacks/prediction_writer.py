@@ -14,6 +14,7 @@ import lightning as L
 from lightning.pytorch.callbacks import BasePredictionWriter
 from torch import Tensor
 
+from zoo_lightning.data.base import image_datamodule
 from zoo_lightning.options import NonNegativeInt
 
 __all__ = ["PredictionWriter", "PREDICTIONS_CSV"]
@@ -32,7 +33,7 @@ class PredictionWriter(BasePredictionWriter):
     def __init__(self, show: NonNegativeInt = 10) -> None:
         super().__init__(write_interval="batch")
         self.show = show
-        self.rows: list[list[Any]] = []
+        self.rows: list[list[str]] = []
         self.path: Path | None = None
 
     def on_predict_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -48,7 +49,7 @@ class PredictionWriter(BasePredictionWriter):
         batch_idx: int,
         dataloader_idx: int,
     ) -> None:
-        datamodule = trainer.datamodule
+        datamodule = image_datamodule(trainer, "PredictionWriter")
         names, paths = list(datamodule.class_names), datamodule.predict_paths
         probs = prediction.float().cpu()
         top = probs.topk(min(5, probs.shape[1]), dim=1)
@@ -58,9 +59,9 @@ class PredictionWriter(BasePredictionWriter):
             )
 
     def on_predict_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        folder = Path(trainer.log_dir or ".")  # every rank asks: log_dir is a broadcast from rank 0
         if not trainer.is_global_zero:
             return
-        folder = Path(trainer.log_dir or ".")
         folder.mkdir(parents=True, exist_ok=True)
         self.path = folder / PREDICTIONS_CSV
         with open(self.path, "w", newline="") as f:

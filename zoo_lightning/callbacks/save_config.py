@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
-from lightning.pytorch.cli import SaveConfigCallback
+import lightning as L
+from jsonargparse import Namespace
+from lightning.pytorch.cli import LightningArgumentParser, SaveConfigCallback
 
 from zoo_lightning.files import atomic_write
 
@@ -15,10 +17,10 @@ __all__ = ["AtomicSaveConfigCallback"]
 class _AtomicSaver:
     """The parser, with ``save`` going through a temporary file that is renamed into place."""
 
-    def __init__(self, parser: Any) -> None:
+    def __init__(self, parser: LightningArgumentParser) -> None:
         self._parser = parser
 
-    def save(self, config: Any, path: str, **kwargs: Any) -> None:
+    def save(self, config: Namespace, path: str, **kwargs: Any) -> None:
         kwargs["overwrite"] = True  # the temporary file; Lightning checked the real one before
         atomic_write(Path(path), lambda partial: self._parser.save(config, str(partial), **kwargs))
 
@@ -35,11 +37,12 @@ class AtomicSaveConfigCallback(SaveConfigCallback):
     directory would abort the next such run.
     """
 
-    def setup(self, trainer, pl_module, stage: str) -> None:
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         if trainer.logger is None and stage != "fit":
             return
         parser = self.parser
-        self.parser = _AtomicSaver(parser)
+        # A stand-in, not a parser: SaveConfigCallback.setup calls only its save (the rest is passed through).
+        self.parser = cast(LightningArgumentParser, _AtomicSaver(parser))
         try:
             super().setup(trainer, pl_module, stage)
         finally:

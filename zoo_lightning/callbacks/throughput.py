@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import lightning as L
+from lightning.pytorch.utilities.types import STEP_OUTPUT
 
 from zoo_lightning import metric_names as names
 from zoo_lightning.batch import labeled_part
@@ -34,7 +36,9 @@ class ImagesPerSecond(L.Callback):
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.images, self.seconds, self._since = 0, 0.0, time.perf_counter()
 
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: STEP_OUTPUT, batch: Any, batch_idx: int
+    ) -> None:
         # An unlabeled stream is extra work per step, not more training images.
         self.images += int(labeled_part(batch)[0].shape[0]) * trainer.world_size
         self._pause()

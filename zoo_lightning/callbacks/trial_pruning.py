@@ -11,13 +11,16 @@ from __future__ import annotations
 
 import os
 import signal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import lightning as L
 from lightning.pytorch.callbacks import Callback
 
 from zoo_lightning.options import NonNegativeInt, PrunerName
 from zoo_lightning.studies import make_pruner, open_storage
+
+if TYPE_CHECKING:
+    import optuna
 
 __all__ = ["TrialPruning", "fit_record", "RECORD_PREFIX"]
 
@@ -62,7 +65,7 @@ class TrialPruning(Callback):
         self.storage, self.study_name, self.number = storage, study, trial
         self.monitor, self.pruner, self.report = monitor, pruner, report
         self.worker = os.getppid()  # the sweep worker that started this fit
-        self.trial: Any = None
+        self.trial: optuna.trial.Trial | None = None  # rank 0's, once setup opened it
         self.run = ""
         self.maximize = True
         self.best: float | None = None
@@ -82,7 +85,10 @@ class TrialPruning(Callback):
         self.trial = optuna.trial.Trial(study, trial_id)
         self.maximize = study.direction == optuna.study.StudyDirection.MAXIMIZE
         # The run folder's name keys the record: the sweep knows the folder it reserved for this fit.
-        self.run = str(trainer.logger.version) if trainer.logger is not None else os.path.basename(trainer.log_dir)
+        # Not trainer.log_dir, a broadcast that the other ranks, gone from here, would never join.
+        self.run = (
+            str(trainer.logger.version) if trainer.logger is not None else os.path.basename(trainer.default_root_dir)
+        )
 
     def worker_gone(self) -> bool:
         return os.getppid() != self.worker
@@ -110,6 +116,8 @@ class TrialPruning(Callback):
 
     def record(self, value: float) -> bool:
         """Reports a validation's value; True when the pruner stops the trial."""
+        if self.trial is None:
+            raise RuntimeError("TrialPruning.record needs the trial that setup opens (on rank 0 of a fit).")
         step = self.validations
         self.validations += 1
         if self.best is None or (value > self.best if self.maximize else value < self.best):

@@ -8,5 +8,11 @@ from zoo_lightning.data.pipeline import DevicePipeline
 from zoo_lightning.data.randaugment import RandAugmentPipeline
 from zoo_lightning.data.stl10 import STL10DataModule
 
-__all__ = ["ImageDataModule", "CIFAR10DataModule", "STL10DataModule", "FolderDataModule", "DevicePipeline",
-           "RandAugmentPipeline"]
+__all__ = [
+    "ImageDataModule",
+    "CIFAR10DataModule",
+    "STL10DataModule",
+    "FolderDataModule",
+    "DevicePipeline",
+    "RandAugmentPipeline",
+]

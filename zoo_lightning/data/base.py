@@ -13,8 +13,9 @@ can serve them as a second stream, or train on them with a teacher's pseudo-labe
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Literal
 
 import lightning as L
 import numpy as np
@@ -27,14 +28,22 @@ from zoo_lightning.data.folder import load_folder
 from zoo_lightning.data.loader import BatchLoader, TrainPosition, TwoStreamLoader, trainer_loader
 from zoo_lightning.data.pipeline import DevicePipeline
 from zoo_lightning.data.pseudo_labels import PseudoLabeledSet
-from zoo_lightning.data.splits import (SPLIT_OPTIONS, TRAINING_SET_OPTIONS, ImageSet, Splits, seeded_split,
-                                       split_release)
+from zoo_lightning.data.splits import SPLIT_OPTIONS, TRAINING_SET_OPTIONS, ImageSet, Splits, seeded_split, split_release
 from zoo_lightning.data.stats import cached_channel_stats
 from zoo_lightning.data.transforms import Normalize
 from zoo_lightning.files import fingerprint
 from zoo_lightning.options import Fraction, ImageSide, NonNegativeInt, PositiveInt, PseudoLabelMode
 
-__all__ = ["ImageDataModule", "Splits", "ImageSet", "CACHE_DIR", "SPLIT_OPTIONS", "TRAINING_SET_OPTIONS"]
+__all__ = [
+    "ImageDataModule",
+    "Splits",
+    "ImageSet",
+    "CACHE_DIR",
+    "SPLIT_OPTIONS",
+    "TRAINING_SET_OPTIONS",
+    "trainer_datamodule",
+    "image_datamodule",
+]
 
 CACHE_DIR = ".zoo_cache"
 
@@ -107,7 +116,7 @@ class ImageDataModule(L.LightningDataModule):
         # A module instance in the hyper-parameters would be pickled into checkpoints, which load weights-only;
         # under LightningCLI the run's config.yaml records the pipeline.
         self.save_hyperparameters(ignore=["pipeline"])
-        self.hparams.val_size = val_size
+        self.hparams["val_size"] = val_size
         self.data_dir = Path(data_dir)
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size or batch_size
         self.image_size = image_size or self.native_size
@@ -119,13 +128,17 @@ class ImageDataModule(L.LightningDataModule):
         self._attached = False  # whether the pipeline knows the current statistics and image size
         # Resumed mid-epoch, the augmentation's seeds continue too (two draws a step with an unlabeled stream).
         self.train_position = TrainPosition(lambda epoch, n: self.pipeline.resume_at(epoch, n * (1 + unlabeled)))
-        self.train_set = self.val_set = self.test_set = None  # ImageSets, once setup has read them
+        self.train_set: ImageSet | None = None  # each split's ImageSet, once setup has read them
+        self.val_set: ImageSet | None = None
+        self.test_set: ImageSet | None = None
         self._fingerprint: str | None = None
         self.predict_paths: list[Path] = []
         if normalization:
             self.mean, self.std = [float(v) for v in normalization["mean"]], [float(v) for v in normalization["std"]]
-            rank_zero_info(f"Normalizing with the mean/std that the pretrained weights expect "
-                           f"({normalization.get('source', 'given')}): mean {self.mean}, std {self.std}.")
+            rank_zero_info(
+                f"Normalizing with the mean/std that the pretrained weights expect "
+                f"({normalization.get('source', 'given')}): mean {self.mean}, std {self.std}."
+            )
 
     # --- what a subclass provides ---------------------------------------------------------------
 
@@ -143,8 +156,10 @@ class ImageDataModule(L.LightningDataModule):
 
     def unlabeled_images(self) -> Tensor:
         """The dataset's unlabeled images, uint8 (N, 3, H, W) like the labeled ones; a subclass with some says so."""
-        raise ValueError(f"{type(self).__name__} has no unlabeled images. CIFAR10DataModule has them with --data."
-                         "labeled_per_class N, STL10DataModule its unlabeled split, FolderDataModule root/unlabeled/.")
+        raise ValueError(
+            f"{type(self).__name__} has no unlabeled images. CIFAR10DataModule has them with --data."
+            "labeled_per_class N, STL10DataModule its unlabeled split, FolderDataModule root/unlabeled/."
+        )
 
     def source_fingerprint(self) -> str:
         """:func:`fingerprint` of :meth:`source_files`, once per instance (60k files take a moment to list)."""
@@ -154,7 +169,7 @@ class ImageDataModule(L.LightningDataModule):
 
     def split_train(self, splits: Splits) -> tuple[np.ndarray, np.ndarray]:
         """Indices of the training and validation parts of the train set: a seeded random split."""
-        return seeded_split(len(splits.train_labels), self.hparams.val_size, self.hparams.split_seed)
+        return seeded_split(len(splits.train_labels), self.hparams["val_size"], self.hparams["split_seed"])
 
     # --- Lightning hooks --------------------------------------------------------------------------
 
@@ -170,22 +185,32 @@ class ImageDataModule(L.LightningDataModule):
             self.mean, self.std = self.stats()
         self._attach_pipeline()
 
-    def _load(self) -> None:
-        """Reads the release (or its cache) and splits the train set; statistics stay untouched."""
+    def _load(self) -> ImageSet:
+        """Reads the release (or its cache) and splits the train set; statistics stay untouched. Returns
+        :attr:`train_set`."""
         splits = self.load_splits()
         read = [str(name) for name in splits.class_names]  # plain str: checkpoints load weights-only
         expected = self.hparams.get("class_names")
         if expected and list(expected) != read:
-            raise ValueError(f"The checkpoint was trained on {len(expected)} classes ({', '.join(expected)}); the "
-                             f"data under {self.data_dir} has {len(read)} ({', '.join(read)}). Evaluate it on the "
-                             "data it was trained on.")
+            raise ValueError(
+                f"The checkpoint was trained on {len(expected)} classes ({', '.join(expected)}); the "
+                f"data under {self.data_dir} has {len(read)} ({', '.join(read)}). Evaluate it on the "
+                "data it was trained on."
+            )
         self.class_names = read
         self.train_set, self.val_set, self.test_set = split_release(splits, *self.split_train(splits))
         hparams = self.hparams
         if hparams.get("pseudo_labels"):
-            self.train_set = PseudoLabeledSet.from_file(hparams.pseudo_labels, self.train_set, self.unlabeled_images(),
-                                                        read, hparams.pseudo_label_mode, hparams.pseudo_label_threshold)
+            self.train_set = PseudoLabeledSet.from_file(
+                hparams["pseudo_labels"],
+                self.train_set,
+                self.unlabeled_images(),
+                read,
+                hparams["pseudo_label_mode"],
+                hparams["pseudo_label_threshold"],
+            )
             rank_zero_info(f"Training on {self.train_set}.")
+        return self.train_set
 
     def stats(self) -> tuple[list[float], list[float]]:
         """Per-channel mean/std of the training part, in [0, 1] units (float64, one pass over the uint8 pixels).
@@ -198,21 +223,35 @@ class ImageDataModule(L.LightningDataModule):
         return cached_channel_stats(cache, key, self._train_images)
 
     def _train_images(self) -> Tensor:
-        if self.train_set is None:
-            self._load()
-        return self.train_set.labeled.images  # pseudo-labeled: a student normalizes as its teacher did
+        train_set = self._load() if self.train_set is None else self.train_set
+        return train_set.labeled.images  # pseudo-labeled: a student normalizes as its teacher did
 
     def _split_key(self) -> dict[str, Any]:
         """The :data:`SPLIT_OPTIONS` this DataModule has, with their values (None, their default, left out)."""
         return {name: self.hparams[name] for name in SPLIT_OPTIONS if self.hparams.get(name) is not None}
 
-    def _loader(self, split: str) -> BatchLoader:
-        """The loader of ``split`` (train, val or test); the data is read first when setup has not run."""
+    def _read_sets(self, stage: str | None = None) -> tuple[ImageSet, ImageSet, ImageSet]:
+        """:attr:`train_set`, :attr:`val_set` and :attr:`test_set`, read by :meth:`setup` first when it has not run."""
         if self.train_set is None:
-            self.setup()
-        part, train = getattr(self, f"{split}_set"), split == "train"
-        loader = trainer_loader(part.images, part.labels, self.batch_size if train else self.eval_batch_size,
-                                self.trainer, train, self.hparams.shuffle_seed)
+            self.setup(stage)
+        if self.train_set is None or self.val_set is None or self.test_set is None:  # a subclass's own setup
+            raise RuntimeError(
+                f"{type(self).__name__}.setup() read no data: a DataModule's setup must call ImageDataModule.setup."
+            )
+        return self.train_set, self.val_set, self.test_set
+
+    def _loader(self, split: Literal["train", "val", "test"]) -> BatchLoader:
+        """The loader of ``split``; the data is read first when setup has not run."""
+        train_set, val_set, test_set = self._read_sets()
+        part, train = {"train": train_set, "val": val_set, "test": test_set}[split], split == "train"
+        loader = trainer_loader(
+            part.images,
+            part.labels,
+            self.batch_size if train else self.eval_batch_size,
+            self.trainer,
+            train,
+            self.hparams["shuffle_seed"],
+        )
         return self.train_position.track(loader) if train else loader
 
     def training_images(self, count: int, seed: int = 0) -> Tensor:
@@ -221,10 +260,8 @@ class ImageDataModule(L.LightningDataModule):
 
         For callbacks that fit something to the data, such as patch whitening, without knowing the dataset.
         """
-        if self.train_set is None:
-            self.setup("fit")
+        images = self._read_sets("fit")[0].images
         self._attach_pipeline()
-        images = self.train_set.images
         order = torch.randperm(len(images), generator=torch.Generator().manual_seed(seed))[:count]
         return self.pipeline(torch.index_select(images, 0, order.sort().values))[0]
 
@@ -232,28 +269,36 @@ class ImageDataModule(L.LightningDataModule):
         loader = self._loader("train")
         images = loader.num_samples // loader.world_size
         if self.batch_size > images:
-            raise ValueError(f"batch_size {self.batch_size} is larger than the {images} training images"
-                             f"{' of each process' if loader.world_size > 1 else ''}: use --data.batch_size "
-                             f"{min(128, images)} or less.")
-        if not self.hparams.unlabeled:
+            raise ValueError(
+                f"batch_size {self.batch_size} is larger than the {images} training images"
+                f"{' of each process' if loader.world_size > 1 else ''}: use --data.batch_size "
+                f"{min(128, images)} or less."
+            )
+        if not self.hparams["unlabeled"]:
             return loader
         # Paired with shuffled batches of the unlabeled images (semi-supervised objectives); an epoch is one pass
         # over the labeled images, and the unlabeled stream is reshuffled every epoch.
-        unlabeled = trainer_loader(self.unlabeled_images, None, self.hparams.unlabeled_batch_size or self.batch_size,
-                                   self.trainer, True, self.hparams.shuffle_seed + 1)
+        unlabeled = trainer_loader(
+            self.unlabeled_images,
+            None,
+            self.hparams["unlabeled_batch_size"] or self.batch_size,
+            self.trainer,
+            True,
+            self.hparams["shuffle_seed"] + 1,
+        )
         return TwoStreamLoader(loader, unlabeled)
 
-    def val_dataloader(self) -> BatchLoader | list:
-        return self._loader("val") if self.hparams.val_size > 0 else []
+    def val_dataloader(self) -> BatchLoader | list[BatchLoader]:
+        return self._loader("val") if self.hparams["val_size"] > 0 else []
 
     def test_dataloader(self) -> BatchLoader:
         return self._loader("test")
 
     def predict_dataloader(self) -> BatchLoader:
         """The images under ``predict_dir``, batched with their index into :attr:`predict_paths`."""
-        if not self.hparams.predict_dir:
+        if not self.hparams["predict_dir"]:
             raise ValueError("predict needs images: pass --data.predict_dir DIR (a folder of .jpg/.png files).")
-        images, self.predict_paths = load_folder(self.hparams.predict_dir, self.image_size)
+        images, self.predict_paths = load_folder(self.hparams["predict_dir"], self.image_size)
         return BatchLoader(images, torch.arange(len(images)), batch_size=self.eval_batch_size)
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
@@ -267,21 +312,33 @@ class ImageDataModule(L.LightningDataModule):
         then the pipeline refuses uint8 batches."""
         if self._attached or self.mean is None or self.std is None:
             return
-        self.pipeline.attach(mean=self.mean, std=self.std, image_size=self.image_size, native_size=self.native_size,
-                             num_classes=self.num_classes, seed=self.hparams.shuffle_seed)
+        self.pipeline.attach(
+            mean=self.mean,
+            std=self.std,
+            image_size=self.image_size,
+            native_size=self.native_size,
+            num_classes=self.num_classes,
+            seed=self.hparams["shuffle_seed"],
+        )
         self._attached = True
 
     @property
     def normalize(self) -> Normalize | None:
-        """The pipeline's :class:`Normalize` (``inverse``: back to [0, 1] images); None until the statistics are known."""
+        """The pipeline's :class:`Normalize` (``inverse``: back to [0, 1] images); None until the statistics are
+        known."""
         self._attach_pipeline()
         return self.pipeline.normalize if self._attached else None
 
     def state_dict(self) -> dict[str, Any]:
         """What prediction needs (statistics, classes, size) and where training is in its epoch."""
-        return {"mean": self.mean, "std": self.std, "class_names": list(self.class_names), "image_size": self.image_size,
-                "class_path": f"{type(self).__module__}.{type(self).__qualname__}",
-                "train_position": self.train_position.state_dict()}
+        return {
+            "mean": self.mean,
+            "std": self.std,
+            "class_names": list(self.class_names),
+            "image_size": self.image_size,
+            "class_path": f"{type(self).__module__}.{type(self).__qualname__}",
+            "train_position": self.train_position.state_dict(),
+        }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.train_position.load_state_dict(state_dict.get("train_position"))
@@ -291,11 +348,29 @@ class ImageDataModule(L.LightningDataModule):
         self._attached = False  # the next batch attaches the pipeline to these statistics
 
 
+def trainer_datamodule(trainer: L.Trainer) -> L.LightningDataModule | None:
+    """The DataModule ``trainer`` runs with; None when it was given dataloaders instead."""
+    # Lightning's DataConnector sets trainer.datamodule (None at first), but the Trainer class does not declare it.
+    return trainer.datamodule  # type: ignore[attr-defined]
+
+
+def image_datamodule(trainer: L.Trainer, user: str) -> ImageDataModule:
+    """The :class:`ImageDataModule` ``trainer`` runs with; a ValueError naming ``user`` (what needs it) otherwise."""
+    datamodule = trainer_datamodule(trainer)
+    if not isinstance(datamodule, ImageDataModule):
+        raise ValueError(
+            f"{user} needs one of zoo_lightning.data's DataModules (an ImageDataModule); this run has "
+            f"{type(datamodule).__name__ if datamodule is not None else 'none'}."
+        )
+    return datamodule
+
 
 def _check_relations(pseudo_labels: str | None, mode: str, unlabeled: bool, pipeline: DevicePipeline | None) -> None:
     """Options each right alone (their types say so) but wrong together: checked here, not by the parser."""
     if unlabeled and pseudo_labels:
         raise ValueError("--data.pseudo_labels trains on the unlabeled images already; leave --data.unlabeled out.")
     if pseudo_labels and mode == "soft" and getattr(pipeline, "mix", None):
-        raise ValueError("--data.pipeline.mix mixes class indices, and soft pseudo-labels are probabilities: use "
-                         "--data.pseudo_label_mode hard with mixing, or leave mix out.")
+        raise ValueError(
+            "--data.pipeline.mix mixes class indices, and soft pseudo-labels are probabilities: use "
+            "--data.pseudo_label_mode hard with mixing, or leave mix out."
+        )

@@ -49,19 +49,26 @@ def _read_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
     content = _unpickle(path, (b"data", b"labels"))
     rows = np.asarray(content[b"data"])
     if rows.dtype != np.uint8:  # a cast would make floats near-black and wrap int16 values
-        raise ValueError(f"{path}: the pixels are {rows.dtype}; the CIFAR-10 release stores uint8 bytes (0..255). "
-                         "Unpack cifar-10-python.tar.gz again, or write the batch with data.astype(np.uint8).")
+        raise ValueError(
+            f"{path}: the pixels are {rows.dtype}; the CIFAR-10 release stores uint8 bytes (0..255). "
+            "Unpack cifar-10-python.tar.gz again, or write the batch with data.astype(np.uint8)."
+        )
     labels = np.asarray(content[b"labels"])
     if labels.size and not np.issubdtype(labels.dtype, np.integer):
-        raise ValueError(f"{path}: the labels are {labels.dtype}; they must be the class indices 0..{len(CLASSES) - 1}.")
+        raise ValueError(
+            f"{path}: the labels are {labels.dtype}; they must be the class indices 0..{len(CLASSES) - 1}."
+        )
     wrong = np.unique(labels[(labels < 0) | (labels >= len(CLASSES))])
     if wrong.size:
-        raise ValueError(f"{path}: label {', '.join(map(str, wrong[:5]))} is no class of CIFAR-10; labels must be "
-                         f"the class indices 0..{len(CLASSES) - 1}.")
+        raise ValueError(
+            f"{path}: label {', '.join(map(str, wrong[:5]))} is no class of CIFAR-10; labels must be "
+            f"the class indices 0..{len(CLASSES) - 1}."
+        )
     labels = labels.astype(np.int64)
     if rows.ndim != 2 or rows.shape[1] != 3072 or len(labels) != len(rows):
-        raise ValueError(f"{path}: expected N x 3072 bytes and N labels, found data {rows.shape} and "
-                         f"{len(labels)} labels.")
+        raise ValueError(
+            f"{path}: expected N x 3072 bytes and N labels, found data {rows.shape} and {len(labels)} labels."
+        )
     return rows.reshape(-1, 3, 32, 32), labels  # each row: the R, G, B planes, 32x32 row-major
 
 
@@ -71,17 +78,24 @@ def read_python_release(folder: Path) -> Splits:
     test_images, test_labels = _read_batch(folder / "test_batch")
     meta = _unpickle(folder / "batches.meta", (b"label_names",))
     names = [n.decode() if isinstance(n, bytes) else str(n) for n in meta[b"label_names"]]
-    return Splits(np.concatenate([t[0] for t in train]), np.concatenate([t[1] for t in train]),
-                  test_images, test_labels, class_names=names)
+    return Splits(
+        np.concatenate([t[0] for t in train]),
+        np.concatenate([t[1] for t in train]),
+        test_images,
+        test_labels,
+        class_names=names,
+    )
 
 
 def read_image_folder(root: Path, size: int = 32) -> Splits:
     """``train/<class>/*`` and ``test/<class>/*``; labels follow the sorted class folder names of train/."""
     train_images, train_labels, classes = read_class_tree(root / "train", size)
     if len(classes) != len(CLASSES):
-        raise ValueError(f"{root / 'train'} has {len(classes)} class folders ({', '.join(classes)}); CIFAR-10 has "
-                         f"{len(CLASSES)}. Give it the 10 folders ({', '.join(CLASSES)}), or train your own classes "
-                         "with --data zoo_lightning.data.FolderDataModule.")
+        raise ValueError(
+            f"{root / 'train'} has {len(classes)} class folders ({', '.join(classes)}); CIFAR-10 has "
+            f"{len(CLASSES)}. Give it the 10 folders ({', '.join(CLASSES)}), or train your own classes "
+            "with --data zoo_lightning.data.FolderDataModule."
+        )
     test_images, test_labels, _ = read_class_tree(root / "test", size, classes)
     return Splits(train_images, train_labels, test_images, test_labels, class_names=classes)
 
@@ -89,8 +103,14 @@ def read_image_folder(root: Path, size: int = 32) -> Splits:
 def _consistent(splits: Splits) -> bool:
     """Whether arrays read back from a cache have the shapes and types a decode gives."""
     pairs = ((splits.train_images, splits.train_labels), (splits.test_images, splits.test_labels))
-    return all(x.dtype == np.uint8 and x.ndim == 4 and x.shape[1:] == (3, 32, 32) and y.dtype == np.int64
-               and y.shape == (len(x),) for x, y in pairs)
+    return all(
+        x.dtype == np.uint8
+        and x.ndim == 4
+        and x.shape[1:] == (3, 32, 32)
+        and y.dtype == np.int64
+        and y.shape == (len(x),)
+        for x, y in pairs
+    )
 
 
 class CIFAR10DataModule(ImageDataModule):
@@ -118,8 +138,10 @@ class CIFAR10DataModule(ImageDataModule):
     ) -> None:
         # **kwargs: jsonargparse follows them into ImageDataModule's signature, so the CLI lists every option.
         if kwargs.get("unlabeled") and labeled_per_class is None:  # a relation of two options, which no type can say
-            raise ValueError("--data.unlabeled true needs --data.labeled_per_class N: the unlabeled images are the "
-                             "training images beyond the N labeled ones of each class.")
+            raise ValueError(
+                "--data.unlabeled true needs --data.labeled_per_class N: the unlabeled images are the "
+                "training images beyond the N labeled ones of each class."
+            )
         super().__init__(**kwargs)
         self._unlabeled: Tensor | None = None
 
@@ -143,8 +165,10 @@ class CIFAR10DataModule(ImageDataModule):
         for base in [self.data_dir, *self.data_dir.glob("*")]:
             if (base / "train").is_dir() != (base / "test").is_dir():
                 have, lack = ("train", "test") if (base / "train").is_dir() else ("test", "train")
-                return FileNotFoundError(f"{base} has {have}/ but no {lack}/: an image-folder CIFAR-10 needs "
-                                         f"both {base / 'train'}/<class>/* and {base / 'test'}/<class>/*.")
+                return FileNotFoundError(
+                    f"{base} has {have}/ but no {lack}/: an image-folder CIFAR-10 needs "
+                    f"both {base / 'train'}/<class>/* and {base / 'test'}/<class>/*."
+                )
         return FileNotFoundError(
             f"No CIFAR-10 under {str(self.data_dir)!r}. Put the official python release there as "
             f"{self.data_dir / RELEASE}/ ({', '.join(RELEASE_FILES)}), or an image folder as "
@@ -157,24 +181,27 @@ class CIFAR10DataModule(ImageDataModule):
             return
         error = self._missing_error()
         # A release or image folder that is there but incomplete is the user's to mend, not to download over.
-        if not self.hparams.download or not str(error).startswith("No CIFAR-10 under"):
+        if not self.hparams["download"] or not str(error).startswith("No CIFAR-10 under"):
             raise error
         download_release(URL, MD5, self.data_dir)
 
     def split_train(self, splits: Splits) -> tuple[np.ndarray, np.ndarray]:
         """The seeded train/val split; with ``labeled_per_class``, the labeled part of the training images."""
         train, val = super().split_train(splits)
-        per_class = self.hparams.labeled_per_class
+        per_class = self.hparams["labeled_per_class"]
         if per_class is None:
             return train, val
-        rng = np.random.default_rng([self.hparams.split_seed, per_class])  # a stream of its own beside the val split
+        # A stream of its own beside the val split.
+        rng = np.random.default_rng([self.hparams["split_seed"], per_class])
         labels = splits.train_labels[train]
         labeled = []
         for index, name in enumerate(splits.class_names):
             members = train[labels == index]
             if len(members) < per_class:
-                raise ValueError(f"labeled_per_class {per_class}: class {name!r} has {len(members)} training images "
-                                 f"(after the validation split); use --data.labeled_per_class {len(members)} or less.")
+                raise ValueError(
+                    f"labeled_per_class {per_class}: class {name!r} has {len(members)} training images "
+                    f"(after the validation split); use --data.labeled_per_class {len(members)} or less."
+                )
             labeled.append(rng.choice(members, per_class, replace=False))
         kept = np.sort(np.concatenate(labeled))
         self._unlabeled = as_tensor(splits.train_images[np.setdiff1d(train, kept)])
@@ -182,10 +209,11 @@ class CIFAR10DataModule(ImageDataModule):
 
     def unlabeled_images(self) -> Tensor:
         """The training images beyond the ``labeled_per_class`` labeled ones, uint8 (N, 3, 32, 32)."""
-        if self.hparams.labeled_per_class is None:
+        if self.hparams["labeled_per_class"] is None:
             return super().unlabeled_images()
         if self._unlabeled is None:
             self._load()
+        assert self._unlabeled is not None, "split_train keeps the images beyond the labeled ones"
         return self._unlabeled
 
     def source_files(self) -> list[Path]:
@@ -206,12 +234,26 @@ class CIFAR10DataModule(ImageDataModule):
         cache = self.data_dir / CACHE_DIR / f"cifar10_{layout}_{folder.resolve().name}.npz"
         stored = read_array_cache(cache, key)
         if stored is not None:
-            splits = Splits(stored["train_images"], stored["train_labels"], stored["test_images"],
-                            stored["test_labels"], class_names=[str(n) for n in stored["class_names"]])
+            splits = Splits(
+                stored["train_images"],
+                stored["train_labels"],
+                stored["test_images"],
+                stored["test_labels"],
+                class_names=[str(n) for n in stored["class_names"]],
+            )
             if _consistent(splits):
                 return splits
         splits = read_python_release(folder) if layout == "python" else read_image_folder(folder)
-        write_array_cache(cache, key, {"train_images": splits.train_images, "train_labels": splits.train_labels,
-                                       "test_images": splits.test_images, "test_labels": splits.test_labels,
-                                       "class_names": np.asarray(splits.class_names)}, "decoded images")
+        write_array_cache(
+            cache,
+            key,
+            {
+                "train_images": splits.train_images,
+                "train_labels": splits.train_labels,
+                "test_images": splits.test_images,
+                "test_labels": splits.test_labels,
+                "class_names": np.asarray(splits.class_names),
+            },
+            "decoded images",
+        )
         return splits

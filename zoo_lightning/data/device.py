@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import lightning as L
 import torch
 from torch import Tensor
 
@@ -14,7 +15,7 @@ from zoo_lightning.data.pipeline import DevicePipeline
 __all__ = ["prepare_batch"]
 
 
-def prepare_batch(batch: Any, pipeline: DevicePipeline, trainer: Any) -> Any:
+def prepare_batch(batch: Any, pipeline: DevicePipeline, trainer: L.Trainer | None) -> Any:
     """``batch`` (images, images and targets, or a :class:`TwoStreamBatch`) through ``pipeline``.
 
     uint8 images are augmented while ``trainer`` trains (seeded by its epoch and rank) and only
@@ -25,8 +26,9 @@ def prepare_batch(batch: Any, pipeline: DevicePipeline, trainer: Any) -> Any:
     """
     if isinstance(batch, TwoStreamBatch):
         # The unlabeled images get the same augmentation, with no targets to mix.
-        return TwoStreamBatch(prepare_batch(batch.labeled, pipeline, trainer),
-                              _prepare(batch.unlabeled, None, pipeline, trainer)[0])
+        return TwoStreamBatch(
+            prepare_batch(batch.labeled, pipeline, trainer), _prepare(batch.unlabeled, None, pipeline, trainer)[0]
+        )
     images, *rest = batch if isinstance(batch, (tuple, list)) else (batch,)
     if images.dtype != torch.uint8:
         return _to_precision(batch, trainer)
@@ -34,15 +36,17 @@ def prepare_batch(batch: Any, pipeline: DevicePipeline, trainer: Any) -> Any:
     return (images, targets, *rest[1:]) if rest else images
 
 
-def _prepare(images: Tensor, targets: Tensor | None, pipeline: DevicePipeline, trainer: Any
-             ) -> tuple[Tensor, Tensor | None]:
+def _prepare(
+    images: Tensor, targets: Tensor | None, pipeline: DevicePipeline, trainer: L.Trainer | None
+) -> tuple[Tensor, Tensor | None]:
     if trainer is not None and trainer.training:
-        images, targets = pipeline(images, targets, training=True, epoch=trainer.current_epoch,
-                                   rank=trainer.global_rank)
+        images, targets = pipeline(
+            images, targets, training=True, epoch=trainer.current_epoch, rank=trainer.global_rank
+        )
     else:
         images, targets = pipeline(images, targets)
     return _to_precision((images, targets), trainer)
 
 
-def _to_precision(batch: Any, trainer: Any) -> Any:
+def _to_precision(batch: Any, trainer: L.Trainer | None) -> Any:
     return batch if trainer is None else trainer.precision_plugin.convert_input(batch)

@@ -20,8 +20,9 @@ def download_release(url: str, md5: str, data_dir: Path) -> None:
 
     data_dir = Path(data_dir)
     if data_dir.exists() and not data_dir.is_dir():
-        raise NotADirectoryError(f"--data.data_dir {data_dir} is a file; give the folder that holds (or is to hold) "
-                                 "the dataset.")
+        raise NotADirectoryError(
+            f"--data.data_dir {data_dir} is a file; give the folder that holds (or is to hold) the dataset."
+        )
     archive = data_dir / os.path.basename(url)
     if not archive.is_file():
         created = not data_dir.exists()
@@ -29,8 +30,10 @@ def download_release(url: str, md5: str, data_dir: Path) -> None:
         try:
             utils.download_url(url, str(data_dir), filename=partial.name)
             if not utils.check_integrity(str(partial), md5):
-                raise ValueError(f"The download of {url} does not have the official MD5 {md5} (an interrupted or "
-                                 f"altered transfer); nothing was kept. Run again, or fetch {archive.name} by hand.")
+                raise ValueError(
+                    f"The download of {url} does not have the official MD5 {md5} (an interrupted or "
+                    f"altered transfer); nothing was kept. Run again, or fetch {archive.name} by hand."
+                )
             os.replace(partial, archive)
         except OSError as error:  # no network, DNS, HTTP errors, a read-only data_dir
             where = "did not exist" if created else "holds no dataset"

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import os
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -20,7 +20,15 @@ from torch import Tensor
 
 from zoo_lightning.progress import tracked
 
-__all__ = ["IMAGE_SUFFIXES", "hidden", "image_files", "decode_rgb", "read_class_tree", "resize_center_crop", "load_folder"]
+__all__ = [
+    "IMAGE_SUFFIXES",
+    "hidden",
+    "image_files",
+    "decode_rgb",
+    "read_class_tree",
+    "resize_center_crop",
+    "load_folder",
+]
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm"}
 
@@ -37,7 +45,8 @@ def image_files(folder: Path, suffixes: set[str] | None = IMAGE_SUFFIXES) -> lis
     Symbolic links to folders are followed, each real folder once, so a class folder that links to
     images elsewhere is read like any other.
     """
-    found, seen = [], set()
+    found: list[str] = []
+    seen: set[str] = set()
     for parent, folders, names in os.walk(folder, followlinks=True):  # faster than Path.rglob on 60k files
         real = os.path.realpath(parent)
         if real in seen:  # a link back up the tree
@@ -45,8 +54,11 @@ def image_files(folder: Path, suffixes: set[str] | None = IMAGE_SUFFIXES) -> lis
             continue
         seen.add(real)
         folders[:] = [f for f in folders if not hidden(f)]
-        found.extend(os.path.join(parent, n) for n in names
-                     if not hidden(n) and (suffixes is None or os.path.splitext(n)[1].lower() in suffixes))
+        found.extend(
+            os.path.join(parent, n)
+            for n in names
+            if not hidden(n) and (suffixes is None or os.path.splitext(n)[1].lower() in suffixes)
+        )
     return [Path(p) for p in sorted(found, key=lambda p: p.split(os.sep))]
 
 
@@ -74,8 +86,9 @@ def decode_rgb(path: Path) -> Image.Image:
         raise ValueError(f"Cannot read image {path}: {error}. Remove or replace the file.") from None
 
 
-def read_class_tree(folder: Path, size: int, classes: Sequence[str] | None = None, resize: bool = False
-                    ) -> tuple[np.ndarray, np.ndarray, list[str]]:
+def read_class_tree(
+    folder: Path, size: int, classes: Sequence[str] | None = None, resize: bool = False
+) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """The images of ``folder/<class>/*`` as uint8 (N, 3, size, size), their int64 labels and the classes.
 
     Args:
@@ -104,8 +117,9 @@ def read_class_tree(folder: Path, size: int, classes: Sequence[str] | None = Non
             raise ValueError(f"{path}: class folder {class_name!r} is not one of the train classes {classes}.")
         pixels = resize_center_crop(decode_rgb(path), size) if resize else np.asarray(decode_rgb(path))
         if pixels.shape[:2] != (size, size):
-            raise ValueError(f"{path} is {pixels.shape[1]}x{pixels.shape[0]}; the images of this dataset are "
-                             f"{size}x{size}.")
+            raise ValueError(
+                f"{path} is {pixels.shape[1]}x{pixels.shape[0]}; the images of this dataset are {size}x{size}."
+            )
         images[i] = pixels.transpose(2, 0, 1)
         labels[i] = index[class_name]
     return images, labels, classes
@@ -118,8 +132,9 @@ def resize_center_crop(image: Image.Image, size: int) -> np.ndarray:
     """
     image = image.convert("RGB")
     scale = size / min(image.size)
-    resized = image.resize((max(size, round(image.width * scale)), max(size, round(image.height * scale))),
-                           Image.BILINEAR)
+    resized = image.resize(
+        (max(size, round(image.width * scale)), max(size, round(image.height * scale))), Image.Resampling.BILINEAR
+    )
     left, top = (resized.width - size) // 2, (resized.height - size) // 2
     return np.asarray(resized.crop((left, top, left + size, top + size)))
 
@@ -143,8 +158,10 @@ def load_folder(folder: str | Path, size: int) -> tuple[Tensor, list[Path]]:
             continue
         paths.append(path)
     if skipped:
-        warnings.warn(f"Skipped {len(skipped)} file(s) that are not readable images: "
-                      + ", ".join(str(p) for p in skipped), stacklevel=2)
+        warnings.warn(
+            f"Skipped {len(skipped)} file(s) that are not readable images: " + ", ".join(str(p) for p in skipped),
+            stacklevel=2,
+        )
     if not images:
         raise ValueError(f"No readable image under {str(root)!r}: put .jpg/.png/... files there.")
     return torch.from_numpy(np.stack(images)), paths

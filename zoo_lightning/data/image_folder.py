@@ -36,12 +36,16 @@ SPLITS = ("train", "val", "test", "unlabeled")
 def class_folders(folder: Path) -> list[str]:
     """The sorted class folder names under ``folder`` (hidden ones left out), or a one-line error."""
     if not folder.is_dir():
-        raise FileNotFoundError(f"No {folder}/ folder: put your images as {folder}/<class>/<image files>, one folder "
-                                "per class (or pass --data.data_dir the folder that holds train/).")
+        raise FileNotFoundError(
+            f"No {folder}/ folder: put your images as {folder}/<class>/<image files>, one folder "
+            "per class (or pass --data.data_dir the folder that holds train/)."
+        )
     classes = sorted(p.name for p in folder.iterdir() if p.is_dir() and not hidden(p.name))
     if len(classes) < 2:
         found = f"only {classes[0]!r}" if classes else "none"
-        raise ValueError(f"{folder} needs at least two class folders ({folder.name}/<class>/<image files>), found {found}.")
+        raise ValueError(
+            f"{folder} needs at least two class folders ({folder.name}/<class>/<image files>), found {found}."
+        )
     return classes
 
 
@@ -101,8 +105,13 @@ class FolderDataModule(ImageDataModule):
         val_count = int(arrays["val_count"])
         self._val_count = None if val_count < 0 else val_count
         self._unlabeled = as_tensor(arrays["unlabeled"]) if len(arrays["unlabeled"]) else None
-        return Splits(arrays["train_images"], arrays["train_labels"], arrays["test_images"], arrays["test_labels"],
-                      class_names=self.class_names)
+        return Splits(
+            arrays["train_images"],
+            arrays["train_labels"],
+            arrays["test_images"],
+            arrays["test_labels"],
+            class_names=self.class_names,
+        )
 
     def _read_folders(self) -> dict[str, np.ndarray]:
         """Every split decoded and resized; val/ is appended to train/ (``val_count`` says how many it holds)."""
@@ -116,20 +125,26 @@ class FolderDataModule(ImageDataModule):
             return images, labels
 
         train, val, test = read("train"), read("val"), read("test")
-        unlabeled = (load_folder(root / "unlabeled", size)[0].numpy() if (root / "unlabeled").is_dir()
-                     else empty[0])
-        return {"train_images": np.concatenate([train[0], val[0]]), "train_labels": np.concatenate([train[1], val[1]]),
-                "val_count": np.asarray(len(val[1]) if (root / "val").is_dir() else -1),
-                "test_images": test[0], "test_labels": test[1], "unlabeled": unlabeled}
+        unlabeled = load_folder(root / "unlabeled", size)[0].numpy() if (root / "unlabeled").is_dir() else empty[0]
+        return {
+            "train_images": np.concatenate([train[0], val[0]]),
+            "train_labels": np.concatenate([train[1], val[1]]),
+            "val_count": np.asarray(len(val[1]) if (root / "val").is_dir() else -1),
+            "test_images": test[0],
+            "test_labels": test[1],
+            "unlabeled": unlabeled,
+        }
 
     def split_train(self, splits: Splits) -> tuple[np.ndarray, np.ndarray]:
         """A seeded split of train/, or train/ and val/ as they are."""
         if self._val_count is None:
             return super().split_train(splits)
-        n, asked = len(splits.train_labels), self.hparams.val_size
+        n, asked = len(splits.train_labels), self.hparams["val_size"]
         if asked not in (0, self._val_count):
-            raise ValueError(f"{self.data_dir / 'val'} is the validation set ({self._val_count} images): leave "
-                             "--data.val_size out (or 0 for no validation).")
+            raise ValueError(
+                f"{self.data_dir / 'val'} is the validation set ({self._val_count} images): leave "
+                "--data.val_size out (or 0 for no validation)."
+            )
         first_val = n - self._val_count
         return np.arange(first_val), (np.arange(first_val, n) if asked else np.arange(0))
 
@@ -147,9 +162,9 @@ class FolderDataModule(ImageDataModule):
     # --- loaders ---------------------------------------------------------------------------------------
 
     def test_dataloader(self) -> BatchLoader:
-        if self.train_set is None:
-            self.setup()
-        if not len(self.test_set):
-            raise ValueError(f"{self.data_dir} has no test/ folder: put test images in {self.data_dir}/test/<class>/ "
-                             "to test, or score the validation split with `validate`.")
+        if not len(self._read_sets()[2]):
+            raise ValueError(
+                f"{self.data_dir} has no test/ folder: put test images in {self.data_dir}/test/<class>/ "
+                "to test, or score the validation split with `validate`."
+            )
         return super().test_dataloader()

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import math
 import warnings
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import cast
 
+import lightning as L
 import numpy as np
 import torch
 from torch import Tensor
@@ -82,8 +84,10 @@ class BatchLoader:
         if labels is not None and len(labels) != self.num_samples:
             raise ValueError(f"{self.num_samples} images but {len(labels)} labels.")
         if self.num_samples < world_size:
-            raise ValueError(f"{self.num_samples} images cannot be shared by {world_size} processes: "
-                             "every rank needs at least one; use fewer devices or a larger split.")
+            raise ValueError(
+                f"{self.num_samples} images cannot be shared by {world_size} processes: "
+                "every rank needs at least one; use fewer devices or a larger split."
+            )
         self.batch_size, self.shuffle, self.drop_last = batch_size, shuffle, drop_last
         self.seed, self.rank, self.world_size, self.epoch = seed, rank, world_size, epoch
         self.pin_memory, self.on_resume = pin_memory, on_resume
@@ -173,8 +177,9 @@ class TwoStreamLoader:
 
     def __init__(self, labeled: BatchLoader, unlabeled: BatchLoader) -> None:
         if labeled.labels is None or unlabeled.labels is not None:
-            raise ValueError("TwoStreamLoader pairs a labeled BatchLoader (with labels) with an unlabeled one "
-                             "(labels=None).")
+            raise ValueError(
+                "TwoStreamLoader pairs a labeled BatchLoader (with labels) with an unlabeled one (labels=None)."
+            )
         self.labeled, self.unlabeled = labeled, unlabeled
 
     def __len__(self) -> int:
@@ -191,14 +196,18 @@ class TwoStreamLoader:
         # The unlabeled batches the skipped labeled ones were paired with: whole passes, then part of one.
         pass_number, within = divmod(done, len(self.unlabeled))
         self.unlabeled.load_state_dict({"epoch": first + pass_number, "batches": within})
-        stream = self.unlabeled.iterate(first + pass_number)
+        stream = self._images(first + pass_number)
         for images, targets in self.labeled:
             unlabeled = next(stream, None)
             if unlabeled is None:
                 pass_number += 1
-                stream = self.unlabeled.iterate(first + pass_number)
+                stream = self._images(first + pass_number)
                 unlabeled = next(stream)
             yield TwoStreamBatch((images, targets), unlabeled)
+
+    def _images(self, epoch: int) -> Iterator[Tensor]:
+        # The unlabeled loader has no labels (checked in __init__), so its batches are images alone.
+        return cast(Iterator[Tensor], self.unlabeled.iterate(epoch))
 
     def state_dict(self) -> dict[str, int]:
         """The labeled stream's position; the unlabeled one's follows from it."""
@@ -206,6 +215,7 @@ class TwoStreamLoader:
 
     def load_state_dict(self, state: dict[str, int]) -> None:
         self.labeled.load_state_dict(state)
+
 
 class TrainPosition:
     """Where training is in its epoch, for a DataModule's checkpoint state.
@@ -239,8 +249,14 @@ class TrainPosition:
         self.restored = state
 
 
-def trainer_loader(images: Tensor | Callable[[], Tensor], labels: Tensor | None, batch_size: int, trainer: Any,
-                   train: bool, seed: int = 0) -> BatchLoader:
+def trainer_loader(
+    images: Tensor | Callable[[], Tensor],
+    labels: Tensor | None,
+    batch_size: int,
+    trainer: L.Trainer | None,
+    train: bool,
+    seed: int = 0,
+) -> BatchLoader:
     """A :class:`BatchLoader` for ``trainer`` (None: one process at epoch 0): its rank's shard, gathered into
     page-locked memory for a CUDA device.
 
@@ -251,6 +267,15 @@ def trainer_loader(images: Tensor | Callable[[], Tensor], labels: Tensor | None,
     """
     rank, world_size = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
     epoch = (lambda: trainer.current_epoch if trainer is not None else 0) if train else (lambda: 0)
-    return BatchLoader(images, labels, batch_size=batch_size, shuffle=True, drop_last=train,
-                       seed=seed if train else EVAL_ORDER_SEED, rank=rank, world_size=world_size, epoch=epoch,
-                       pin_memory=trainer is not None and trainer.strategy.root_device.type == "cuda")
+    return BatchLoader(
+        images,
+        labels,
+        batch_size=batch_size,
+        shuffle=True,
+        drop_last=train,
+        seed=seed if train else EVAL_ORDER_SEED,
+        rank=rank,
+        world_size=world_size,
+        epoch=epoch,
+        pin_memory=trainer is not None and trainer.strategy.root_device.type == "cuda",
+    )

@@ -19,7 +19,7 @@ command line an option is ``--data.pipeline.mix cutmix``, another class ``--data
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -78,16 +78,24 @@ class DevicePipeline(nn.Module):
         self.image_size = 0
         self.padding = 0
         self.seed = 0
-        self.spatial: nn.Module = nn.Identity()
-        self.mixer: Any = None
+        self.spatial = nn.Sequential()  # no augmentation until attach() knows the padding and the mean colour
+        self.mixer: nn.Module | None = None
         self.resize: nn.Module = nn.Identity()
         self._train_resize: tuple[int, nn.Module] | None = None  # (side, its Resize), rebuilt when the side changes
         self._epoch, self._calls = -1, 0  # the epoch being augmented and its batches so far (the seed's counter)
 
     # --- set up by the DataModule -----------------------------------------------------------------
 
-    def attach(self, *, mean: Sequence[float], std: Sequence[float], image_size: int, native_size: int,
-               num_classes: int, seed: int) -> None:
+    def attach(
+        self,
+        *,
+        mean: Sequence[float],
+        std: Sequence[float],
+        image_size: int,
+        native_size: int,
+        num_classes: int,
+        seed: int,
+    ) -> None:
         """Fixes what depends on the dataset: its statistics, sizes, class count and the augmentation seed.
 
         Args:
@@ -105,7 +113,7 @@ class DevicePipeline(nn.Module):
         self.resize = Resize(image_size) if image_size != native_size else nn.Identity()
         self._train_resize = None
 
-    def _crop_and_flip(self, mean: Sequence[float]) -> nn.Module:
+    def _crop_and_flip(self, mean: Sequence[float]) -> nn.Sequential:
         mean_colour = [int(round(255 * m)) for m in mean]
         return nn.Sequential(
             *([AlternatingFlip(self.seed)] if self.alternating_flip else []),
@@ -114,15 +122,18 @@ class DevicePipeline(nn.Module):
             *([Cutout(self.cutout, mean_colour)] if self.cutout else []),
         )
 
-    def _batch_mix(self, num_classes: int) -> Any:
+    def _batch_mix(self, num_classes: int) -> nn.Module | None:
         """torchvision's batched MixUp/CutMix on (images, targets), or None."""
         if self.mix is None:
             return None
         from torchvision.transforms import v2
 
         kwargs = dict(alpha=self.mix_alpha, num_classes=num_classes)
-        options = {"mixup": [v2.MixUp(**kwargs)], "cutmix": [v2.CutMix(**kwargs)],
-                   "mixup_cutmix": [v2.MixUp(**kwargs), v2.CutMix(**kwargs)]}[self.mix]
+        options = {
+            "mixup": [v2.MixUp(**kwargs)],
+            "cutmix": [v2.CutMix(**kwargs)],
+            "mixup_cutmix": [v2.MixUp(**kwargs), v2.CutMix(**kwargs)],
+        }[self.mix]
         return options[0] if len(options) == 1 else v2.RandomChoice(options)
 
     # --- per batch --------------------------------------------------------------------------------
@@ -177,8 +188,9 @@ class DevicePipeline(nn.Module):
             self._train_resize = (side, Resize(side))
         return self._train_resize[1]
 
-    def forward(self, images: Tensor, targets: Tensor | None = None, *, training: bool = False, epoch: int = 0,
-                rank: int = 0) -> tuple[Tensor, Tensor | None]:
+    def forward(
+        self, images: Tensor, targets: Tensor | None = None, *, training: bool = False, epoch: int = 0, rank: int = 0
+    ) -> tuple[Tensor, Tensor | None]:
         """A uint8 batch (and its targets) ready for the model: float32, normalized, at the right size.
 
         Args:
@@ -199,6 +211,8 @@ class DevicePipeline(nn.Module):
         return images, targets
 
     def extra_repr(self) -> str:
-        return (f"crop_padding={self.crop_padding}, flip={self.flip}, train_sizes={self.train_sizes}, "
-                f"mix={self.mix}, mix_alpha={self.mix_alpha}, alternating_flip={self.alternating_flip}, "
-                f"padding_mode={self.padding_mode}, cutout={self.cutout}")
+        return (
+            f"crop_padding={self.crop_padding}, flip={self.flip}, train_sizes={self.train_sizes}, "
+            f"mix={self.mix}, mix_alpha={self.mix_alpha}, alternating_flip={self.alternating_flip}, "
+            f"padding_mode={self.padding_mode}, cutout={self.cutout}"
+        )

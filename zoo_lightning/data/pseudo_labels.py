@@ -8,8 +8,8 @@ labeled images, and the unlabeled ones the teacher is sure enough of, with the t
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import torch
 from torch import Tensor
@@ -40,21 +40,29 @@ def read_pseudo_labels(path: str | Path, unlabeled: Tensor, class_names: Sequenc
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"--data.pseudo_labels {str(path)!r} does not exist; `python -m zoo_lightning "
-                                "selftrain` writes them (pseudo_labels.pt in a student round's run folder).")
+        raise FileNotFoundError(
+            f"--data.pseudo_labels {str(path)!r} does not exist; `python -m zoo_lightning "
+            "selftrain` writes them (pseudo_labels.pt in a student round's run folder)."
+        )
     try:
         content = torch.load(path, map_location="cpu", weights_only=True)
         probabilities = content["probabilities"].float()
     except Exception as error:  # truncated, foreign, or a dict without the entry
-        raise ValueError(f"Cannot read pseudo-labels from {path} ({type(error).__name__}): write them again with "
-                         "`python -m zoo_lightning selftrain`.") from None
-    same = (tuple(probabilities.shape) == (len(unlabeled), len(class_names))
-            and content.get("digest") == images_digest(unlabeled)
-            and list(content.get("class_names") or []) == list(class_names))
+        raise ValueError(
+            f"Cannot read pseudo-labels from {path} ({type(error).__name__}): write them again with "
+            "`python -m zoo_lightning selftrain`."
+        ) from None
+    same = (
+        tuple(probabilities.shape) == (len(unlabeled), len(class_names))
+        and content.get("digest") == images_digest(unlabeled)
+        and list(content.get("class_names") or []) == list(class_names)
+    )
     if not same:
-        raise ValueError(f"The pseudo-labels in {path} were made for {probabilities.shape[0]} other unlabeled images "
-                         f"than these {len(unlabeled)} ({len(class_names)} classes): give the data options "
-                         f"({', '.join(('data_dir', *SPLIT_OPTIONS))}) the teacher was trained with.")
+        raise ValueError(
+            f"The pseudo-labels in {path} were made for {probabilities.shape[0]} other unlabeled images "
+            f"than these {len(unlabeled)} ({len(class_names)} classes): give the data options "
+            f"({', '.join(('data_dir', *SPLIT_OPTIONS))}) the teacher was trained with."
+        )
     return probabilities
 
 
@@ -68,13 +76,21 @@ class PseudoLabeledSet(ImageSet):
         kept: indices of the unlabeled images that joined it.
     """
 
-    def __init__(self, labeled: ImageSet, unlabeled: Tensor, probabilities: Tensor, mode: PseudoLabelMode = "soft",
-                 threshold: float = 0.0) -> None:
+    def __init__(
+        self,
+        labeled: ImageSet,
+        unlabeled: Tensor,
+        probabilities: Tensor,
+        mode: PseudoLabelMode = "soft",
+        threshold: float = 0.0,
+    ) -> None:
         confidence, predicted = probabilities.max(dim=1)
         kept = torch.nonzero(confidence >= threshold).flatten()
         if not len(kept):
-            raise ValueError(f"No unlabeled image reaches pseudo_label_threshold {threshold} (the teacher's highest "
-                             f"confidence is {confidence.max():.3f}): lower it.")
+            raise ValueError(
+                f"No unlabeled image reaches pseudo_label_threshold {threshold} (the teacher's highest "
+                f"confidence is {confidence.max():.3f}): lower it."
+            )
         if mode == "hard":
             labels, targets = labeled.labels, predicted[kept]
         else:
@@ -83,8 +99,10 @@ class PseudoLabeledSet(ImageSet):
         images = torch.cat([labeled.images, torch.index_select(unlabeled, 0, kept)])
         super().__init__(images, torch.cat([labels, targets]))
         self._labeled, self.kept = labeled, kept
-        self.description = (f"{len(labeled)} labeled and {len(kept)} of {len(unlabeled)} pseudo-labeled images ({mode} "
-                            f"labels, confidence >= {threshold})")
+        self.description = (
+            f"{len(labeled)} labeled and {len(kept)} of {len(unlabeled)} pseudo-labeled images ({mode} "
+            f"labels, confidence >= {threshold})"
+        )
 
     def __str__(self) -> str:
         return self.description
@@ -95,7 +113,14 @@ class PseudoLabeledSet(ImageSet):
         return self._labeled
 
     @classmethod
-    def from_file(cls, path: str | Path, labeled: ImageSet, unlabeled: Tensor, class_names: Sequence[str],
-                  mode: PseudoLabelMode = "soft", threshold: float = 0.0) -> PseudoLabeledSet:
+    def from_file(
+        cls,
+        path: str | Path,
+        labeled: ImageSet,
+        unlabeled: Tensor,
+        class_names: Sequence[str],
+        mode: PseudoLabelMode = "soft",
+        threshold: float = 0.0,
+    ) -> PseudoLabeledSet:
         """The set from a file :func:`read_pseudo_labels` reads and checks against ``unlabeled``."""
         return cls(labeled, unlabeled, read_pseudo_labels(path, unlabeled, class_names), mode, threshold)

@@ -10,7 +10,8 @@ over images. This is the input noise of a Noisy Student (Xie et al., 2020).
 from __future__ import annotations
 
 import math
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -31,14 +32,30 @@ def _affine(**kwargs: Any) -> Callable[[Tensor], Tensor]:
 # The strengths are RandAugment's as torchvision spaces them; translations are fractions of the side.
 OPERATIONS: dict[str, tuple[float, bool, Callable[[Tensor, float], Tensor]]] = {
     "identity": (0.0, False, lambda x, v: x),
-    "shear_x": (0.3, True, lambda x, v: _affine(angle=0.0, translate=[0, 0], scale=1.0, center=[0, 0],
-                                                  shear=[math.degrees(math.atan(v)), 0.0])(x)),
-    "shear_y": (0.3, True, lambda x, v: _affine(angle=0.0, translate=[0, 0], scale=1.0, center=[0, 0],
-                                                  shear=[0.0, math.degrees(math.atan(v))])(x)),
-    "translate_x": (150.0 / 331.0, True, lambda x, v: _affine(angle=0.0, translate=[int(v * x.shape[-1]), 0],
-                                                              scale=1.0, shear=[0.0, 0.0])(x)),
-    "translate_y": (150.0 / 331.0, True, lambda x, v: _affine(angle=0.0, translate=[0, int(v * x.shape[-2])],
-                                                              scale=1.0, shear=[0.0, 0.0])(x)),
+    "shear_x": (
+        0.3,
+        True,
+        lambda x, v: _affine(
+            angle=0.0, translate=[0, 0], scale=1.0, center=[0, 0], shear=[math.degrees(math.atan(v)), 0.0]
+        )(x),
+    ),
+    "shear_y": (
+        0.3,
+        True,
+        lambda x, v: _affine(
+            angle=0.0, translate=[0, 0], scale=1.0, center=[0, 0], shear=[0.0, math.degrees(math.atan(v))]
+        )(x),
+    ),
+    "translate_x": (
+        150.0 / 331.0,
+        True,
+        lambda x, v: _affine(angle=0.0, translate=[int(v * x.shape[-1]), 0], scale=1.0, shear=[0.0, 0.0])(x),
+    ),
+    "translate_y": (
+        150.0 / 331.0,
+        True,
+        lambda x, v: _affine(angle=0.0, translate=[0, int(v * x.shape[-2])], scale=1.0, shear=[0.0, 0.0])(x),
+    ),
     "rotate": (30.0, True, lambda x, v: F.rotate(x, v, interpolation=InterpolationMode.NEAREST, fill=0.0)),
     "brightness": (0.9, True, lambda x, v: F.adjust_brightness(x, 1.0 + v)),
     "color": (0.9, True, lambda x, v: F.adjust_saturation(x, 1.0 + v)),
@@ -62,12 +79,19 @@ class RandAugmentPipeline(DevicePipeline):
         **kwargs: the options of :class:`DevicePipeline` (crop_padding, flip, mix, ...).
     """
 
-    def __init__(self, num_ops: NonNegativeInt = 2, magnitude: NonNegativeInt = 9,
-                 num_magnitude_bins: PositiveInt = 31, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        num_ops: NonNegativeInt = 2,
+        magnitude: NonNegativeInt = 9,
+        num_magnitude_bins: PositiveInt = 31,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
         if magnitude >= num_magnitude_bins:  # a relation of two options, which no type can say
-            raise ValueError(f"magnitude must be in 0..{num_magnitude_bins - 1} (num_magnitude_bins - 1 is the "
-                             f"strongest), got {magnitude}.")
+            raise ValueError(
+                f"magnitude must be in 0..{num_magnitude_bins - 1} (num_magnitude_bins - 1 is the "
+                f"strongest), got {magnitude}."
+            )
         self.num_ops, self.magnitude, self.num_magnitude_bins = num_ops, magnitude, num_magnitude_bins
 
     def augment(self, images: Tensor) -> Tensor:

@@ -4,8 +4,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 from torch import Tensor
@@ -60,8 +60,9 @@ class ImageSet:
 def seeded_split(count: int, val_size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Sorted indices of the training and validation parts of ``count`` images: ``val_size`` drawn with ``seed``."""
     if val_size >= count:
-        raise ValueError(f"val_size={val_size} leaves no training images: the train set has {count}; use val_size < "
-                         f"{count}.")
+        raise ValueError(
+            f"val_size={val_size} leaves no training images: the train set has {count}; use val_size < {count}."
+        )
     order = np.random.default_rng(seed).permutation(count)
     return np.sort(order[val_size:]), np.sort(order[:val_size])
 
@@ -70,6 +71,8 @@ def split_release(splits: Splits, train: np.ndarray, val: np.ndarray) -> tuple[I
     """The training, validation and test sets of a release: the first two the rows ``train`` and ``val`` of its
     train part."""
     images, labels = splits.train_images, splits.train_labels
-    return (ImageSet(as_tensor(images[train]), as_tensor(labels[train])),
-            ImageSet(as_tensor(images[val]), as_tensor(labels[val])),
-            ImageSet(as_tensor(splits.test_images), as_tensor(splits.test_labels)))
+    return (
+        ImageSet(as_tensor(images[train]), as_tensor(labels[train])),
+        ImageSet(as_tensor(images[val]), as_tensor(labels[val])),
+        ImageSet(as_tensor(splits.test_images), as_tensor(splits.test_labels)),
+    )

@@ -8,8 +8,9 @@ or another split recomputes it and a damaged cache file is ignored.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import numpy as np
 from torch import Tensor
@@ -41,12 +42,17 @@ def channel_stats(images: np.ndarray | Tensor, chunk: int = 2048) -> tuple[list[
     return mean.tolist(), std.tolist()
 
 
-def _valid(mean: Any, std: Any) -> bool:
-    return (isinstance(mean, list) and isinstance(std, list) and len(mean) == len(std) > 0
-            and all(isinstance(v, float) for v in mean + std) and all(v > 0 for v in std))
+def _valid(mean: object, std: object) -> bool:
+    return (
+        isinstance(mean, list)
+        and isinstance(std, list)
+        and len(mean) == len(std) > 0
+        and all(isinstance(v, float) for v in mean + std)
+        and all(v > 0 for v in std)
+    )
 
 
-def _read_entries(cache: Path) -> dict[str, dict]:
+def _read_entries(cache: Path) -> dict[str, dict[str, Any]]:
     try:
         entries = json.loads(cache.read_text())
     except (OSError, ValueError):

@@ -46,8 +46,10 @@ def read_stl10_images(path: Path) -> np.ndarray:
 def read_stl10_labels(path: Path, count: int) -> np.ndarray:
     labels = np.fromfile(path, dtype=np.uint8).astype(np.int64)
     if len(labels) != count:
-        raise ValueError(f"{path} holds {len(labels):,} labels but its images file {count:,} images: "
-                         "the release is incomplete or mixed up. Download it again.")
+        raise ValueError(
+            f"{path} holds {len(labels):,} labels but its images file {count:,} images: "
+            "the release is incomplete or mixed up. Download it again."
+        )
     if len(labels) and (labels.min() < 1 or labels.max() > 10):
         raise ValueError(f"{path}: labels must be 1..10, found {labels.min()}..{labels.max()}.")
     return labels - 1
@@ -85,13 +87,13 @@ class STL10DataModule(ImageDataModule):
         return self.data_dir / RELEASE
 
     def _missing(self) -> list[str]:
-        needed = LABELED_FILES + (["unlabeled_X.bin"] if self.hparams.unlabeled else [])
+        needed = LABELED_FILES + (["unlabeled_X.bin"] if self.hparams["unlabeled"] else [])
         return [name for name in needed if not (self.folder() / name).is_file()]
 
     def find_or_download(self) -> None:
         if not self._missing():
             return
-        if self.hparams.download:
+        if self.hparams["download"]:
             download_release(URL, MD5, self.data_dir)
             return
         raise FileNotFoundError(
@@ -111,8 +113,10 @@ class STL10DataModule(ImageDataModule):
         test = read_stl10_images(folder / "test_X.bin")
         names = [line.strip() for line in (folder / "class_names.txt").read_text().splitlines() if line.strip()]
         return Splits(
-            np.ascontiguousarray(train), read_stl10_labels(folder / "train_y.bin", len(train)),
-            np.ascontiguousarray(test), read_stl10_labels(folder / "test_y.bin", len(test)),
+            np.ascontiguousarray(train),
+            read_stl10_labels(folder / "train_y.bin", len(train)),
+            np.ascontiguousarray(test),
+            read_stl10_labels(folder / "test_y.bin", len(test)),
             class_names=names or CLASSES,
         )
 
@@ -126,24 +130,28 @@ class STL10DataModule(ImageDataModule):
             try:
                 folds.append(np.array([int(v) for v in line.split()], dtype=np.int64))
             except ValueError:
-                raise ValueError(f"{path}, line {number}: not whitespace-separated image indices "
-                                 f"({line.strip()[:40]!r}). Download the release again.") from None
+                raise ValueError(
+                    f"{path}, line {number}: not whitespace-separated image indices "
+                    f"({line.strip()[:40]!r}). Download the release again."
+                ) from None
         if len(folds) != 10:
             raise ValueError(f"{path} has {len(folds)} folds; the release has 10.")
         for number, fold in enumerate(folds):
             if train_size is not None and fold.size and (fold.min() < 0 or fold.max() >= train_size):
-                raise ValueError(f"{path}: fold {number} names image {fold.min() if fold.min() < 0 else fold.max()}, "
-                                 f"but train_X.bin has images 0..{train_size - 1}. Download the release again.")
+                raise ValueError(
+                    f"{path}: fold {number} names image {fold.min() if fold.min() < 0 else fold.max()}, "
+                    f"but train_X.bin has images 0..{train_size - 1}. Download the release again."
+                )
         return folds
 
     def split_train(self, splits: Splits) -> tuple[np.ndarray, np.ndarray]:
-        fold = self.hparams.fold
+        fold = self.hparams["fold"]
         if fold is None:
             return super().split_train(splits)
         train = np.sort(self.fold_indices(len(splits.train_labels))[fold])
         rest = np.setdiff1d(np.arange(len(splits.train_labels)), train)
-        val_size = min(self.hparams.val_size, len(rest))
-        val = np.random.default_rng(self.hparams.split_seed).permutation(rest)[:val_size]
+        val_size = min(self.hparams["val_size"], len(rest))
+        val = np.random.default_rng(self.hparams["split_seed"]).permutation(rest)[:val_size]
         return train, np.sort(val)
 
     def unlabeled_images(self) -> Tensor:

@@ -6,7 +6,7 @@ image, applied with indexing, never with a Python loop over images) and runs und
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -19,6 +19,12 @@ __all__ = ["Normalize", "RandomCrop", "RandomHorizontalFlip", "Resize", "Alterna
 
 class Normalize(nn.Module):
     """uint8 images -> float32 ``(x / 255 - mean) / std``; ``inverse`` undoes it (for image grids)."""
+
+    # Buffers, registered in __init__ (declared here: nn.Module's attribute lookup is typed Tensor | Module).
+    mean: Tensor
+    std: Tensor
+    scale: Tensor
+    shift: Tensor
 
     def __init__(self, mean: Sequence[float], std: Sequence[float]) -> None:
         super().__init__()
@@ -98,7 +104,9 @@ class Resize(nn.Module):
         if images.shape[-2:] == (self.size, self.size):
             return images
         shrink = images.shape[-1] > self.size
-        return F.interpolate(images, size=(self.size, self.size), mode="bilinear", align_corners=False, antialias=shrink)
+        return F.interpolate(
+            images, size=(self.size, self.size), mode="bilinear", align_corners=False, antialias=shrink
+        )
 
 
 class AlternatingFlip(nn.Module):
@@ -132,6 +140,8 @@ class Cutout(nn.Module):
     The fill is the dataset's mean colour, which normalization turns into zeros (DeVries & Taylor, 2017).
     """
 
+    fill: Tensor  # a buffer, registered in __init__
+
     def __init__(self, size: NonNegativeInt, fill: Sequence[int] = (0, 0, 0)) -> None:
         super().__init__()
         self.size = size
@@ -148,6 +158,7 @@ class Cutout(nn.Module):
         rows = torch.arange(h, device=device).view(1, h, 1)
         cols = torch.arange(w, device=device).view(1, 1, w)
         half = self.size // 2
-        inside = ((rows - cy).abs() <= half - (1 - self.size % 2) * (rows >= cy)) & \
-                 ((cols - cx).abs() <= half - (1 - self.size % 2) * (cols >= cx))
+        inside = ((rows - cy).abs() <= half - (1 - self.size % 2) * (rows >= cy)) & (
+            (cols - cx).abs() <= half - (1 - self.size % 2) * (cols >= cx)
+        )
         return torch.where(inside.unsqueeze(1), self.fill.to(device), images)

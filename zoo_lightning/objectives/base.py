@@ -5,10 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 from torch import Tensor, nn
+from torchmetrics import Metric
 
 __all__ = ["Objective", "main_logits", "hard_targets"]
 
 
+# Backbone outputs stay Any: a logits tensor, or torchvision's GoogLeNetOutputs / InceptionOutputs (untyped).
 def main_logits(outputs: Any) -> Tensor:
     """The main classifier's logits, whether the backbone returned a tensor or a tuple with aux heads."""
     return outputs if isinstance(outputs, Tensor) else outputs[0]
@@ -36,7 +38,7 @@ class Objective(nn.Module):
     def attach(self, num_classes: int) -> None:
         """Called by the classifier once it knows its number of classes."""
 
-    def eval_metrics(self, logits: Tensor, targets: Tensor, images: Tensor) -> dict[str, Any]:
+    def eval_metrics(self, logits: Tensor, targets: Tensor, images: Tensor) -> dict[str, Metric]:
         """Extra metrics (torchmetrics objects, updated here) to log each validation/test epoch."""
         return {}
 

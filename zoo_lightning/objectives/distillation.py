@@ -8,7 +8,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torchmetrics import MeanMetric
+from torchmetrics import MeanMetric, Metric
 from torchmetrics.classification import MulticlassAccuracy
 
 from zoo_lightning.metric_names import TEACHER_TOP1
@@ -116,7 +116,7 @@ class Distillation(Objective):
             predictions = self._eval_predictions[key] = self.teacher_logits(images).argmax(dim=1)
         return predictions.to(images.device)
 
-    def eval_metrics(self, logits: Tensor, targets: Tensor, images: Tensor) -> dict[str, Any]:
+    def eval_metrics(self, logits: Tensor, targets: Tensor, images: Tensor) -> dict[str, Metric]:
         teacher = self.teacher_predictions(images)
         self.agreement.update((logits.argmax(dim=1) == teacher).float())
         self.teacher_top1.update(teacher, hard_targets(targets))
