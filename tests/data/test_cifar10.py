@@ -31,6 +31,7 @@ def test_python_release_pixels_land_in_the_right_place_and_channel(cifar_python)
     assert labels.tolist() == arrays["train_labels"].tolist()
     test_images, test_labels = data.test_set.images, data.test_set.labels
     assert torch.equal(test_images, torch.from_numpy(arrays["test_images"]))
+    assert test_labels.tolist() == arrays["test_labels"].tolist()
     assert data.class_names[0] == "airplane" and data.class_names[9] == "truck"
 
 
@@ -148,7 +149,18 @@ def test_real_cifar10_jpeg_split_and_statistics():
     data = CIFAR10DataModule(data_dir=str(REAL_DATA))
     data.setup("fit")
     assert [len(part) for part in (data.train_set, data.val_set, data.test_set)] == [40000, 10000, 10000]
-    assert data.class_names == ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+    assert data.class_names == [
+        "airplane",
+        "automobile",
+        "bird",
+        "cat",
+        "deer",
+        "dog",
+        "frog",
+        "horse",
+        "ship",
+        "truck",
+    ]
     assert torch.bincount(data.test_set.labels).tolist() == [1000] * 10
     # The shared README gives the statistics over all 50k train images; the 40k part is within ~1e-3.
     np.testing.assert_allclose(data.mean, [0.49125, 0.48209, 0.44652], atol=1.5e-3)

@@ -22,15 +22,23 @@ def _module(root, **kwargs) -> CIFAR10DataModule:
 
 def _attach(data, training: bool, epoch: int = 0, rank: int = 0, world_size: int = 1) -> None:
     """A stand-in for the parts of the Trainer the DataModule reads."""
-    data.trainer = SimpleNamespace(precision_plugin=Precision(), training=training, current_epoch=epoch, global_rank=rank, world_size=world_size,
-                                   strategy=SimpleNamespace(root_device=torch.device("cpu")))
+    data.trainer = SimpleNamespace(
+        precision_plugin=Precision(),
+        training=training,
+        current_epoch=epoch,
+        global_rank=rank,
+        world_size=world_size,
+        strategy=SimpleNamespace(root_device=torch.device("cpu")),
+    )
 
 
 def test_eval_batches_are_only_normalized(cifar_python):
     root, _ = cifar_python
     data = _module(root)
     images, labels = next(iter(data.val_dataloader()))
-    expected = (images.float() / 255 - torch.tensor(data.mean).view(1, 3, 1, 1)) / torch.tensor(data.std).view(1, 3, 1, 1)
+    expected = (images.float() / 255 - torch.tensor(data.mean).view(1, 3, 1, 1)) / torch.tensor(data.std).view(
+        1, 3, 1, 1
+    )
     for training in (None, False):  # no trainer (tests, scripts), and a trainer validating
         if training is not None:
             _attach(data, training)
@@ -85,8 +93,16 @@ def test_fit_sees_a_new_permutation_every_epoch_and_the_checkpoint_keeps_the_sta
     arrays = cifar_writer(tmp_path, per_batch=8)  # 40 train images: 24 train, 16 val
     data = CIFAR10DataModule(data_dir=str(tmp_path), batch_size=8, val_size=16)
     model = _Recorder()
-    trainer = L.Trainer(max_epochs=2, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
-                        enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0)
+    trainer = L.Trainer(
+        max_epochs=2,
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+    )
     trainer.fit(model, datamodule=data)
     assert model.dtypes == {torch.float32}
     first, second = model.labels[0], model.labels[1]
@@ -142,8 +158,16 @@ def test_a_plain_python_checkpoint_holds_no_module_and_names_its_state_by_class(
     data = CIFAR10DataModule(data_dir=str(tmp_path), batch_size=8, val_size=16, pipeline=DevicePipeline(mix="mixup"))
     assert "pipeline" not in data.hparams
     model = _Recorder()  # cross_entropy takes MixUp's soft targets too
-    trainer = L.Trainer(max_steps=1, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
-                        enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0)
+    trainer = L.Trainer(
+        max_steps=1,
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+    )
     trainer.fit(model, datamodule=data)
     path = tmp_path / "run.ckpt"
     trainer.save_checkpoint(path)
@@ -160,10 +184,15 @@ def test_a_pipeline_that_is_not_a_device_pipeline_is_refused():
     assert "data.pipeline" in message and "torch.nn.Identity" in message
 
 
-@pytest.mark.parametrize("option, value, says", [
-    ("batch_size", "0", "'0' is not >= 1"), ("batch_size", "-8", "'-8' is not >= 1"),
-    ("val_size", "-1", "'-1' is not >= 0"), ("image_size", "4", "'4' is not >= 8"),
-])
+@pytest.mark.parametrize(
+    "option, value, says",
+    [
+        ("batch_size", "0", "'0' is not >= 1"),
+        ("batch_size", "-8", "'-8' is not >= 1"),
+        ("val_size", "-1", "'-1' is not >= 0"),
+        ("image_size", "4", "'4' is not >= 8"),
+    ],
+)
 def test_sizes_out_of_range_are_refused_by_the_parser(option, value, says):
     message = option_error(CIFAR10DataModule, f"--data.{option}", value, key="data")
     assert f"data.{option}" in message and says in message
@@ -188,9 +217,11 @@ def test_the_command_line_sets_pipeline_options_in_the_short_spelling(cifar_pyth
 
     parser = ArgumentParser(exit_on_error=False)
     parser.add_subclass_arguments(ImageDataModule, "data")
-    spellings = [["--data.pipeline.mix", "cutmix", "--data.pipeline.crop_padding", "2"],
-                 ["--data.init_args.pipeline.init_args.mix", "cutmix", "--data.init_args.pipeline.init_args.crop_padding", "2"],
-                 ["--data.pipeline", '{"mix": "cutmix", "crop_padding": 2}']]
+    spellings = [
+        ["--data.pipeline.mix", "cutmix", "--data.pipeline.crop_padding", "2"],
+        ["--data.init_args.pipeline.init_args.mix", "cutmix", "--data.init_args.pipeline.init_args.crop_padding", "2"],
+        ["--data.pipeline", '{"mix": "cutmix", "crop_padding": 2}'],
+    ]
     for spelling in spellings:
         config = parser.parse_args(["--data", "zoo_lightning.data.CIFAR10DataModule", *spelling])
         data = parser.instantiate_classes(config).data

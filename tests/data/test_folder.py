@@ -34,7 +34,11 @@ def test_image_files_keep_image_suffixes_in_component_order(tmp_path: Path):
     (tmp_path / "a" / "notes.txt").write_text("not an image")
     # By components: "a" before "a-b" (a plain string sort would put "a-b/..." before "a/...").
     assert [p.relative_to(tmp_path).as_posix() for p in image_files(tmp_path)] == [
-        "a/10.bmp", "a/2.png", "a-b/0.jpg", "b/1.PNG"]
+        "a/10.bmp",
+        "a/2.png",
+        "a-b/0.jpg",
+        "b/1.PNG",
+    ]
     assert ".jpeg" in IMAGE_SUFFIXES and ".txt" not in IMAGE_SUFFIXES
 
 
@@ -115,8 +119,9 @@ def test_predict_dataloader_batches_the_folder_with_indices_into_predict_paths(t
     rng = np.random.default_rng(1)
     for name in ("a.png", "b.png", "c.png"):
         _save(tmp_path / "photos" / name, rng.integers(0, 256, (40, 50, 3), dtype=np.uint8))
-    data = CIFAR10DataModule(data_dir=str(tmp_path / "no-dataset"), eval_batch_size=2,
-                             predict_dir=str(tmp_path / "photos"))
+    data = CIFAR10DataModule(
+        data_dir=str(tmp_path / "no-dataset"), eval_batch_size=2, predict_dir=str(tmp_path / "photos")
+    )
     batches = list(data.predict_dataloader())
     assert [x.shape for x, _ in batches] == [(2, 3, 32, 32), (1, 3, 32, 32)]
     assert torch.cat([i for _, i in batches]).tolist() == [0, 1, 2]

@@ -50,7 +50,7 @@ def test_any_number_of_classes_and_image_sizes(tmp_path, count):
     data.setup("fit")
     images, labels = data.train_set.images, data.train_set.labels
     val_images, val_labels = data.val_set.images, data.val_set.labels
-    assert images.dtype == torch.uint8 and images.shape[1:] == (3, 16, 16)
+    assert images.dtype == torch.uint8 and images.shape[1:] == val_images.shape[1:] == (3, 16, 16)
     assert len(labels) + len(val_labels) == 4 * count
     assert torch.bincount(torch.cat([labels, val_labels]), minlength=count).tolist() == [4] * count
     assert data.test_set.images.shape == (count, 3, 16, 16)
@@ -109,8 +109,9 @@ def test_the_resized_images_are_cached_until_a_file_changes(tmp_path, monkeypatc
 
 
 def test_given_class_names_build_it_without_touching_the_disk(tmp_path):
-    data = FolderDataModule(data_dir=str(tmp_path / "not-here"), image_size=32, class_names=["cat", "dog", "owl"],
-                            val_size=5)
+    data = FolderDataModule(
+        data_dir=str(tmp_path / "not-here"), image_size=32, class_names=["cat", "dog", "owl"], val_size=5
+    )
     assert data.num_classes == 3 and data.class_names == ["cat", "dog", "owl"]
     assert not (tmp_path / "not-here").exists()
 
@@ -126,9 +127,13 @@ def test_unlabeled_images_are_read_from_their_folder(tmp_path):
     assert batch.unlabeled.shape == (2, 3, 8, 8)
 
 
-@pytest.mark.parametrize("option, bad, good, expected", [
-    ("image_size", "4", "96", 96), ("val_size", "-1", "0", 0),
-])
+@pytest.mark.parametrize(
+    "option, bad, good, expected",
+    [
+        ("image_size", "4", "96", 96),
+        ("val_size", "-1", "0", 0),
+    ],
+)
 def test_the_parser_checks_each_option_against_its_type(option, bad, good, expected):
     check_option_type(FolderDataModule, option, bad, good, expected)
 
@@ -154,10 +159,27 @@ def test_its_checkpoints_predict_and_export_without_the_folders(tmp_path, monkey
     root = tmp_path / "mine"
     _write(root, "train", ["apple", "pear", "plum"], per_class=6)
     _write(root, "test", ["apple", "pear", "plum"], per_class=2, seed=5)
-    main(["fit", "--model.backbone", "cnn", "--data", "zoo_lightning.data.FolderDataModule",
-          "--data.data_dir", str(root), "--data.image_size", "24", "--data.batch_size", "4",
-          "--trainer.max_epochs", "1", "--trainer.enable_progress_bar", "false",
-          "--trainer.logger.init_args.save_dir", str(tmp_path / "logs")])
+    main(
+        [
+            "fit",
+            "--model.backbone",
+            "cnn",
+            "--data",
+            "zoo_lightning.data.FolderDataModule",
+            "--data.data_dir",
+            str(root),
+            "--data.image_size",
+            "24",
+            "--data.batch_size",
+            "4",
+            "--trainer.max_epochs",
+            "1",
+            "--trainer.enable_progress_bar",
+            "false",
+            "--trainer.logger.init_args.save_dir",
+            str(tmp_path / "logs"),
+        ]
+    )
     checkpoint = next((tmp_path / "logs").rglob("best.ckpt"))
     state = torch.load(checkpoint, weights_only=True)["FolderDataModule"]
     assert state["class_names"] == ["apple", "pear", "plum"] and state["image_size"] == 24
@@ -166,8 +188,17 @@ def test_its_checkpoints_predict_and_export_without_the_folders(tmp_path, monkey
     Image.fromarray(np.zeros((100, 60, 3), np.uint8)).save(photos / "tall.jpg")
     root.rename(tmp_path / "moved")  # predict and export need only the checkpoint
     monkeypatch.chdir(tmp_path)
-    main(["predict", "--ckpt_path", str(checkpoint), "--data.predict_dir", str(photos),
-          "--trainer.enable_progress_bar", "false"])
+    main(
+        [
+            "predict",
+            "--ckpt_path",
+            str(checkpoint),
+            "--data.predict_dir",
+            str(photos),
+            "--trainer.enable_progress_bar",
+            "false",
+        ]
+    )
     rows = next(tmp_path.rglob("predictions.csv")).read_text().splitlines()
     assert rows[0].startswith("path,top1_class") and rows[1].split(",")[1] in ("apple", "pear", "plum")
     main(["export", "--ckpt_path", str(checkpoint)])

@@ -36,8 +36,20 @@ def test_drop_last_keeps_only_full_batches():
 def test_ranks_get_disjoint_shards_whose_union_is_the_epoch(drop_last):
     images, labels = _data(50)
     epoch = [0]
-    loaders = [BatchLoader(images, labels, batch_size=8, shuffle=True, drop_last=drop_last, seed=5, rank=r,
-                           world_size=2, epoch=lambda: epoch[0]) for r in range(2)]
+    loaders = [
+        BatchLoader(
+            images,
+            labels,
+            batch_size=8,
+            shuffle=True,
+            drop_last=drop_last,
+            seed=5,
+            rank=r,
+            world_size=2,
+            epoch=lambda: epoch[0],
+        )
+        for r in range(2)
+    ]
     shards = [_epoch_labels(loader) for loader in loaders]
     assert not set(shards[0]) & set(shards[1])
     if drop_last:  # same number of steps on both ranks for the gradient all-reduce
@@ -80,8 +92,10 @@ def test_bad_batch_size():
 def test_eval_shards_step_together_and_cover_the_epoch_once(n, world_size, batch_size):
     """Every rank makes the same number of steps; the spare samples join last batches, none repeats."""
     images, labels = _data(n)
-    loaders = [BatchLoader(images, labels, batch_size=batch_size, shuffle=True, seed=3, rank=r, world_size=world_size)
-               for r in range(world_size)]
+    loaders = [
+        BatchLoader(images, labels, batch_size=batch_size, shuffle=True, seed=3, rank=r, world_size=world_size)
+        for r in range(world_size)
+    ]
     assert len({len(loader) for loader in loaders}) == 1
     shards = [[y.tolist() for _, y in loader] for loader in loaders]
     assert all(len(batches) == len(loaders[0]) for batches in shards)
@@ -91,8 +105,9 @@ def test_eval_shards_step_together_and_cover_the_epoch_once(n, world_size, batch
 
 def test_training_shards_are_equal_and_disjoint():
     images, labels = _data(53)
-    loaders = [BatchLoader(images, labels, batch_size=4, shuffle=True, drop_last=True, rank=r, world_size=3)
-               for r in range(3)]
+    loaders = [
+        BatchLoader(images, labels, batch_size=4, shuffle=True, drop_last=True, rank=r, world_size=3) for r in range(3)
+    ]
     shards = [_epoch_labels(loader) for loader in loaders]
     assert [len(s) for s in shards] == [16, 16, 16] and len(set().union(*shards)) == 48
 
@@ -136,8 +151,9 @@ def test_an_explicit_epoch_picks_that_epochs_permutation():
 def _unlabeled(n: int, batch_size: int, epoch, seed: int = 100, **kwargs) -> BatchLoader:
     # Each image holds its index in every pixel (n <= 256), so a batch tells which images it holds.
     images = torch.arange(n, dtype=torch.uint8).view(n, 1, 1, 1).expand(n, 3, 2, 2).contiguous()
-    return BatchLoader(images, None, batch_size=batch_size, shuffle=True, drop_last=True, seed=seed,
-                       epoch=epoch, **kwargs)
+    return BatchLoader(
+        images, None, batch_size=batch_size, shuffle=True, drop_last=True, seed=seed, epoch=epoch, **kwargs
+    )
 
 
 def _ids(batch: torch.Tensor) -> list[int]:
@@ -199,9 +215,13 @@ def test_a_shorter_unlabeled_stream_is_cycled_in_a_fresh_order_every_pass():
 
 def test_two_streams_shard_both_by_rank():
     images, labels = _data(32)
-    loaders = [TwoStreamLoader(
-        BatchLoader(images, labels, batch_size=4, shuffle=True, drop_last=True, rank=r, world_size=2),
-        _unlabeled(12, 2, lambda: 0, rank=r, world_size=2)) for r in range(2)]
+    loaders = [
+        TwoStreamLoader(
+            BatchLoader(images, labels, batch_size=4, shuffle=True, drop_last=True, rank=r, world_size=2),
+            _unlabeled(12, 2, lambda: 0, rank=r, world_size=2),
+        )
+        for r in range(2)
+    ]
     assert [len(loader) for loader in loaders] == [4, 4]
     # 6 unlabeled images per rank: 3 batches of 2 a pass, so the 4th batch starts the second pass.
     ids = [[_ids(b.unlabeled) for b in loader] for loader in loaders]
@@ -225,12 +245,21 @@ def test_a_restored_loader_goes_on_with_the_batches_the_interrupted_pass_had_not
     epoch = [3]
     straight = BatchLoader(images, labels, batch_size=8, shuffle=True, drop_last=True, seed=1, epoch=lambda: epoch[0])
     whole = [y.tolist() for _, y in straight]
-    interrupted = iter(BatchLoader(images, labels, batch_size=8, shuffle=True, drop_last=True, seed=1,
-                                   epoch=lambda: epoch[0]))
+    interrupted = iter(
+        BatchLoader(images, labels, batch_size=8, shuffle=True, drop_last=True, seed=1, epoch=lambda: epoch[0])
+    )
     next(interrupted), next(interrupted)
     resumed_at = []
-    restored = BatchLoader(images, labels, batch_size=8, shuffle=True, drop_last=True, seed=1, epoch=lambda: epoch[0],
-                           on_resume=lambda e, b: resumed_at.append((e, b)))
+    restored = BatchLoader(
+        images,
+        labels,
+        batch_size=8,
+        shuffle=True,
+        drop_last=True,
+        seed=1,
+        epoch=lambda: epoch[0],
+        on_resume=lambda e, b: resumed_at.append((e, b)),
+    )
     restored.load_state_dict(straight_state := {"epoch": 3, "batches": 2})
     assert [y.tolist() for _, y in restored] == whole[2:] and resumed_at == [(3, 2)]
     assert restored.state_dict() == {"epoch": 3, "batches": len(whole)}
@@ -245,8 +274,10 @@ def test_a_restored_two_stream_loader_pairs_the_unlabeled_batches_of_the_interru
     unlabeled = torch.arange(12, dtype=torch.uint8).view(12, 1, 1, 1).expand(12, 3, 2, 2).contiguous()
 
     def loader() -> TwoStreamLoader:
-        return TwoStreamLoader(BatchLoader(images, labels, batch_size=4, shuffle=True, drop_last=True, seed=2),
-                               BatchLoader(unlabeled, None, batch_size=4, shuffle=True, drop_last=True, seed=9))
+        return TwoStreamLoader(
+            BatchLoader(images, labels, batch_size=4, shuffle=True, drop_last=True, seed=2),
+            BatchLoader(unlabeled, None, batch_size=4, shuffle=True, drop_last=True, seed=9),
+        )
 
     whole = [(b.labeled[1].tolist(), b.unlabeled[:, 0, 0, 0].tolist()) for b in loader()]
     restored = loader()

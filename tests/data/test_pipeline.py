@@ -19,11 +19,13 @@ from zoo_lightning.data.transforms import RandomCrop, RandomHorizontalFlip
 MEAN, STD = [0.5, 0.4, 0.3], [0.2, 0.25, 0.3]
 
 
-def _attached(pipeline: DevicePipeline | None = None, native_size: int = 32, image_size: int | None = None,
-              seed: int = 0) -> DevicePipeline:
+def _attached(
+    pipeline: DevicePipeline | None = None, native_size: int = 32, image_size: int | None = None, seed: int = 0
+) -> DevicePipeline:
     pipeline = pipeline or DevicePipeline()
-    pipeline.attach(mean=MEAN, std=STD, image_size=image_size or native_size, native_size=native_size,
-                    num_classes=10, seed=seed)
+    pipeline.attach(
+        mean=MEAN, std=STD, image_size=image_size or native_size, native_size=native_size, num_classes=10, seed=seed
+    )
     return pipeline
 
 
@@ -44,7 +46,9 @@ def _module(root, **kwargs) -> CIFAR10DataModule:
 
 def _attach(data, training: bool, epoch: int = 0, rank: int = 0) -> None:
     """A stand-in for the parts of the Trainer the DataModule reads."""
-    data.trainer = SimpleNamespace(precision_plugin=Precision(), training=training, current_epoch=epoch, global_rank=rank, world_size=1)
+    data.trainer = SimpleNamespace(
+        precision_plugin=Precision(), training=training, current_epoch=epoch, global_rank=rank, world_size=1
+    )
 
 
 # --- the pipeline on its own ----------------------------------------------------------------------
@@ -97,12 +101,19 @@ def test_augmentation_is_seeded_by_seed_rank_epoch_and_batch():
     torch.testing.assert_close(pipeline(images, training=True, epoch=2, rank=1)[0], first, rtol=0, atol=0)
 
 
-@pytest.mark.parametrize("option, bad, good, expected", [
-    ("crop_padding", "-1", "0", 0), ("mix", "mosaic", "cutmix", "cutmix"), ("mix", "mosaic", "null", None),
-    ("mix_alpha", "0", "0.4", 0.4), ("padding_mode", "mirror", "reflect", "reflect"), ("cutout", "-1", "8", 8),
-    ("train_sizes", "{0: 4}", "{'0': 24, 30: 32}", {0: 24, 30: 32}),  # a string key, as YAML may leave it, made int
-    ("train_sizes", "{-1: 24}", "{0: 24}", {0: 24}),  # the first epochs are checked too, not only the sides
-])
+@pytest.mark.parametrize(
+    "option, bad, good, expected",
+    [
+        ("crop_padding", "-1", "0", 0),
+        ("mix", "mosaic", "cutmix", "cutmix"),
+        ("mix", "mosaic", "null", None),
+        ("mix_alpha", "0", "0.4", 0.4),
+        ("padding_mode", "mirror", "reflect", "reflect"),
+        ("cutout", "-1", "8", 8),
+        ("train_sizes", "{0: 4}", "{'0': 24, 30: 32}", {0: 24, 30: 32}),  # a string key, as YAML may leave it, made int
+        ("train_sizes", "{-1: 24}", "{0: 24}", {0: 24}),  # the first epochs are checked too, not only the sides
+    ],
+)
 def test_the_parser_checks_each_option_against_its_type(option, bad, good, expected):
     check_option_type(DevicePipeline, option, bad, good, expected)
 
@@ -246,8 +257,12 @@ class Cutout(DevicePipeline):
         left = torch.randint(0, w - self.size + 1, (n,), device=images.device)
         rows = torch.arange(h, device=images.device).view(1, h, 1)
         cols = torch.arange(w, device=images.device).view(1, 1, w)
-        inside = ((rows >= top.view(n, 1, 1)) & (rows < (top + self.size).view(n, 1, 1))
-                  & (cols >= left.view(n, 1, 1)) & (cols < (left + self.size).view(n, 1, 1)))
+        inside = (
+            (rows >= top.view(n, 1, 1))
+            & (rows < (top + self.size).view(n, 1, 1))
+            & (cols >= left.view(n, 1, 1))
+            & (cols < (left + self.size).view(n, 1, 1))
+        )
         return images.masked_fill(inside.unsqueeze(1), 0)
 
 
@@ -264,8 +279,9 @@ def test_a_pipeline_subclass_adds_an_augmentation_without_a_datamodule_subclass(
     for mask in cut:
         rows, cols = mask.any(1).nonzero().flatten(), mask.any(0).nonzero().flatten()
         assert mask.sum() == 64 and rows.max() - rows.min() == 7 and cols.max() - cols.min() == 7
-    torch.testing.assert_close(out[~cut.unsqueeze(1).expand_as(out)],
-                               _normalized_like(data, images)[~cut.unsqueeze(1).expand_as(out)])
+    torch.testing.assert_close(
+        out[~cut.unsqueeze(1).expand_as(out)], _normalized_like(data, images)[~cut.unsqueeze(1).expand_as(out)]
+    )
     # The subclass's draws are seeded like the built-in ones: a rerun of the epoch repeats them.
     data.pipeline._epoch = -1
     torch.testing.assert_close(data.on_after_batch_transfer((images, labels), 0)[0], out, rtol=0, atol=0)
@@ -281,8 +297,9 @@ def _normalized_like(data, images: Tensor) -> Tensor:
 
 def test_the_stream_pair_goes_through_one_seeded_augmentation(stl10):
     root, _ = stl10
-    data = STL10DataModule(data_dir=str(root), batch_size=4, val_size=5, unlabeled=True,
-                           pipeline=DevicePipeline(mix="cutmix"))
+    data = STL10DataModule(
+        data_dir=str(root), batch_size=4, val_size=5, unlabeled=True, pipeline=DevicePipeline(mix="cutmix")
+    )
     data.setup("fit")
     batch = next(iter(data.train_dataloader()))
     _attach(data, training=True, epoch=4)
@@ -302,8 +319,18 @@ def test_the_command_line_chooses_a_pipeline_subclass_by_class_path():
 
     parser = ArgumentParser(exit_on_error=False)
     parser.add_subclass_arguments(ImageDataModule, "data")
-    config = parser.parse_args(["--data", "zoo_lightning.data.CIFAR10DataModule", "--data.pipeline",
-                                f"{Cutout.__module__}.Cutout", "--data.pipeline.size", "4", "--data.pipeline.flip", "false"])
+    config = parser.parse_args(
+        [
+            "--data",
+            "zoo_lightning.data.CIFAR10DataModule",
+            "--data.pipeline",
+            f"{Cutout.__module__}.Cutout",
+            "--data.pipeline.size",
+            "4",
+            "--data.pipeline.flip",
+            "false",
+        ]
+    )
     pipeline = parser.instantiate_classes(config).data.pipeline
     assert type(pipeline).__name__ == "Cutout" and (pipeline.size, pipeline.flip, pipeline.mix) == (4, False, None)
 

@@ -46,38 +46,49 @@ def test_the_unlabeled_stream_pairs_every_labeled_batch(release):
     assert len(batches) == 3 and all(b.unlabeled.shape == (7, 3, 32, 32) for b in batches)
 
 
-@pytest.mark.parametrize("kwargs, says", [
-    ({"unlabeled": True}, "needs --data.labeled_per_class N"),
-    ({"labeled_per_class": 2, "unlabeled": True, "pseudo_labels": "x.pt"}, "leave --data.unlabeled out"),
-    ({"pseudo_labels": "x.pt", "pipeline": DevicePipeline(mix="mixup")}, "use --data.pseudo_label_mode hard"),
-])
+@pytest.mark.parametrize(
+    "kwargs, says",
+    [
+        ({"unlabeled": True}, "needs --data.labeled_per_class N"),
+        ({"labeled_per_class": 2, "unlabeled": True, "pseudo_labels": "x.pt"}, "leave --data.unlabeled out"),
+        ({"pseudo_labels": "x.pt", "pipeline": DevicePipeline(mix="mixup")}, "use --data.pseudo_label_mode hard"),
+    ],
+)
 def test_option_mistakes(tmp_path, kwargs, says):
     with pytest.raises(ValueError, match=says):
         CIFAR10DataModule(data_dir=str(tmp_path), **kwargs)
 
 
-@pytest.mark.parametrize("cls, option, bad, good, expected", [
-    (CIFAR10DataModule, "labeled_per_class", "0", "400", 400),
-    (RandAugmentPipeline, "num_ops", "-1", "0", 0),
-    (RandAugmentPipeline, "magnitude", "-1", "30", 30),
-    (RandAugmentPipeline, "num_magnitude_bins", "0", "11", 11),
-])
+@pytest.mark.parametrize(
+    "cls, option, bad, good, expected",
+    [
+        (CIFAR10DataModule, "labeled_per_class", "0", "400", 400),
+        (RandAugmentPipeline, "num_ops", "-1", "0", 0),
+        (RandAugmentPipeline, "magnitude", "-1", "30", 30),
+        (RandAugmentPipeline, "num_magnitude_bins", "0", "11", 11),
+    ],
+)
 def test_the_parser_checks_each_option_against_its_type(cls, option, bad, good, expected):
     check_option_type(cls, option, bad, good, expected)
 
 
-@pytest.mark.parametrize("option, value, says", [
-    ("pseudo_label_mode", "fuzzy", "hard"),  # the choices
-    ("pseudo_label_threshold", "1.0", "'1.0' is not in [0, 1)"),
-    ("unlabeled_batch_size", "0", "'0' is not >= 1"),
-])
+@pytest.mark.parametrize(
+    "option, value, says",
+    [
+        ("pseudo_label_mode", "fuzzy", "hard"),  # the choices
+        ("pseudo_label_threshold", "1.0", "'1.0' is not in [0, 1)"),
+        ("unlabeled_batch_size", "0", "'0' is not >= 1"),
+    ],
+)
 def test_pseudo_label_options_out_of_range_are_refused_by_the_parser(option, value, says):
     message = option_error(CIFAR10DataModule, f"--data.{option}", value, key="data")
     assert f"data.{option}" in message and value in message and says in message
 
 
 def test_a_class_with_too_few_images_is_named(release):
-    with pytest.raises(ValueError, match=r"class '\w+' has \d+ training images .* use --data.labeled_per_class \d+ or less"):
+    with pytest.raises(
+        ValueError, match=r"class '\w+' has \d+ training images .* use --data.labeled_per_class \d+ or less"
+    ):
         _cifar(release, labeled_per_class=100)
 
 
@@ -86,8 +97,15 @@ def _pseudo_labels(data: CIFAR10DataModule, path, confident: int = 0, **change) 
     unlabeled = data.unlabeled_images()
     probabilities = torch.full((len(unlabeled), 10), 0.1)
     probabilities[:confident] = torch.nn.functional.one_hot(torch.arange(confident) % 10, 10) * 0.91 + 0.01
-    torch.save({"probabilities": probabilities.half(), "class_names": data.class_names,
-                "digest": images_digest(unlabeled), **change}, path)
+    torch.save(
+        {
+            "probabilities": probabilities.half(),
+            "class_names": data.class_names,
+            "digest": images_digest(unlabeled),
+            **change,
+        },
+        path,
+    )
     return probabilities
 
 
@@ -108,10 +126,15 @@ def test_soft_pseudo_labels_join_the_training_set_as_probabilities(release, tmp_
 def test_hard_pseudo_labels_keep_the_confident_images_and_their_top_class(release, tmp_path):
     teacher = _cifar(release, labeled_per_class=4)
     _pseudo_labels(teacher, tmp_path / "labels.pt", confident=25)
-    student = _cifar(release, labeled_per_class=4, pseudo_labels=str(tmp_path / "labels.pt"),
-                     pseudo_label_mode="hard", pseudo_label_threshold=0.5)
+    student = _cifar(
+        release,
+        labeled_per_class=4,
+        pseudo_labels=str(tmp_path / "labels.pt"),
+        pseudo_label_mode="hard",
+        pseudo_label_threshold=0.5,
+    )
     images, targets = student.train_set.images, student.train_set.labels
-    assert len(targets) == 40 + 25 and targets.dtype == torch.int64
+    assert len(images) == len(targets) == 40 + 25 and targets.dtype == torch.int64
     assert targets[40:].tolist() == [i % 10 for i in range(25)]
     with pytest.raises(ValueError, match="No unlabeled image reaches pseudo_label_threshold 0.95"):
         _cifar(release, labeled_per_class=4, pseudo_labels=str(tmp_path / "labels.pt"), pseudo_label_threshold=0.95)
@@ -153,8 +176,6 @@ def test_randaugment_draws_its_operations_per_image_seeded():
     assert one_bin.shape == image.shape and one_bin.dtype == torch.uint8  # a scale of one bin: magnitude 0 only
 
 
-
-
 def test_the_pseudo_labeled_set_keeps_the_confident_images_after_the_labeled_ones():
     labeled = ImageSet(torch.zeros(3, 3, 2, 2, dtype=torch.uint8), torch.tensor([0, 1, 1]))
     unlabeled = torch.arange(4, dtype=torch.uint8).view(4, 1, 1, 1).expand(4, 3, 2, 2)
@@ -173,8 +194,10 @@ def test_the_pseudo_labeled_set_keeps_the_confident_images_after_the_labeled_one
 def test_a_pseudo_label_file_is_checked_against_the_digest_of_the_images(tmp_path):
     unlabeled = torch.randint(0, 256, (5, 3, 4, 4), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
     probabilities = torch.full((5, 2), 0.5)
-    torch.save({"probabilities": probabilities, "class_names": ["a", "b"], "digest": images_digest(unlabeled)},
-               tmp_path / "labels.pt")
+    torch.save(
+        {"probabilities": probabilities, "class_names": ["a", "b"], "digest": images_digest(unlabeled)},
+        tmp_path / "labels.pt",
+    )
     torch.testing.assert_close(read_pseudo_labels(tmp_path / "labels.pt", unlabeled, ["a", "b"]), probabilities)
     other = unlabeled.clone()
     other[4] = 255 - other[4]  # as many images, one of them another

@@ -62,8 +62,15 @@ def test_each_key_keeps_its_own_entry(tmp_path: Path):
     assert cached_channel_stats(cache, {"split": 1}, _Counting(_images(9))) == a
 
 
-@pytest.mark.parametrize("content", ["{not json", "[1, 2]", '{"{\\"k\\": 1}": {"mean": [0.5], "std": [0.0]}}',
-                                     '{"{\\"k\\": 1}": {"mean": ["x"], "std": [0.1]}}'])
+@pytest.mark.parametrize(
+    "content",
+    [
+        "{not json",
+        "[1, 2]",
+        '{"{\\"k\\": 1}": {"mean": [0.5], "std": [0.0]}}',
+        '{"{\\"k\\": 1}": {"mean": ["x"], "std": [0.1]}}',
+    ],
+)
 def test_damaged_or_invalid_cache_is_recomputed(tmp_path: Path, content: str):
     cache = tmp_path / "stats.json"
     cache.write_text(content)

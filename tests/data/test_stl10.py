@@ -33,6 +33,7 @@ def test_labels_shift_to_zero_based_and_images_round_trip(stl10):
     assert labels.tolist() == arrays["train_labels"].tolist() and labels.min() >= 0
     test_images, test_labels = data.test_set.images, data.test_set.labels
     assert torch.equal(test_images, torch.from_numpy(arrays["test_images"]))
+    assert test_labels.tolist() == arrays["test_labels"].tolist()
     assert data.class_names[2] == "car" and data.image_size == 96
 
 
@@ -108,14 +109,41 @@ def test_cli_fit_then_distill_with_the_unlabeled_stream(stl10, tmp_path):
     from zoo_lightning.cli import main
 
     root, _ = stl10
-    common = ["--data.data_dir", str(root), "--data.val_size", "4", "--data.batch_size", "4",
-              "--data.image_size", "32", "--trainer.max_steps", "2", "--trainer.log_every_n_steps", "1", "--trainer.enable_progress_bar", "false",
-              "--trainer.logger.init_args.save_dir", str(tmp_path / "logs")]
+    common = [
+        "--data.data_dir",
+        str(root),
+        "--data.val_size",
+        "4",
+        "--data.batch_size",
+        "4",
+        "--data.image_size",
+        "32",
+        "--trainer.max_steps",
+        "2",
+        "--trainer.log_every_n_steps",
+        "1",
+        "--trainer.enable_progress_bar",
+        "false",
+        "--trainer.logger.init_args.save_dir",
+        str(tmp_path / "logs"),
+    ]
     main(["fit", "--config", "resnet18_stl10.yaml", "--model.backbone", "cnn", *common])
     teacher = tmp_path / "logs" / "resnet18_stl10" / "version_0" / "checkpoints" / "last.ckpt"
     assert teacher.is_file()
-    main(["fit", "--config", "distill_resnet50_to_resnet18_stl10.yaml", "--model.backbone", "cnn", "--model.stem", "cifar",
-          "--model.objective.init_args.teacher", str(teacher), *common])
+    main(
+        [
+            "fit",
+            "--config",
+            "distill_resnet50_to_resnet18_stl10.yaml",
+            "--model.backbone",
+            "cnn",
+            "--model.stem",
+            "cifar",
+            "--model.objective.init_args.teacher",
+            str(teacher),
+            *common,
+        ]
+    )
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     run = tmp_path / "logs" / "distill_resnet50_to_resnet18_stl10" / "version_0"
@@ -135,7 +163,9 @@ def test_download_with_the_wrong_checksum_is_refused_and_not_extracted(tmp_path,
         member.size = 4
         tar.addfile(member, io.BytesIO(b"\0" * 4))
     monkeypatch.setattr(utils, "_get_redirect_url", lambda url, max_hops=3: url)
-    monkeypatch.setattr(utils, "_urlretrieve", lambda url, filename, chunk_size=0: Path(filename).write_bytes(buffer.getvalue()))
+    monkeypatch.setattr(
+        utils, "_urlretrieve", lambda url, filename, chunk_size=0: Path(filename).write_bytes(buffer.getvalue())
+    )
     with pytest.raises(ValueError, match="does not have the official MD5"):
         STL10DataModule(data_dir=str(tmp_path), download=True).prepare_data()
     assert list(tmp_path.iterdir()) == []  # no archive kept, nothing extracted
@@ -151,10 +181,19 @@ def test_the_cli_sees_every_base_option_and_the_hyperparameters_keep_them(stl10)
     # Pipeline options without class_path/init_args: the short spelling works.
     config = parser.parse_args(["--data.pipeline.mix", "cutmix", "--data.pipeline.train_sizes", "{0: 16}"])
     pipeline = parser.instantiate_classes(config).data.pipeline
-    assert (type(pipeline), pipeline.mix, pipeline.train_sizes, pipeline.crop_padding) == (DevicePipeline, "cutmix",
-                                                                                          {0: 16}, None)
+    assert (type(pipeline), pipeline.mix, pipeline.train_sizes, pipeline.crop_padding) == (
+        DevicePipeline,
+        "cutmix",
+        {0: 16},
+        None,
+    )
     root, _ = stl10
     data = _module(root, fold=3, pipeline=DevicePipeline(mix="cutmix"))
     # STL-10's crop padding: the pipeline's default of one eighth of the side, 12 at 96 pixels.
-    assert (data.hparams.fold, data.hparams.batch_size, data.pipeline.padding, data.pipeline.mix) == (3, 4, 12, "cutmix")
+    assert (data.hparams.fold, data.hparams.batch_size, data.pipeline.padding, data.pipeline.mix) == (
+        3,
+        4,
+        12,
+        "cutmix",
+    )
     assert "pipeline" not in data.hparams  # no module instance in what checkpoints store

@@ -20,7 +20,9 @@ def test_normalize_gives_float_and_inverts():
     images = torch.randint(0, 256, (4, 3, 5, 5), dtype=torch.uint8)
     out = normalize(images)
     assert out.dtype == torch.float32 and out.shape == images.shape
-    expected = (images.float() / 255 - torch.tensor([0.5, 0.4, 0.3]).view(1, 3, 1, 1)) / torch.tensor([0.2, 0.25, 0.3]).view(1, 3, 1, 1)
+    expected = (images.float() / 255 - torch.tensor([0.5, 0.4, 0.3]).view(1, 3, 1, 1)) / torch.tensor(
+        [0.2, 0.25, 0.3]
+    ).view(1, 3, 1, 1)
     torch.testing.assert_close(out, expected)
     torch.testing.assert_close(normalize.inverse(out), images.float() / 255)
 
@@ -64,8 +66,12 @@ def test_crop_is_the_padded_image_at_some_offset():
     padded = torch.nn.functional.pad(images, (p, p, p, p))
     offsets = set()
     for i in range(len(images)):
-        matches = [(dy, dx) for dy in range(2 * p + 1) for dx in range(2 * p + 1)
-                   if torch.equal(out[i], padded[i, :, dy : dy + 10, dx : dx + 12])]
+        matches = [
+            (dy, dx)
+            for dy in range(2 * p + 1)
+            for dx in range(2 * p + 1)
+            if torch.equal(out[i], padded[i, :, dy : dy + 10, dx : dx + 12])
+        ]
         assert len(matches) == 1
         dy, dx = matches[0]
         offsets.add(matches[0])
