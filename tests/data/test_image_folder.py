@@ -149,8 +149,20 @@ def test_mistakes_are_one_line_errors(tmp_path):
     with pytest.raises(ValueError, match=r"Cannot read image .*broken.jpg"):
         set_up(FolderDataModule, tmp_path, image_size=8, val_size=0, batch_size=2)
     (tmp_path / "train" / "other" / "broken.jpg").unlink()
-    with pytest.raises(ValueError, match="has no unlabeled/ folder"):
+    with pytest.raises(ValueError, match="has no unlabeled images: put images without labels in its unlabeled/"):
         FolderDataModule(data_dir=str(tmp_path), image_size=8).unlabeled_images()
+
+
+def test_an_empty_class_folder_is_refused_and_an_empty_unlabeled_folder_is_no_mistake_for_a_plain_fit(tmp_path):
+    _write(tmp_path, "train", ["cat", "dog"], per_class=4)
+    (tmp_path / "unlabeled").mkdir()  # empty: a fit that never reads it trains all the same
+    data = set_up(FolderDataModule, tmp_path, image_size=8, val_size=2, batch_size=2)
+    assert len(data.train_set) + len(data.val_set) == 8
+    with pytest.raises(ValueError, match="has no unlabeled images"):
+        data.unlabeled_images()
+    (tmp_path / "train" / "fox").mkdir()  # a third class, with no image
+    with pytest.raises(ValueError, match=r"train/fox/ holds no image \(classes without training images: fox\)"):
+        set_up(FolderDataModule, tmp_path, image_size=8, val_size=2, batch_size=2)
 
 
 def test_its_checkpoints_predict_and_export_without_the_folders(tmp_path, monkeypatch, capsys):

@@ -125,7 +125,16 @@ class FolderDataModule(ImageDataModule):
             return images, labels
 
         train, val, test = read("train"), read("val"), read("test")
-        unlabeled = load_folder(root / "unlabeled", size)[0].numpy() if (root / "unlabeled").is_dir() else empty[0]
+        counts = np.bincount(train[1], minlength=len(self.class_names))
+        if not counts.all():
+            missing = [name for name, count in zip(self.class_names, counts) if count == 0]
+            raise ValueError(
+                f"{root / 'train'}/{missing[0]}/ holds no image (classes without training images: "
+                f"{', '.join(missing)}): add images, or remove the empty class folders."
+            )
+        # Read when there are images: a plain fit never asks for them, and an empty folder is not a mistake for it.
+        has_unlabeled = (root / "unlabeled").is_dir() and bool(image_files(root / "unlabeled", suffixes=None))
+        unlabeled = load_folder(root / "unlabeled", size)[0].numpy() if has_unlabeled else empty[0]
         return {
             "train_images": np.concatenate([train[0], val[0]]),
             "train_labels": np.concatenate([train[1], val[1]]),
@@ -156,7 +165,9 @@ class FolderDataModule(ImageDataModule):
         if self.train_set is None:
             self._load()
         if self._unlabeled is None:
-            raise ValueError(f"{self.data_dir} has no unlabeled/ folder: put images without labels there.")
+            raise ValueError(
+                f"{self.data_dir} has no unlabeled images: put images without labels in its unlabeled/ folder."
+            )
         return self._unlabeled
 
     # --- loaders ---------------------------------------------------------------------------------------
