@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import math
+from collections.abc import Callable
 from typing import Literal
 
 from jsonargparse.typing import register_type
@@ -25,6 +26,8 @@ __all__ = [
     "OpenUnitInterval",
     "ImageSide",
     "EpochSides",
+    "AreaRange",
+    "AspectRange",
     "Stem",
     "TTAMode",
     "PaddingMode",
@@ -95,6 +98,50 @@ def _is_epoch_sides(value: object, _: type) -> bool:
 
 
 register_type(EpochSides, serializer=dict, deserializer=_epoch_sides, type_check=_is_epoch_sides)
+
+
+class AreaRange(tuple):
+    """``[smallest, largest]``: shares of an image's area, ``0 < smallest <= largest <= 1``, e.g. ``[0.08, 1.0]``.
+
+    A type of its own (as :class:`AspectRange`): the parser checks both bounds and their order, which a
+    ``tuple[float, float]`` of bounded numbers cannot say. Parses to a plain tuple of two floats.
+    """
+
+
+class AspectRange(tuple):
+    """``[smallest, largest]``: width / height ratios, ``0 < smallest <= largest``, e.g. ``[0.75, 1.3333]``."""
+
+
+def _ordered_pair(value: object, meaning: str, accepts: Callable[[float], bool]) -> tuple[float, float]:
+    pair = list(value) if isinstance(value, (list, tuple)) else None
+    if pair is None or len(pair) != 2 or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in pair):
+        raise ValueError(f"{value!r} is not two numbers [smallest, largest] {meaning}")
+    low, high = float(pair[0]), float(pair[1])
+    if not (accepts(low) and accepts(high) and low <= high):
+        raise ValueError(f"{value!r} is not two numbers [smallest, largest] {meaning}")
+    return low, high
+
+
+def _area_range(value: object) -> tuple[float, float]:
+    return _ordered_pair(value, "in (0, 1]", lambda v: 0 < v <= 1)
+
+
+def _aspect_range(value: object) -> tuple[float, float]:
+    return _ordered_pair(value, "> 0", lambda v: 0 < v < math.inf)
+
+
+def _checks(parse: Callable[[object], tuple[float, float]]) -> Callable[[object, type], bool]:
+    def check(value: object, _: type) -> bool:
+        try:
+            return isinstance(value, tuple) and parse(value) == value
+        except ValueError:
+            return False
+
+    return check
+
+
+register_type(AreaRange, serializer=list, deserializer=_area_range, type_check=_checks(_area_range))
+register_type(AspectRange, serializer=list, deserializer=_aspect_range, type_check=_checks(_aspect_range))
 
 
 PositiveInt = _bounded("PositiveInt", int, ">= 1", lambda v: v >= 1)

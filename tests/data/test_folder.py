@@ -17,6 +17,7 @@ from zoo_lightning.data.folder import (
     image_files,
     load_folder,
     read_class_tree,
+    read_resized,
     resize_center_crop,
 )
 
@@ -85,6 +86,26 @@ def test_resize_then_center_crop():
 def test_resize_center_crop_of_an_exact_size_image_is_the_image():
     pixels = np.random.default_rng(0).integers(0, 256, (12, 12, 3), dtype=np.uint8)
     assert np.array_equal(resize_center_crop(Image.fromarray(pixels), 12), pixels)
+
+
+def test_resize_then_keep_a_smaller_centre_as_evaluation_with_a_margin_does():
+    pixels = np.random.default_rng(2).integers(0, 256, (20, 30, 3), dtype=np.uint8)
+    stored = resize_center_crop(Image.fromarray(pixels), 14)  # 14 x 21, then the centre 14 x 14
+    assert stored.shape == (14, 14, 3)
+    assert np.array_equal(resize_center_crop(Image.fromarray(pixels), 14, crop=12), stored[1:13, 1:13])
+
+
+def test_a_large_jpeg_is_decoded_at_a_reduced_scale_that_still_reaches_the_stored_side(tmp_path: Path):
+    # A smooth 800 x 600 photo: JPEG's 1/4 scale (200 x 150) still covers a shorter side of 147, 1/8 would not.
+    y, x = np.mgrid[0:600, 0:800]
+    pixels = np.stack([x * 255 // 800, y * 255 // 600, (x + y) * 255 // 1400], axis=-1).astype(np.uint8)
+    path = _save(tmp_path / "photo.jpg", pixels)
+    assert decode_rgb(path, min_side=147).size == (200, 150)
+    assert decode_rgb(path, min_side=400).size == (800, 600)  # less than half: decoded whole
+    assert decode_rgb(path).size == (800, 600)
+    fast, full = read_resized(path, 147), resize_center_crop(decode_rgb(path), 147).transpose(2, 0, 1)
+    assert fast.shape == full.shape == (3, 147, 147)
+    assert np.abs(fast.astype(int) - full.astype(int)).mean() < 2  # the same picture, within JPEG's noise
 
 
 def test_load_folder_reads_any_size_and_skips_unreadable_files_with_one_warning(tmp_path: Path):

@@ -1,5 +1,6 @@
-"""FolderDataModule: your own class folders, any number of classes and any image sizes, resized once and
-cached; its checkpoints predict and export without the folders."""
+"""FolderDataModule: your own class folders, any number of classes and any image sizes, stored once with a margin
+(tests/data/test_store.py covers the store itself); evaluation sees a photo as predict does; its checkpoints predict
+and export without the folders."""
 
 from __future__ import annotations
 
@@ -12,7 +13,6 @@ from PIL import Image
 
 from tests.helpers import check_option_type, set_up
 from zoo_lightning.data import FolderDataModule
-from zoo_lightning.data import image_folder as module
 
 
 def _write(root: Path, split: str, classes: list[str], per_class: int, seed: int = 0) -> list[tuple[Path, str]]:
@@ -48,26 +48,33 @@ def test_any_number_of_classes_and_image_sizes(tmp_path, count):
     assert data.hparams.val_size == 4 * count // 10  # a tenth of train/ by default
     data.prepare_data()
     data.setup("fit")
-    images, labels = data.train_set.images, data.train_set.labels
-    val_images, val_labels = data.val_set.images, data.val_set.labels
-    assert images.dtype == torch.uint8 and images.shape[1:] == val_images.shape[1:] == (3, 16, 16)
+    images, labels = data.train_set.all_images(), data.train_set.labels
+    val_images, val_labels = data.val_set.all_images(), data.val_set.labels
+    # Stored with a margin of 15%: round(1.15 * 16) = 18 pixels, out of which the device crops 16.
+    assert images.dtype == torch.uint8 and images.shape[1:] == val_images.shape[1:] == (3, 18, 18)
     assert len(labels) + len(val_labels) == 4 * count
     assert torch.bincount(torch.cat([labels, val_labels]), minlength=count).tolist() == [4] * count
-    assert data.test_set.images.shape == (count, 3, 16, 16)
+    assert data.test_set.images.shape == (count, 3, 18, 18)
     batch = data.on_after_batch_transfer(next(iter(data.val_dataloader())), 0)
     assert batch[0].dtype == torch.float32 and batch[0].shape[1:] == (3, 16, 16)
     assert data.state_dict()["class_names"] == sorted(classes)
 
 
-def test_each_image_is_resized_and_center_cropped_as_predict_does(tmp_path):
-    from zoo_lightning.data.folder import decode_rgb, resize_center_crop
+def test_evaluation_sees_a_stored_image_as_predict_sees_its_file(tmp_path):
+    from zoo_lightning.data.folder import load_folder, read_resized
 
     written = _write(tmp_path, "train", ["a", "b"], per_class=3)
+    _write(tmp_path, "test", ["a", "b"], per_class=2, seed=4)
     data = set_up(FolderDataModule, tmp_path, image_size=12, val_size=0, batch_size=2)
-    images, labels = data.train_set.images, data.train_set.labels
-    for i, (path, name) in enumerate(sorted(written)):
-        expected = resize_center_crop(decode_rgb(path), 12).transpose(2, 0, 1)
-        assert np.array_equal(images[i].numpy(), expected) and labels[i] == ["a", "b"].index(name)
+    images, labels = data.train_set.all_images(), data.train_set.labels
+    for i, (path, name) in enumerate(sorted(written)):  # shorter side to round(1.15 * 12) = 14, centre square
+        assert np.array_equal(images[i].numpy(), read_resized(path, 14)) and labels[i] == ["a", "b"].index(name)
+    # A test image through the pipeline (its centre 12 of 14) is what predict makes of the same file.
+    test_images = data.test_set.all_images()
+    evaluated = data.on_after_batch_transfer((test_images, data.test_set.labels), 0)[0]
+    predicted = load_folder(tmp_path / "test", 12, resized=14)[0]
+    torch.testing.assert_close(evaluated, data.pipeline(predicted)[0], rtol=0, atol=0)
+    assert torch.equal(test_images[:, :, 1:13, 1:13], predicted)
 
 
 def test_the_split_is_seeded_and_a_val_folder_is_the_validation_set(tmp_path):
@@ -75,8 +82,8 @@ def test_the_split_is_seeded_and_a_val_folder_is_the_validation_set(tmp_path):
     first = set_up(FolderDataModule, tmp_path / "one", image_size=8, val_size=6, batch_size=4)
     again = set_up(FolderDataModule, tmp_path / "one", image_size=8, val_size=6, batch_size=4)
     other = set_up(FolderDataModule, tmp_path / "one", image_size=8, val_size=6, batch_size=4, split_seed=1)
-    assert torch.equal(first.val_set.images, again.val_set.images)
-    assert not torch.equal(first.val_set.images, other.val_set.images)
+    assert torch.equal(first.val_set.all_images(), again.val_set.all_images())
+    assert not torch.equal(first.val_set.all_images(), other.val_set.all_images())
     root = tmp_path / "two"
     _write(root, "train", ["a", "b"], per_class=5)
     _write(root, "val", ["a", "b"], per_class=2, seed=3)
@@ -89,23 +96,6 @@ def test_the_split_is_seeded_and_a_val_folder_is_the_validation_set(tmp_path):
         set_up(FolderDataModule, root, image_size=8, val_size=3, batch_size=2)
     with pytest.raises(ValueError, match="has no test/ folder"):
         data.test_dataloader()
-
-
-def test_the_resized_images_are_cached_until_a_file_changes(tmp_path, monkeypatch):
-    _write(tmp_path, "train", ["a", "b"], per_class=3)
-    first = set_up(FolderDataModule, tmp_path, image_size=8, val_size=0, batch_size=2)
-    assert (tmp_path / ".zoo_cache" / "folder_8px.npz").is_file()
-
-    def no_reading(*args, **kwargs):
-        raise AssertionError("read the folders again")
-
-    monkeypatch.setattr(module, "read_class_tree", no_reading)
-    cached = set_up(FolderDataModule, tmp_path, image_size=8, val_size=0, batch_size=2)
-    assert torch.equal(cached.train_set.images, first.train_set.images)
-    monkeypatch.undo()
-    Image.fromarray(np.zeros((9, 9, 3), np.uint8)).save(tmp_path / "train" / "a" / "new.png")
-    changed = set_up(FolderDataModule, tmp_path, image_size=8, val_size=0, batch_size=2)
-    assert len(changed.train_set.labels) == 7
 
 
 def test_given_class_names_build_it_without_touching_the_disk(tmp_path):
@@ -122,9 +112,9 @@ def test_unlabeled_images_are_read_from_their_folder(tmp_path):
     for i in range(5):
         Image.fromarray(np.full((30, 20 + i, 3), i, np.uint8)).save(tmp_path / "unlabeled" / f"{i}.png")
     data = set_up(FolderDataModule, tmp_path, image_size=8, val_size=0, batch_size=2, unlabeled=True)
-    assert data.unlabeled_images().shape == (5, 3, 8, 8)
+    assert data.unlabeled_images().shape == (5, 3, 9, 9)  # stored like the labeled images, at round(1.15 * 8)
     batch = next(iter(data.train_dataloader()))
-    assert batch.unlabeled.shape == (2, 3, 8, 8)
+    assert batch.unlabeled.shape == (2, 3, 9, 9)
 
 
 @pytest.mark.parametrize(

@@ -14,17 +14,27 @@ from torch import Tensor, nn
 from tests.helpers import check_option_type
 from zoo_lightning.batch import TwoStreamBatch
 from zoo_lightning.data import CIFAR10DataModule, DevicePipeline, STL10DataModule
-from zoo_lightning.data.transforms import RandomCrop, RandomHorizontalFlip
+from zoo_lightning.data.transforms import CenterCrop, RandomCrop, RandomHorizontalFlip, RandomResizedCrop
 
 MEAN, STD = [0.5, 0.4, 0.3], [0.2, 0.25, 0.3]
 
 
 def _attached(
-    pipeline: DevicePipeline | None = None, native_size: int = 32, image_size: int | None = None, seed: int = 0
+    pipeline: DevicePipeline | None = None,
+    native_size: int = 32,
+    image_size: int | None = None,
+    seed: int = 0,
+    margin: bool = False,
 ) -> DevicePipeline:
     pipeline = pipeline or DevicePipeline()
     pipeline.attach(
-        mean=MEAN, std=STD, image_size=image_size or native_size, native_size=native_size, num_classes=10, seed=seed
+        mean=MEAN,
+        std=STD,
+        image_size=image_size or native_size,
+        native_size=native_size,
+        num_classes=10,
+        seed=seed,
+        margin=margin,
     )
     return pipeline
 
@@ -112,6 +122,9 @@ def test_augmentation_is_seeded_by_seed_rank_epoch_and_batch():
         ("cutout", "-1", "8", 8),
         ("train_sizes", "{0: 4}", "{'0': 24, 30: 32}", {0: 24, 30: 32}),  # a string key, as YAML may leave it, made int
         ("train_sizes", "{-1: 24}", "{0: 24}", {0: 24}),  # the first epochs are checked too, not only the sides
+        ("scale", "[1.0, 0.5]", "[0.08, 1.0]", (0.08, 1.0)),  # the smaller share first
+        ("scale", "[0, 1]", "[0.25, 1]", (0.25, 1.0)),  # a box of no area is no crop
+        ("scale", "[0.5, 1.5]", "[0.5, 0.5]", (0.5, 0.5)),  # no more than the whole image
     ],
 )
 def test_the_parser_checks_each_option_against_its_type(option, bad, good, expected):
@@ -148,6 +161,53 @@ def test_resize_to_image_size_in_evaluation_and_training():
     assert pipeline(_batch())[0].shape == (16, 3, 48, 48)
     assert pipeline(_batch(), training=True)[0].shape == (16, 3, 48, 48)
     assert isinstance(_attached(native_size=32).resize, nn.Identity)  # native size: nothing to resize
+
+
+def test_images_stored_with_a_margin_are_cropped_within_it_in_training_and_centred_in_evaluation():
+    images = _batch(n=32, side=37)
+    pipeline = _attached(DevicePipeline(flip=False), native_size=37, image_size=32, margin=True)
+    assert pipeline.padding == 0 and [type(m) for m in pipeline.spatial] == [RandomCrop]  # no padding: real pixels
+    trained = pipeline(images, training=True)[0]
+    assert trained.shape == (32, 3, 32, 32)
+    normalize = pipeline.normalize
+    assert normalize is not None
+
+    def window(image: Tensor, dy: int, dx: int) -> Tensor:
+        return image[None, :, dy : dy + 32, dx : dx + 32]
+
+    windows = [
+        [(dy, dx) for dy in range(6) for dx in range(6) if torch.equal(t[None], normalize(window(images[i], dy, dx)))]
+        for i, t in enumerate(trained)
+    ]
+    assert all(len(w) == 1 for w in windows) and len({w[0] for w in windows}) > 10
+    evaluated = pipeline(images)[0]  # the centre, as torchvision evaluates (256 -> centre 224)
+    torch.testing.assert_close(evaluated, normalize(images[:, :, 2:34, 2:34]), rtol=0, atol=0)
+    assert isinstance(pipeline.center, CenterCrop) and isinstance(_attached().center, nn.Identity)
+
+
+@pytest.mark.parametrize("native_size, image_size, margin", [(37, 32, True), (32, 48, False)])
+def test_the_scale_augmentation_gives_training_batches_of_the_input_size(native_size, image_size, margin):
+    pipeline = _attached(
+        DevicePipeline(scale=(0.08, 1.0)), native_size=native_size, image_size=image_size, margin=margin
+    )
+    assert [type(m) for m in pipeline.spatial] == [RandomResizedCrop, RandomHorizontalFlip]
+    assert pipeline.spatial[0].scale == (0.08, 1.0) and pipeline.spatial[0].ratio == (3 / 4, 4 / 3)
+    assert pipeline.spatial[0].size == image_size  # straight to the input size: one resampling
+    images = _batch(side=native_size)
+    first = pipeline(images, training=True, epoch=0)[0]
+    assert first.shape == (16, 3, image_size, image_size)
+    again = _attached(DevicePipeline(scale=(0.08, 1.0)), native_size=native_size, image_size=image_size, margin=margin)
+    torch.testing.assert_close(again(images, training=True, epoch=0)[0], first, rtol=0, atol=0)  # seeded
+    assert pipeline(images)[0].shape == (16, 3, image_size, image_size)  # evaluation: the centre, or resized
+
+
+def test_the_scale_augmentation_replaces_the_crop_and_takes_its_ratio_with_it():
+    assert _attached(DevicePipeline(scale=(0.5, 1.0), ratio=(1.0, 2.0))).spatial[0].ratio == (1.0, 2.0)
+    with pytest.raises(ValueError, match="scale draws the crop itself: leave --data.pipeline.crop_padding out"):
+        DevicePipeline(scale=(0.08, 1.0), crop_padding=4)
+    with pytest.raises(ValueError, match="ratio shapes the scale augmentation: set --data.pipeline.scale too"):
+        DevicePipeline(ratio=(0.5, 2.0))
+    DevicePipeline(scale=(0.08, 1.0), crop_padding=0)  # no padding asked for: nothing to contradict
 
 
 # --- through the DataModule -----------------------------------------------------------------------

@@ -89,6 +89,9 @@ class ImageDataModule(L.LightningDataModule):
     class_names: Sequence[str] = ()
     native_size: int = 0
     default_val_size: int = 0
+    # Whether the native_size images hold a margin around the image_size view (a store of photos): crops are cut
+    # from them, and evaluation and prediction take their centre (see DevicePipeline.attach).
+    stored_with_margin: bool = False
 
     def __init__(
         self,
@@ -222,9 +225,9 @@ class ImageDataModule(L.LightningDataModule):
         cache = self.data_dir / CACHE_DIR / f"{type(self).__name__.lower()}_stats.json"
         return cached_channel_stats(cache, key, self._train_images)
 
-    def _train_images(self) -> Tensor:
+    def _train_images(self) -> ImageSet:
         train_set = self._load() if self.train_set is None else self.train_set
-        return train_set.labeled.images  # pseudo-labeled: a student normalizes as its teacher did
+        return train_set.labeled  # pseudo-labeled: a student normalizes as its teacher did
 
     def _split_key(self) -> dict[str, Any]:
         """The :data:`SPLIT_OPTIONS` this DataModule has, with their values (None, their default, left out)."""
@@ -251,6 +254,7 @@ class ImageDataModule(L.LightningDataModule):
             self.trainer,
             train,
             self.hparams["shuffle_seed"],
+            rows=part.rows,
         )
         return self.train_position.track(loader) if train else loader
 
@@ -260,10 +264,10 @@ class ImageDataModule(L.LightningDataModule):
 
         For callbacks that fit something to the data, such as patch whitening, without knowing the dataset.
         """
-        images = self._read_sets("fit")[0].images
+        train_set = self._read_sets("fit")[0]
         self._attach_pipeline()
-        order = torch.randperm(len(images), generator=torch.Generator().manual_seed(seed))[:count]
-        return self.pipeline(torch.index_select(images, 0, order.sort().values))[0]
+        order = torch.randperm(len(train_set), generator=torch.Generator().manual_seed(seed))[:count]
+        return self.pipeline(train_set.take(order.sort().values))[0]
 
     def train_dataloader(self) -> BatchLoader | TwoStreamLoader:
         loader = self._loader("train")
@@ -298,7 +302,9 @@ class ImageDataModule(L.LightningDataModule):
         """The images under ``predict_dir``, batched with their index into :attr:`predict_paths`."""
         if not self.hparams["predict_dir"]:
             raise ValueError("predict needs images: pass --data.predict_dir DIR (a folder of .jpg/.png files).")
-        images, self.predict_paths = load_folder(self.hparams["predict_dir"], self.image_size)
+        # Framed as evaluation sees the stored images: shorter side to the stored size, then the centre.
+        resized = self.native_size if self.stored_with_margin else None
+        images, self.predict_paths = load_folder(self.hparams["predict_dir"], self.image_size, resized)
         return BatchLoader(images, torch.arange(len(images)), batch_size=self.eval_batch_size)
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
@@ -319,6 +325,7 @@ class ImageDataModule(L.LightningDataModule):
             native_size=self.native_size,
             num_classes=self.num_classes,
             seed=self.hparams["shuffle_seed"],
+            margin=self.stored_with_margin,
         )
         self._attached = True
 

@@ -1,13 +1,15 @@
 """Folders of image files, read the same way for training and for prediction.
 
-Training reads a labeled tree ``<split>/<class>/<image files>`` whose images all have the
-dataset's size, or are resized to it (:func:`read_class_tree`); prediction reads any folder of images of any size and
-format, resized and center-cropped to the input size (:func:`load_folder`). Both decode a file
-with :func:`decode_rgb`, so grayscale, palette and RGBA files become RGB alike.
+A release such as CIFAR-10 is a labeled tree ``<split>/<class>/<image files>`` whose images all have the
+dataset's size (:func:`read_class_tree`); your own photos are resized and center-cropped once into a store
+(:mod:`zoo_lightning.data.store`, file by file with :func:`read_resized`), and prediction reads any folder of images
+of any size and format the same way (:func:`load_folder`). All decode a file with :func:`decode_rgb`, so grayscale,
+palette and RGBA files become RGB alike.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import warnings
 from collections.abc import Sequence
@@ -25,9 +27,12 @@ __all__ = [
     "hidden",
     "image_files",
     "decode_rgb",
+    "labeled_files",
     "read_class_tree",
     "resize_center_crop",
+    "read_resized",
     "load_folder",
+    "warn_skipped",
 ]
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm"}
@@ -75,10 +80,18 @@ def _to_8_bit(image: Image.Image) -> Image.Image:
     return Image.fromarray(scaled, mode="L")
 
 
-def decode_rgb(path: Path) -> Image.Image:
-    """The decoded RGB image in ``path``, whatever its mode; ValueError naming the file when it cannot be read."""
+def decode_rgb(path: Path, min_side: int | None = None) -> Image.Image:
+    """The decoded RGB image in ``path``, whatever its mode; ValueError naming the file when it cannot be read.
+
+    With ``min_side``, a JPEG is decoded at the smallest of its DCT scales (1/2, 1/4, 1/8) whose shorter side still
+    reaches ``min_side`` (Pillow's ``draft``): a photo several times the training size decodes several times faster,
+    and is resized from there.
+    """
     try:
         with Image.open(path) as image:
+            if min_side is not None and min(image.size) > 2 * min_side:
+                scale = min_side / min(image.size)
+                image.draft(None, (math.ceil(image.width * scale), math.ceil(image.height * scale)))
             if image.mode.startswith("I") or image.mode == "F":
                 image = _to_8_bit(image)
             return image.convert("RGB")  # decodes now, so a truncated file fails here, not later
@@ -86,18 +99,36 @@ def decode_rgb(path: Path) -> Image.Image:
         raise ValueError(f"Cannot read image {path}: {error}. Remove or replace the file.") from None
 
 
+def labeled_files(folder: Path, classes: Sequence[str]) -> tuple[list[Path], np.ndarray]:
+    """The image files of ``folder/<class>/*`` and their int64 labels, the indices of their folders in ``classes``.
+
+    Raises:
+        ValueError: no image file at all, or one in a folder that is not one of ``classes``.
+    """
+    index = {name: i for i, name in enumerate(classes)}
+    files = image_files(folder)
+    if not files:
+        raise ValueError(f"No image files ({', '.join(sorted(IMAGE_SUFFIXES))}) under {folder}/<class>/.")
+    labels = np.empty(len(files), dtype=np.int64)
+    for i, path in enumerate(files):
+        class_name = path.relative_to(folder).parts[0]
+        if class_name not in index:
+            raise ValueError(f"{path}: class folder {class_name!r} is not one of the train classes {list(classes)}.")
+        labels[i] = index[class_name]
+    return files, labels
+
+
 def read_class_tree(
-    folder: Path, size: int, classes: Sequence[str] | None = None, resize: bool = False
+    folder: Path, size: int, classes: Sequence[str] | None = None
 ) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """The images of ``folder/<class>/*`` as uint8 (N, 3, size, size), their int64 labels and the classes.
+    """The images of ``folder/<class>/*``, each ``size`` x ``size`` (a release such as CIFAR-10), as uint8
+    (N, 3, size, size), with their int64 labels and the classes.
 
     Args:
         folder: holds one subfolder per class.
-        size: the side every image must have, or is resized to.
+        size: the side every image must have.
         classes: the class names that give the labels, e.g. those of the train split when reading
             the test split; None takes the sorted subfolder names of ``folder``.
-        resize: images of any size are resized and center-cropped as :func:`resize_center_crop` does
-            (your own photos); otherwise each must already be ``size`` x ``size`` (a release such as CIFAR-10).
     """
     folder = Path(folder)
     if classes is None:
@@ -105,45 +136,46 @@ def read_class_tree(
         if not classes:
             raise ValueError(f"{folder} has no class folders: expected {folder.name}/<class>/<image files>.")
     classes = list(classes)
-    index = {name: i for i, name in enumerate(classes)}
-    files = image_files(folder)
-    if not files:
-        raise ValueError(f"No image files ({', '.join(sorted(IMAGE_SUFFIXES))}) under {folder}/<class>/.")
+    files, labels = labeled_files(folder, classes)
     images = np.empty((len(files), 3, size, size), dtype=np.uint8)
-    labels = np.empty(len(files), dtype=np.int64)
     for i, path in enumerate(tracked(files, f"Decoding {folder}", len(files))):
-        class_name = path.relative_to(folder).parts[0]
-        if class_name not in index:
-            raise ValueError(f"{path}: class folder {class_name!r} is not one of the train classes {classes}.")
-        pixels = resize_center_crop(decode_rgb(path), size) if resize else np.asarray(decode_rgb(path))
+        pixels = np.asarray(decode_rgb(path))
         if pixels.shape[:2] != (size, size):
             raise ValueError(
                 f"{path} is {pixels.shape[1]}x{pixels.shape[0]}; the images of this dataset are {size}x{size}."
             )
         images[i] = pixels.transpose(2, 0, 1)
-        labels[i] = index[class_name]
     return images, labels, classes
 
 
-def resize_center_crop(image: Image.Image, size: int) -> np.ndarray:
-    """Shorter side to ``size``, then the central ``size`` x ``size`` square, as torchvision's eval transform.
+def resize_center_crop(image: Image.Image, size: int, crop: int | None = None) -> np.ndarray:
+    """Shorter side to ``size``, then the central ``crop`` x ``crop`` square (None: ``size``), as torchvision's
+    evaluation transform (``Resize(256)``, ``CenterCrop(224)``).
 
-    Returns (size, size, 3) uint8 pixels.
+    Returns (crop, crop, 3) uint8 pixels.
     """
+    crop = size if crop is None else crop
     image = image.convert("RGB")
     scale = size / min(image.size)
     resized = image.resize(
         (max(size, round(image.width * scale)), max(size, round(image.height * scale))), Image.Resampling.BILINEAR
     )
-    left, top = (resized.width - size) // 2, (resized.height - size) // 2
-    return np.asarray(resized.crop((left, top, left + size, top + size)))
+    left, top = (resized.width - crop) // 2, (resized.height - crop) // 2
+    return np.asarray(resized.crop((left, top, left + crop, top + crop)))
 
 
-def load_folder(folder: str | Path, size: int) -> tuple[Tensor, list[Path]]:
+def read_resized(path: Path, size: int, crop: int | None = None) -> np.ndarray:
+    """The image file ``path`` decoded, its shorter side resized to ``size`` and its central ``crop`` square
+    (None: ``size``) kept, as uint8 (3, crop, crop): how training stores a photo and prediction reads one."""
+    return resize_center_crop(decode_rgb(path, size), size, crop).transpose(2, 0, 1)
+
+
+def load_folder(folder: str | Path, size: int, resized: int | None = None) -> tuple[Tensor, list[Path]]:
     """Every readable image under ``folder`` as uint8 (N, 3, size, size), with their paths.
 
-    Every file is tried, whatever its suffix; the ones Pillow cannot read are skipped with one
-    warning that lists them. No readable image at all is an error.
+    Each is resized (shorter side) to ``resized`` (None: ``size``) and its central ``size`` square kept. Every file
+    is tried, whatever its suffix; the ones Pillow cannot read are skipped with one warning that lists them. No
+    readable image at all is an error.
     """
     root = Path(folder)
     if not root.is_dir():
@@ -152,16 +184,21 @@ def load_folder(folder: str | Path, size: int) -> tuple[Tensor, list[Path]]:
     files = image_files(root, suffixes=None)
     for path in tracked(files, f"Reading {root}", len(files)):
         try:
-            images.append(resize_center_crop(decode_rgb(path), size).transpose(2, 0, 1))
+            images.append(read_resized(path, resized or size, size))
         except ValueError:
             skipped.append(path)
             continue
         paths.append(path)
     if skipped:
-        warnings.warn(
-            f"Skipped {len(skipped)} file(s) that are not readable images: " + ", ".join(str(p) for p in skipped),
-            stacklevel=2,
-        )
+        warn_skipped(skipped)
     if not images:
         raise ValueError(f"No readable image under {str(root)!r}: put .jpg/.png/... files there.")
     return torch.from_numpy(np.stack(images)), paths
+
+
+def warn_skipped(skipped: Sequence[Path]) -> None:
+    """One warning that lists the files skipped because they are not readable images."""
+    warnings.warn(
+        f"Skipped {len(skipped)} file(s) that are not readable images: " + ", ".join(str(p) for p in skipped),
+        stacklevel=3,
+    )

@@ -1,8 +1,9 @@
-"""In-memory uint8 images handed out as whole batches: no per-image Python, no PIL in the loop.
+"""uint8 images handed out as whole batches: no per-image Python, no PIL in the loop.
 
 :class:`BatchLoader` slices shuffled index batches out of an (N, 3, H, W) uint8 tensor (which may
-wrap a numpy memmap, so only the rows a batch touches are read). Under DDP every rank takes a
-disjoint shard of each epoch's permutation, with the same number of batches on every rank.
+wrap a numpy memmap, such as a store on disk, so only the rows a batch touches are read; ``rows``
+picks a set's rows out of a larger store). Under DDP every rank takes a disjoint shard of each
+epoch's permutation, with the same number of batches on every rank.
 :class:`TwoStreamLoader` pairs a labeled loader with an unlabeled one (semi-supervised objectives).
 """
 
@@ -45,6 +46,8 @@ class BatchLoader:
         images: uint8 (N, C, H, W) tensor, or a function opening one (e.g. a fresh memmap view per
             epoch, so the pages an epoch touched are not kept resident by a long-lived mapping).
         labels: int64 (N,) tensor, or None for unlabeled data (batches are then images alone).
+        rows: the rows of ``images`` that make up the set (a split of a store on disk), one per label;
+            None: all of ``images``, in order.
         batch_size: images per batch on each rank.
         shuffle: a new permutation every epoch, from ``seed + epoch``: the same on every machine.
         drop_last: drop the last incomplete batch (training); a shard smaller than one batch still
@@ -74,13 +77,17 @@ class BatchLoader:
         epoch: Callable[[], int] = lambda: 0,
         pin_memory: bool = False,
         on_resume: Callable[[int, int], None] | None = None,
+        rows: Tensor | None = None,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
         if not 0 <= rank < world_size:
             raise ValueError(f"rank must be in 0..world_size-1, got rank={rank}, world_size={world_size}.")
-        self.images, self.labels = images, labels
-        self.num_samples = len(images) if isinstance(images, Tensor) else len(images())
+        self.images, self.labels, self.rows = images, labels, rows
+        if rows is not None:
+            self.num_samples = len(rows)
+        else:
+            self.num_samples = len(images) if isinstance(images, Tensor) else len(images())
         if labels is not None and len(labels) != self.num_samples:
             raise ValueError(f"{self.num_samples} images but {len(labels)} labels.")
         if self.num_samples < world_size:
@@ -129,6 +136,9 @@ class BatchLoader:
         out = torch.empty((len(index), *source.shape[1:]), dtype=source.dtype, pin_memory=True)
         return torch.index_select(source, 0, index, out=out)
 
+    def _rows(self, index: Tensor) -> Tensor:
+        return index if self.rows is None else self.rows[index]
+
     def iterate(self, epoch: int | None = None) -> Iterator[tuple[Tensor, Tensor] | Tensor]:
         """The batches of one pass in the permutation of ``epoch`` (None: the current one)."""
         epoch = self.epoch() if epoch is None else epoch
@@ -144,9 +154,9 @@ class BatchLoader:
             self.position["batches"] += 1
             if self.labels is None:
                 # Sorted indices read a memmap front to back; the order within a batch is irrelevant.
-                yield self._gather(images, batch.sort().values)
+                yield self._gather(images, self._rows(batch.sort().values))
             else:
-                yield self._gather(images, batch), self._gather(self.labels, batch)
+                yield self._gather(images, self._rows(batch)), self._gather(self.labels, batch)
 
     def state_dict(self) -> dict[str, int]:
         """The epoch of the pass in progress and how many of its batches were handed out."""
@@ -256,6 +266,7 @@ def trainer_loader(
     trainer: L.Trainer | None,
     train: bool,
     seed: int = 0,
+    rows: Tensor | None = None,
 ) -> BatchLoader:
     """A :class:`BatchLoader` for ``trainer`` (None: one process at epoch 0): its rank's shard, gathered into
     page-locked memory for a CUDA device.
@@ -278,4 +289,5 @@ def trainer_loader(
         world_size=world_size,
         epoch=epoch,
         pin_memory=trainer is not None and trainer.strategy.root_device.type == "cuda",
+        rows=rows,
     )

@@ -26,8 +26,25 @@ import torch
 from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor, nn
 
-from zoo_lightning.data.transforms import AlternatingFlip, Cutout, Normalize, RandomCrop, RandomHorizontalFlip, Resize
-from zoo_lightning.options import EpochSides, MixMode, NonNegativeInt, PaddingMode, PositiveFloat
+from zoo_lightning.data.transforms import (
+    AlternatingFlip,
+    CenterCrop,
+    Cutout,
+    Normalize,
+    RandomCrop,
+    RandomHorizontalFlip,
+    RandomResizedCrop,
+    Resize,
+)
+from zoo_lightning.options import (
+    AreaRange,
+    AspectRange,
+    EpochSides,
+    MixMode,
+    NonNegativeInt,
+    PaddingMode,
+    PositiveFloat,
+)
 
 __all__ = ["DevicePipeline"]
 
@@ -38,6 +55,13 @@ class DevicePipeline(nn.Module):
     Args:
         crop_padding: zero padding of the random crop, in pixels (0 turns the crop off); None takes
             one eighth of the dataset's native image side: 4 at 32x32 (CIFAR-10), 12 at 96x96 (STL-10).
+            Images stored with a margin around the input size (FolderDataModule's ``margin``) are cropped
+            within their own pixels instead, with no padding unless this asks for some.
+        scale: the scale augmentation of ImageNet recipes (torchvision's ``RandomResizedCrop``), e.g.
+            ``[0.08, 1.0]``: each training image is a random box of this share of the stored image's area,
+            with an aspect ratio drawn from ``ratio``, resized to the input size. It replaces the crop.
+            None: no scale augmentation.
+        ratio: the range of the boxes' width / height with ``scale``; None: ``[3/4, 4/3]``.
         flip: random horizontal flips.
         alternating_flip: instead of independent flips, each image is mirrored or not at random in
             even epochs and the other way in odd ones (airbench), so two epochs show both views.
@@ -65,20 +89,31 @@ class DevicePipeline(nn.Module):
         alternating_flip: bool = False,
         padding_mode: PaddingMode = "zeros",
         cutout: NonNegativeInt = 0,
+        scale: AreaRange | None = None,
+        ratio: AspectRange | None = None,
     ) -> None:
         super().__init__()
+        # Each option is right alone (its type says so); these relations are wrong together, which no type says.
+        if scale is not None and crop_padding:
+            raise ValueError("--data.pipeline.scale draws the crop itself: leave --data.pipeline.crop_padding out.")
+        if ratio is not None and scale is None:
+            raise ValueError("--data.pipeline.ratio shapes the scale augmentation: set --data.pipeline.scale too.")
         # int keys again: a YAML or JSON round trip of the hyper-parameters (logger, config) may make them strings
         sizes = {int(first): int(side) for first, side in (train_sizes or {}).items()}
         self.crop_padding, self.flip = crop_padding, flip
         self.alternating_flip, self.padding_mode, self.cutout = alternating_flip, padding_mode, cutout
         self.train_sizes = sizes
         self.mix, self.mix_alpha = mix, mix_alpha
+        self.scale = None if scale is None else (float(scale[0]), float(scale[1]))
+        self.ratio = (3 / 4, 4 / 3) if ratio is None else (float(ratio[0]), float(ratio[1]))
+        self.margin = False
         # Set by attach(), once the DataModule knows them.
         self.normalize: Normalize | None = None
         self.image_size = 0
         self.padding = 0
         self.seed = 0
         self.spatial = nn.Sequential()  # no augmentation until attach() knows the padding and the mean colour
+        self.center: nn.Module = nn.Identity()  # what evaluation sees of a stored image
         self.mixer: nn.Module | None = None
         self.resize: nn.Module = nn.Identity()
         self._train_resize: tuple[int, nn.Module] | None = None  # (side, its Resize), rebuilt when the side changes
@@ -95,6 +130,7 @@ class DevicePipeline(nn.Module):
         native_size: int,
         num_classes: int,
         seed: int,
+        margin: bool = False,
     ) -> None:
         """Fixes what depends on the dataset: its statistics, sizes, class count and the augmentation seed.
 
@@ -104,10 +140,15 @@ class DevicePipeline(nn.Module):
             native_size: the side of the dataset's images; sets the default ``crop_padding``.
             num_classes: the length of MixUp/CutMix's soft targets.
             seed: base of the augmentation seeds (the DataModule's ``shuffle_seed``).
+            margin: the ``native_size`` images hold a margin around the ``image_size`` view (a store at 1.15x):
+                training crops ``image_size`` windows out of them instead of padding, evaluation takes their
+                centre, as torchvision's ImageNet evaluation does (resize to 256, centre 224).
         """
         self.normalize = Normalize(mean, std)
-        self.image_size, self.seed = image_size, seed
-        self.padding = native_size // 8 if self.crop_padding is None else self.crop_padding
+        self.image_size, self.seed, self.margin = image_size, seed, margin and native_size > image_size
+        default_padding = 0 if self.margin or self.scale is not None else native_size // 8
+        self.padding = default_padding if self.crop_padding is None else self.crop_padding
+        self.center = CenterCrop(image_size) if self.margin else nn.Identity()
         self.spatial = self._crop_and_flip(mean)
         self.mixer = self._batch_mix(num_classes)
         self.resize = Resize(image_size) if image_size != native_size else nn.Identity()
@@ -115,9 +156,15 @@ class DevicePipeline(nn.Module):
 
     def _crop_and_flip(self, mean: Sequence[float]) -> nn.Sequential:
         mean_colour = [int(round(255 * m)) for m in mean]
+        if self.scale is not None:
+            crop: list[nn.Module] = [RandomResizedCrop(self.image_size, self.scale, self.ratio)]
+        elif self.margin:
+            crop = [RandomCrop(self.padding, self.padding_mode, size=self.image_size)]
+        else:
+            crop = [RandomCrop(self.padding, self.padding_mode)] if self.padding else []
         return nn.Sequential(
             *([AlternatingFlip(self.seed)] if self.alternating_flip else []),
-            *([RandomCrop(self.padding, self.padding_mode)] if self.padding else []),
+            *crop,
             *([RandomHorizontalFlip()] if self.flip and not self.alternating_flip else []),
             *([Cutout(self.cutout, mean_colour)] if self.cutout else []),
         )
@@ -142,8 +189,9 @@ class DevicePipeline(nn.Module):
         """The spatial augmentation of a uint8 (N, C, H, W) training batch; override to add one.
 
         Its random draws are seeded (see :meth:`_seeded_augment`); it runs before normalization and
-        must return uint8 images of the input size. The default is the flip, crop and cutout of the
-        options (the alternating flip first, as it depends on the untouched image).
+        returns uint8 images, of the input size or cut to the ``image_size`` view (a margin, ``scale``).
+        The default is the flip, crop (or scale augmentation) and cutout of the options (the alternating
+        flip first, as it depends on the untouched image).
         """
         for transform in self.spatial:
             images = transform(images, self._epoch) if isinstance(transform, AlternatingFlip) else transform(images)
@@ -196,14 +244,16 @@ class DevicePipeline(nn.Module):
         Args:
             images: uint8 (N, C, H, W) on the device.
             targets: int64 labels, or None (an unlabeled stream: augmented the same way, never mixed).
-            training: augment, resize to the epoch's ``train_sizes`` side, mix; otherwise only
-                normalize and resize to ``image_size``.
+            training: augment, resize to the epoch's ``train_sizes`` side, mix; otherwise only take the centre
+                of an image stored with a margin, normalize and resize to ``image_size``.
             epoch, rank: the Trainer's current epoch and global rank, which seed the augmentation.
         """
         if self.normalize is None:
             raise RuntimeError("DevicePipeline.attach() was not called: the normalization statistics are unknown.")
         if training:
             images = self._seeded_augment(images, epoch, rank)
+        else:
+            images = self.center(images)
         images = self.normalize.to(images.device)(images)
         images = (self.training_resize(epoch) if training else self.resize)(images)
         if training and self.mixer is not None and targets is not None:
@@ -214,5 +264,5 @@ class DevicePipeline(nn.Module):
         return (
             f"crop_padding={self.crop_padding}, flip={self.flip}, train_sizes={self.train_sizes}, "
             f"mix={self.mix}, mix_alpha={self.mix_alpha}, alternating_flip={self.alternating_flip}, "
-            f"padding_mode={self.padding_mode}, cutout={self.cutout}"
+            f"padding_mode={self.padding_mode}, cutout={self.cutout}, scale={self.scale}, ratio={self.ratio}"
         )

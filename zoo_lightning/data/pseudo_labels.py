@@ -96,7 +96,7 @@ class PseudoLabeledSet(ImageSet):
         else:
             labels = torch.nn.functional.one_hot(labeled.labels, probabilities.shape[1]).float()
             targets = probabilities[kept]
-        images = torch.cat([labeled.images, torch.index_select(unlabeled, 0, kept)])
+        images = torch.cat([labeled.all_images(), torch.index_select(unlabeled, 0, kept)])
         super().__init__(images, torch.cat([labels, targets]))
         self._labeled, self.kept = labeled, kept
         self.description = (

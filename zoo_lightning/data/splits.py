@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 from torch import Tensor
 
 from zoo_lightning.data.loader import as_tensor
@@ -36,11 +37,19 @@ class Splits:
 class ImageSet:
     """uint8 (N, 3, H, W) images and their targets (int64 class indices, or float class probabilities).
 
-    A map-style dataset of ``(image, target)`` pairs; the loaders take the two tensors whole.
+    A map-style dataset of ``(image, target)`` pairs; the loaders take the tensors whole. A set that is a part of a
+    store on disk names its ``rows`` of the store's ``images`` instead of holding a copy of them: the loaders then
+    read only the rows each batch needs.
+
+    Attributes:
+        images: the images, or the store (a memory-mapped array) whose ``rows`` are the set.
+        labels: one target per image of the set.
+        rows: int64 row numbers into ``images``, one per image of the set; None when ``images`` is the set itself.
     """
 
     images: Tensor
     labels: Tensor
+    rows: Tensor | None = None
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -49,7 +58,15 @@ class ImageSet:
         return f"{type(self).__name__}({len(self)} images of {tuple(self.images.shape[1:])})"
 
     def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
-        return self.images[index], self.labels[index]
+        return self.images[index if self.rows is None else int(self.rows[index])], self.labels[index]
+
+    def take(self, index: Tensor) -> Tensor:
+        """The images at positions ``index`` of the set, gathered into a new uint8 tensor (a store reads just those)."""
+        return torch.index_select(self.images, 0, index if self.rows is None else self.rows[index])
+
+    def all_images(self) -> Tensor:
+        """Every image of the set as one tensor: :attr:`images` itself, or the set's rows of a store, read into RAM."""
+        return self.images if self.rows is None else self.take(torch.arange(len(self)))
 
     @property
     def labeled(self) -> ImageSet:
@@ -69,10 +86,22 @@ def seeded_split(count: int, val_size: int, seed: int) -> tuple[np.ndarray, np.n
 
 def split_release(splits: Splits, train: np.ndarray, val: np.ndarray) -> tuple[ImageSet, ImageSet, ImageSet]:
     """The training, validation and test sets of a release: the first two the rows ``train`` and ``val`` of its
-    train part."""
+    train part.
+
+    Images in memory are copied into each set; images on disk (a ``numpy.memmap``, such as a store) stay there, and
+    the sets name their rows of them, so that RAM does not grow with the dataset.
+    """
     images, labels = splits.train_images, splits.train_labels
+    test = ImageSet(as_tensor(splits.test_images), as_tensor(splits.test_labels))
+    if isinstance(images, np.memmap):
+        stored = as_tensor(images)
+        return (
+            ImageSet(stored, as_tensor(labels[train]), torch.from_numpy(np.asarray(train, np.int64))),
+            ImageSet(stored, as_tensor(labels[val]), torch.from_numpy(np.asarray(val, np.int64))),
+            test,
+        )
     return (
         ImageSet(as_tensor(images[train]), as_tensor(labels[train])),
         ImageSet(as_tensor(images[val]), as_tensor(labels[val])),
-        ImageSet(as_tensor(splits.test_images), as_tensor(splits.test_labels)),
+        test,
     )

@@ -9,36 +9,47 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from torch import Tensor
 
+from zoo_lightning.data.loader import as_tensor
+from zoo_lightning.data.splits import ImageSet
 from zoo_lightning.files import write_cache
 from zoo_lightning.progress import progress
 
 __all__ = ["channel_stats", "cached_channel_stats"]
 
 
-def channel_stats(images: np.ndarray | Tensor, chunk: int = 2048) -> tuple[list[float], list[float]]:
+def channel_stats(images: np.ndarray | Tensor | ImageSet, chunk: int = 2048) -> tuple[list[float], list[float]]:
     """Per-channel mean and std (population, as numpy's) of uint8 (N, C, H, W) images scaled to [0, 1].
 
-    One pass in float64 over chunks, so a large or memmapped array is never turned into float whole.
+    One pass in float64 over chunks, so a large or memmapped array is never turned into float whole, and an
+    :class:`ImageSet` that is rows of a store is read a chunk of rows at a time.
     """
-    array = images.numpy() if isinstance(images, Tensor) else images
-    channels = array.shape[1]
+    if isinstance(images, ImageSet):
+        count, take, shape = len(images), images.take, images.images.shape
+    else:
+        tensor = as_tensor(images)
+        count, shape = len(tensor), tensor.shape
+        take = partial(torch.index_select, tensor, 0)
+    channels, height, width = shape[1:]
     total = np.zeros(channels)
     squares = np.zeros(channels)
-    with progress("Computing the training images' mean and std", len(array)) as advance:
-        for start in range(0, len(array), chunk):
-            block = np.asarray(array[start : start + chunk], dtype=np.float64) / 255.0
+    with progress("Computing the training images' mean and std", count) as advance:
+        for start in range(0, count, chunk):
+            rows = torch.arange(start, min(start + chunk, count))
+            block = take(rows).numpy().astype(np.float64) / 255.0
             total += block.sum(axis=(0, 2, 3))
             squares += np.square(block).sum(axis=(0, 2, 3))
             advance(len(block))
-    count = array.shape[0] * array.shape[2] * array.shape[3]
-    mean = total / count
-    std = np.sqrt(np.maximum(squares / count - mean**2, 0.0))
+    pixels = count * height * width
+    mean = total / pixels
+    std = np.sqrt(np.maximum(squares / pixels - mean**2, 0.0))
     return mean.tolist(), std.tolist()
 
 
@@ -61,7 +72,7 @@ def _read_entries(cache: Path) -> dict[str, dict[str, Any]]:
 
 
 def cached_channel_stats(
-    cache: Path, key: Mapping[str, Any], images: Callable[[], np.ndarray | Tensor]
+    cache: Path, key: Mapping[str, Any], images: Callable[[], np.ndarray | Tensor | ImageSet]
 ) -> tuple[list[float], list[float]]:
     """:func:`channel_stats` of ``images()``, kept in the JSON file ``cache`` under ``key``.
 

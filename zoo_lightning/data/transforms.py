@@ -6,6 +6,7 @@ image, applied with indexing, never with a Python loop over images) and runs und
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -14,7 +15,16 @@ from torch import Tensor, nn
 
 from zoo_lightning.options import NonNegativeInt, PaddingMode
 
-__all__ = ["Normalize", "RandomCrop", "RandomHorizontalFlip", "Resize", "AlternatingFlip", "Cutout"]
+__all__ = [
+    "Normalize",
+    "RandomCrop",
+    "CenterCrop",
+    "RandomResizedCrop",
+    "RandomHorizontalFlip",
+    "Resize",
+    "AlternatingFlip",
+    "Cutout",
+]
 
 
 class Normalize(nn.Module):
@@ -47,32 +57,113 @@ class Normalize(nn.Module):
 
 
 class RandomCrop(nn.Module):
-    """Pads every side by ``padding`` and crops back to the input size at a random offset per image.
+    """Pads every side by ``padding`` and crops a ``size`` x ``size`` window (None: the input size) at a random
+    offset per image.
 
     ``padding_mode`` "zeros" fills the border with black; "reflect" mirrors the image into it, so a
-    shifted image has no black edge (airbench's translate).
+    shifted image has no black edge (airbench's translate). Images stored larger than ``size`` (a margin
+    around the view) are translated within their own pixels, with no padding at all.
     """
 
-    def __init__(self, padding: NonNegativeInt, padding_mode: PaddingMode = "zeros") -> None:
+    def __init__(self, padding: NonNegativeInt, padding_mode: PaddingMode = "zeros", size: int | None = None) -> None:
         super().__init__()
-        self.padding, self.padding_mode = padding, padding_mode
+        self.padding, self.padding_mode, self.size = padding, padding_mode, size
 
     @torch.no_grad()
     def forward(self, images: Tensor) -> Tensor:
-        if self.padding == 0:
-            return images
         n, c, h, w = images.shape
+        out_h, out_w = (h, w) if self.size is None else (self.size, self.size)
+        if self.padding == 0 and (out_h, out_w) == (h, w):
+            return images
         p, device = self.padding, images.device
         mode = {"zeros": "constant", "reflect": "reflect"}[self.padding_mode]  # PaddingMode's words in F.pad's
-        padded = F.pad(images, (p, p, p, p), mode=mode)  # N x C x (H + 2p) x (W + 2p)
-        dy = torch.randint(0, 2 * p + 1, (n, 1, 1), device=device)
-        dx = torch.randint(0, 2 * p + 1, (n, 1, 1), device=device)
+        padded = F.pad(images, (p, p, p, p), mode=mode) if p else images  # N x C x (H + 2p) x (W + 2p)
+        dy = torch.randint(0, h + 2 * p - out_h + 1, (n, 1, 1), device=device)
+        dx = torch.randint(0, w + 2 * p - out_w + 1, (n, 1, 1), device=device)
         # One gather over each padded image's flattened pixels: output (i, j) reads (dy + i, dx + j).
         # (Several times faster on CPU than advanced indexing with four broadcast index tensors.)
-        rows = dy + torch.arange(h, device=device).view(1, h, 1)
-        cols = dx + torch.arange(w, device=device).view(1, 1, w)
-        index = (rows * (w + 2 * p) + cols).view(n, 1, h * w).expand(n, c, h * w)
-        return padded.flatten(2).gather(2, index).view(n, c, h, w)
+        rows = dy + torch.arange(out_h, device=device).view(1, out_h, 1)
+        cols = dx + torch.arange(out_w, device=device).view(1, 1, out_w)
+        index = (rows * (w + 2 * p) + cols).view(n, 1, out_h * out_w).expand(n, c, out_h * out_w)
+        return padded.flatten(2).gather(2, index).view(n, c, out_h, out_w)
+
+
+class CenterCrop(nn.Module):
+    """The central ``size`` x ``size`` window of every image (what evaluation sees of an image stored with a margin)."""
+
+    def __init__(self, size: int) -> None:
+        super().__init__()
+        self.size = size
+
+    @torch.no_grad()
+    def forward(self, images: Tensor) -> Tensor:
+        h, w = images.shape[-2:]
+        top, left = (h - self.size) // 2, (w - self.size) // 2
+        return images[..., top : top + self.size, left : left + self.size]
+
+
+class RandomResizedCrop(nn.Module):
+    """torchvision's ``RandomResizedCrop`` for a whole batch: per image a box of a random share ``scale`` of the area
+    and a random aspect ratio ``ratio`` (drawn log-uniformly), resized to ``size`` x ``size``.
+
+    The boxes are drawn as torchvision draws them (ten tries per image, then the whole image cut to the nearest
+    allowed ratio), all images at once; the resize is one :func:`torchvision.ops.roi_align` over the batch, which
+    averages the pixels a box shrinks (antialiased) and interpolates bilinearly where it enlarges.
+    """
+
+    TRIES = 10
+
+    def __init__(
+        self, size: int, scale: tuple[float, float] = (0.08, 1.0), ratio: tuple[float, float] = (3 / 4, 4 / 3)
+    ) -> None:
+        super().__init__()
+        self.size, self.scale, self.ratio = size, (float(scale[0]), float(scale[1])), (float(ratio[0]), float(ratio[1]))
+
+    def boxes(self, n: int, height: int, width: int, device: torch.device | str = "cpu") -> Tensor:
+        """(n, 4) int64 boxes ``(top, left, box_height, box_width)`` drawn from the current RNG."""
+        area = height * width
+        tries = (n, self.TRIES)
+        low, high = self.scale
+        target = area * (low + (high - low) * torch.rand(tries, device=device, dtype=torch.float64))
+        log_low, log_high = math.log(self.ratio[0]), math.log(self.ratio[1])
+        aspect = torch.exp(log_low + (log_high - log_low) * torch.rand(tries, device=device, dtype=torch.float64))
+        box_w = torch.sqrt(target * aspect).round().long()
+        box_h = torch.sqrt(target / aspect).round().long()
+        fits = (box_w > 0) & (box_w <= width) & (box_h > 0) & (box_h <= height)
+        first = fits.long().argmax(dim=1, keepdim=True)  # the first try that fits (0 where none does)
+        box_h, box_w = box_h.gather(1, first).squeeze(1), box_w.gather(1, first).squeeze(1)
+        # No try fits: the whole image, cut to the nearest allowed aspect ratio, in its centre (torchvision's fallback).
+        image_ratio = width / height
+        if image_ratio < self.ratio[0]:
+            whole_w, whole_h = width, int(round(width / self.ratio[0]))
+        elif image_ratio > self.ratio[1]:
+            whole_w, whole_h = int(round(height * self.ratio[1])), height
+        else:
+            whole_w, whole_h = width, height
+        none_fits = ~fits.any(dim=1)
+        box_h = torch.where(none_fits, whole_h, box_h)
+        box_w = torch.where(none_fits, whole_w, box_w)
+        top = (torch.rand(n, device=device, dtype=torch.float64) * (height - box_h + 1)).long()
+        left = (torch.rand(n, device=device, dtype=torch.float64) * (width - box_w + 1)).long()
+        top = torch.where(none_fits, (height - box_h) // 2, top)
+        left = torch.where(none_fits, (width - box_w) // 2, left)
+        return torch.stack([top, left, box_h, box_w], dim=1)
+
+    @torch.no_grad()
+    def forward(self, images: Tensor) -> Tensor:
+        from torchvision.ops import roi_align
+
+        n, _, height, width = images.shape
+        top, left, box_h, box_w = self.boxes(n, height, width, images.device).unbind(1)
+        # roi_align's boxes are (image index, x1, y1, x2, y2) in pixel edges; aligned=True puts pixel i's centre at
+        # i + 0.5, so a box over the whole image at its own size is the image itself.
+        rois = torch.stack([torch.arange(n, device=images.device), left, top, left + box_w, top + box_h], dim=1)
+        dtype = torch.float32 if images.dtype == torch.uint8 else images.dtype
+        out = roi_align(images.to(dtype), rois.to(dtype), self.size, spatial_scale=1.0, sampling_ratio=-1, aligned=True)
+        return out.round_().clamp_(0, 255).to(torch.uint8) if images.dtype == torch.uint8 else out
+
+    def extra_repr(self) -> str:
+        return f"size={self.size}, scale={self.scale}, ratio={self.ratio}"
 
 
 class RandomHorizontalFlip(nn.Module):
