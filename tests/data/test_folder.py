@@ -88,11 +88,14 @@ def test_resize_center_crop_of_an_exact_size_image_is_the_image():
     assert np.array_equal(resize_center_crop(Image.fromarray(pixels), 12), pixels)
 
 
-def test_resize_then_keep_a_smaller_centre_as_evaluation_with_a_margin_does():
-    pixels = np.random.default_rng(2).integers(0, 256, (20, 30, 3), dtype=np.uint8)
-    stored = resize_center_crop(Image.fromarray(pixels), 14)  # 14 x 21, then the centre 14 x 14
-    assert stored.shape == (14, 14, 3)
-    assert np.array_equal(resize_center_crop(Image.fromarray(pixels), 14, crop=12), stored[1:13, 1:13])
+def test_prediction_keeps_the_centre_of_the_stored_image_as_evaluation_does(tmp_path: Path):
+    pixels = np.random.default_rng(2).integers(0, 256, (20, 40, 3), dtype=np.uint8)
+    stored = resize_center_crop(Image.fromarray(pixels), 14)  # the central 20 x 20, resized to 14 x 14
+    whole = np.asarray(Image.fromarray(pixels).resize((28, 14), Image.BILINEAR))  # the whole image, then its centre
+    assert stored.shape == (14, 14, 3) and np.array_equal(stored, whole[:, 7:21])
+    _save(tmp_path / "photo.png", pixels)
+    images, _ = load_folder(tmp_path, 12, resized=14)  # stored at 14, then the centre 12 (offset 1)
+    assert np.array_equal(images[0].numpy(), stored.transpose(2, 0, 1)[:, 1:13, 1:13])
 
 
 def test_a_large_jpeg_is_decoded_at_a_reduced_scale_that_still_reaches_the_stored_side(tmp_path: Path):

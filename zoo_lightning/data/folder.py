@@ -148,35 +148,34 @@ def read_class_tree(
     return images, labels, classes
 
 
-def resize_center_crop(image: Image.Image, size: int, crop: int | None = None) -> np.ndarray:
-    """Shorter side to ``size``, then the central ``crop`` x ``crop`` square (None: ``size``), as torchvision's
-    evaluation transform (``Resize(256)``, ``CenterCrop(224)``).
+def resize_center_crop(image: Image.Image, size: int) -> np.ndarray:
+    """The central square of ``image`` resized to ``size`` x ``size``: shorter side to ``size``, then the centre, as
+    torchvision's evaluation transform, in one resize of that square alone (faster than resizing the whole image).
 
-    Returns (crop, crop, 3) uint8 pixels.
+    Returns (size, size, 3) uint8 pixels.
     """
-    crop = size if crop is None else crop
     image = image.convert("RGB")
-    scale = size / min(image.size)
-    resized = image.resize(
-        (max(size, round(image.width * scale)), max(size, round(image.height * scale))), Image.Resampling.BILINEAR
-    )
-    left, top = (resized.width - crop) // 2, (resized.height - crop) // 2
-    return np.asarray(resized.crop((left, top, left + crop, top + crop)))
+    side = min(image.size)
+    left, top = (image.width - side) / 2, (image.height - side) / 2
+    box = (left, top, left + side, top + side)
+    return np.asarray(image.resize((size, size), Image.Resampling.BILINEAR, box=box))
 
 
-def read_resized(path: Path, size: int, crop: int | None = None) -> np.ndarray:
-    """The image file ``path`` decoded, its shorter side resized to ``size`` and its central ``crop`` square
-    (None: ``size``) kept, as uint8 (3, crop, crop): how training stores a photo and prediction reads one."""
-    return resize_center_crop(decode_rgb(path, size), size, crop).transpose(2, 0, 1)
+def read_resized(path: Path, size: int) -> np.ndarray:
+    """The image file ``path`` decoded, and its central square resized to ``size``, as uint8 (3, size, size): how
+    training stores a photo (:func:`resize_center_crop`)."""
+    return resize_center_crop(decode_rgb(path, size), size).transpose(2, 0, 1)
 
 
 def load_folder(folder: str | Path, size: int, resized: int | None = None) -> tuple[Tensor, list[Path]]:
     """Every readable image under ``folder`` as uint8 (N, 3, size, size), with their paths.
 
-    Each is resized (shorter side) to ``resized`` (None: ``size``) and its central ``size`` square kept. Every file
-    is tried, whatever its suffix; the ones Pillow cannot read are skipped with one warning that lists them. No
-    readable image at all is an error.
+    Each is stored as training stores it (:func:`read_resized` at ``resized``, None: ``size``), and its central
+    ``size`` square kept, as evaluation crops a stored image. Every file is tried, whatever its suffix; the ones
+    Pillow cannot read are skipped with one warning that lists them. No readable image at all is an error.
     """
+    stored = resized or size
+    top = (stored - size) // 2  # as CenterCrop on the device
     root = Path(folder)
     if not root.is_dir():
         raise FileNotFoundError(f"predict_dir {str(root)!r} is not a folder.")
@@ -184,7 +183,7 @@ def load_folder(folder: str | Path, size: int, resized: int | None = None) -> tu
     files = image_files(root, suffixes=None)
     for path in tracked(files, f"Reading {root}", len(files)):
         try:
-            images.append(read_resized(path, resized or size, size))
+            images.append(read_resized(path, stored)[:, top : top + size, top : top + size])
         except ValueError:
             skipped.append(path)
             continue
