@@ -4,6 +4,8 @@
     python -m benchmarks.store decode DIR --image-size 224          # decode DIR into its cache, timed
     python -m benchmarks.store synthetic DIR --count 200000 --image-size 128   # a store written directly
     python -m benchmarks.store train DIR --image-size 128 --steps 60 --batch 64   # a bounded fit, peak memory
+    python -m benchmarks.store upsized data/cifar10-jpeg DIR --classes dog,frog,horse,ship,truck --count 100
+                                                                    # a small real folder for fine-tuning, at 64 px
 
 ``decode`` and ``train`` run against whichever checkout is on PYTHONPATH: this one (the store) or an older one
 (its single-process decode into an in-memory ``.npz`` cache), so the two are timed by the same code.
@@ -37,6 +39,24 @@ def photos(root: Path, count: int, width: int = 500, height: int = 375, seed: in
         coarse = Image.fromarray(rng.integers(0, 256, (12, 16, 3), dtype=np.uint8)).resize((width, height), Image.BICUBIC)
         pixels = np.asarray(coarse).astype(np.int16) + rng.normal(0, 12, (height, width, 3)).astype(np.int16)
         Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).save(folder / f"{i:06d}.jpg", quality=90)
+
+
+def upsized(source: Path, root: Path, classes: list[str], per_class: int, side: int = 64) -> dict:
+    """The first ``per_class`` train images of each class of an image-folder release (the shared CIFAR-10 JPEGs),
+    and all its test images of those classes, upsized (bicubic) to ``side`` pixels: a small real folder of photos
+    larger than CIFAR's, for fine-tuning."""
+    from PIL import Image
+
+    written = {}
+    for split, count in (("train", per_class), ("test", None)):
+        for name in classes:
+            files = sorted((source / split / name).glob("*.jpg"))[:count]
+            (root / split / name).mkdir(parents=True, exist_ok=True)
+            for path in files:
+                with Image.open(path) as image:
+                    image.convert("RGB").resize((side, side), Image.BICUBIC).save(root / split / name / path.name, quality=95)
+            written[f"{split}/{name}"] = len(files)
+    return written
 
 
 def decode(root: Path, image_size: int) -> dict:
@@ -206,8 +226,10 @@ def train(root: Path, image_size: int, steps: int, batch: int, backbone: str, wa
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("what", choices=["photos", "decode", "synthetic", "train"])
+    parser.add_argument("what", choices=["photos", "decode", "synthetic", "train", "upsized"])
     parser.add_argument("root", type=Path)
+    parser.add_argument("target", type=Path, nargs="?", help="upsized: the folder to write")
+    parser.add_argument("--classes", default="dog,frog,horse,ship,truck")
     parser.add_argument("--count", type=int, default=2000)
     parser.add_argument("--image-size", type=int, default=224)
     parser.add_argument("--steps", type=int, default=60)
@@ -216,6 +238,9 @@ def main() -> None:
     args = parser.parse_args()
     if args.what == "photos":
         photos(args.root, args.count)
+        return
+    if args.what == "upsized":
+        print(json.dumps(upsized(args.root, args.target, args.classes.split(","), args.count)))
         return
     result = {
         "decode": lambda: decode(args.root, args.image_size),
