@@ -148,27 +148,21 @@ def machine() -> str:
     )
 
 
-def _cell(args: argparse.Namespace, model: str, precision: str, layout: str, mode: str) -> StepTiming | None:
-    """One cell in a fresh process with an empty inductor cache; None (and its error on stderr) if it failed."""
-    cell = {
-        "model_name": model,
-        "batch": args.batch or BATCH.get(model, 128),
-        "precision": precision,
-        "mode": mode,
-        "channels_last": layout == "channels_last",
-        "device": args.device,
-        "steps": args.steps,
-        "warmup": args.warmup,
-        "optimizer": args.optimizer,
-    }
+def measure_in_subprocess(cell: dict[str, object], timeout: float | None = None) -> StepTiming | None:
+    """:func:`time_training_step` with ``cell`` as its arguments, in a fresh process with an empty inductor cache;
+    None (and the process's error on stderr) if it failed or ran past ``timeout`` seconds."""
     with tempfile.TemporaryDirectory() as cache:
         env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": cache}
         command = [sys.executable, "-m", "benchmarks.compile_step", "--cell", json.dumps(cell)]
-        done = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
+        try:
+            done = subprocess.run(command, capture_output=True, text=True, env=env, check=False, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            sys.stderr.write(f"{cell} ran past {timeout:.0f} s\n")
+            return None
     for line in done.stdout.splitlines():
         if line.startswith("RESULT "):
             return StepTiming(**json.loads(line[len("RESULT ") :]))
-    sys.stderr.write(f"{model} {precision} {layout} {mode} failed:\n{done.stderr[-3000:]}\n")
+    sys.stderr.write(f"{cell} failed:\n{done.stderr[-3000:]}\n")
     return None
 
 
@@ -202,9 +196,21 @@ def main(argv: list[str] | None = None) -> None:
             for layout in args.layouts:
                 eager: StepTiming | None = None
                 for mode in args.modes:
-                    timing = _cell(args, model, precision, layout, mode)
+                    batch = args.batch or BATCH.get(model, 128)
+                    cell = {
+                        "model_name": model,
+                        "batch": batch,
+                        "precision": precision,
+                        "mode": mode,
+                        "channels_last": layout == "channels_last",
+                        "device": args.device,
+                        "steps": args.steps,
+                        "warmup": args.warmup,
+                        "optimizer": args.optimizer,
+                    }
+                    timing = measure_in_subprocess(cell)
                     eager = timing if mode == "eager" else eager
-                    print(_row(model, args.batch or BATCH.get(model, 128), precision, layout, mode, timing, eager))
+                    print(_row(model, batch, precision, layout, mode, timing, eager), flush=True)
 
 
 def _row(
