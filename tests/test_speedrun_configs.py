@@ -10,30 +10,16 @@ import torch
 import yaml
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from tests.helpers import fit_args
 from zoo_lightning.cli import main
 
 TINY_WIDTHS = "{widths: [8, 16, 16]}"  # airbench's layout at a width that trains in seconds
 
 
 def _fit(config: str, data_dir: Path, logs: Path, *extra: str) -> list[str]:
-    return [
-        "fit",
-        "--config",
-        config,
-        "--data.data_dir",
-        str(data_dir),
-        "--data.batch_size",
-        "16",
-        "--data.eval_batch_size",
-        "20",
-        "--trainer.enable_progress_bar",
-        "false",
-        "--trainer.logger.init_args.save_dir",
-        str(logs),
-        "--model.backbone_kwargs",
-        TINY_WIDTHS,
-        *extra,
-    ]
+    """A few steps of ``config`` at tiny widths, on all 100 training images of the fixture (the config's val_size 0)."""
+    tiny = ("--model.backbone_kwargs", TINY_WIDTHS, "--data.val_size", "0", "--data.eval_batch_size", "20")
+    return fit_args(data_dir, logs, *tiny, *extra, epochs=2, config=config)
 
 
 def _last(logs: Path, experiment: str) -> dict:
@@ -48,7 +34,7 @@ def test_the_muon_recipe_trains_filters_with_muon_and_the_rest_with_sgd(cifar_py
     (run,) = (logs / "airbench94_muon_cifar").iterdir()
     config = yaml.safe_load((run / "config.yaml").read_text())
     assert config["model"]["optimizer"]["class_path"] == "zoo_lightning.optimizers.MuonSGD"
-    assert config["data"]["init_args"]["val_size"] == 0 and config["trainer"]["max_epochs"] == 8
+    assert config["data"]["init_args"]["val_size"] == 0
     checkpoint = _last(logs, "airbench94_muon_cifar")
     assert checkpoint["global_step"] == 4
     groups = checkpoint["optimizer_states"][0]["param_groups"]
@@ -95,7 +81,7 @@ def test_the_airbench95_recipe_trains_the_wide_network_with_lookahead(cifar_pyth
     main(_fit("airbench95_cifar.yaml", data_dir, logs, "--trainer.max_steps", "3"))
     (run,) = (logs / "airbench95_cifar").iterdir()
     config = yaml.safe_load((run / "config.yaml").read_text())
-    assert config["model"]["backbone"] == "airbench95" and config["trainer"]["max_epochs"] == 15
+    assert config["model"]["backbone"] == "airbench95"
     callbacks = [c["class_path"] for c in config["trainer"]["callbacks"]]
     assert "zoo_lightning.callbacks.LookaheadAveraging" in callbacks
     checkpoint = _last(logs, "airbench95_cifar")
