@@ -33,6 +33,7 @@ LAYERS = [
         "zoo_lightning.schedulers",
         "zoo_lightning.figures",
         "zoo_lightning.optimization",
+        "zoo_lightning.optimizers",
         "zoo_lightning.tta",
     ],
     ["zoo_lightning.pretrained"],
