@@ -36,7 +36,9 @@ def photos(root: Path, count: int, width: int = 500, height: int = 375, seed: in
     for i in range(count):
         folder = root / "train" / CLASSES[i % len(CLASSES)]
         folder.mkdir(parents=True, exist_ok=True)
-        coarse = Image.fromarray(rng.integers(0, 256, (12, 16, 3), dtype=np.uint8)).resize((width, height), Image.BICUBIC)
+        coarse = Image.fromarray(rng.integers(0, 256, (12, 16, 3), dtype=np.uint8)).resize(
+            (width, height), Image.BICUBIC
+        )
         pixels = np.asarray(coarse).astype(np.int16) + rng.normal(0, 12, (height, width, 3)).astype(np.int16)
         Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).save(folder / f"{i:06d}.jpg", quality=90)
 
@@ -54,7 +56,9 @@ def upsized(source: Path, root: Path, classes: list[str], per_class: int, side: 
             (root / split / name).mkdir(parents=True, exist_ok=True)
             for path in files:
                 with Image.open(path) as image:
-                    image.convert("RGB").resize((side, side), Image.BICUBIC).save(root / split / name / path.name, quality=95)
+                    image.convert("RGB").resize((side, side), Image.BICUBIC).save(
+                        root / split / name / path.name, quality=95
+                    )
             written[f"{split}/{name}"] = len(files)
     return written
 

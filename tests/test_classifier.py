@@ -1,4 +1,5 @@
 import functools
+import math
 
 import lightning as L
 import pytest
@@ -8,7 +9,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from tests.helpers import option_error
 from zoo_lightning.classifier import ImageClassifier
 from zoo_lightning.objectives import CrossEntropy
-from zoo_lightning.optimization import parameter_groups, takes_total_steps
+from zoo_lightning.optimization import build_scheduler, parameter_groups, takes_total_steps
 from zoo_lightning.schedulers import WarmupCosineLR
 
 
@@ -116,6 +117,17 @@ def test_total_steps_is_injected_only_when_missing():
     assert not takes_total_steps(functools.partial(torch.optim.lr_scheduler.OneCycleLR, total_steps=5))
     assert not takes_total_steps(functools.partial(torch.optim.lr_scheduler.StepLR, step_size=3))
     assert takes_total_steps(WarmupCosineLR) and not takes_total_steps(torch.optim.lr_scheduler.StepLR)
+
+
+def test_an_endless_run_is_refused_by_a_schedule_that_takes_total_steps(tmp_path):
+    # Trainer(max_epochs=-1) estimates infinitely many optimizer steps: no total_steps to give the schedule.
+    model = ImageClassifier(backbone="cnn", num_classes=5)
+    with pytest.raises(ValueError, match="this run has no end: give --trainer.max_epochs or --trainer.max_steps"):
+        _trainer(tmp_path, max_epochs=-1).fit(model, _loader())
+    # A schedule without total_steps never asks for them.
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+    step_lr = functools.partial(torch.optim.lr_scheduler.StepLR, step_size=3)
+    assert isinstance(build_scheduler(step_lr, optimizer, lambda: math.inf), torch.optim.lr_scheduler.StepLR)
 
 
 @pytest.mark.parametrize(

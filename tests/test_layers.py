@@ -1,4 +1,4 @@
-"""Imports go one way: commands on top, then the module, data, objectives and callbacks, then models.
+"""Imports go one way: commands on top, then the module, callbacks, data and objectives, then models.
 
 Read from the source with ``ast`` (imports inside functions count too), so a lazy import cannot
 hide an upward dependency or a circle.
@@ -33,10 +33,13 @@ LAYERS = [
         "zoo_lightning.schedulers",
         "zoo_lightning.figures",
         "zoo_lightning.optimization",
+        "zoo_lightning.optimizers",
         "zoo_lightning.tta",
     ],
     ["zoo_lightning.pretrained"],
-    ["zoo_lightning.data", "zoo_lightning.objectives", "zoo_lightning.callbacks"],
+    ["zoo_lightning.data", "zoo_lightning.objectives"],
+    # Above the data: some callbacks need the DataModule contract (training images, class names, predict paths).
+    ["zoo_lightning.callbacks"],
     ["zoo_lightning.classifier"],
     ["zoo_lightning.commands", "zoo_lightning.cli"],
     ["zoo_lightning.__main__"],

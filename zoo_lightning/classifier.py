@@ -12,6 +12,7 @@ expect (:attr:`ImageClassifier.expected_normalization`), which the CLI hands to 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import lightning as L
@@ -19,6 +20,7 @@ import torch
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch.utilities.types import OptimizerLRScheduler
 from torch import Tensor, nn
 from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
@@ -146,12 +148,13 @@ class ImageClassifier(L.LightningModule):
         self.val_metrics = metrics.clone(prefix=names.tag(names.VAL, ""))
         self.test_metrics = metrics.clone(prefix=names.tag(names.TEST, ""))
 
-    def forward(self, images: Tensor) -> Any:
+    def forward(self, images: Tensor) -> Tensor | tuple[Tensor | None, ...]:
+        """The backbone's outputs: logits, or a tuple of them and the aux heads' logits (GoogLeNet in training)."""
         return self.backbone(images.contiguous(memory_format=self.memory_format))
 
     def evaluate_logits(self, images: Tensor) -> Tensor:
         """Main logits, averaged over the test-time views when ``tta`` is set (never while fitting)."""
-        tta = None if self._fitting() else self.hparams.tta
+        tta = None if self._fitting() else self.hparams["tta"]
         if tta is None:
             return main_logits(self(images))
         return tta_logits(lambda views: main_logits(self(views)), images, tta)
@@ -163,12 +166,14 @@ class ImageClassifier(L.LightningModule):
             return False
 
     def training_step(self, batch: tuple[Tensor, Tensor] | TwoStreamBatch, batch_idx: int) -> Tensor:
-        two_streams = isinstance(batch, TwoStreamBatch)
-        images, targets = batch.labeled if two_streams else batch
+        if isinstance(batch, TwoStreamBatch):
+            (images, targets), unlabeled = batch
+        else:
+            (images, targets), unlabeled = batch, None
         outputs = self(images)
         terms = self.objective(outputs, targets, images)
-        if two_streams:
-            extra = self.objective.unlabeled(self(batch.unlabeled), batch.unlabeled)
+        if unlabeled is not None:
+            extra = self.objective.unlabeled(self(unlabeled), unlabeled)
             terms = {**terms, **{k: v for k, v in extra.items() if k != "loss"}, "loss": terms["loss"] + extra["loss"]}
         self.train_metrics(main_logits(outputs).detach(), hard_targets(targets))
         self.log_dict({names.tag(names.TRAIN, name): value.detach() for name, value in terms.items()}, prog_bar=False)
@@ -192,18 +197,18 @@ class ImageClassifier(L.LightningModule):
     def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         return self._evaluate(batch, self.test_metrics, names.TEST)
 
-    def predict_step(self, batch: Any, batch_idx: int) -> Tensor:
-        images = batch[0] if isinstance(batch, (tuple, list)) else batch
+    def predict_step(self, batch: Tensor | Sequence[Tensor], batch_idx: int) -> Tensor:
+        images = batch if isinstance(batch, Tensor) else batch[0]
         return self.evaluate_logits(images).softmax(dim=1)
 
-    def configure_optimizers(self) -> Any:
+    def configure_optimizers(self) -> OptimizerLRScheduler:
         hparams = self.hparams
-        head = set(self.head_names) if hparams.freeze_backbone or hparams.backbone_lr_scale != 1.0 else set()
+        head = set(self.head_names) if hparams["freeze_backbone"] or hparams["backbone_lr_scale"] != 1.0 else set()
         # What trains now, and what unfreezes later: in from the start, idle until then. Frozen to the end: left out.
         later = {id(p) for p in self._freezing.unfreezes} if self._freezing is not None else set()
         trained = {name for name, p in self.backbone.named_parameters() if p.requires_grad or id(p) in later}
         optimizer = self.optimizer_factory(
-            optimizer_groups(self.backbone, trained, head, hparams.norm_lr_scale, hparams.backbone_lr_scale)
+            optimizer_groups(self.backbone, trained, head, hparams["norm_lr_scale"], hparams["backbone_lr_scale"])
         )
         # Before the scheduler is built, so its base_lrs (and every later step) carry the ratios.
         for group in optimizer.param_groups:
@@ -216,9 +221,9 @@ class ImageClassifier(L.LightningModule):
 
     def configure_callbacks(self) -> list[L.Callback]:
         """:class:`BackboneFreeze` with ``freeze_backbone``: it freezes the backbone and unfreezes it at its epoch."""
-        if not self.hparams.freeze_backbone:
+        if not self.hparams["freeze_backbone"]:
             return []
-        self._freezing = BackboneFreeze(head_modules(self.head_names), self.hparams.unfreeze_at_epoch)
+        self._freezing = BackboneFreeze(head_modules(self.head_names), self.hparams["unfreeze_at_epoch"])
         return [self._freezing]
 
     # --- transfer learning ------------------------------------------------------------------------
@@ -228,11 +233,12 @@ class ImageClassifier(L.LightningModule):
         """The backbone's head parameters (:func:`~zoo_lightning.models.registry.head_parameter_names`)."""
         if self._head_names is None:
             hparams = self.hparams
-            options = {**build_options(hparams.pretrained, hparams.backbone), **dict(hparams.backbone_kwargs or {})}
-            self._head_names = head_parameter_names(hparams.backbone, hparams.num_classes, hparams.stem, **options)
+            backbone = hparams["backbone"]
+            options = {**build_options(hparams["pretrained"], backbone), **dict(hparams["backbone_kwargs"] or {})}
+            self._head_names = head_parameter_names(backbone, hparams["num_classes"], hparams["stem"], **options)
             if not self._head_names:
                 raise ValueError(
-                    f"Backbone {hparams.backbone!r} has no classifier head whose size follows "
+                    f"Backbone {backbone!r} has no classifier head whose size follows "
                     "num_classes, so pretrained loading and freezing cannot tell its head from the rest."
                 )
         return self._head_names
@@ -240,7 +246,7 @@ class ImageClassifier(L.LightningModule):
     @property
     def expected_normalization(self) -> dict[str, Any] | None:
         """``{"mean", "std", "source"}`` that the pretrained weights were trained with, or None (the data's own)."""
-        return self.normalization_for(self.hparams.pretrained, self.hparams.backbone)
+        return self.normalization_for(self.hparams["pretrained"], self.hparams["backbone"])
 
     @staticmethod
     def normalization_for(pretrained: str | None, backbone: str) -> dict[str, Any] | None:
@@ -250,10 +256,9 @@ class ImageClassifier(L.LightningModule):
 
     def load_pretrained(self) -> None:
         """Loads ``pretrained`` into the backbone, all but the head; once per instance (``fit`` calls it)."""
-        if self.hparams.pretrained and not self._pretrained_loaded:
-            rank_zero_info(
-                load_pretrained(self.backbone, self.hparams.pretrained, self.hparams.backbone, self.head_names)
-            )
+        pretrained, backbone = self.hparams["pretrained"], self.hparams["backbone"]
+        if pretrained and not self._pretrained_loaded:
+            rank_zero_info(load_pretrained(self.backbone, pretrained, backbone, self.head_names))
             self._pretrained_loaded = True
 
     def on_fit_start(self) -> None:

@@ -8,9 +8,14 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from types import ModuleType
+from typing import TYPE_CHECKING, Any, Protocol
 
 from torch import Tensor
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
 
 __all__ = [
     "pyplot",
@@ -24,7 +29,7 @@ __all__ = [
 ]
 
 
-def pyplot() -> Any:
+def pyplot() -> ModuleType:
     """matplotlib.pyplot on the Agg backend (imported on first use: it costs a second at start-up)."""
     import matplotlib
 
@@ -34,20 +39,28 @@ def pyplot() -> Any:
     return plt
 
 
-def denormalize(images: Tensor, normalize: Any | None) -> Tensor:
+class Normalization(Protocol):
+    """What :func:`denormalize` needs of the data's ``Normalize`` module: its inverse, and its ``mean`` buffer."""
+
+    def inverse(self, images: Tensor) -> Tensor: ...
+
+    def get_buffer(self, target: str) -> Tensor: ...
+
+
+def denormalize(images: Tensor, normalize: Normalization | None) -> Tensor:
     """(N, C, H, W) normalized images back to [0, 1] with the data's ``Normalize.inverse``.
 
     Without one (a DataModule that does not say how it normalized), each image is min-max scaled.
     """
     images = images.float()
     if normalize is not None:
-        return normalize.inverse(images.to(normalize.mean.device)).cpu()
+        return normalize.inverse(images.to(normalize.get_buffer("mean").device)).cpu()
     low = images.amin(dim=(1, 2, 3), keepdim=True)
     high = images.amax(dim=(1, 2, 3), keepdim=True)
     return ((images - low) / (high - low).clamp_min(1e-8)).clamp(0, 1)
 
 
-def confusion_figure(confusion: Tensor, names: Sequence[str], title: str) -> Any:
+def confusion_figure(confusion: Tensor, names: Sequence[str], title: str) -> Figure:
     """torchmetrics' confusion-matrix plot, sized to the class count, with readable cell text."""
     from torchmetrics.utilities.plot import plot_confusion_matrix
 
@@ -70,7 +83,7 @@ def confusion_figure(confusion: Tensor, names: Sequence[str], title: str) -> Any
 
 def misclassified_figure(
     pictures: Tensor, labels: Sequence[tuple[int, int, float]], names: Sequence[str], title: str
-) -> Any:
+) -> Figure:
     """A grid of wrong predictions: ``pictures`` in [0, 1], each with (true, predicted, confidence)."""
     plt = pyplot()
     columns = min(8, len(labels))
@@ -99,7 +112,7 @@ MARKERS = ("o", "s", "^", "D", "v", "P", "X")
 HATCHES = ("", "//", "..", "xx", "\\\\", "oo", "--")  # the bars' counterpart of the line styles
 
 
-def save_png(figure: Any, path: Path, dpi: int = 120) -> Path:
+def save_png(figure: Figure, path: Path, dpi: int = 120) -> Path:
     """Writes ``figure`` to ``path`` as a PNG and closes it."""
     figure.savefig(path, dpi=dpi)
     pyplot().close(figure)
@@ -138,7 +151,7 @@ def _legend_size(n: int) -> tuple[float, float]:
     return 12.0, 5.4 + LEGEND_ROW_INCHES * math.ceil(n / LEGEND_COLUMNS_BELOW)
 
 
-def _legend(ax: Any, n: int) -> None:
+def _legend(ax: Axes, n: int) -> None:
     """A legend that stays readable however many runs: inside the axes for a few, beside them for more, and
     below them in columns for many, the figure grown to hold it (:func:`_legend_size`)."""
     if n <= 8:
@@ -178,7 +191,7 @@ def curves_figure(
     mark_best: bool = False,
     log_y: bool = False,
     styles: Sequence[dict[str, Any]] | None = None,
-) -> Any:
+) -> Figure:
     """One line per ``(label, [(epoch, value), ...])`` against the epoch.
 
     Args:
@@ -253,7 +266,7 @@ def per_class_figure(
     title: str,
     ylabel: str,
     styles: Sequence[dict[str, Any]] | None = None,
-) -> Any:
+) -> Figure:
     """Grouped bars: for each class, one bar per ``(label, [value per class, ...])``, values in percent.
 
     A class a run has no value for gets no bar. ``styles``: as in :func:`curves_figure`.

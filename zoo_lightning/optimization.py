@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import importlib
 import inspect
+import math
 from collections.abc import Callable, Collection, Iterable
 from typing import Any
 
@@ -80,7 +81,9 @@ def parameter_groups(module: nn.Module, trained: Collection[str] | None = None) 
         trained: names of the parameters to put in groups; None takes those that have ``requires_grad``.
     """
     norms = {id(p) for m in module.modules() if isinstance(m, NORM_LAYERS) for p in m.parameters(recurse=False)}
-    decay, norm, bias = [], [], []
+    decay: list[nn.Parameter] = []
+    norm: list[nn.Parameter] = []
+    bias: list[nn.Parameter] = []
     for name, param in module.named_parameters():
         if param.requires_grad if trained is None else name in trained:
             (norm if id(param) in norms else bias if param.ndim <= 1 else decay).append(param)
@@ -139,9 +142,18 @@ def takes_total_steps(factory: Callable[..., LRScheduler]) -> bool:
 
 
 def build_scheduler(
-    factory: Callable[..., LRScheduler], optimizer: Optimizer, total_steps: Callable[[], int]
+    factory: Callable[..., LRScheduler], optimizer: Optimizer, total_steps: Callable[[], int | float]
 ) -> LRScheduler:
-    """``factory(optimizer)``, with ``total_steps()`` passed when :func:`takes_total_steps` says so."""
-    if takes_total_steps(factory):
-        return factory(optimizer, total_steps=int(total_steps()))
-    return factory(optimizer)
+    """``factory(optimizer)``, with ``total_steps()`` passed when :func:`takes_total_steps` says so.
+
+    ``total_steps`` is the Trainer's ``estimated_stepping_batches``: infinite for a run without an end.
+    """
+    if not takes_total_steps(factory):
+        return factory(optimizer)
+    steps = total_steps()
+    if not math.isfinite(steps):
+        raise ValueError(
+            "The LR schedule takes total_steps (the optimizer steps of the run), and this run has no end: give "
+            "--trainer.max_epochs or --trainer.max_steps, or a schedule without total_steps."
+        )
+    return factory(optimizer, total_steps=int(steps))

@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import math
 from collections.abc import Callable
-from typing import Literal
+from typing import TYPE_CHECKING, Any, Literal, TypeAlias
 
 from jsonargparse.typing import register_type
 
@@ -44,10 +44,11 @@ class OptionValueError(argparse.ArgumentTypeError, ValueError):
     """A value an option's type refuses: a ValueError, whose message argparse shows too."""
 
 
-def _bounded(name: str, base: type, meaning: str, accepts) -> type:
+def _bounded(name: str, base: type[int] | type[float], meaning: str, accepts: Callable[[float], bool]) -> type:
     """A type named ``name`` for the parser whose values are plain ``base`` numbers for which ``accepts`` holds."""
 
-    def parse(value: object) -> int | float:
+    # Any: whatever the parser read (a YAML null, list or mapping too); int() and float() refusing it is the check.
+    def parse(value: Any) -> int | float:
         if isinstance(value, bool):
             raise ValueError(f"{value!r} is not a number {meaning}")
         try:
@@ -77,14 +78,6 @@ def _bounded(name: str, base: type, meaning: str, accepts) -> type:
     return kind
 
 
-class EpochSides(dict):
-    """``{first_epoch: side}``: epochs >= 0 mapped to image sides >= 8 pixels, e.g. ``{0: 24, 30: 32}``.
-
-    A type of its own, as jsonargparse checks a dict's values against their type but not its keys; keys
-    that a YAML or JSON round trip made strings are ints again.
-    """
-
-
 def _epoch_sides(value: object) -> dict[int, int]:
     if not isinstance(value, dict):
         raise ValueError(f"{value!r} is not a mapping of first epochs to image sides, e.g. {{0: 24, 30: 32}}")
@@ -95,21 +88,6 @@ def _is_epoch_sides(value: object, _: type) -> bool:
     return isinstance(value, dict) and all(
         type(k) is int and k >= 0 and type(v) is int and v >= 8 for k, v in value.items()
     )
-
-
-register_type(EpochSides, serializer=dict, deserializer=_epoch_sides, type_check=_is_epoch_sides)
-
-
-class AreaRange(tuple):
-    """``[smallest, largest]``: shares of an image's area, ``0 < smallest <= largest <= 1``, e.g. ``[0.08, 1.0]``.
-
-    A type of its own (as :class:`AspectRange`): the parser checks both bounds and their order, which a
-    ``tuple[float, float]`` of bounded numbers cannot say. Parses to a plain tuple of two floats.
-    """
-
-
-class AspectRange(tuple):
-    """``[smallest, largest]``: width / height ratios, ``0 < smallest <= largest``, e.g. ``[0.75, 1.3333]``."""
 
 
 def _ordered_pair(value: object, meaning: str, accepts: Callable[[float], bool]) -> tuple[float, float]:
@@ -139,19 +117,6 @@ def _checks(parse: Callable[[object], tuple[float, float]]) -> Callable[[object,
 
     return check
 
-
-register_type(AreaRange, serializer=list, deserializer=_area_range, type_check=_checks(_area_range))
-register_type(AspectRange, serializer=list, deserializer=_aspect_range, type_check=_checks(_aspect_range))
-
-
-PositiveInt = _bounded("PositiveInt", int, ">= 1", lambda v: v >= 1)
-NonNegativeInt = _bounded("NonNegativeInt", int, ">= 0", lambda v: v >= 0)
-PositiveFloat = _bounded("PositiveFloat", float, "> 0", lambda v: v > 0)
-NonNegativeFloat = _bounded("NonNegativeFloat", float, ">= 0", lambda v: v >= 0)
-UnitInterval = _bounded("UnitInterval", float, "in [0, 1]", lambda v: 0 <= v <= 1)
-Fraction = _bounded("Fraction", float, "in [0, 1)", lambda v: 0 <= v < 1)  # a share that leaves something over
-OpenUnitInterval = _bounded("OpenUnitInterval", float, "in (0, 1)", lambda v: 0 < v < 1)  # a point strictly inside
-ImageSide = _bounded("ImageSide", int, ">= 8 (pixels)", lambda v: v >= 8)
 
 Stem = Literal["cifar", "imagenet"]  # no early downsampling (32x32, 96x96 inputs), or the paper's stem
 TTAMode = Literal["flip", "flip_translate", "flip_shift"]
@@ -196,5 +161,54 @@ def _parse_pretrained(value: object) -> str:
     return str(value)  # a plain str, as the checkpoint's hyper-parameters keep it
 
 
-PretrainedWeights = type("PretrainedWeights", (str,), {"__doc__": "torchvision, timm, timm:TAG, or a weights file."})
-register_type(PretrainedWeights, serializer=str, deserializer=_parse_pretrained, type_check=_is_pretrained)
+if TYPE_CHECKING:
+    # To a type checker an option is the plain value it parses to; the classes below are the parser's, which
+    # checks the bounds and shows them in --help.
+    PositiveInt: TypeAlias = int
+    NonNegativeInt: TypeAlias = int
+    PositiveFloat: TypeAlias = float
+    NonNegativeFloat: TypeAlias = float
+    UnitInterval: TypeAlias = float
+    Fraction: TypeAlias = float
+    OpenUnitInterval: TypeAlias = float
+    ImageSide: TypeAlias = int
+    EpochSides: TypeAlias = dict[int, int]
+    AreaRange: TypeAlias = tuple[float, float]
+    AspectRange: TypeAlias = tuple[float, float]
+    PretrainedWeights: TypeAlias = str
+else:
+    PositiveInt = _bounded("PositiveInt", int, ">= 1", lambda v: v >= 1)
+    NonNegativeInt = _bounded("NonNegativeInt", int, ">= 0", lambda v: v >= 0)
+    PositiveFloat = _bounded("PositiveFloat", float, "> 0", lambda v: v > 0)
+    NonNegativeFloat = _bounded("NonNegativeFloat", float, ">= 0", lambda v: v >= 0)
+    UnitInterval = _bounded("UnitInterval", float, "in [0, 1]", lambda v: 0 <= v <= 1)
+    Fraction = _bounded("Fraction", float, "in [0, 1)", lambda v: 0 <= v < 1)  # a share that leaves something over
+    OpenUnitInterval = _bounded("OpenUnitInterval", float, "in (0, 1)", lambda v: 0 < v < 1)  # a point strictly inside
+    ImageSide = _bounded("ImageSide", int, ">= 8 (pixels)", lambda v: v >= 8)
+
+    class EpochSides(dict):
+        """``{first_epoch: side}``: epochs >= 0 mapped to image sides >= 8 pixels, e.g. ``{0: 24, 30: 32}``.
+
+        A type of its own, as jsonargparse checks a dict's values against their type but not its keys; keys
+        that a YAML or JSON round trip made strings are ints again.
+        """
+
+    register_type(EpochSides, serializer=dict, deserializer=_epoch_sides, type_check=_is_epoch_sides)
+
+    class AreaRange(tuple):
+        """``[smallest, largest]``: shares of an image's area, ``0 < smallest <= largest <= 1``, e.g. ``[0.08, 1.0]``.
+
+        A type of its own (as :class:`AspectRange`): the parser checks both bounds and their order, which a
+        ``tuple[float, float]`` of bounded numbers cannot say. Parses to a plain tuple of two floats.
+        """
+
+    class AspectRange(tuple):
+        """``[smallest, largest]``: width / height ratios, ``0 < smallest <= largest``, e.g. ``[0.75, 1.3333]``."""
+
+    register_type(AreaRange, serializer=list, deserializer=_area_range, type_check=_checks(_area_range))
+    register_type(AspectRange, serializer=list, deserializer=_aspect_range, type_check=_checks(_aspect_range))
+
+    PretrainedWeights = type(
+        "PretrainedWeights", (str,), {"__doc__": "torchvision, timm, timm:TAG, or a weights file."}
+    )
+    register_type(PretrainedWeights, serializer=str, deserializer=_parse_pretrained, type_check=_is_pretrained)

@@ -10,8 +10,9 @@ from __future__ import annotations
 import argparse
 import difflib
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from jsonargparse import ActionConfigFile, ArgumentParser
 
@@ -100,8 +101,14 @@ class ConfigFile(ActionConfigFile):
     naming the file, not a parse error of the first key.
     """
 
-    def __call__(self, parser: Any, cfg: Any, values: Any, option_string: str | None = None) -> None:
-        path = resolve_config(values)
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        cfg: argparse.Namespace,
+        values: str | Sequence[Any] | None,
+        option_string: str | None = None,
+    ) -> None:
+        path = resolve_config(str(values))  # --config takes one value, a string
         read_config_file(path)
         super().__call__(parser, cfg, str(path), option_string)
 
@@ -109,9 +116,10 @@ class ConfigFile(ActionConfigFile):
 def _chain(error: BaseException) -> list[BaseException]:
     """``error`` and the exceptions it was raised from, outermost first."""
     chain: list[BaseException] = []
-    while error is not None and error not in chain:
-        chain.append(error)
-        error = error.__cause__ or (None if error.__suppress_context__ else error.__context__)
+    level: BaseException | None = error
+    while level is not None and level not in chain:
+        chain.append(level)
+        level = level.__cause__ or (None if level.__suppress_context__ else level.__context__)
     return chain
 
 
@@ -180,15 +188,17 @@ def _reason(message: str) -> str:
     return (tried[0] if tried else lines[0] if lines else message).rstrip(":")
 
 
-class OneLineErrors:
-    """A jsonargparse parser whose refusal of an option is one line naming it and the reason (:func:`one_line`),
-    with exit status 2, instead of jsonargparse's nested report."""
+class OneLineErrors(argparse.ArgumentParser):
+    """A parser (jsonargparse's, or argparse's) whose refusal of an option is one line naming it and the reason
+    (:func:`one_line`), with exit status 2, instead of jsonargparse's nested report or argparse's usage."""
 
     args_given: list[str] | None = None  # the command line being parsed, for suggestions when an option is unknown
 
-    def error(self, message: str, ex: Exception | None = None) -> Any:
-        if not self.exit_on_error:
-            return super().error(message, ex)  # jsonargparse trying one parse of several
+    def error(self, message: str, ex: Exception | None = None) -> NoReturn:
+        if not self.exit_on_error:  # the caller handles the error (jsonargparse trying one parse of several)
+            if isinstance(self, ArgumentParser):
+                ArgumentParser.error(self, message, ex)  # jsonargparse's raises an ArgumentError from ex
+            super().error(message)  # argparse's takes no exception
         prog = self.prog.replace(" [options]", "")
         reason = f"{one_line(ex) if ex is not None else message.rstrip('.')}{self.suggestions()}"
         sys.stderr.write(f"error: {reason}{'' if reason.endswith('?') else '.'} `{prog} --help` lists the options.\n")
@@ -198,7 +208,7 @@ class OneLineErrors:
         """``; did you mean --trainer.max_epochs?`` for each option of :attr:`args_given` that the parser does not
         know and that resembles one it does (its defaults name them all; a class's own options, chosen by
         class path, are left to the parser)."""
-        if not self.args_given or not hasattr(self, "get_defaults"):
+        if not self.args_given or not isinstance(self, ArgumentParser):
             return ""
         known = sorted({key.replace(".init_args.", ".") for key in self.get_defaults().keys()})
         hints = []

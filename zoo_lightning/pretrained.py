@@ -35,7 +35,7 @@ __all__ = [
 _SHOWN = 4  # keys a mismatch message lists of each kind
 
 
-def _is_state_dict(content: Any) -> bool:
+def _is_state_dict(content: object) -> bool:
     return (
         isinstance(content, Mapping)
         and bool(content)

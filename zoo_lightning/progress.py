@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import TypeVar
 
@@ -14,13 +14,15 @@ SHOWN_FROM = 2_000  # items below which a step ends too soon for a bar to help
 
 
 @contextmanager
-def progress(description: str, total: int, unit: str = "images", shown_from: int = SHOWN_FROM) -> Iterator:
+def progress(
+    description: str, total: int, unit: str = "images", shown_from: int = SHOWN_FROM
+) -> Iterator[Callable[[int], None]]:
     """A rich progress bar on stderr (done/total, items per second, time left); ``advance(n)`` moves it.
 
     Yields a function of one argument; steps of fewer than ``shown_from`` items show nothing.
     """
     if total < shown_from:
-        yield lambda n=1: None
+        yield lambda n: None
         return
     from rich.console import Console
     from rich.progress import (
@@ -28,6 +30,7 @@ def progress(description: str, total: int, unit: str = "images", shown_from: int
         MofNCompleteColumn,
         Progress,
         ProgressColumn,
+        Task,
         TaskProgressColumn,
         TextColumn,
         TimeRemainingColumn,
@@ -35,7 +38,7 @@ def progress(description: str, total: int, unit: str = "images", shown_from: int
     from rich.text import Text
 
     class Rate(ProgressColumn):
-        def render(self, task) -> Text:
+        def render(self, task: Task) -> Text:
             return Text(f"{task.speed or 0:,.0f} {unit}/s")
 
     columns = (
@@ -48,7 +51,7 @@ def progress(description: str, total: int, unit: str = "images", shown_from: int
     )
     with Progress(*columns, console=Console(file=sys.stderr), transient=False) as bar:
         task = bar.add_task(description, total=total)
-        yield lambda n=1: bar.advance(task, n)
+        yield lambda n: bar.advance(task, n)
 
 
 def tracked(

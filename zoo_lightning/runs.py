@@ -14,10 +14,13 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities.rank_zero import rank_zero_info, rank_zero_only
+
+if TYPE_CHECKING:
+    from torch.utils.tensorboard import SummaryWriter
 
 __all__ = [
     "RunLogger",
@@ -86,6 +89,13 @@ def _writable(parent: Path) -> None:
         )
 
 
+def _global_rank() -> int:
+    """This process's rank, as Lightning sets it for ``rank_zero_only`` (0 in a single process)."""
+    # lightning_utilities documents the attribute ("set rank_zero_only.rank before use") but its overloads of the
+    # decorator do not declare it.
+    return rank_zero_only.rank  # type: ignore[attr-defined]
+
+
 class RunLogger(TensorBoardLogger):
     """TensorBoard logger that owns its run folder: claims it atomically, locks a run it resumes.
 
@@ -127,15 +137,15 @@ class RunLogger(TensorBoardLogger):
     @property
     def version(self) -> str:
         """The run folder's name, claimed on first use (by rank 0; the others get its path from Lightning)."""
-        if self.folder is None and rank_zero_only.rank > 0:
+        if self.folder is None and _global_rank() > 0:
             return str(self.requested_version or "")
         return self.take_folder().name
 
     @property
-    def experiment(self) -> Any:
+    def experiment(self) -> SummaryWriter:
         """TensorBoard's SummaryWriter, made once the run folder is claimed (TensorBoardLogger would make the
         experiment folder first, and a save_dir that cannot hold it would fail without a word on how to fix it)."""
-        if self.folder is None and rank_zero_only.rank == 0:
+        if self.folder is None and _global_rank() == 0:
             self.take_folder()
         return super().experiment
 

@@ -45,7 +45,7 @@ class WarmupCosineLR(LambdaLR):
         last_epoch: int = -1,
     ) -> None:
         self.total_steps = _run_steps(total_steps, "WarmupCosineLR")
-        self.warmup_steps = int(round(warmup_fraction * total_steps))
+        self.warmup_steps = int(round(warmup_fraction * self.total_steps))
         self.warmup_start_factor = warmup_start_factor
         self.min_lr_ratio = min_lr_ratio
         super().__init__(optimizer, self.factor, last_epoch=last_epoch)
@@ -79,7 +79,7 @@ class TriangularLR(LambdaLR):
         last_epoch: int = -1,
     ) -> None:
         self.total_steps = _run_steps(total_steps, "TriangularLR")
-        self.peak_step = peak_fraction * total_steps
+        self.peak_step = peak_fraction * self.total_steps
         self.start_factor, self.end_factor = start_factor, end_factor
         super().__init__(optimizer, self.factor, last_epoch=last_epoch)
 

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import signal
 import subprocess
+from collections.abc import Callable
 from types import FrameType
 from typing import Any
 
 __all__ = ["StopSignals"]
 
 STOPPING = (signal.SIGINT, signal.SIGTERM)
+# What signal.signal() takes and returns: a function, SIG_DFL or SIG_IGN, or None (a handler not set from Python).
+Handler = Callable[[int, FrameType | None], Any] | int | signal.Handlers | None
 
 
 class StopSignals:
@@ -32,7 +35,7 @@ class StopSignals:
         self.received: int | None = None
         self.deferred = False  # a Trainer runs: stop it at its next batch boundary rather than here
         self.child: subprocess.Popen | None = None
-        self.previous: dict[int, Any] = {}
+        self.previous: dict[int, Handler] = {}
 
     def __enter__(self) -> StopSignals:
         self.previous = {number: signal.signal(number, self.handle) for number in STOPPING}

@@ -18,8 +18,16 @@ from __future__ import annotations
 
 import time
 import warnings
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal, Protocol
+
+if TYPE_CHECKING:
+    from optuna import Study
+    from optuna.pruners import BasePruner
+    from optuna.samplers import BaseSampler
+    from optuna.storages import BaseStorage
+    from optuna.trial import FrozenTrial
 
 __all__ = [
     "STUDIES_FILE",
@@ -89,7 +97,7 @@ def stored_file(url: str) -> Path | None:
     return None if is_database(url) else Path(url)
 
 
-def open_storage(url: str, heartbeat: int | None = None) -> Any:
+def open_storage(url: str, heartbeat: int | None = None) -> BaseStorage:
     """The Optuna storage at ``url``, connected: its tables made on first use.
 
     Args:
@@ -147,7 +155,7 @@ def open_storage(url: str, heartbeat: int | None = None) -> Any:
     raise AssertionError("unreachable")
 
 
-def make_pruner(name: str) -> Any:
+def make_pruner(name: str) -> BasePruner:
     """The pruner ``--pruner`` names. Optuna keeps no pruner in the storage: the sweep and each fit build it alike.
 
     ``median``: stop a trial whose metric at a validation is worse than the median of the finished trials' at
@@ -163,7 +171,7 @@ def make_pruner(name: str) -> Any:
     return optuna.pruners.NopPruner()
 
 
-def _retried(trials: list[Any]) -> set[int]:
+def _retried(trials: list[FrozenTrial]) -> set[int]:
     from optuna.exceptions import ExperimentalWarning
     from optuna.storages import RetryHeartbeatStaleTrialCallback
 
@@ -172,7 +180,7 @@ def _retried(trials: list[Any]) -> set[int]:
         return {number for trial in trials for number in RetryHeartbeatStaleTrialCallback.retry_history(trial)}
 
 
-def counted_trials(trials: list[Any], up_to: int | None = None) -> int:
+def counted_trials(trials: list[FrozenTrial], up_to: int | None = None) -> int:
     """How many of a study's trial slots ``trials`` take (those numbered ``up_to`` or lower, if given): every
     trial but a failed one that was queued again and a surplus one."""
     retried = _retried(trials)
@@ -183,7 +191,7 @@ def counted_trials(trials: list[Any], up_to: int | None = None) -> int:
     )
 
 
-def trials_table(study: Any, metric: str) -> list[str]:
+def trials_table(study: Study, metric: str) -> list[str]:
     """The study's trials as a markdown table: number, state, values, metric and run folders."""
     trials = study.get_trials(deepcopy=False)
     keys = list(dict.fromkeys(k for t in trials for k in t.params))
@@ -200,11 +208,18 @@ def trials_table(study: Any, metric: str) -> list[str]:
     return lines
 
 
-def _short(value: Any) -> str:
+def _short(value: object) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
-def make_sampler(name: str, dimensions: dict[str, Any]) -> Any:
+class SearchedOption(Protocol):
+    """What a sampler needs of a searched option (``sweep``'s ``Dimension``): its choices, or its bounds."""
+
+    @property
+    def values(self) -> tuple[str | float | int | bool | None, ...]: ...
+
+
+def make_sampler(name: str, dimensions: Mapping[str, SearchedOption]) -> BaseSampler:
     """Optuna's sampler ``name``; a grid's points are the ``values`` of each of the search space's dimensions."""
     import optuna
 
@@ -217,8 +232,14 @@ def make_sampler(name: str, dimensions: dict[str, Any]) -> Any:
 
 
 def open_study(
-    url: str, name: str, direction: str, record: dict[str, Any], sampler: Any, pruner: Any, heartbeat: int | None
-) -> Any:
+    url: str,
+    name: str,
+    direction: Literal["minimize", "maximize"],
+    record: dict[str, Any],
+    sampler: BaseSampler | None,
+    pruner: BasePruner | None,
+    heartbeat: int | None,
+) -> Study:
     """The study ``name`` in the storage at ``url``: loaded when it exists (its recorded space, metric and seeds must
     be ``record``'s), else created with ``record`` as its user attributes.
 
@@ -253,7 +274,7 @@ def open_study(
     return study
 
 
-def _said(value: Any) -> str:
+def _said(value: object) -> str:
     if isinstance(value, dict):
         return " ".join(f"{k}={v}" for k, v in value.items())
     if isinstance(value, list):

@@ -65,6 +65,11 @@ CASES = [
         "`max_steps` must be a non-negative integer or -1",
     ),
     Case(
+        "a run without an end (`--trainer.max_epochs -1 --trainer.max_steps -1`) and a schedule that needs its length",
+        lambda w: fit(w, "--trainer.max_epochs", "-1", "--trainer.max_steps", "-1"),
+        "this run has no end: give --trainer.max_epochs or --trainer.max_steps",
+    ),
+    Case(
         "`--trainer.accumulate_grad_batches 0`",
         lambda w: fit(w, "--trainer.accumulate_grad_batches", "0"),
         "--trainer.accumulate_grad_batches: '0' is not >= 1",

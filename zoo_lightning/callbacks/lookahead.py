@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import math
 from typing import Any
 
 import lightning as L
@@ -83,7 +84,12 @@ class LookaheadAveraging(L.Callback):
         step = trainer.global_step
         if trainer.current_epoch < self.start_epoch or step % self.every_n_steps or step <= self.latest_update_step:
             return
-        self.update(pl_module, self.decay_at(step, int(trainer.estimated_stepping_batches)))
+        total = trainer.estimated_stepping_batches
+        if math.isinf(total):  # a run without an end: the decay follows the run's length
+            raise ValueError(
+                "LookaheadAveraging's decay follows the run's length: give --trainer.max_epochs or --trainer.max_steps."
+            )
+        self.update(pl_module, self.decay_at(step, int(total)))
         self.latest_update_step = step
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:

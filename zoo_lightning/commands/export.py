@@ -19,7 +19,7 @@ import json
 import sys
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import torch
 from torch import Tensor, nn
@@ -99,7 +99,17 @@ def require_onnx() -> None:
 METADATA_FILE = "zoo_lightning.json"  # the extra file of a .pt2 or TorchScript export that holds :func:`model_card`
 
 
-def model_card(data_state: dict[str, Any]) -> dict[str, Any]:
+class ModelCard(TypedDict):
+    """:func:`model_card`: what an exported model's user needs besides the graph."""
+
+    class_names: list[str]
+    image_size: int
+    input: str
+    mean: list[float]
+    std: list[float]
+
+
+def model_card(data_state: dict[str, Any]) -> ModelCard:
     """What an exported model's user needs besides the graph: the class names, the input and its statistics."""
     return {
         "class_names": [str(name) for name in data_state.get("class_names") or []],
@@ -129,6 +139,7 @@ def save_onnx(model: nn.Module, example: Tensor, target: Path, metadata: dict[st
         output_names=["logits"],
         verbose=False,
     )
+    assert program is not None  # torch returns None only for the TorchScript exporter (dynamo=False)
     program.model.metadata_props.update(metadata)
     atomic_write(target, lambda tmp: program.save(str(tmp)))
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 from zoo_lightning.commands.run_plan import experiment_dir
@@ -36,7 +37,7 @@ class FitRunner:
         self.experiment = experiment_dir(self.cli.config)
         self.tokens: dict[Path, str] = {}
 
-    def arguments(self, extra: list[str] = ()) -> list[str]:
+    def arguments(self, extra: Sequence[str] = ()) -> list[str]:
         return ["--config", str(self.config), *self.argv, *extra]
 
     def check(self, extra: list[str]) -> None:

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
-from jsonargparse import Namespace
+from jsonargparse import ArgumentParser, Namespace
 
 from zoo_lightning.checkpoints import datamodule_args, read_checkpoint
 from zoo_lightning.data.splits import SPLIT_OPTIONS, TRAINING_SET_OPTIONS
@@ -30,6 +30,11 @@ from zoo_lightning.runs import (
     run_of_checkpoint,
 )
 
+if TYPE_CHECKING:
+    from lightning.pytorch import LightningDataModule, Trainer
+
+    from zoo_lightning.classifier import ImageClassifier
+
 __all__ = ["RunPlan", "plan_run", "experiment_dir", "user_settings", "NETWORK_OPTIONS", "RUNTIME_OPTIONS"]
 
 NETWORK_OPTIONS = ("backbone", "stem", "backbone_kwargs")  # what a checkpoint's weights fix
@@ -41,7 +46,7 @@ RUNTIME_OPTIONS = (
 LAST, BEST = "last", "best"
 
 
-def user_settings(config: Namespace, parser: Any) -> dict[str, Any]:
+def user_settings(config: Namespace, parser: ArgumentParser) -> dict[str, Any]:
     """The options the user set (in a config of theirs or on the command line): the parsed values that differ
     from the parser's defaults (which include ``configs/defaults.yaml``).
 
@@ -60,12 +65,12 @@ def experiment_dir(config: Namespace, backbone: str | None = None) -> Path:
     logger = config.get("trainer.logger")
     init = logger.get("init_args") if isinstance(logger, Namespace) else None
     init = init if isinstance(init, Namespace) else Namespace()
-    configs = [str(p) for p in (config.get("config") or []) if Path(str(p)).resolve() != DEFAULTS]
+    configs: list[str | Path] = [str(p) for p in (config.get("config") or []) if Path(str(p)).resolve() != DEFAULTS]
     name = experiment_name(init.get("name"), configs, backbone or config.model.backbone)
     return Path(init.get("save_dir") or DEFAULT_SAVE_DIR) / name
 
 
-def _plain(value: Any) -> Any:
+def _plain(value: object) -> object:
     """Namespaces and tuples as dicts and lists, so a config value compares with a checkpoint's or a record's."""
     if isinstance(value, Namespace):
         value = value.as_dict()
@@ -76,7 +81,7 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def _same(key: str, ours: Any, theirs: Any) -> bool:
+def _same(key: str, ours: object, theirs: object) -> bool:
     if key.endswith("class_path"):
         return str(ours).rsplit(".", 1)[-1] == str(theirs).rsplit(".", 1)[-1]
     if key.endswith("data_dir") and ours is not None and theirs is not None:
@@ -110,7 +115,7 @@ class RunPlan:
     resume: Path | None = None  # the run a fit continues in place
     owner: RunLogger | None = None  # the run folder's owner when the Trainer has no logger
 
-    def check_inputs(self, model: Any, datamodule: Any) -> int | None:
+    def check_inputs(self, model: ImageClassifier, datamodule: LightningDataModule) -> int | None:
         """Everything that can be refused before a run folder is made: the data is there and splits, the
         training batches fit it, and (a new fit) the pretrained weights load. Returns a fit's batches an epoch."""
         if self.verb == "predict":
@@ -137,7 +142,7 @@ class RunPlan:
             return trainer.get("default_root_dir")
         return str(self.owner.take_folder())
 
-    def save_config_kwargs(self) -> dict[str, Any]:
+    def save_config_kwargs(self) -> dict[str, str]:
         """A resumed run keeps its config.yaml and records this command's beside it."""
         if self.resume is None:
             return {}
@@ -147,13 +152,13 @@ class RunPlan:
         if self.owner is not None:
             self.owner.release()
 
-    def run_folder(self, trainer: Any) -> Path | None:
+    def run_folder(self, trainer: Trainer | None) -> Path | None:
         """The folder this command's run writes, once claimed."""
         logger = trainer.logger if trainer is not None else None
         owner = logger if isinstance(logger, RunLogger) else self.owner
         return owner.folder if owner is not None else None
 
-    def resume_advice(self, trainer: Any) -> str:
+    def resume_advice(self, trainer: Trainer | None) -> str:
         """What a stopped fit prints: the exact run to continue, and how."""
         folder = self.run_folder(trainer)
         last = folder / "checkpoints" / "last.ckpt" if folder is not None else None
@@ -210,7 +215,9 @@ def _refuse_contradictions(
         )
 
 
-def _with_checkpoint(parser: Any, config: Namespace, checkpoint: dict[str, Any], given: dict[str, Any]) -> Namespace:
+def _with_checkpoint(
+    parser: ArgumentParser, config: Namespace, checkpoint: dict[str, Any], given: dict[str, Any]
+) -> Namespace:
     """The config an evaluation runs with: the checkpoint's network, and its data unless the user set the data's
     class; the user's other data options and how to run the network (TTA, memory format, compile) stay theirs."""
     model = {
@@ -235,7 +242,7 @@ def _with_checkpoint(parser: Any, config: Namespace, checkpoint: dict[str, Any],
     return parser.parse_object(update, config)
 
 
-def plan_run(verb: str, config: Namespace, parser: Any) -> tuple[RunPlan, Namespace]:
+def plan_run(verb: str, config: Namespace, parser: ArgumentParser) -> tuple[RunPlan, Namespace]:
     """The plan of ``verb`` with the parsed ``config``, and the config to instantiate (for an evaluation, with the
     checkpoint's network and data in it). Every refusal is raised here, before anything is built."""
     _refuse_options_that_cannot_take_effect(config)
@@ -303,9 +310,20 @@ def _has_gpu() -> bool:
     return torch.cuda.is_available() or torch.xpu.is_available()
 
 
+class Place(TypedDict, total=False):
+    """The options of a :class:`~zoo_lightning.runs.RunLogger` that say which folder a command's run is."""
+
+    save_dir: str
+    name: str
+    version: str | None
+    resume: bool
+    version_prefix: str
+
+
 def _place(plan: RunPlan, config: Namespace, path: Path | None) -> None:
     """Points the logger (or, without one, the run folder's owner) at the folder this command writes."""
     logger = config.get("trainer.logger")
+    place: Place
     if plan.verb == "fit":
         experiment = experiment_dir(config)
         place = {"save_dir": str(experiment.parent), "name": experiment.name}

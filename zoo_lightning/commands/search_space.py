@@ -15,7 +15,10 @@ import itertools
 import math
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import optuna
 
 __all__ = ["Dimension", "parse_space", "combinations", "run_name", "trial_run_name", "KINDS"]
 
@@ -30,27 +33,28 @@ class Dimension:
 
     key: str
     kind: str
-    values: tuple[Any, ...]
+    values: tuple[str, ...] | tuple[float, ...]  # the choices as written, or (low, high): ints for int(lo,hi)
 
     @property
     def spec(self) -> str:
         """The SPEC as the study records it: ``loguniform(0.001,0.3)``."""
         return f"{self.kind}({','.join(str(v) for v in self.values)})"
 
-    def suggest(self, trial: Any) -> Any:
+    def suggest(self, trial: optuna.Trial) -> str | float:
         """The trial's value of this option (drawn by the study's sampler, or the one it already has)."""
         if self.kind == "choice":
-            return trial.suggest_categorical(self.key, list(self.values))
+            return trial.suggest_categorical(self.key, [str(v) for v in self.values])  # choices are as written
+        low, high = self.values
         if self.kind == "int":
-            return trial.suggest_int(self.key, *self.values)
-        return trial.suggest_float(self.key, *self.values, log=self.kind == "loguniform")
+            return trial.suggest_int(self.key, int(low), int(high))
+        return trial.suggest_float(self.key, float(low), float(high), log=self.kind == "loguniform")
 
     def examples(self) -> list[str]:
         """Values that ``fit``'s parser must accept for every trial to be accepted: each choice, or the bounds."""
         return [fit_value(v) for v in self.values]
 
 
-def fit_value(value: Any) -> str:
+def fit_value(value: str | float) -> str:
     """A value as ``fit`` is given it on the command line (a float in full, so the run trains what was drawn)."""
     return repr(value) if isinstance(value, float) else str(value)
 
@@ -127,10 +131,11 @@ def parse_space(grid: list[str] | None, space: list[str] | None) -> dict[str, Di
     return dimensions
 
 
-def combinations(dimensions: dict[str, Dimension]) -> list[dict[str, str]]:
+def combinations(dimensions: dict[str, Dimension]) -> list[dict[str, str | float]]:
     """Every combination of a space of choices (a grid), in the order of the keys."""
     keys = list(dimensions)
-    return [dict(zip(keys, values)) for values in itertools.product(*(dimensions[k].values for k in keys))]
+    choices: list[tuple[str | float, ...]] = [dimensions[k].values for k in keys]
+    return [dict(zip(keys, values)) for values in itertools.product(*choices)]
 
 
 def _short_key(key: str) -> str:
@@ -145,7 +150,7 @@ def run_name(combo: dict[str, str]) -> str:
     return ",".join(f"{n}={v}".replace("/", "_") for n, v in zip(names, combo.values()))
 
 
-def trial_run_name(number: int, values: dict[str, Any]) -> str:
+def trial_run_name(number: int, values: dict[str, str | float]) -> str:
     """A searched trial's run name: its number, then its values to 4 digits (the exact ones are in sweep.json)."""
     shown = {k: f"{v:.4g}" if isinstance(v, float) else str(v) for k, v in values.items()}
     return f"trial_{number}," + run_name(shown)

@@ -31,7 +31,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 from zoo_lightning.commands.fit_runner import FitRunner
 from zoo_lightning.models import model_entry
@@ -45,9 +45,18 @@ RECORD = "selftrain.json"  # what a round is, for report
 LABELS = "pseudo_labels.pt"  # the teacher's labels a student trained on
 
 
+class PseudoLabelCounts(TypedDict):
+    """What :func:`pseudo_label` labeled: the images, those kept by the threshold, the confidence, the file."""
+
+    images: int
+    kept: int
+    confidence: dict[str, float]  # quantile ("0.10", "0.50", "0.90") -> the top probability there
+    file: str
+
+
 def pseudo_label(
     teacher: str | Path, out: Path, threshold: float = 0.0, batch_size: int = 512, device: str | None = None
-) -> dict[str, Any]:
+) -> PseudoLabelCounts:
     """The teacher's class probabilities on its data's unlabeled images, written to ``out``; returns their counts
     (all of them, and those whose top probability reaches ``threshold``) and confidence quantiles.
 
@@ -225,6 +234,7 @@ def _rounds(args: argparse.Namespace, runner: FitRunner, students: list[str | No
         }
         extra: list[str] = []
         if number > 0:
+            assert teacher is not None  # --teacher, or the round before's checkpoint (the loop stops without one)
             backbone = students[min(number - 1, len(students) - 1)]
             print(f"[selftrain {session}] round {number}: {teacher} labels the unlabeled images", flush=True)
             try:

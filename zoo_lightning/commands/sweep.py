@@ -32,7 +32,7 @@ import argparse
 import math
 import sys
 from pathlib import Path
-from typing import Any, get_args
+from typing import TYPE_CHECKING, Any, get_args
 
 from zoo_lightning.commands.fit_runner import FitRunner
 from zoo_lightning.commands.search_space import Dimension, parse_space
@@ -52,6 +52,9 @@ from zoo_lightning.studies import (
     shown,
     trials_table,
 )
+
+if TYPE_CHECKING:
+    import optuna
 
 __all__ = ["main", "parse"]
 
@@ -255,7 +258,7 @@ def main(argv: list[str]) -> None:
     sys.exit(code)
 
 
-def _summary(study: Any, args: argparse.Namespace, storage: str) -> None:
+def _summary(study: optuna.Study, args: argparse.Namespace, storage: str) -> None:
     print(f"\nStudy {study.study_name!r} in {shown(storage)}:\n")
     print("\n".join(trials_table(study, args.metric)))
     from optuna.trial import TrialState

@@ -10,13 +10,16 @@ import statistics
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from zoo_lightning.callbacks.trial_pruning import TrialPruning, fit_record
 from zoo_lightning.commands.fit_runner import FitRunner
 from zoo_lightning.commands.search_space import Dimension, fit_value, run_name, trial_run_name
 from zoo_lightning.signals import StopSignals
 from zoo_lightning.studies import RETRIES, RUNS, SURPLUS, absolute, counted_trials, shown
+
+if TYPE_CHECKING:
+    import optuna
 
 __all__ = ["Worker", "run_workers", "worker_env", "reporting", "SWEEP_RECORD", "STOPPED", "FAILED"]
 
@@ -46,7 +49,7 @@ class Worker:
 
     def __init__(
         self,
-        study: Any,
+        study: optuna.Study,
         runner: FitRunner,
         args: argparse.Namespace,
         dimensions: dict[str, Dimension],
@@ -83,17 +86,18 @@ class Worker:
         except KeyboardInterrupt:
             if self.stop.received is None:
                 raise
-        if self.stop.received is not None:
+        status = self.stop.exit_status  # set once a signal was received
+        if status is not None:
             during = f" during {self.stopped_during}: it is queued to run again" if self.stopped_during else ""
             print(
                 f"[{self.tag}] stopped by {self.stop.name}{during}; the same command continues the study.",
                 file=sys.stderr,
                 flush=True,
             )
-            return self.stop.exit_status
+            return status
         return 1 if self.failed else 0
 
-    def objective(self, trial: Any) -> float:
+    def objective(self, trial: optuna.Trial) -> float:
         try:
             return self.train(trial)
         except KeyboardInterrupt:  # the signal came between two fits, or during one (the fit saved its last.ckpt)
@@ -102,7 +106,7 @@ class Worker:
             self.study.stop()
             raise Stopped(self.stop.name) from None
 
-    def train(self, trial: Any) -> float:
+    def train(self, trial: optuna.Trial) -> float:
         """Fits the trial's configuration once per seed; the mean of their best ``--metric``."""
         if counted_trials(self.study.get_trials(deepcopy=False), up_to=trial.number) > self.args.trials:
             trial.set_user_attr(SURPLUS, True)
@@ -162,7 +166,7 @@ class Worker:
             bests.append(float(fit["best"]))
         return statistics.fmean(bests)
 
-    def fit_arguments(self, trial: Any, passed: dict[str, str], seed: int | None, report: bool) -> list[str]:
+    def fit_arguments(self, trial: optuna.Trial, passed: dict[str, str], seed: int | None, report: bool) -> list[str]:
         """The options of one fit of the trial: its values, its seed and the callback that reports to the trial."""
         arguments = [arg for key, value in passed.items() for arg in (f"--{key}", value)]
         if seed is not None:
@@ -174,7 +178,7 @@ class Worker:
         if folder.is_dir():
             (folder / SWEEP_RECORD).write_text(json.dumps(record, indent=1))
 
-    def after_trial(self, study: Any, trial: Any) -> None:
+    def after_trial(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         """Says how the trial ended; queues a stopped one again; stops when the study has its trials."""
         from optuna.storages import RetryHeartbeatStaleTrialCallback
         from optuna.trial import TrialState
@@ -242,6 +246,8 @@ def run_workers(argv: list[str], workers: int, stop: StopSignals) -> int:
             for i, child in enumerate(children):
                 codes[i] = child.wait()
         except KeyboardInterrupt:
+            if stop.received is None:  # not a signal this command handles: nothing to pass on
+                raise
             for child in children:
                 if child.poll() is None:
                     child.send_signal(stop.received)

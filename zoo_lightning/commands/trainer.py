@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal, cast
 
 from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import ProgressBar
-from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI
 from lightning.pytorch.plugins.io import CheckpointIO
 from lightning.pytorch.utilities import rank_zero_info
 
@@ -57,19 +58,19 @@ class ZooArgumentParser(OneLineErrors, LightningArgumentParser):
     """LightningCLI's parser, with one-line errors; ``--help`` also lists the options of the default DataModule and
     of its pipeline, which jsonargparse shows only for ``--data.help CLASS`` (the data is chosen by class path)."""
 
-    def format_help(self) -> str:
+    def format_help(self, formatter: argparse.HelpFormatter | None = None) -> str:
         from jsonargparse.typing import import_object
 
         from zoo_lightning.data import DevicePipeline
 
         data_class = self.get_defaults().get("data.class_path")
         if not data_class:
-            return super().format_help()
-        helper = LightningArgumentParser(prog=self.prog, usage=argparse.SUPPRESS, add_help=False, description=None)
+            return super().format_help(formatter)
+        helper = LightningArgumentParser(prog=self.prog, usage=argparse.SUPPRESS, add_help=False, description="")
         helper.add_class_arguments(import_object(data_class), "data", skip={"pipeline", "class_names", "normalization"})
         helper.add_class_arguments(DevicePipeline, "data.pipeline")
         return (
-            f"{super().format_help()}\nThe default data, {data_class} (`--data.help CLASS` shows another "
+            f"{super().format_help(formatter)}\nThe default data, {data_class} (`--data.help CLASS` shows another "
             f"DataModule's options), and its pipeline:\n\n{helper.format_help().lstrip()}"
         )
 
@@ -96,7 +97,9 @@ class ZooTrainer(Trainer):
         **kwargs: Any,
     ) -> None:
         if precision == "auto":
-            precision, why = auto_precision(kwargs.get("accelerator"))
+            chosen, why = auto_precision(kwargs.get("accelerator"))
+            # auto_precision chooses one of these two; its annotation says only str.
+            precision = cast(Literal["bf16-mixed", "32-true"], chosen)
             rank_zero_info(f"Precision auto: {precision}, as {why}.")
         super().__init__(
             *args,
@@ -123,11 +126,12 @@ class ZooCLI(LightningCLI):
         stop: the command's signal handling, which the Trainer then stops by at batch boundaries.
     """
 
+    plan: RunPlan  # made by before_instantiate_classes, which LightningCLI's __init__ calls before anything reads it
+
     def __init__(
         self, verb: str, args: list[str], build: bool = True, stop: StopSignals | None = None, **kwargs: Any
     ) -> None:
         self.verb, self.build, self.stop = verb, build, stop
-        self.plan: RunPlan | None = None
         kwargs.setdefault("subclass_mode_data", True)
         kwargs.setdefault("save_config_kwargs", {"overwrite": False})
         kwargs.setdefault("save_config_callback", AtomicSaveConfigCallback)
@@ -214,9 +218,13 @@ class ZooCLI(LightningCLI):
             "training image, --data.val_size 0, and so keep no best.ckpt)",
         )
 
-    def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
-        # Not LightningCLI's: it warns whenever `args` and sys.argv are both given, which is how this CLI runs.
-        parser.args_given = list(args)
+    def parse_arguments(self, parser: LightningArgumentParser, args: ArgsType) -> None:
+        # Not LightningCLI's for a command line: it warns whenever `args` and sys.argv are both given, which is how
+        # this CLI runs.
+        if not isinstance(args, list):
+            return super().parse_arguments(parser, args)
+        if isinstance(parser, OneLineErrors):
+            parser.args_given = list(args)
         self.config = parser.parse_args(args)
 
     def before_instantiate_classes(self) -> None:
@@ -237,7 +245,8 @@ class ZooCLI(LightningCLI):
             self.trainer = self.instantiate_trainer()
         if batches and self.config.get("trainer.log_every_n_steps") is None:
             # Lightning's 50, or every step of an epoch shorter than that (which it would otherwise warn about).
-            self.trainer.log_every_n_steps = min(50, batches)
+            # The Trainer's logger connector sets this attribute, which the Trainer class does not declare.
+            self.trainer.log_every_n_steps = min(50, batches)  # type: ignore[attr-defined]
 
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
         trainer = self.config_init.trainer
@@ -285,7 +294,7 @@ class ZooCLI(LightningCLI):
             self.plan.release()
 
 
-def summarize(results: list[dict[str, float]]) -> None:
+def summarize(results: Sequence[Mapping[str, float]]) -> None:
     """One line of an evaluation's metrics: accuracies in percent, losses to four digits."""
     for metrics in results or ():
         parts = [
@@ -317,6 +326,6 @@ def run(verb: str, argv: list[str]) -> None:
             if stop.received is None:
                 raise
     if stop.received is not None:
-        advice = cli.plan.resume_advice(getattr(cli, "trainer", None)) if cli is not None and cli.plan else ""
+        advice = cli.plan.resume_advice(getattr(cli, "trainer", None)) if cli is not None else ""
         print(f"Stopped by {stop.name}{advice}.", file=sys.stderr)
         sys.exit(stop.exit_status)

@@ -54,7 +54,7 @@ class ConvGroup(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         x = self.act(self.norm1(self.pool(self.conv1(x))))
-        if self.conv3 is None:
+        if self.conv3 is None or self.norm3 is None:  # both set with residual, neither without
             return self.act(self.norm2(self.conv2(x)))
         y = self.act(self.norm2(self.conv2(x)))
         return x + self.act(self.norm3(self.conv3(y)))

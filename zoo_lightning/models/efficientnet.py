@@ -10,6 +10,7 @@ match with the ImageNet stem. The CIFAR stem keeps stride 1 in the stem and the 
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any
 
@@ -42,14 +43,14 @@ class MBConv(nn.Module):
         super().__init__()
         hidden = inp * expand_ratio
         self.use_res_connect = stride == 1 and inp == oup
-        norm = dict(bn_eps=bn_eps, bn_momentum=bn_momentum)
+        conv_bn_act = functools.partial(ConvBNAct, bn_eps=bn_eps, bn_momentum=bn_momentum)
         layers: list[nn.Module] = []
         if expand_ratio != 1:
-            layers.append(ConvBNAct(inp, hidden, 1, activation=nn.SiLU, **norm))
+            layers.append(conv_bn_act(inp, hidden, 1, activation=nn.SiLU))
         layers += [
-            ConvBNAct(hidden, hidden, kernel, stride=stride, groups=hidden, activation=nn.SiLU, **norm),
+            conv_bn_act(hidden, hidden, kernel, stride=stride, groups=hidden, activation=nn.SiLU),
             SqueezeExcite(hidden, max(1, inp // 4), activation=nn.SiLU),
-            ConvBNAct(hidden, oup, 1, activation=None, **norm),
+            conv_bn_act(hidden, oup, 1, activation=None),
         ]
         self.block = nn.Sequential(*layers)
         self.drop_path = drop_path
@@ -107,7 +108,7 @@ class EfficientNet(nn.Module):
             raise ValueError(f"resolution must be >= 8 pixels, or null for the input's own size; got {resolution}.")
         self.resolution = resolution
         cifar = stem == "cifar"
-        norm = dict(bn_eps=bn_eps, bn_momentum=bn_momentum)
+        conv_bn_act = functools.partial(ConvBNAct, bn_eps=bn_eps, bn_momentum=bn_momentum)
         stages = [
             (
                 expand,
@@ -119,7 +120,7 @@ class EfficientNet(nn.Module):
             )
             for expand, kernel, stride, inp, oup, repeats in self.STAGES
         ]
-        layers: list[nn.Module] = [ConvBNAct(3, stages[0][3], 3, stride=1 if cifar else 2, activation=nn.SiLU, **norm)]
+        layers: list[nn.Module] = [conv_bn_act(3, stages[0][3], 3, stride=1 if cifar else 2, activation=nn.SiLU)]
         total = sum(stage[-1] for stage in stages)
         index = 0
         for i, (expand, kernel, stride, inp, oup, repeats) in enumerate(stages):
@@ -134,13 +135,14 @@ class EfficientNet(nn.Module):
                         first_stride if j == 0 else 1,
                         expand,
                         drop_path * index / total,
-                        **norm,
+                        bn_eps=bn_eps,
+                        bn_momentum=bn_momentum,
                     )
                 )
                 index += 1
             layers.append(nn.Sequential(*stage))
         head_channels = 4 * stages[-1][4]
-        layers.append(ConvBNAct(stages[-1][4], head_channels, 1, activation=nn.SiLU, **norm))
+        layers.append(conv_bn_act(stages[-1][4], head_channels, 1, activation=nn.SiLU))
         self.features = nn.Sequential(*layers)
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Sequential(nn.Dropout(dropout, inplace=True), nn.Linear(head_channels, num_classes))

@@ -157,9 +157,9 @@ class GoogLeNet(nn.Module):
         x = self.inception3b(self.inception3a(self._stem(x)))
         x = self.inception4a(self.maxpool3(x))
         heads = self.aux_logits and self.training
-        aux1 = self.aux1(x) if heads else None
+        aux1 = self.aux1(x) if heads and self.aux1 is not None else None
         x = self.inception4d(self.inception4c(self.inception4b(x)))
-        aux2 = self.aux2(x) if heads else None
+        aux2 = self.aux2(x) if heads and self.aux2 is not None else None
         x = self.maxpool4(self.inception4e(x))
         x = self.inception5b(self.inception5a(x))
         logits = self.fc(self.dropout(torch.flatten(self.avgpool(x), 1)))

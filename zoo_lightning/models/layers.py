@@ -92,7 +92,7 @@ class ModulatedDeformConv2d(DeformConv2d):
         self.offset_weight = nn.Parameter(torch.zeros(3 * taps, in_channels, *self.kernel_size))
         self.offset_bias = nn.Parameter(torch.zeros(3 * taps))
 
-    def forward(self, input: Tensor) -> Tensor:  # type: ignore[override]  # the offsets come from the input here
+    def forward(self, input: Tensor) -> Tensor:  # one argument: the offsets and mask come from the input here
         taps = self.kernel_size[0] * self.kernel_size[1]
         offsets_and_mask = nn.functional.conv2d(input, self.offset_weight, self.offset_bias, self.stride, self.padding)
         offset, mask = offsets_and_mask.split((2 * taps, taps), dim=1)

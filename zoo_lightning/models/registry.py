@@ -160,13 +160,13 @@ def model_options(name: str) -> list[str]:
     """The keyword options a registered builder accepts (``num_classes`` and ``stem`` aside)."""
     builder = model_entry(name).builder
     names: list[str] = []
-    targets: list[Any] = [builder]
+    targets: list[Callable[..., object]] = [builder]
     try:  # builders are typed `-> ResNet`: what **kwargs reaches is that class's constructor
         returned = typing.get_type_hints(builder).get("return")
     except Exception:
         returned = None
     if isinstance(returned, type):
-        targets.append(returned.__init__)
+        targets.append(returned)  # its signature is its constructor's, without self
     for target in targets:
         for param in inspect.signature(target).parameters.values():
             if param.kind in (param.KEYWORD_ONLY, param.POSITIONAL_OR_KEYWORD) and param.name not in (

@@ -224,10 +224,23 @@ class ResNet(nn.Module):
             downsample = nn.Sequential(
                 conv1x1(self.inplanes, planes * block.expansion, stride), nn.BatchNorm2d(planes * block.expansion)
             )
-        options = dict(groups=self.groups, base_width=self.base_width, se=self.se, deformable=deformable)
-        layers = [block(self.inplanes, planes, stride, downsample, drop_path=next(self._drop_paths), **options)]
+
+        def make(inplanes: int, stride: int = 1, downsample: nn.Module | None = None) -> nn.Module:
+            return block(
+                inplanes,
+                planes,
+                stride,
+                downsample,
+                groups=self.groups,
+                base_width=self.base_width,
+                se=self.se,
+                drop_path=next(self._drop_paths),
+                deformable=deformable,
+            )
+
+        layers = [make(self.inplanes, stride, downsample)]
         self.inplanes = planes * block.expansion
-        layers += [block(self.inplanes, planes, drop_path=next(self._drop_paths), **options) for _ in range(1, blocks)]
+        layers += [make(self.inplanes) for _ in range(1, blocks)]
         return nn.Sequential(*layers)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -295,10 +308,14 @@ class CifarResNet(nn.Module):
 
     def _make_layer(self, planes: int, blocks: int, stride: int, se: bool, deformable: bool) -> nn.Sequential:
         shortcut = ShortcutA(planes - self.inplanes) if stride != 1 or self.inplanes != planes else None
-        options = dict(se=se, deformable=deformable)
-        layers = [BasicBlock(self.inplanes, planes, stride, shortcut, drop_path=next(self._drop_paths), **options)]
+
+        def make(inplanes: int, stride: int = 1, shortcut: nn.Module | None = None) -> BasicBlock:
+            drop_path = next(self._drop_paths)
+            return BasicBlock(inplanes, planes, stride, shortcut, se=se, drop_path=drop_path, deformable=deformable)
+
+        layers = [make(self.inplanes, stride, shortcut)]
         self.inplanes = planes
-        layers += [BasicBlock(planes, planes, drop_path=next(self._drop_paths), **options) for _ in range(1, blocks)]
+        layers += [make(planes) for _ in range(1, blocks)]
         return nn.Sequential(*layers)
 
     def forward(self, x: Tensor) -> Tensor:

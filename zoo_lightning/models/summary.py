@@ -84,21 +84,22 @@ def model_rows(pattern: str = "*") -> list[ModelRow]:
 
 
 def print_model_table(pattern: str = "*") -> None:
-    from rich.console import Console
+    from rich.console import Console, JustifyMethod
     from rich.table import Table
 
     rows = model_rows(pattern)
     if not rows:
         raise ValueError(f"No registered model matches {pattern!r}; `python -m zoo_lightning models` lists them all.")
     table = Table(title=f"zoo_lightning models matching {pattern!r} (10 classes; 1 multiply-add = 2 FLOPs)")
-    for column, justify in [
+    columns: list[tuple[str, JustifyMethod]] = [
         ("name", "left"),
         ("family", "left"),
         ("params (M)", "right"),
         ("MFLOPs 32x32 cifar", "right"),
         ("MFLOPs 224x224 imagenet", "right"),
         ("paper", "left"),
-    ]:
+    ]
+    for column, justify in columns:
         table.add_column(column, justify=justify)
     for row in rows:
         table.add_row(

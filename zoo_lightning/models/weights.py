@@ -14,10 +14,14 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
 import torch
+
+if TYPE_CHECKING:
+    from torchvision.models import WeightsEnum
 
 __all__ = [
     "TORCHVISION",
@@ -77,7 +81,7 @@ def library_of(pretrained: str | None, backbone: str) -> str | None:
     return None
 
 
-def torchvision_weights(backbone: str) -> Any:
+def torchvision_weights(backbone: str) -> WeightsEnum:
     """The default ImageNet weights enum of ``backbone`` in torchvision (``ResNet50_Weights.IMAGENET1K_V2``)."""
     import torchvision.models
 
@@ -115,7 +119,7 @@ def _registered() -> set[str]:
     return set(list_models())
 
 
-def torchvision_cache_file(weights: Any) -> Path:
+def torchvision_cache_file(weights: WeightsEnum) -> Path:
     """Where torch's hub cache keeps ``weights``' file: ``$TORCH_HOME/hub/checkpoints/<name in the URL>``."""
     return Path(torch.hub.get_dir()) / "checkpoints" / Path(urlparse(weights.url).path).name
 
@@ -188,7 +192,7 @@ def library_state_dict(pretrained: str, backbone: str) -> LibraryWeights:
     return LibraryWeights(state, f"torchvision's {weights}", _OPTIONAL_PREFIXES.get(name, ()))
 
 
-def _import_timm() -> Any:
+def _import_timm() -> ModuleType:
     try:
         import timm
     except ImportError as error:

@@ -132,7 +132,7 @@ def _plot_per_class(chosen: list[Run], styles: Styles, title: str, out: Path) ->
     bars = []
     for run in chosen:
         values = run.per_class()
-        heights = [None if values.get(c) is None else 100 * values[c] for c in classes]
+        heights = [None if value is None else 100 * value for value in (values.get(c) for c in classes)]
         bars.append((f"{run.name} ({percent(run.best(VAL_TOP1))})", heights))
     figure = figures.per_class_figure(
         classes, bars, title, "val accuracy (%)", styles=[styles[run.name] for run in chosen]

@@ -38,7 +38,7 @@ def _read_config(run_dir: Path) -> dict[str, Any]:
     return _read_yaml(resumes[-1] if resumes else run_dir / "config.yaml")
 
 
-def _natural_key(name: str) -> list[Any]:
+def _natural_key(name: str) -> list[int | str]:
     """``test_2`` before ``test_10``: the numbers in a name compared as numbers."""
     return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
 

@@ -36,6 +36,12 @@ OWN_WEIGHTS = "final weights"  # what `fit --test_after_fit true` tests: the wei
 NAMED_DATASETS = frozenset({"CIFAR10DataModule", "STL10DataModule"})
 
 
+def _section(config: dict[str, Any], key: str) -> dict[str, Any]:
+    """``config[key]`` where it is a mapping, else an empty one (a section the file lacks or spells otherwise)."""
+    value = config.get(key)
+    return value if isinstance(value, dict) else {}
+
+
 class MeasuredTop1(NamedTuple):
     """A test top-1: the checkpoint it scored, its TTA, and how much of the test set it saw.
 
@@ -175,8 +181,8 @@ class Run:
         """The DataModule (config.yaml, else the HPARAMS session), its class count (the class names in config.yaml,
         which an evaluation takes from its checkpoint, else ``num_classes`` in hparams.yaml) and, for a DataModule
         whose images are a folder's, that folder."""
-        data_config = self.config.get("data") if isinstance(self.config.get("data"), dict) else {}
-        init_args = data_config.get("init_args") if isinstance(data_config.get("init_args"), dict) else {}
+        data_config = _section(self.config, "data")
+        init_args = _section(data_config, "init_args")
         class_path = data_config.get("class_path") or self.session.get("data")
         data = str(class_path).rsplit(".", 1)[-1] if class_path and class_path != "-" else None
         listed = init_args.get("class_names") or self.hparams.get("class_names")
@@ -188,8 +194,7 @@ class Run:
 
     @property
     def model_config(self) -> dict[str, Any]:
-        model = self.config.get("model")
-        return model if isinstance(model, dict) else {}
+        return _section(self.config, "model")
 
     @property
     def backbone(self) -> str:
@@ -229,7 +234,7 @@ class Run:
     def split_limit(self, stage: str = names.TEST) -> int | float | None:
         """How much of the split the run's evaluation saw, when not all: ``limit_test_batches`` (``limit_val_batches``
         for ``val``) as a batch count or a fraction; one batch (or N) under ``fast_dev_run``. None: all of it."""
-        trainer = self.config.get("trainer") if isinstance(self.config.get("trainer"), dict) else {}
+        trainer = _section(self.config, "trainer")
         fast = trainer.get("fast_dev_run")
         if fast:
             return 1 if fast is True else fast

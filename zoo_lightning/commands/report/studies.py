@@ -12,12 +12,15 @@ import json
 import re
 import statistics
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from zoo_lightning import figures
 from zoo_lightning.commands.sweep_worker import SWEEP_RECORD
 
 from .runs import VAL_TOP1, Run
+
+if TYPE_CHECKING:
+    import optuna
 
 __all__ = ["configurations_table", "study_sections", "mean_std"]
 
@@ -96,7 +99,7 @@ def _studies(runs: list[Run], storage: str | None) -> dict[tuple[str, str], None
     return found
 
 
-def _plots(study: Any, metric: str, out_dir: Path) -> list[str]:
+def _plots(study: optuna.Study, metric: str, out_dir: Path) -> list[str]:
     """Optuna's history, importance and slice plots of ``study`` as PNGs in ``out_dir``; their markdown lines."""
     from optuna.trial import TrialState
     from optuna.visualization import matplotlib as plots
