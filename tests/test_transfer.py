@@ -4,9 +4,11 @@ optimizer holds only what trains, and the backbone's learning rate keeps its rat
 import lightning as L
 import pytest
 import torch
+import yaml
 from torch.utils.data import DataLoader, TensorDataset
 
 from zoo_lightning.classifier import ImageClassifier
+from zoo_lightning.cli import main
 
 HEAD = ("classifier.2.weight", "classifier.2.bias")  # cnn's head
 
@@ -191,3 +193,12 @@ def test_a_resumed_fit_keeps_its_checkpoint_and_never_needs_the_pretrained_weigh
     assert resumed["epoch"] == 1
     # (The schedule of the first run had ended, so its learning rate stays 0 and the weights stay as they were.)
     assert torch.equal(resumed["state_dict"]["backbone.stem.0.weight"], first)
+
+
+@pytest.mark.parametrize("config", ["resnet50_folder_finetune.yaml", "resnet18_stl10_finetune.yaml"])
+def test_the_fine_tuning_configs_train_with_the_scale_augmentation(config, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", "--config", config, "--print_config"])
+    assert exit_info.value.code in (0, None)
+    pipeline = yaml.safe_load(capsys.readouterr().out)["data"]["init_args"]["pipeline"]["init_args"]
+    assert pipeline["scale"] == [0.08, 1.0] and pipeline["crop_padding"] is None
