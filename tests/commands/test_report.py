@@ -418,14 +418,14 @@ def test_one_epoch_run_is_a_visible_point_on_an_integer_axis(tmp_path, drawn):
         writer.add_scalar(tag, value, 9)
     writer.close()
     write_report(tmp_path / "logs", tmp_path / "out")
-    for png, label, _ in (
+    for png, label, value in (
         ("val_top1-unrecorded.png", "short/version_0 (30.00%)", 30.0),
         ("val_loss-unrecorded.png", "short/version_0", 1.5),
     ):
         figure = drawn[png]
         ax = figure.axes[0]
         line = _curves(figure)[label]
-        assert list(line.get_xdata()) == [1]
+        assert list(line.get_xdata()) == [1] and list(line.get_ydata()) == [pytest.approx(value)]
         assert line.get_marker() not in ("None", "", " ", None) and line.get_markersize() >= 6
         low, high = ax.get_xlim()
         assert low <= 0.5 and high >= 1.5  # an epoch-wide axis around the point, not a 0.96..1.04 one
