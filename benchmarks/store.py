@@ -213,7 +213,7 @@ def train(root: Path, image_size: int, steps: int, batch: int, backbone: str, wa
     result = {
         "images": len(data.train_set),
         "stored": list(data.train_set.images.shape[1:]),
-        "train_set_is_rows_of_a_store": data.train_set.rows is not None,
+        "train_set_is_rows_of_a_store": getattr(data.train_set, "rows", None) is not None,
         "steps": len(times),
         "seconds_to_first_step": round(times[0] - start, 1),
         "images_per_s": round(batch / float(np.mean(timed)), 1) if len(timed) else None,
