@@ -283,3 +283,27 @@ def test_a_restored_two_stream_loader_pairs_the_unlabeled_batches_of_the_interru
     restored = loader()
     restored.load_state_dict({"epoch": 0, "batches": 7})  # past two whole unlabeled passes of 3 batches
     assert [(b.labeled[1].tolist(), b.unlabeled[:, 0, 0, 0].tolist()) for b in restored] == whole[7:]
+
+
+@pytest.mark.parametrize("labeled", [True, False])
+def test_a_prefetching_loader_hands_out_the_same_batches_and_counts_only_those_handed_out(labeled):
+    images, labels = _data(50)
+    rows = torch.randperm(50, generator=torch.Generator().manual_seed(0))[:40]
+    options = dict(batch_size=8, shuffle=True, drop_last=True, seed=2, rows=rows)
+    plain = BatchLoader(images, labels[rows] if labeled else None, **options)
+    ahead = BatchLoader(images, labels[rows] if labeled else None, prefetch=True, **options)
+    expected = [b if labeled else (b,) for b in plain]
+    handed_out = ahead.iterate()
+    first = next(handed_out)
+    # The second batch is being read already, yet the position (what a checkpoint saves) counts one.
+    assert ahead.state_dict() == {"epoch": 0, "batches": 1}
+    got = [first if labeled else (first,), *[b if labeled else (b,) for b in handed_out]]
+    assert len(got) == len(expected) == 5
+    for mine, theirs in zip(got, expected):
+        assert all(torch.equal(a, b) for a, b in zip(mine, theirs))
+    assert ahead.state_dict() == {"epoch": 0, "batches": 5}
+    # Restored mid-epoch it goes on from the same batch as the plain loader.
+    ahead.load_state_dict({"epoch": 0, "batches": 3})
+    rest = [b if labeled else (b,) for b in ahead]
+    assert len(rest) == 2 and all(torch.equal(a, b) for a, b in zip(rest[0], expected[3]))
+    assert ahead.prefetch and not plain.prefetch

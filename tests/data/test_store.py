@@ -213,6 +213,7 @@ def test_training_reads_the_store_through_a_memory_map_never_a_copy(tmp_path):
     )
     loader = data.train_dataloader()
     assert loader.images is data.train_set.images and torch.equal(loader.rows, data.train_set.rows)
+    assert loader.prefetch and data.test_dataloader().prefetch  # the disk is read a batch ahead
     images, labels = next(iter(loader))
     assert images.shape == (4, 3, 18, 18) and images.dtype == torch.uint8  # uint8 until the device
     stored = np.load(store, mmap_mode="r")

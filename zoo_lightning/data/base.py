@@ -92,6 +92,8 @@ class ImageDataModule(L.LightningDataModule):
     # Whether the native_size images hold a margin around the image_size view (a store of photos): crops are cut
     # from them, and evaluation and prediction take their centre (see DevicePipeline.attach).
     stored_with_margin: bool = False
+    # Whether the sets are read from a store on disk (a memory map): the loaders then read the next batch ahead.
+    stored_on_disk: bool = False
 
     def __init__(
         self,
@@ -255,6 +257,7 @@ class ImageDataModule(L.LightningDataModule):
             train,
             self.hparams["shuffle_seed"],
             rows=part.rows,
+            prefetch=self.stored_on_disk,
         )
         return self.train_position.track(loader) if train else loader
 

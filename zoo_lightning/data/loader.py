@@ -2,7 +2,8 @@
 
 :class:`BatchLoader` slices shuffled index batches out of an (N, 3, H, W) uint8 tensor (which may
 wrap a numpy memmap, such as a store on disk, so only the rows a batch touches are read; ``rows``
-picks a set's rows out of a larger store). Under DDP every rank takes a disjoint shard of each
+picks a set's rows out of a larger store; ``prefetch`` reads the next batch from the disk while the
+current one trains). Under DDP every rank takes a disjoint shard of each
 epoch's permutation, with the same number of batches on every rank.
 :class:`TwoStreamLoader` pairs a labeled loader with an unlabeled one (semi-supervised objectives).
 """
@@ -12,6 +13,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import cast
 
 import lightning as L
@@ -58,6 +60,8 @@ class BatchLoader:
         pin_memory: gather each batch into page-locked memory, so the copy to a GPU is asynchronous.
         on_resume: called with (epoch, batches) when a pass starts after a restored position, so what is
             seeded per batch (the augmentation) continues where the interrupted run was.
+        prefetch: gather the next batch in a background thread while the current one is used: for images on
+            disk (a store), whose reads then overlap the training step instead of adding to it.
 
     It is resumable: :meth:`state_dict` (which Lightning saves in a checkpoint) says how many batches of
     which epoch were handed out, and after :meth:`load_state_dict` the next pass over that epoch starts
@@ -78,6 +82,7 @@ class BatchLoader:
         pin_memory: bool = False,
         on_resume: Callable[[int, int], None] | None = None,
         rows: Tensor | None = None,
+        prefetch: bool = False,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
@@ -97,7 +102,7 @@ class BatchLoader:
             )
         self.batch_size, self.shuffle, self.drop_last = batch_size, shuffle, drop_last
         self.seed, self.rank, self.world_size, self.epoch = seed, rank, world_size, epoch
-        self.pin_memory, self.on_resume = pin_memory, on_resume
+        self.pin_memory, self.on_resume, self.prefetch = pin_memory, on_resume, prefetch
         self.position = {"epoch": -1, "batches": 0}  # where the pass in progress (or the last one) is
         self.resume_at: dict[str, int] | None = None  # a restored position, applied by the next pass of its epoch
 
@@ -150,13 +155,30 @@ class BatchLoader:
         self.resume_at = None
         images = self.images if isinstance(self.images, Tensor) else self.images()
         self.position = {"epoch": epoch, "batches": skip}
-        for batch in self.batches(epoch)[skip:]:
+        batches = self.batches(epoch)[skip:]
+        if not self.prefetch:
+            for batch in batches:
+                self.position["batches"] += 1
+                yield self._read(images, batch)
+            return
+        # torch releases the GIL while index_select copies rows, so the thread's page faults on a memory-mapped
+        # store wait on the disk while the main thread trains. The position counts batches handed out, not read.
+        if not batches:
+            return
+        with ThreadPoolExecutor(1, thread_name_prefix="zoo_lightning-prefetch") as reader:
+            ahead = reader.submit(self._read, images, batches[0])
+            for following in batches[1:]:
+                current, ahead = ahead.result(), reader.submit(self._read, images, following)
+                self.position["batches"] += 1
+                yield current
             self.position["batches"] += 1
-            if self.labels is None:
-                # Sorted indices read a memmap front to back; the order within a batch is irrelevant.
-                yield self._gather(images, self._rows(batch.sort().values))
-            else:
-                yield self._gather(images, self._rows(batch)), self._gather(self.labels, batch)
+            yield ahead.result()
+
+    def _read(self, images: Tensor, batch: Tensor) -> tuple[Tensor, Tensor] | Tensor:
+        if self.labels is None:
+            # Sorted indices read a memmap front to back; the order within a batch is irrelevant.
+            return self._gather(images, self._rows(batch.sort().values))
+        return self._gather(images, self._rows(batch)), self._gather(self.labels, batch)
 
     def state_dict(self) -> dict[str, int]:
         """The epoch of the pass in progress and how many of its batches were handed out."""
@@ -267,6 +289,7 @@ def trainer_loader(
     train: bool,
     seed: int = 0,
     rows: Tensor | None = None,
+    prefetch: bool = False,
 ) -> BatchLoader:
     """A :class:`BatchLoader` for ``trainer`` (None: one process at epoch 0): its rank's shard, gathered into
     page-locked memory for a CUDA device.
@@ -290,4 +313,5 @@ def trainer_loader(
         epoch=epoch,
         pin_memory=trainer is not None and trainer.strategy.root_device.type == "cuda",
         rows=rows,
+        prefetch=prefetch,
     )
