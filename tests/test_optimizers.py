@@ -225,3 +225,21 @@ def test_the_parser_checks_each_option_against_its_type(option, bad, good, expec
 def test_nesterov_without_momentum_is_refused_in_one_line():
     with pytest.raises(ValueError, match="nesterov needs momentum and muon_momentum above 0"):
         MuonSGD([nn.Parameter(torch.zeros(2, 2, 1, 1))], muon_momentum=0.0)
+
+
+def test_an_lr_set_in_the_param_groups_sets_the_filters_step():
+    """What a scheduler does: the LR written into the Muon part's group is the size of the next filter step."""
+    steps = []
+    for factor in (1.0, 0.25):
+        model = _net()
+        optimizer = MuonSGD(parameter_groups(model), lr=0.1, muon_lr=0.2, ns_steps=3)
+        _set_grads(model, 0)
+        optimizer.step()
+        for group in optimizer.param_groups:
+            group["lr"] *= factor
+        before = model[0].weight.detach().clone()
+        _set_grads(model, 1)
+        optimizer.step()
+        steps.append(model[0].weight.detach() - before)
+    # The same momentum and direction, a quarter of the LR: a quarter of the step.
+    assert steps[1].abs().max() > 0 and torch.allclose(steps[1], 0.25 * steps[0], rtol=1e-5, atol=1e-7)
