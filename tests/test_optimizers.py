@@ -65,6 +65,16 @@ def test_newton_schulz_ignores_autocast():
     assert inside.dtype == torch.float32 and torch.equal(inside, newton_schulz(matrix))
 
 
+def test_torch_muon_computes_the_same_step_only_to_bf16_precision():
+    """Why MuonSGD keeps its own float32 Newton-Schulz: should ``torch.optim.Muon`` come to match it, this fails."""
+    matrix = torch.randn(64, 216, generator=torch.Generator().manual_seed(2))
+    param = nn.Parameter(torch.zeros(64, 216))
+    param.grad = matrix
+    torch.optim.Muon([param], lr=1.0, weight_decay=0.0, momentum=0.0, nesterov=False, ns_steps=3).step()
+    difference = (param.detach() + newton_schulz(matrix, steps=3)).abs().max().item()
+    assert 1e-4 < difference < 1e-2, difference  # bf16's 8-bit mantissa, not another direction
+
+
 def test_parameters_are_split_into_muon_filters_and_sgd_rest_with_their_names():
     model = _net()
     groups = parameter_groups(model)
