@@ -84,3 +84,13 @@ def test_an_unknown_option_suggests_the_known_one_it_resembles(capsys):
     assert stop.value.code == 2
     (line,) = capsys.readouterr().err.strip().splitlines()
     assert "--trainer.max_epoch 3; did you mean --trainer.max_epochs (not --trainer.max_epoch)?" in line
+
+
+def test_the_parsers_own_flags_are_never_taken_for_mistyped_options(capsys):
+    from zoo_lightning.cli import main
+
+    with pytest.raises(SystemExit) as stop:
+        main(["fit", "--config", "cnn_cifar.yaml", "--data.pipeline.crop_padding", "-1", "--print_config"])
+    assert stop.value.code == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert "--data.pipeline.crop_padding" in line and "did you mean" not in line

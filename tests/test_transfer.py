@@ -202,3 +202,12 @@ def test_the_fine_tuning_configs_train_with_the_scale_augmentation(config, capsy
     assert exit_info.value.code in (0, None)
     pipeline = yaml.safe_load(capsys.readouterr().out)["data"]["init_args"]["pipeline"]["init_args"]
     assert pipeline["scale"] == [0.08, 1.0] and pipeline["crop_padding"] is None
+
+
+def test_the_scale_augmentation_of_a_fine_tuning_config_can_be_turned_off_as_the_docs_say(capsys):
+    off = '{"init_args": {"scale": null}}'  # docs/transfer.md's spelling
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", "--config", "resnet50_folder_finetune.yaml", "--data.pipeline", off, "--print_config"])
+    assert exit_info.value.code in (0, None)
+    pipeline = yaml.safe_load(capsys.readouterr().out)["data"]["init_args"]["pipeline"]
+    assert pipeline["class_path"] == "zoo_lightning.data.DevicePipeline" and pipeline["init_args"]["scale"] is None

@@ -34,6 +34,10 @@ CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 DEFAULTS = CONFIG_DIR / "defaults.yaml"  # the recipe every fit starts from; configs give what differs
 
 
+# Options the parsers add as actions of their own rather than as values (jsonargparse's and LightningCLI's).
+PARSER_FLAGS = frozenset({"help", "print_config", "config", "print_shtab"})
+
+
 def shipped_configs() -> list[str]:
     """The names of the configs shipped in ``configs/`` (without the defaults every run starts from)."""
     return sorted(p.name for p in CONFIG_DIR.glob("*.yaml") if p != DEFAULTS)
@@ -215,6 +219,8 @@ class OneLineErrors(argparse.ArgumentParser):
         for arg in self.args_given:
             name = arg.split("=", 1)[0].removeprefix("--").rstrip("+")
             if not arg.startswith("--") or name in known or any(name.startswith(f"{k}.") for k in known):
+                continue
+            if name in PARSER_FLAGS:  # the parser's own actions, which hold no value among the defaults
                 continue
             near = closest(name, known, n=1)
             if near:
