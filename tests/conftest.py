@@ -149,27 +149,10 @@ def tiny_net():
 @pytest.fixture(scope="session")
 def trained_cnn(tmp_path_factory, cifar_writer):
     """A cnn fitted for two steps through the CLI on a tiny CIFAR-10 release: (root, its last.ckpt)."""
+    from tests.helpers import fit_args
     from zoo_lightning.cli import main
 
     root = tmp_path_factory.mktemp("trained")
     cifar_writer(root / "data")
-    main(
-        [
-            "fit",
-            "--config",
-            "cnn_cifar.yaml",
-            "--data.data_dir",
-            str(root / "data"),
-            "--data.val_size",
-            "20",
-            "--data.batch_size",
-            "16",
-            "--trainer.max_steps",
-            "2",
-            "--trainer.enable_progress_bar",
-            "false",
-            "--trainer.logger.init_args.save_dir",
-            str(root / "logs"),
-        ]
-    )
+    main(fit_args(root / "data", root / "logs", "--trainer.max_steps", "2"))
     return root, root / "logs" / "cnn_cifar" / "version_0" / "checkpoints" / "last.ckpt"

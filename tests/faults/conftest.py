@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from tests.conftest import write_cifar_python_release, write_image_folder, write_stl10_release
+from tests.helpers import fit_args
 
 
 @dataclass
@@ -62,25 +63,7 @@ def world(tmp_path_factory) -> World:
 
     root = tmp_path_factory.mktemp("world")
     write_cifar_python_release(root / "data")
-    main(
-        [
-            "fit",
-            "--config",
-            "cnn_cifar.yaml",
-            "--data.data_dir",
-            str(root / "data"),
-            "--data.val_size",
-            "20",
-            "--data.batch_size",
-            "16",
-            "--trainer.max_steps",
-            "2",
-            "--trainer.enable_progress_bar",
-            "false",
-            "--trainer.logger.init_args.save_dir",
-            str(root / "logs"),
-        ]
-    )
+    main(fit_args(root / "data", root / "logs", "--trainer.max_steps", "2"))
     ckpt = root / "logs" / "cnn_cifar" / "version_0" / "checkpoints" / "last.ckpt"
     write_image_folder(root / "folder", per_class=2)
     (root / "folder" / "train" / "bird" / "broken.png").write_bytes(b"not a png")
