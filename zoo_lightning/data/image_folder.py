@@ -80,6 +80,8 @@ class FolderDataModule(ImageDataModule):
             (the CLI passes a checkpoint's for validate/test/predict) the disk is not read to build it.
     """
 
+    stored_on_disk = True  # every set is rows of the store
+
     def __init__(
         self,
         data_dir: str = "data",
@@ -95,7 +97,6 @@ class FolderDataModule(ImageDataModule):
             val_size = 0 if given else self._default_val_size(root)
         self.native_size = stored_side(image_size, margin)  # the side of the stored images
         self.stored_with_margin = self.native_size > image_size
-        self.stored_on_disk = True
         super().__init__(data_dir=data_dir, image_size=image_size, val_size=val_size, **kwargs)
         self.class_names, self.num_classes = classes, len(classes)
         self._val_count: int | None = None  # images in val/, once read; None without the folder
