@@ -1,4 +1,4 @@
-"""``python -m zoo_lightning sweep``: an Optuna study of fits, over a grid or a search space.
+r"""``python -m zoo_lightning sweep``: an Optuna study of fits, over a grid or a search space.
 
     python -m zoo_lightning sweep --config resnet20_cifar.yaml \
         --grid model.optimizer.init_args.lr=0.1,0.05 data.init_args.batch_size=128,256
