@@ -114,7 +114,8 @@ HATCHES = ("", "//", "..", "xx", "\\\\", "oo", "--")  # the bars' counterpart of
 
 def save_png(figure: Figure, path: Path, dpi: int = 120) -> Path:
     """Writes ``figure`` to ``path`` as a PNG and closes it."""
-    figure.savefig(path, dpi=dpi)
+    # the canvas grows to what is drawn: legends beside the axes and Optuna's value labels stay in the picture
+    figure.savefig(path, dpi=dpi, bbox_inches="tight")
     pyplot().close(figure)
     return path
 

@@ -16,6 +16,7 @@ import lightning as L
 import pytest
 import yaml
 from lightning.pytorch.loggers import TensorBoardLogger
+from matplotlib import rcParams
 from matplotlib.colors import to_rgb
 from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -434,8 +435,10 @@ def test_one_epoch_run_is_a_visible_point_on_an_integer_axis(tmp_path, drawn):
     with Image.open(tmp_path / "out" / "val_loss-unrecorded.png") as image:
         rgb = image.convert("RGB")
         x, y = ax.transData.transform((1, value))  # display pixels at the figure's dpi, from the bottom
-        scale = 120 / figure.dpi  # the report saves at 120 dpi
-        px, py = round(x * scale), round(rgb.height - y * scale)
+        # the PNG is the drawn area (savefig's tight box and its padding) at the report's 120 dpi
+        saved = figure.get_tightbbox().padded(rcParams["savefig.pad_inches"])
+        px = round((x / figure.dpi - saved.x0) * 120)
+        py = round(rgb.height - (y / figure.dpi - saved.y0) * 120)
         color = tuple(round(255 * c) for c in to_rgb(line.get_color()))
         box = [rgb.getpixel((px + dx, py + dy)) for dx in range(-4, 5) for dy in range(-4, 5)]
         assert sum(max(abs(a - b) for a, b in zip(pixel, color)) < 40 for pixel in box) >= 70
