@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import math
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import TypeVar
 
-__all__ = ["progress", "tracked"]
+__all__ = ["LOGGED_EVERY_S", "progress", "progress_line", "tracked"]
 
 T = TypeVar("T")
 SHOWN_FROM = 2_000  # items below which a step ends too soon for a bar to help
@@ -67,8 +68,23 @@ def progress(
         yield lambda n: bar.advance(task, n)
 
 
+def progress_line(
+    description: str, done: int, total: float, unit: str, elapsed: float, timed: int | None = None
+) -> str:
+    """``description: done/total unit (percent), rate, time left`` (or the time in all, once done); a ``total`` that
+    is not finite (a loader without a length) gives the count and rate alone. The rate is ``timed`` items (by default
+    ``done``) over ``elapsed`` seconds: a resumed epoch's rate counts only the batches since it resumed."""
+    elapsed = max(elapsed, 1e-9)
+    rate = (done if timed is None else timed) / elapsed
+    speed = f"{rate:,.0f} {unit}/s" if rate >= 10 else f"{rate:.2f} {unit}/s"  # batches of a big model: 0.45/s
+    if not math.isfinite(total) or total <= 0:
+        return f"{description}: {done} {unit}, {speed}, {elapsed:.0f} s so far"
+    when = f"{elapsed:.0f} s in all" if done >= total else f"about {(total - done) / max(rate, 1e-9):.0f} s left"
+    return f"{description}: {done}/{total:.0f} {unit} ({100 * done / total:.0f}%), {speed}, {when}"
+
+
 def _logged(description: str, total: int, unit: str, every_s: float) -> Callable[[int], None]:
-    """An ``advance(n)`` that writes ``description: done/total unit (percent), rate, time left`` lines to stderr."""
+    """An ``advance(n)`` that writes :func:`progress_line` to stderr at most every ``every_s`` s and at the end."""
     start = last = time.monotonic()
     done = 0
 
@@ -78,11 +94,8 @@ def _logged(description: str, total: int, unit: str, every_s: float) -> Callable
         now = time.monotonic()
         if now - last < every_s and done < total:
             return
-        last, elapsed = now, max(now - start, 1e-9)
-        rate = done / elapsed
-        when = f"{elapsed:.0f} s in all" if done >= total else f"about {(total - done) / rate:.0f} s left"
-        line = f"{description}: {done}/{total} {unit} ({100 * done / total:.0f}%), {rate:,.0f} {unit}/s, {when}"
-        print(line, file=sys.stderr, flush=True)
+        last = now
+        print(progress_line(description, done, total, unit, now - start), file=sys.stderr, flush=True)
 
     return advance
 

@@ -33,7 +33,7 @@ from zoo_lightning.callbacks import (
 from zoo_lightning.callbacks.fit_checkpoint import FitCheckpoint
 from zoo_lightning.callbacks.last_checkpoint import LastCheckpoint
 from zoo_lightning.callbacks.lr_monitor import StepLearningRateMonitor
-from zoo_lightning.callbacks.progress_bar import RunProgressBar
+from zoo_lightning.callbacks.progress_bar import run_progress_bar
 from zoo_lightning.callbacks.save_config import AtomicSaveConfigCallback
 from zoo_lightning.callbacks.stop_on_signal import StopOnSignal
 from zoo_lightning.checkpoints import AtomicCheckpointIO
@@ -257,9 +257,9 @@ class ZooCLI(LightningCLI):
             callbacks.append(StopOnSignal(self.stop))
         if self.verb == "predict":
             callbacks.append(PredictionWriter())
-        # A rich progress bar unless the user turned bars off or brought their own.
+        # A progress bar (or its lines, where the output is a file) unless the user turned bars off or brought one.
         if trainer.get("enable_progress_bar") is not False and not any(isinstance(c, ProgressBar) for c in callbacks):
-            callbacks.append(RunProgressBar())
+            callbacks.append(run_progress_bar())
         # Checkpoints are written beside their target and renamed into place, unless the user brings a CheckpointIO.
         plugins = trainer.get("plugins")
         plugins = [] if plugins is None else list(plugins) if isinstance(plugins, (list, tuple)) else [plugins]
