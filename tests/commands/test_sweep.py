@@ -17,7 +17,7 @@ from optuna.trial import TrialState
 
 from tests.helpers import cli_command, cli_env, run_cli
 from zoo_lightning.commands.search_space import combinations, parse_space, run_name, trial_run_name
-from zoo_lightning.commands.sweep import _parser, parse
+from zoo_lightning.commands.sweep import parse
 from zoo_lightning.commands.sweep_worker import worker_env
 from zoo_lightning.studies import counted_trials
 
@@ -119,9 +119,12 @@ def test_bad_items_are_refused(grid, space, says):
     assert says in str(refused.value)
 
 
-def test_the_help_shows_its_example_commands_with_their_line_continuations():
+def test_the_help_shows_its_example_commands_with_their_line_continuations(capsys):
     # a plain docstring would join each "\\" line with the next, leaving commands nobody can paste
-    help_text = _parser().format_help()
+    with pytest.raises(SystemExit) as done:
+        parse(["--help"])
+    assert done.value.code == 0
+    help_text = capsys.readouterr().out
     assert "--config resnet20_cifar.yaml \\\n        --grid model.optimizer.init_args.lr=0.1,0.05" in help_text
 
 
