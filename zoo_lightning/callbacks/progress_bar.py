@@ -35,7 +35,8 @@ class RunProgressBar(RichProgressBar):
 class LoggedProgressBar(ProgressBar):
     """Progress as lines on stderr, for output that is a file (nohup, a scheduler's log), where a bar cannot redraw
     and rich shows its last state only when the fit ends: while training, validating, testing or predicting, a line
-    at most every ``every_s`` seconds (batches done, rate, time left, the bar's metrics), and one at each epoch's end.
+    at most every ``every_s`` seconds (batches done, rate, time left, the training loss), and one at each epoch's end
+    with its validation metrics.
     """
 
     def __init__(self, every_s: float = LOGGED_EVERY_S) -> None:
