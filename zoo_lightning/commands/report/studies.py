@@ -119,7 +119,6 @@ def _plots(study: optuna.Study, metric: str, out_dir: Path) -> list[str]:
             except (ValueError, RuntimeError, ZeroDivisionError):
                 continue  # too few distinct trials for this plot
             axis = axes.flat[0] if hasattr(axes, "flat") else axes
-            axis.figure.tight_layout()  # room for the parameters' long names
             path = figures.save_png(axis.figure, out_dir / f"{stem}_{suffix}.png")
         lines += [f"![{study.study_name}: {caption}]({path.name})", ""]
     return lines
