@@ -38,13 +38,13 @@ def test_the_muon_recipe_trains_filters_with_muon_and_the_rest_with_sgd(cifar_py
     checkpoint = _last(logs, "airbench94_muon_cifar")
     assert checkpoint["global_step"] == 4
     groups = checkpoint["optimizer_states"][0]["param_groups"]
-    # SGD: the head at 1.65625 (decayed), the BatchNorm biases at 64x (no decay), the whitening bias; Muon: the 6
+    # SGD: the head at 0.828125 (decayed), the BatchNorm biases at 64x (no decay), the whitening bias; Muon: the 6
     # trained filter banks (the whitening conv's are frozen). The LR falls linearly to 0 over the run's 4 steps.
     shapes = [(g["muon"], len(g["params"]), g["weight_decay"]) for g in groups]
     assert shapes == [(False, 1, 2.415e-3), (True, 6, 0.0), (False, 6, 0.0), (False, 1, 0.0)]
-    assert [g["initial_lr"] for g in groups] == pytest.approx([1.65625, 0.24, 106, 1.65625])
+    assert [g["initial_lr"] for g in groups] == pytest.approx([0.828125, 0.17, 53, 0.828125])
     assert [g["lr"] for g in groups] == pytest.approx([0, 0, 0, 0])
-    assert all(g["ns_steps"] == 3 and g["normalize_filters"] for g in groups)
+    assert all(g["ns_steps"] == 3 and g["normalize_filters"] and g["ns_dtype"] == "auto" for g in groups)
     assert "test/top1" in EventAccumulator(str(run)).Reload().Tags()["scalars"]
 
 

@@ -35,6 +35,7 @@ from zoo_lightning.objectives import CrossEntropy, Objective, hard_targets, main
 from zoo_lightning.optimization import build_scheduler, default_lr_scheduler, default_optimizer, optimizer_groups
 from zoo_lightning.options import (
     ImageSide,
+    OpenUnitInterval,
     PositiveFloat,
     PositiveInt,
     PretrainedWeights,
@@ -49,7 +50,7 @@ from zoo_lightning.pretrained import (
     library_value,
     load_pretrained,
 )
-from zoo_lightning.tta import tta_logits
+from zoo_lightning.tta import tta_logits, unsure_tta_logits
 
 __all__ = ["ImageClassifier"]
 
@@ -78,6 +79,10 @@ class ImageClassifier(L.LightningModule):
             ``"flip_shift"`` (airbench's) weights the pair 0.5 and the pair shifted each way 0.25
             (:func:`~zoo_lightning.tta.tta_logits`). The per-epoch validation inside ``fit`` stays
             single-view, so it costs one forward pass and its curve compares across runs.
+        tta_confidence: with ``tta``, only the images whose single-view top softmax probability is below
+            this take the views; the rest keep their single view, at one forward pass
+            (:func:`~zoo_lightning.tta.unsure_tta_logits`). Evaluation logs the share that took them
+            (``test/tta_share``).
         input_size: side of the input images; the CLI links it from the DataModule's image_size. Only the model
             summary uses it, to count one image's FLOPs as ``python -m zoo_lightning models`` does.
         pretrained: weights for the backbone: ``torchvision`` (torchvision's ImageNet weights of a
@@ -111,6 +116,7 @@ class ImageClassifier(L.LightningModule):
         compile: bool = False,
         norm_lr_scale: PositiveFloat = 1.0,
         tta: TTAMode | None = None,
+        tta_confidence: OpenUnitInterval | None = None,
         input_size: ImageSide | None = None,
         pretrained: PretrainedWeights | None = None,
         freeze_backbone: bool = False,
@@ -119,7 +125,7 @@ class ImageClassifier(L.LightningModule):
     ) -> None:
         super().__init__()
         pretrained = current_spelling(pretrained, backbone)  # saved as spelled now (older checkpoints: a bare tag)
-        _check_relations(backbone, stem, pretrained, freeze_backbone, unfreeze_at_epoch)
+        _check_relations(backbone, stem, pretrained, freeze_backbone, unfreeze_at_epoch, tta, tta_confidence)
         self.save_hyperparameters(ignore=["objective", "optimizer", "lr_scheduler"])
         self.backbone = rebuild_backbone(self.hparams)
         self._head_names: list[str] | None = None
@@ -154,10 +160,17 @@ class ImageClassifier(L.LightningModule):
 
     def evaluate_logits(self, images: Tensor) -> Tensor:
         """Main logits, averaged over the test-time views when ``tta`` is set (never while fitting)."""
+        return self._viewed_logits(images)[0]
+
+    def _viewed_logits(self, images: Tensor) -> tuple[Tensor, Tensor | None]:
+        """Main logits, and under ``tta_confidence`` which images took the test-time views."""
         tta = None if self._fitting() else self.hparams["tta"]
+        one_view = lambda views: main_logits(self(views))  # noqa: E731
         if tta is None:
-            return main_logits(self(images))
-        return tta_logits(lambda views: main_logits(self(views)), images, tta)
+            return one_view(images), None
+        if self.hparams["tta_confidence"] is None:
+            return tta_logits(one_view, images, tta), None
+        return unsure_tta_logits(one_view, images, tta, self.hparams["tta_confidence"])
 
     def _fitting(self) -> bool:
         try:
@@ -182,7 +195,10 @@ class ImageClassifier(L.LightningModule):
 
     def _evaluate(self, batch: tuple[Tensor, Tensor], metrics: MetricCollection, stage: str) -> Tensor:
         images, targets = batch
-        logits = self.evaluate_logits(images)
+        logits, unsure = self._viewed_logits(images)
+        if unsure is not None:
+            share = unsure.float().mean()
+            self.log(names.tag(stage, names.TTA_SHARE), share, on_epoch=True, batch_size=len(unsure), sync_dist=True)
         loss = nn.functional.cross_entropy(logits, targets)
         metrics.update(logits, targets)
         self.log(names.tag(stage, names.LOSS), loss, on_epoch=True, sync_dist=True)
@@ -269,9 +285,20 @@ class ImageClassifier(L.LightningModule):
 
 
 def _check_relations(
-    backbone: str, stem: str, pretrained: str | None, freeze_backbone: bool, unfreeze_at_epoch: int | None
+    backbone: str,
+    stem: str,
+    pretrained: str | None,
+    freeze_backbone: bool,
+    unfreeze_at_epoch: int | None,
+    tta: str | None,
+    tta_confidence: float | None,
 ) -> None:
     """Options each right alone (their types say so) but wrong together: checked here, not by the parser."""
+    if tta_confidence is not None and tta is None:
+        raise ValueError(
+            f"--model.tta_confidence {tta_confidence} chooses which images take the test-time views, and "
+            "--model.tta is unset: add --model.tta (e.g. flip_shift) or leave tta_confidence out."
+        )
     if unfreeze_at_epoch is not None and not freeze_backbone:
         raise ValueError("--model.unfreeze_at_epoch needs --model.freeze_backbone true: it ends a frozen start.")
     if not pretrained:

@@ -9,6 +9,7 @@ __all__ = [
     "TOP1",
     "LOSS",
     "IMAGES",
+    "TTA_SHARE",
     "IMAGES_PER_SEC",
     "BEST_VAL_TOP1",
     "TEACHER_TOP1",
@@ -21,6 +22,7 @@ __all__ = [
 TRAIN, VAL, TEST = "train", "val", "test"
 TOP1, LOSS = "top1", "loss"
 IMAGES = "images"  # test/images: how many images a test scored (a part of the set under limit_test_batches)
+TTA_SHARE = "tta_share"  # test/tta_share: the share of images that took the test-time views (--model.tta_confidence)
 EPOCH = "epoch"  # Lightning logs the 0-based epoch beside every epoch-level scalar
 
 

@@ -1,8 +1,9 @@
 """Test-time augmentation: a network's logits averaged over a few views of each image.
 
 ``--model.tta`` (:data:`~zoo_lightning.options.TTAMode`) chooses the views; the classifier decides when
-they apply (validate, test and predict, never the per-epoch validation inside ``fit``). Here only the
-views and their weights, for any function from images to logits.
+they apply (validate, test and predict, never the per-epoch validation inside ``fit``), and
+``--model.tta_confidence`` gives them only to the images the network is unsure of. Here only the views
+and their weights, for any function from images to logits.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from torch import Tensor, nn
 
 from zoo_lightning.options import TTAMode
 
-__all__ = ["tta_logits", "translate"]
+__all__ = ["tta_logits", "unsure_tta_logits", "translate"]
 
 
 def translate(images: Tensor, shift: int, mode: str = "constant") -> Tensor:
@@ -37,15 +38,36 @@ def tta_logits(logits: Callable[[Tensor], Tensor], images: Tensor, mode: TTAMode
     the image-and-mirror pair weighted 0.5, and each pair shifted by one pixel up-left and down-right,
     with reflect padding, 0.25.
     """
+    return _views_mean(logits, images, mode, logits(images))
 
-    def pair(x: Tensor) -> Tensor:
-        return (logits(x) + logits(x.flip(3))) / 2
 
-    def flip_translate(x: Tensor) -> Tensor:
-        views = [x, x.flip(3), translate(x, 1), translate(x.flip(3), -1)]
-        return torch.stack([logits(v) for v in views]).mean(dim=0)
+def unsure_tta_logits(
+    logits: Callable[[Tensor], Tensor], images: Tensor, mode: TTAMode, below_confidence: float
+) -> tuple[Tensor, Tensor]:
+    """The views of ``mode`` for the images whose own view's top softmax probability is under
+    ``below_confidence``, that view alone for the rest: the logits, and which images took the views.
 
-    def flip_shift(x: Tensor) -> Tensor:
-        return 0.5 * pair(x) + 0.25 * pair(translate(x, -1, "reflect")) + 0.25 * pair(translate(x, 1, "reflect"))
+    A confident prediction rarely changes under a flip or a one-pixel shift, so the extra forward passes
+    go where they can change the answer; each image's own view is computed once either way.
+    """
+    plain = logits(images)
+    unsure = plain.float().softmax(dim=1).amax(dim=1) < below_confidence
+    if not unsure.any():
+        return plain, unsure
+    mixed = plain.clone()
+    mixed[unsure] = _views_mean(logits, images[unsure], mode, plain[unsure]).to(mixed.dtype)
+    return mixed, unsure
 
-    return {"flip": pair, "flip_translate": flip_translate, "flip_shift": flip_shift}[mode](images)
+
+def _views_mean(logits: Callable[[Tensor], Tensor], x: Tensor, mode: TTAMode, own: Tensor) -> Tensor:
+    """The weighted mean of ``mode``'s views of ``x``, given ``own``, the logits of ``x`` itself."""
+
+    def pair(v: Tensor, first: Tensor | None = None) -> Tensor:
+        return ((logits(v) if first is None else first) + logits(v.flip(3))) / 2
+
+    if mode == "flip":
+        return pair(x, own)
+    if mode == "flip_translate":
+        others = [logits(v) for v in (x.flip(3), translate(x, 1), translate(x.flip(3), -1))]
+        return torch.stack([own, *others]).mean(dim=0)
+    return 0.5 * pair(x, own) + 0.25 * pair(translate(x, -1, "reflect")) + 0.25 * pair(translate(x, 1, "reflect"))

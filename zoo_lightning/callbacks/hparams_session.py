@@ -123,7 +123,7 @@ def collect_hparams(trainer: L.Trainer, pl_module: L.LightningModule, training: 
     )
     if training:
         params["max_epochs"] = trainer.max_epochs if trainer.max_epochs is not None else -1
-    params.update({k: hparams[k] for k in ("channels_last", "compile", "tta") if k in hparams})
+    params.update({k: hparams[k] for k in ("channels_last", "compile", "tta", "tta_confidence") if k in hparams})
     return {k: _hparam_value(v) for k, v in params.items()}
 
 

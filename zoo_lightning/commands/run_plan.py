@@ -40,6 +40,7 @@ __all__ = ["RunPlan", "plan_run", "experiment_dir", "user_settings", "NETWORK_OP
 NETWORK_OPTIONS = ("backbone", "stem", "backbone_kwargs")  # what a checkpoint's weights fix
 RUNTIME_OPTIONS = (
     "tta",
+    "tta_confidence",
     "channels_last",
     "compile",
 )  # how to run a network: the command's choice, never the checkpoint's

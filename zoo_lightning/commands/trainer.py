@@ -273,12 +273,11 @@ class ZooCLI(LightningCLI):
     def run(self) -> None:
         """Runs the verb on the Trainer; ``fit --test_after_fit true`` tests the final weights after it."""
         options = {"ckpt_path": self.plan.ckpt_path, "weights_only": self.config.get("weights_only")}
-        tta = self.model.hparams.get("tta")
+        tta, confidence = self.model.hparams.get("tta"), self.model.hparams.get("tta_confidence")
         if tta and self.verb != "fit":
-            print(
-                f"Test-time augmentation {tta}: {VIEWS[tta]} views of every image, {VIEWS[tta]}x the time of one.",
-                flush=True,
-            )
+            whom = "every image" if confidence is None else f"each image whose top class has probability < {confidence}"
+            cost = f"{VIEWS[tta]}x the time of one" if confidence is None else "one view of the rest"
+            print(f"Test-time augmentation {tta}: {VIEWS[tta]} views of {whom}, {cost}.", flush=True)
         try:
             if self.verb in ("validate", "test"):
                 # Lightning's own table prints every metric to 16 digits; the dashboard's per-class table and this
