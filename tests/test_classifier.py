@@ -242,6 +242,51 @@ def test_flip_tta_is_the_mean_of_plain_and_flipped_logits():
     assert "model.tta" in message and "rotate" in message and "flip_translate" in message  # the choices
 
 
+@pytest.mark.parametrize("mode", ["flip", "flip_translate", "flip_shift"])
+def test_tta_confidence_gives_the_views_only_to_the_images_the_network_is_unsure_of(mode):
+    torch.manual_seed(0)
+    model = ImageClassifier("cnn", num_classes=5, tta=mode).eval()
+    x = torch.randn(9, 3, 32, 32)
+    with torch.no_grad():
+        every, plain = model.evaluate_logits(x), model.backbone(x)
+        confidence = plain.softmax(dim=1).amax(dim=1)
+        middle = confidence.median().item()
+        unsure = confidence < middle
+        assert 0 < int(unsure.sum()) < len(x)
+        for threshold, expected in (
+            (middle, torch.where(unsure[:, None], every, plain)),
+            (1e-6, plain),
+            (0.999, every),
+        ):
+            model.hparams.tta_confidence = threshold
+            torch.testing.assert_close(model.evaluate_logits(x), expected)
+
+
+def test_test_logs_the_share_of_images_that_took_the_views(tmp_path):
+    torch.manual_seed(0)
+    model = ImageClassifier("cnn", num_classes=5, tta="flip_shift", lr_scheduler=None).eval()
+    loader = _loader(n=20, batch_size=8)  # batches of 8, 8 and 4: the share is per image, not per batch
+    images = torch.cat([batch[0] for batch in loader])
+    with torch.no_grad():
+        confidence = model.backbone(images).softmax(dim=1).amax(dim=1)
+    model.hparams.tta_confidence = confidence.median().item()
+    expected = (confidence < model.hparams.tta_confidence).float().mean().item()
+    assert 0 < expected < 1
+    trainer = _trainer(tmp_path)
+    trainer.test(model, loader, verbose=False)
+    assert trainer.callback_metrics["test/tta_share"].item() == pytest.approx(expected)
+
+
+def test_tta_confidence_needs_tta_and_a_probability_strictly_between_0_and_1():
+    with pytest.raises(
+        ValueError, match=r"^--model.tta_confidence 0.5 chooses .*: add --model.tta \(e.g. flip_shift\)"
+    ):
+        ImageClassifier("cnn", num_classes=5, tta_confidence=0.5)
+    for bad in ("1", "0", "-0.2"):
+        message = option_error(ImageClassifier, "--model.tta_confidence", bad)
+        assert "model.tta_confidence" in message and "(0, 1)" in message
+
+
 def test_tta_is_off_in_the_validation_inside_fit_and_on_in_validate_and_test():
     from lightning.pytorch.trainer.states import TrainerFn
 

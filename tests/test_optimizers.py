@@ -75,6 +75,40 @@ def test_torch_muon_computes_the_same_step_only_to_bf16_precision():
     assert 1e-4 < difference < 1e-2, difference  # bf16's 8-bit mantissa, not another direction
 
 
+def test_newton_schulz_in_bfloat16_is_the_float32_result_to_bf16_precision():
+    matrix = torch.randn(64, 216, generator=torch.Generator().manual_seed(2))
+    low = newton_schulz(matrix, steps=3, dtype=torch.bfloat16)
+    assert low.dtype == torch.bfloat16
+    difference = (low.float() - newton_schulz(matrix, steps=3)).abs().max().item()
+    assert 1e-4 < difference < 1e-2, difference  # the same direction, to bf16's 8-bit mantissa
+
+
+STEP_DTYPES = (torch.float32, torch.bfloat16)
+
+
+@pytest.mark.parametrize(
+    "ns_dtype, flags, expected",
+    [
+        ("auto", {"avx2", "fma"}, torch.float32),
+        ("auto", {"avx2", "avx512_bf16"}, torch.bfloat16),
+        ("auto", {"amx_bf16"}, torch.bfloat16),
+        ("float32", {"avx512_bf16"}, torch.float32),
+        ("bfloat16", {"avx2"}, torch.bfloat16),
+    ],
+)
+def test_the_filters_step_computes_newton_schulz_in_the_chosen_precision(monkeypatch, ns_dtype, flags, expected):
+    """``auto``: bf16 on a CPU with bf16 instructions, float32 on one without (where bf16 products are emulated)."""
+    monkeypatch.setattr("zoo_lightning.hardware.cpu_flags", lambda: flags)
+    grad = torch.randn(8, 4, 3, 3, generator=torch.Generator().manual_seed(3))
+    param = nn.Parameter(torch.zeros(8, 4, 3, 3))
+    param.grad = grad.clone()
+    MuonSGD([param], muon_lr=1.0, muon_momentum=0.5, nesterov=False, ns_dtype=ns_dtype).step()
+    # The first step's direction is the gradient itself; the filters move by minus its orthogonalization.
+    step = {dtype: newton_schulz(grad.reshape(8, -1), dtype=dtype).float().view_as(param) for dtype in STEP_DTYPES}
+    assert not torch.equal(step[torch.float32], step[torch.bfloat16])  # the two precisions are told apart
+    assert torch.equal(param.detach(), -step[expected])
+
+
 def test_parameters_are_split_into_muon_filters_and_sgd_rest_with_their_names():
     model = _net()
     groups = parameter_groups(model)
@@ -226,6 +260,7 @@ def test_the_classifier_trains_with_it_through_lightning_with_lr_scales_and_the_
         ("muon_momentum", "1", "0.6", 0.6),
         ("ns_steps", "0", "3", 3),
         ("weight_decay", "-0.001", "2e-3", 2e-3),
+        ("ns_dtype", "float16", "bfloat16", "bfloat16"),
     ],
 )
 def test_the_parser_checks_each_option_against_its_type(option, bad, good, expected):

@@ -75,7 +75,7 @@ def test_fit_then_test_from_the_checkpoint(cifar_python, tmp_path):
     assert {"train/kd", "train/ce", "val/agreement", "val/teacher_top1"} <= set(tags)
 
 
-def test_checkpoint_fixes_the_network_and_the_command_line_how_to_run_it(cifar_python, tmp_path, monkeypatch):
+def test_checkpoint_fixes_the_network_and_the_command_line_how_to_run_it(cifar_python, tmp_path, monkeypatch, capsys):
     """Lightning lays a checkpoint's hyper-parameters over the command line; tta/channels_last stay the user's."""
     import functools
 
@@ -98,6 +98,8 @@ def test_checkpoint_fixes_the_network_and_the_command_line_how_to_run_it(cifar_p
             str(ckpt),
             "--model.tta",
             "flip",
+            "--model.tta_confidence",
+            "0.7",
             "--model.channels_last",
             "true",
             "--data.data_dir",
@@ -111,6 +113,9 @@ def test_checkpoint_fixes_the_network_and_the_command_line_how_to_run_it(cifar_p
     (model,) = tested
     assert model.hparams.backbone == "cnn"  # from the checkpoint, over the config's resnet20
     assert model.hparams.tta == "flip" and model.hparams.channels_last is True  # from the command line
+    assert model.hparams.tta_confidence == 0.7
+    out = capsys.readouterr().out
+    assert "Test-time augmentation flip: 2 views of each image whose top class has probability < 0.7, one view" in out
 
 
 def test_unknown_backbone_is_one_line_with_the_closest_match(cifar_python, tmp_path, capsys):
