@@ -121,6 +121,8 @@ class MuonSGD(Optimizer):
             "ns_dtype": ns_dtype,
         }
         super().__init__(_split_filters(params, muon_lr, muon_momentum), defaults)
+        # ``auto`` resolved once per device: it reads the CPU's flags, which a step should not do again.
+        self._ns_dtypes: dict[tuple[str, torch.device], torch.dtype] = {}
 
     @torch.no_grad()
     def step(self, closure: Callable[[], float] | None = None) -> float | None:  # type: ignore[override]
@@ -157,7 +159,10 @@ class MuonSGD(Optimizer):
 
     def _muon_step(self, group: dict[str, Any]) -> None:
         momentum = group["momentum"]
-        dtype = _newton_schulz_dtype(group["ns_dtype"], group["params"][0].device)
+        key = (group["ns_dtype"], group["params"][0].device)
+        if key not in self._ns_dtypes:
+            self._ns_dtypes[key] = _newton_schulz_dtype(*key)
+        dtype = self._ns_dtypes[key]
         for param in group["params"]:
             grad = param.grad
             if grad is None:
