@@ -15,8 +15,8 @@ Rows, in the order they run:
   pipeline      the DevicePipeline (crop, flip, normalize) on a batch, as a share of that batch's training step
   compile       one bare training step eager and with ``torch.compile`` (bf16, channels_last), compile time apart
 
-Without a GPU it prints one line and exits 0. ``--dry-run`` runs every row on the CPU with tiny networks and data
-(the tests use it); its numbers mean nothing.
+``--checks airbench compile`` runs those rows alone. Without a GPU it prints one line and exits 0. ``--dry-run``
+runs every row on the CPU with tiny networks and data (the tests use it); its numbers mean nothing.
 """
 
 from __future__ import annotations
@@ -88,7 +88,8 @@ class Plan:
     def cli(self, *args: str, timeout: float) -> tuple[subprocess.CompletedProcess[str] | None, float]:
         """``python -m zoo_lightning ARGS`` from this checkout, its output captured; (the process or None if it ran
         past ``timeout``, its wall seconds)."""
-        env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+        paths = [str(Path(__file__).resolve().parent.parent), os.environ.get("PYTHONPATH", "")]
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in paths if p)}  # keep the caller's paths
         command = [sys.executable, "-m", "zoo_lightning", *args]
         start = time.perf_counter()
         try:
@@ -177,8 +178,10 @@ def _fit_args(plan: Plan, logs: Path, *extra: str) -> list[str]:
 
 
 def _failure(done: subprocess.CompletedProcess[str] | None, timeout: float) -> str:
+    """The table's one line for a command that failed; its stderr's end goes to this process's stderr."""
     if done is None:
         return f"FAILED: ran past {timeout:.0f} s"
+    sys.stderr.write(done.stderr[-3000:])
     lines = [line for line in done.stderr.splitlines() if line.strip()]
     return f"FAILED: exit {done.returncode}: {lines[-1] if lines else 'no message'}"
 
@@ -344,6 +347,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data-dir", default="data/cifar10-jpeg", help="the CIFAR-10 copy (make data unpacks it)")
     parser.add_argument("--dry-run", action="store_true", help="every row on the CPU, tiny: checks the code only")
     parser.add_argument("--budget", type=float, default=BUDGET_S, help="seconds; later rows are skipped past it")
+    names = [check.__name__.removeprefix("check_") for check in CHECKS]
+    parser.add_argument("--checks", nargs="+", choices=names, default=names, help="the rows to run (default: all)")
     args = parser.parse_args(argv)
     if not args.dry_run and not torch.cuda.is_available():
         print("gpu-check: skipped, no CUDA GPU on this machine (torch.cuda.is_available() is False).")
@@ -357,6 +362,8 @@ def main(argv: list[str] | None = None) -> int:
         rows: list[Row] = []
         for check in CHECKS:
             name = check.__name__.removeprefix("check_")
+            if name not in args.checks:
+                continue
             if plan.left_s() <= 0:
                 rows.append(Row(name, "-", f"skipped: the {plan.budget_s:.0f} s budget is spent"))
                 continue

@@ -64,3 +64,11 @@ def test_missing_data_is_one_line_naming_make_data(tmp_path, capsys):
     assert gpu_check.main(["--dry-run", "--data-dir", str(tmp_path / "nowhere")]) == 2
     err = capsys.readouterr().err
     assert err.strip() == f"gpu-check: no CIFAR-10 at {tmp_path / 'nowhere'}: run `make data` (or give --data-dir)."
+
+
+def test_checks_runs_the_named_rows_alone(cifar_python, capsys):
+    data_dir, _ = cifar_python
+    assert gpu_check.main(["--dry-run", "--data-dir", str(data_dir), "--checks", "data", "pipeline"]) == 0
+    rows = _rows(capsys.readouterr().out)
+    assert [row[0] for row in rows] == ["data", "pipeline", "pipeline"]
+    assert all(row[2].endswith(" ms a batch") for row in rows[1:])  # no training step measured to share
