@@ -35,7 +35,11 @@ __all__ = [
     "callback_state",
     "CheckpointWriteError",
     "AtomicCheckpointIO",
+    "RUNTIME_OPTIONS",
 ]
+
+# How to run a network, not what it is: a command's choice, never taken from a checkpoint's hyper-parameters.
+RUNTIME_OPTIONS = ("channels_last", "compile", "tta", "tta_confidence")
 
 _NO_SPACE = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
 _cache: dict[str, Any] = {}  # the last file read: its key (path, size, mtime) and contents

@@ -16,7 +16,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
 
 from zoo_lightning import metric_names as names
-from zoo_lightning.checkpoints import callback_state, read_checkpoint
+from zoo_lightning.checkpoints import RUNTIME_OPTIONS, callback_state, read_checkpoint
 from zoo_lightning.data.base import trainer_datamodule
 
 __all__ = ["HparamsSession", "read_session", "KEY_HPARAMS", "HPARAM_METRICS", "DONE", "FAILED", "INTERRUPTED"]
@@ -123,7 +123,7 @@ def collect_hparams(trainer: L.Trainer, pl_module: L.LightningModule, training: 
     )
     if training:
         params["max_epochs"] = trainer.max_epochs if trainer.max_epochs is not None else -1
-    params.update({k: hparams[k] for k in ("channels_last", "compile", "tta", "tta_confidence") if k in hparams})
+    params.update({k: hparams[k] for k in RUNTIME_OPTIONS if k in hparams})
     return {k: _hparam_value(v) for k, v in params.items()}
 
 

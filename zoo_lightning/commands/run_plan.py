@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, TypedDict
 
 from jsonargparse import ArgumentParser, Namespace
 
-from zoo_lightning.checkpoints import datamodule_args, read_checkpoint
+from zoo_lightning.checkpoints import RUNTIME_OPTIONS, datamodule_args, read_checkpoint
 from zoo_lightning.data.splits import SPLIT_OPTIONS, TRAINING_SET_OPTIONS
 from zoo_lightning.parsing import DEFAULTS
 from zoo_lightning.pretrained import current_spelling
@@ -35,15 +35,9 @@ if TYPE_CHECKING:
 
     from zoo_lightning.classifier import ImageClassifier
 
-__all__ = ["RunPlan", "plan_run", "experiment_dir", "user_settings", "NETWORK_OPTIONS", "RUNTIME_OPTIONS"]
+__all__ = ["RunPlan", "plan_run", "experiment_dir", "user_settings", "NETWORK_OPTIONS"]
 
 NETWORK_OPTIONS = ("backbone", "stem", "backbone_kwargs")  # what a checkpoint's weights fix
-RUNTIME_OPTIONS = (
-    "tta",
-    "tta_confidence",
-    "channels_last",
-    "compile",
-)  # how to run a network: the command's choice, never the checkpoint's
 LAST, BEST = "last", "best"
 
 
