@@ -1,5 +1,6 @@
-"""The speedrun recipes beyond airbench94 through the CLI: airbench94_muon_cifar.yaml and airbench95_cifar.yaml train a
-few steps on tiny data, test at the end, and the Muon recipe resumes as if never stopped."""
+"""The speedrun recipes beyond airbench94 through the CLI: the Muon recipes (airbench94_muon_cifar.yaml,
+airbench95_muon_cifar.yaml) and airbench95_cifar.yaml train a few steps on tiny data, test at the end, and the Muon
+recipe resumes as if never stopped."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from tests.helpers import fit_args
 from zoo_lightning.cli import main
+from zoo_lightning.parsing import resolve_config
 
 TINY_WIDTHS = "{widths: [8, 16, 16]}"  # airbench's layout at a width that trains in seconds
 
@@ -27,15 +29,19 @@ def _last(logs: Path, experiment: str) -> dict:
     return torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
 
 
-def test_the_muon_recipe_trains_filters_with_muon_and_the_rest_with_sgd(cifar_python, tmp_path):
+@pytest.mark.parametrize("backbone", ["airbench94", "airbench95"])
+def test_the_muon_recipe_trains_filters_with_muon_and_the_rest_with_sgd(cifar_python, tmp_path, backbone):
     data_dir, _ = cifar_python
     logs = tmp_path / "logs"
-    main(_fit("airbench94_muon_cifar.yaml", data_dir, logs, "--trainer.max_steps", "4"))
-    (run,) = (logs / "airbench94_muon_cifar").iterdir()
+    experiment = f"{backbone}_muon_cifar"
+    main(_fit(f"{experiment}.yaml", data_dir, logs, "--trainer.max_steps", "4"))
+    (run,) = (logs / experiment).iterdir()
     config = yaml.safe_load((run / "config.yaml").read_text())
     assert config["model"]["optimizer"]["class_path"] == "zoo_lightning.optimizers.MuonSGD"
+    assert config["model"]["backbone"] == backbone
+    assert yaml.safe_load(resolve_config(f"{experiment}.yaml").read_text())["trainer"]["max_epochs"] == 7
     assert config["data"]["init_args"]["val_size"] == 0
-    checkpoint = _last(logs, "airbench94_muon_cifar")
+    checkpoint = _last(logs, experiment)
     assert checkpoint["global_step"] == 4
     groups = checkpoint["optimizer_states"][0]["param_groups"]
     # SGD: the head at 0.828125 (decayed), the BatchNorm biases at 64x (no decay), the whitening bias; Muon: the 6
