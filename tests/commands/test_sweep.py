@@ -380,10 +380,13 @@ def test_a_killed_workers_trial_is_run_again_and_its_folder_keeps_last_ckpt(cifa
     (killed,) = [p.parent for p in experiment.glob("lr=*/config.yaml")]  # its fit has started
     worker.send_signal(signal.SIGKILL)
     worker.wait()
-    while _fit_of(killed) and time.time() < deadline:  # the fit sees its worker gone and stops
+    last = killed / "checkpoints" / "last.ckpt"
+    # The fit sees its worker gone at its next step, writes last.ckpt and exits. Both are waited for: one scan of
+    # /proc that misses the fit (it is read file by file) must not end the wait before the fit has got that far.
+    while (_fit_of(killed) or not last.is_file()) and time.time() < deadline:
         time.sleep(0.2)
     assert not _fit_of(killed)
-    assert (killed / "checkpoints" / "last.ckpt").is_file()
+    assert last.is_file()
     time.sleep(2.5)  # two heartbeats: the trial is stale
 
     result = run_cli(args, tmp_path)
