@@ -370,9 +370,9 @@ def test_a_killed_workers_trial_is_run_again_and_its_folder_keeps_last_ckpt(cifa
     args = sweep_args(
         data_dir, logs, "--grid", f"{LR}=0.1,0.05", "--heartbeat", "1", "--trainer.max_epochs", "2", batches=5
     )
-    worker = subprocess.Popen(
-        cli_command(*args), env=cli_env(), cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
+    output = tmp_path / "worker.log"  # the worker's and its fit's output, shown if the fit ends unexpectedly
+    with output.open("w") as log:
+        worker = subprocess.Popen(cli_command(*args), env=cli_env(), cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT)
     experiment = logs / "cnn_cifar"
     deadline = time.time() + 300
     while not any(experiment.glob("lr=*/config.yaml")) and time.time() < deadline:
@@ -386,7 +386,7 @@ def test_a_killed_workers_trial_is_run_again_and_its_folder_keeps_last_ckpt(cifa
     while (_fit_of(killed) or not last.is_file()) and time.time() < deadline:
         time.sleep(0.2)
     assert not _fit_of(killed)
-    assert last.is_file()
+    assert last.is_file(), output.read_text()[-3000:]
     time.sleep(2.5)  # two heartbeats: the trial is stale
 
     result = run_cli(args, tmp_path)
